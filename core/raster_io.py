@@ -1,0 +1,154 @@
+"""Raster reading and atomic GeoTIFF writing.
+
+Every output of SlideWatch is written under a temporary name in the destination
+folder and renamed over the final name only once complete (``os.replace`` is
+atomic on POSIX within a file system). A crash, a cancel or a full disk never
+leaves a truncated file under the final name.
+"""
+
+import contextlib
+import errno
+import os
+import uuid
+
+import numpy as np
+
+from .errors import InputError, OutputError
+
+#: Creation options for float outputs: tiled, compressed, predictor for floats.
+GTIFF_FLOAT_OPTIONS = dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
+                           compress="deflate", predictor=3, zlevel=4, bigtiff="if_safer")
+
+
+def temporary_name(final_path):
+    """A hidden temporary path beside ``final_path`` (same file system)."""
+    folder, name = os.path.split(os.path.abspath(final_path))
+    return os.path.join(folder, ".%s.%s.partial" % (name, uuid.uuid4().hex[:8]))
+
+
+def ensure_writable_folder(folder):
+    """Create ``folder`` if needed and check that files can be written in it."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError("Cannot create output folder '%s': %s. Choose a folder you can "
+                          "write to." % (folder, exc.strerror or exc)) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError("Output folder '%s' is not writable. Choose a folder you can "
+                          "write to, or fix its permissions." % folder)
+
+
+def _describe_os_error(exc, path):
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return ("The disk is full while writing '%s'. Free some space (or choose another "
+                "output folder) and run again: finished outputs are kept and reused." % path)
+    if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "Permission denied while writing '%s'. Choose a writable output folder." % path
+    return "Could not write '%s': %s" % (path, exc)
+
+
+@contextlib.contextmanager
+def atomic_output(final_path):
+    """Context manager yielding a temporary path; renamed to ``final_path`` on success.
+
+    On any exception (including :class:`~slidewatch.core.errors.Cancelled`), the
+    temporary file is removed and the final path is left untouched.
+    """
+    final_path = os.path.abspath(final_path)
+    ensure_writable_folder(os.path.dirname(final_path))
+    tmp = temporary_name(final_path)
+    try:
+        yield tmp
+        os.replace(tmp, final_path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise OutputError(_describe_os_error(exc, final_path)) from exc
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    finally:
+        # rasterio may leave an .aux.xml beside the temporary file
+        _remove_quietly(tmp + ".aux.xml")
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def write_text_atomic(path, text):
+    """Write a text file atomically (CSV, JSON, logs)."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_bands(path, bands, transform, crs, descriptions=None, tags=None,
+                band_tags=None, dtype="float32", nodata=np.nan):
+    """Write a multi-band GeoTIFF atomically in one go.
+
+    Parameters
+    ----------
+    bands : sequence of 2-D arrays or a 3-D array (band, row, col)
+    descriptions : list of str, one per band (GDAL band descriptions)
+    tags : dict of dataset-level metadata (values converted to str)
+    band_tags : list of dicts, one per band, or None
+    """
+    import rasterio
+
+    bands = [np.asarray(b) for b in bands]
+    if not bands:
+        raise ValueError("write_bands needs at least one band")
+    height, width = bands[0].shape
+    profile = dict(GTIFF_FLOAT_OPTIONS, height=height, width=width, count=len(bands),
+                   dtype=dtype, crs=crs, transform=transform, nodata=nodata)
+    if height < 256 or width < 256:
+        profile.update(tiled=False)
+        profile.pop("blockxsize"), profile.pop("blockysize")
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        profile["predictor"] = 2
+    with atomic_output(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            for i, band in enumerate(bands, start=1):
+                dst.write(band.astype(dtype, copy=False), i)
+                if descriptions:
+                    dst.set_band_description(i, descriptions[i - 1])
+                if band_tags and band_tags[i - 1]:
+                    dst.update_tags(i, **{k: str(v) for k, v in band_tags[i - 1].items()})
+            if tags:
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+
+
+def read_band(path, band=1, window=None, masked_zero=False):
+    """Read one band as float32 with nodata (and optionally 0) turned into NaN."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            if band < 1 or band > src.count:
+                raise InputError("'%s' has %d band(s); band %d does not exist. Choose a band "
+                                 "between 1 and %d." % (path, src.count, band, src.count))
+            arr = src.read(band, window=window).astype(np.float32)
+            nodata = src.nodata
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError("Cannot read raster '%s': %s. Check that the file is a complete, "
+                         "valid raster." % (path, exc)) from exc
+    if nodata is not None and not np.isnan(nodata):
+        arr[arr == nodata] = np.nan
+    if masked_zero:
+        arr[arr == 0] = np.nan
+    arr[~np.isfinite(arr)] = np.nan
+    return arr
+
+
+def band_index_by_description(src, description):
+    """1-based index of the band whose description is ``description`` (rasterio dataset)."""
+    for i, d in enumerate(src.descriptions, start=1):
+        if d == description:
+            return i
+    raise InputError("'%s' has no band described as '%s' (bands: %s). Is it a SlideWatch "
+                     "output?" % (src.name, description, ", ".join(str(d) for d in src.descriptions)))

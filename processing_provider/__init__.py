@@ -1,0 +1,1 @@
+"""Processing provider and algorithms of SlideWatch (thin wrappers around slidewatch.core)."""

@@ -1,0 +1,9 @@
+"""The algorithms the provider registers, as "module:Class" in this package.
+
+Modules are imported lazily by the provider, one by one, so that an algorithm whose
+module fails to import is reported (log) without hiding the others.
+"""
+
+ALGORITHMS = [
+    "alg_synthetic_stack:SyntheticStackAlgorithm",
+]

@@ -1,0 +1,78 @@
+"""Shared fixtures. pytest-qgis starts a real QgsApplication for the whole session."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "s2_pair_no_motion")
+
+
+class RecordingIface:
+    """Wraps pytest-qgis's mock iface and records what a plugin adds and removes.
+
+    The mock's menu/dock methods are no-ops; this records them so tests can prove that
+    ``unload`` removes every trace.
+    """
+
+    def __init__(self, iface):
+        self._iface = iface
+        self.menu_actions = []
+        self.docks = []
+        self.toolbars = []
+
+    def __getattr__(self, name):
+        return getattr(self._iface, name)
+
+    def addPluginToMenu(self, menu, action):  # noqa: N802
+        self.menu_actions.append((menu, action))
+
+    def removePluginMenu(self, menu, action):  # noqa: N802
+        self.menu_actions.remove((menu, action))
+
+    def addDockWidget(self, area, dock):  # noqa: N802
+        self.docks.append(dock)
+        self._iface.mainWindow().addDockWidget(area, dock)
+
+    def removeDockWidget(self, dock):  # noqa: N802
+        self.docks.remove(dock)
+        self._iface.mainWindow().removeDockWidget(dock)
+
+    def addToolBar(self, name):  # noqa: N802
+        toolbar = self._iface.addToolBar(name)
+        self.toolbars.append(toolbar)
+        return toolbar
+
+
+@pytest.fixture()
+def recording_iface(qgis_iface):
+    return RecordingIface(qgis_iface)
+
+
+@pytest.fixture(scope="session")
+def real_pair_paths():
+    """The real Sentinel-2 pair (no motion) from ../shared/data, or skip if absent."""
+    ref = os.path.join(SHARED_DATA, "ref_S2A_20160608T153121_T33UUU_sub.jp2")
+    tgt = os.path.join(SHARED_DATA, "tgt_S2A_20160529T153631_T33UUU_sub.jp2")
+    if not (os.path.exists(ref) and os.path.exists(tgt)):
+        pytest.skip("real Sentinel-2 pair not found in ../shared/data")
+    return ref, tgt
+
+
+def qgis_process_command():
+    """The qgis_process binary (Debian 12's wrapper passes an option 3.22 rejects)."""
+    return os.environ.get("SLIDEWATCH_QGIS_PROCESS", "/usr/bin/qgis_process.bin")
+
+
+def qgis_process_env():
+    env = dict(os.environ)
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    env["QGIS_PLUGINPATH"] = os.path.join(ROOT, ".build", "plugins")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.join(ROOT, ".build", "plugins"),
+                                                     env.get("PYTHONPATH", "")] if p)
+    env.setdefault("NUMBA_CACHE_DIR", os.path.join(ROOT, ".cache", "numba"))
+    return env
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

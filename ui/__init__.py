@@ -1,0 +1,1 @@
+"""Dock widgets and map tools. Qt through qgis.PyQt; pyqtgraph imported lazily."""

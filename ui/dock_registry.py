@@ -1,0 +1,8 @@
+"""The dock widgets the plugin offers, as (module in slidewatch.ui, class, title).
+
+The plugin creates each dock lazily, the first time the user opens it, so that
+pyqtgraph is imported only when a plot is actually shown.
+"""
+
+DOCKS = [
+]
