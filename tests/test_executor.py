@@ -1,0 +1,229 @@
+"""core.executor: local threads and a Dask LocalCluster behind one interface.
+
+The Dask part starts a real ``distributed.LocalCluster`` of 2 single-threaded worker
+processes (module fixture). Task functions of this module are pickled by value so that the
+worker processes do not need to import the tests package.
+"""
+
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from slidewatch.core.errors import Cancelled, InputError, ParameterError, SlideWatchError
+from slidewatch.core.executor import (CancelFlag, LocalExecutor, TaskFailure, get_executor,
+                                      parse_scheduler)
+from slidewatch.core.progress import Progress
+
+distributed = pytest.importorskip("distributed")
+import cloudpickle  # noqa: E402  (comes with distributed)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+# -- task functions (module level: they are pickled for the cluster) ----------------------
+def square_and_write(item):
+    """Writes its own output atomically and returns only a small result."""
+    folder, i = item
+    path = os.path.join(folder, "out_%03d.npy" % i)
+    arr = np.arange(1000, dtype=np.float64) * i
+    tmp = path + ".partial"
+    np.save(tmp, arr ** 2)
+    os.replace(tmp + ".npy", path)
+    return path, float((arr ** 2).sum()), os.getpid()
+
+
+def fail_first_time(item):
+    """Fails on its first attempt (a marker file records attempts across processes)."""
+    folder, i = item
+    marker = os.path.join(folder, "attempt_%d" % i)
+    with open(marker, "a") as fh:
+        fh.write("x")
+    with open(marker) as fh:
+        n = len(fh.read())
+    if n == 1:
+        raise OSError("transient failure of task %d" % i)
+    return i * 10
+
+
+def always_fail(item):
+    raise InputError("cannot read input %s" % (item,))
+
+
+def parameter_error(item):
+    folder = item
+    with open(os.path.join(folder, "param_attempts"), "a") as fh:
+        fh.write("x")
+    raise ParameterError("window must be even")
+
+
+def wait_for_cancel(item, cancelled):
+    """A long task made of chunks, checking the cancel flag between them."""
+    folder, i = item
+    for _ in range(400):          # at most ~20 s
+        if cancelled():
+            open(os.path.join(folder, "stopped_%d" % i), "w").close()
+            return "stopped"
+        time.sleep(0.05)
+    return "ran to the end"
+
+
+def die_once_after_others(item):
+    """Task 3 kills its worker process on its first attempt (a dead worker)."""
+    folder, i = item
+    out = os.path.join(folder, "done_%d" % i)
+    if i == 3:
+        marker = os.path.join(folder, "died_once")
+        if not os.path.exists(marker):
+            # let the other tasks finish first
+            for _ in range(200):
+                if sum(os.path.exists(os.path.join(folder, "done_%d" % k))
+                       for k in range(3)) == 3:
+                    break
+                time.sleep(0.05)
+            open(marker, "w").close()
+            os._exit(1)
+    with open(out + ".partial", "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace(out + ".partial", out)
+    return i
+
+
+# -- parsing -------------------------------------------------------------------------------
+def test_parse_scheduler_forms(tmp_path):
+    assert parse_scheduler(None) == ("threads", None)
+    assert parse_scheduler("  ") == ("threads", None)
+    assert parse_scheduler("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")
+    assert parse_scheduler("node7:8786") == ("address", "tcp://node7:8786")
+    assert parse_scheduler("local:3") == ("local-cluster", 3)
+    f = tmp_path / "scheduler.json"
+    f.write_text("{}")
+    assert parse_scheduler("scheduler-file:%s" % f) == ("scheduler-file", str(f))
+    for bad in ("local:0", "local:x", "http//oops", "tcp://"):
+        with pytest.raises(ParameterError, match="scheduler"):
+            parse_scheduler(bad)
+    with pytest.raises(InputError, match="does not exist"):
+        parse_scheduler("scheduler-file:%s" % (tmp_path / "nope.json"))
+
+
+def test_unreachable_scheduler_is_an_actionable_error():
+    with pytest.raises(InputError, match="Cannot connect to the Dask scheduler"):
+        get_executor("tcp://127.0.0.1:9", timeout=1)
+
+
+def test_cancel_flag_pickles_without_the_event():
+    import pickle
+    flag = CancelFlag(name="abc")
+    clone = pickle.loads(pickle.dumps(flag))
+    assert clone.name == "abc" and clone._event is None
+    # no Dask client in this process: the flag says "not cancelled" rather than failing
+    assert clone() is False
+
+
+# -- local threads -------------------------------------------------------------------------
+def test_local_map_keeps_order_and_reports_progress(tmp_path):
+    seen = []
+    prog = Progress(callback=lambda p, m: seen.append(p))
+    with get_executor(None, max_workers=2) as ex:
+        assert isinstance(ex, LocalExecutor) and ex.n_workers == 2
+        res = ex.map(square_and_write, [(str(tmp_path), i) for i in range(7)], progress=prog)
+    assert [os.path.basename(r[0]) for r in res] == ["out_%03d.npy" % i for i in range(7)]
+    assert res[3][1] == pytest.approx(float(((np.arange(1000) * 3.0) ** 2).sum()))
+    assert seen[-1] == pytest.approx(100.0) and seen == sorted(seen)
+
+
+def test_local_failed_task_is_retried(tmp_path):
+    log = []
+    with get_executor(None, max_workers=2, retries=1) as ex:
+        res = ex.map(fail_first_time, [(str(tmp_path), i) for i in range(4)],
+                     progress=Progress(log=log.append), describe=lambda it: "job %d" % it[1])
+    assert res == [0, 10, 20, 30]
+    assert sum("retrying" in line for line in log) == 4
+    assert all((tmp_path / ("attempt_%d" % i)).read_text() == "xx" for i in range(4))
+
+
+def test_local_failure_after_retries_names_the_task(tmp_path):
+    with get_executor(None, max_workers=2, retries=2) as ex:
+        with pytest.raises(InputError, match=r"job [ab] failed after 3 attempts: cannot read input [ab]"):
+            ex.map(always_fail, ["a", "b"], describe=lambda it: "job %s" % it)
+        # a parameter error is not worth retrying
+        with pytest.raises(ParameterError, match="1 attempt"):
+            ex.map(parameter_error, [str(tmp_path)])
+        assert (tmp_path / "param_attempts").read_text() == "x"
+        res = ex.map(always_fail, ["a"], on_error="collect", retries=0)
+        assert isinstance(res[0], TaskFailure) and isinstance(res[0].error, InputError)
+
+
+def test_local_cancel_stops_running_and_pending_tasks(tmp_path):
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    t0 = time.monotonic()
+    with get_executor(None, max_workers=2) as ex:
+        with pytest.raises(Cancelled):
+            ex.map(wait_for_cancel, [(str(tmp_path), i) for i in range(6)],
+                   progress=Progress(is_cancelled=cancel.is_set), pass_cancel=True)
+    assert time.monotonic() - t0 < 10
+    stopped = sorted(p for p in os.listdir(tmp_path) if p.startswith("stopped_"))
+    assert len(stopped) == 2          # the two running tasks stopped; the others never ran
+
+
+# -- Dask LocalCluster (2 worker processes) ------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster_executor():
+    ex = get_executor("local:2", retries=2)
+    try:
+        yield ex
+    finally:
+        ex.close()
+
+
+def test_dask_map_identical_to_local(tmp_path, cluster_executor):
+    ex = cluster_executor
+    assert ex.kind == "dask" and ex.n_workers == 2
+    a, b = tmp_path / "local", tmp_path / "dask"
+    a.mkdir()
+    b.mkdir()
+    with get_executor(None, max_workers=2) as loc:
+        res_local = loc.map(square_and_write, [(str(a), i) for i in range(6)])
+    res_dask = ex.map(square_and_write, [(str(b), i) for i in range(6)])
+    assert [r[1] for r in res_local] == [r[1] for r in res_dask]
+    for (pa, _, _), (pb, _, _) in zip(res_local, res_dask):
+        np.testing.assert_array_equal(np.load(pa), np.load(pb))
+    # ran in the worker processes, not in the driver
+    assert os.getpid() not in {r[2] for r in res_dask}
+
+
+def test_dask_failed_task_is_retried(tmp_path, cluster_executor):
+    res = cluster_executor.map(fail_first_time, [(str(tmp_path), i) for i in range(3)])
+    assert res == [0, 10, 20]
+    assert all((tmp_path / ("attempt_%d" % i)).read_text() == "xx" for i in range(3))
+    with pytest.raises(InputError, match="failed after 3 attempts"):
+        cluster_executor.map(always_fail, ["z"])
+
+
+def test_dask_cancel(tmp_path, cluster_executor):
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        cluster_executor.map(wait_for_cancel, [(str(tmp_path), i) for i in range(5)],
+                             progress=Progress(is_cancelled=cancel.is_set), pass_cancel=True)
+    assert time.monotonic() - t0 < 10
+    # the running tasks saw the distributed cancel event and stopped early
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(
+            [p for p in os.listdir(tmp_path) if p.startswith("stopped_")]) < 2:
+        time.sleep(0.1)
+    assert len([p for p in os.listdir(tmp_path) if p.startswith("stopped_")]) == 2
+    # the cluster is still usable afterwards
+    assert cluster_executor.map(fail_first_time, [(str(tmp_path), 9)]) == [90]
+
+
+def test_dask_dead_worker_keeps_finished_outputs(tmp_path, cluster_executor):
+    res = cluster_executor.map(die_once_after_others, [(str(tmp_path), i) for i in range(5)])
+    assert res == [0, 1, 2, 3, 4]
+    assert (tmp_path / "died_once").exists()
+    assert all((tmp_path / ("done_%d" % i)).exists() for i in range(5))
