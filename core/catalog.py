@@ -474,7 +474,7 @@ def _sensor_family(sensor):
 
 
 def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
-                  estimate_clouds=True):
+                  estimate_clouds=True, use_cloud_metadata=True):
     """Catalog a folder or a list of rasters / SAFE folders.
 
     Parameters
@@ -486,6 +486,8 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
     duplicates : "keep_best" (keep the image of a date with the largest valid fraction
         and report the others in ``problems``) or "error" (raise :class:`InputError`).
     estimate_clouds : estimate cloud fractions from the images when no mask/metadata.
+    use_cloud_metadata : use cloud percentages of metadata files / tags (False: only
+        masks and the image-based estimate).
 
     Returns
     -------
@@ -726,7 +728,7 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
                 rec.mask_path = os.path.abspath(mask)
             except Exception as exc:  # unreadable mask: report, fall back
                 notes.append("%s: cloud mask %s unreadable (%s)" % (it["path"], mask, exc))
-        if not rec.cloud_source:
+        if not rec.cloud_source and use_cloud_metadata:
             cf = meta.get("cloud")
             if cf is None:
                 for tk in ("CLOUD_FRACTION", "CLOUD_COVER", "CLOUDY_PIXEL_PERCENTAGE"):

@@ -36,7 +36,7 @@ _MIN_YEAR, _MAX_YEAR = 1972, 2100
 
 _S2_SAFE = re.compile(
     r"(?<![A-Za-z0-9])(S2[A-D])_MSI(L1C|L2A|L1B)_(\d{8})T(\d{6})_N(\d{4})_R(\d{3})_T(\d{2}[A-Z]{3})"
-    r"_(\d{8})T(\d{6})")
+    r"(?:_(\d{8})T(\d{6}))?(?:_(B\d[\dA]|SCL|TCI))?(?![A-Za-z0-9])")
 _S2_OLD = re.compile(
     r"(?<![A-Za-z0-9])(S2[A-D])_OPER_(?:MSI|PRD)_(L1C|L2A|MSIL1C|MSIL2A)_\w*?_(\d{8})T(\d{6})")
 _S2_BAND = re.compile(
@@ -141,6 +141,8 @@ def parse_name(name):
             b = _S2_BAND.search(base)
             if b:
                 out.band = b.group(4)
+            elif m.group(10):
+                out.band = m.group(10)
             return out
     m = _S2_BAND.search(base)
     if m:

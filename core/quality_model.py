@@ -1,0 +1,323 @@
+"""Quality of a correlation pair: measured (previews, full results) and predicted.
+
+*Measured quality* of a displacement field (:func:`field_quality`) is the product
+
+    q = good_fraction × coherence
+
+where ``good_fraction`` is the fraction of windows with a valid estimate
+(status 0, finite) and NCC ≥ ``ncc_min``, and ``coherence`` is the fraction of
+those good vectors that agree within ``tol_px`` with the median of their good
+3×3 neighbours. Clouds, snow, nodata and decorrelation lower the first term;
+random matches (which can have a high NCC on repeated texture) lower the second.
+A pair correlating a fully clouded image comes out near 0, a clean pair near 1.
+
+*Predicted quality* (:class:`QualityModel`) is a small additive logistic model
+
+    logit(q_ij) = x_ij · beta + a_i + a_j
+
+fitted by ridge least squares on logit(q) of the preview correlations (and of
+full-resolution results of earlier runs, read from ``pairs/pair_*.tif``):
+``x_ij`` are the cheap pair features of :data:`FEATURES` (cloud and invalid
+fractions of both images, sun-angle differences, baseline, season, expected
+motion against the search range, full-resolution flag) and ``a_i`` is a
+per-date effect (ridge-shrunk towards 0) learnt from every preview that
+involves date *i*. That date effect is what makes the optimiser work without
+any cloud mask: a fully clouded date has low quality in all its previews, so
+``a_i`` is strongly negative and *every* pair with that date is predicted poor,
+including the pairs that were never previewed.
+
+Training rows are kept in ``quality_training.csv`` (merged across runs, written
+atomically) so the model improves as a project accumulates full results.
+"""
+
+import csv
+import glob
+import io
+import json
+import math
+import os
+import re
+
+import numpy as np
+
+from .errors import InputError
+from .raster_io import write_text_atomic
+
+__all__ = ["FEATURES", "field_quality", "pair_features", "QualityModel",
+           "read_full_results", "read_training_csv", "write_training_csv",
+           "merge_training_rows", "TRAINING_COLUMNS"]
+
+FEATURES = ("cloud_max", "cloud_min", "invalid_max", "invalid_min", "sun_elevation_diff",
+            "sun_azimuth_diff", "baseline_years", "season_diff", "motion_ratio", "full_res")
+
+TRAINING_COLUMNS = ("reference_date", "secondary_date", "source", "quality", "good_fraction",
+                    "coherence", "ncc_median") + FEATURES
+
+
+def _nan0(v, default=0.0):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) else default
+
+
+def field_quality(dx, dy, ncc, status=None, ncc_min=0.5, tol_px=1.0):
+    """Measured quality of a displacement field (see module doc).
+
+    Returns a dict with ``quality``, ``good_fraction``, ``coherence``,
+    ``valid_fraction``, ``ncc_median`` and ``n``.
+    """
+    from scipy.ndimage import median_filter
+    dx = np.asarray(dx, dtype=np.float64)
+    dy = np.asarray(dy, dtype=np.float64)
+    ncc = np.asarray(ncc, dtype=np.float64)
+    valid = np.isfinite(dx) & np.isfinite(dy) & np.isfinite(ncc)
+    if status is not None:
+        valid &= np.asarray(status) == 0
+    n = dx.size
+    if n == 0:
+        return dict(quality=0.0, good_fraction=0.0, coherence=0.0, valid_fraction=0.0,
+                    ncc_median=float("nan"), n=0)
+    good = valid & (ncc >= ncc_min)
+    ng = int(good.sum())
+    if ng == 0:
+        return dict(quality=0.0, good_fraction=0.0, coherence=0.0,
+                    valid_fraction=float(valid.mean()),
+                    ncc_median=float(np.median(ncc[valid])) if valid.any() else float("nan"),
+                    n=n)
+    # NaN-aware 3x3 median of good neighbours: fill non-good with a far sentinel pair of
+    # values of alternating sign so that they rarely become the median; simpler and
+    # robust: compute medians with NaN via sliding windows.
+    coh = _coherent(dx, dy, good, tol_px)
+    coherence = float(coh.sum()) / ng
+    gf = ng / float(n)
+    return dict(quality=gf * coherence, good_fraction=gf, coherence=coherence,
+                valid_fraction=float(valid.mean()), ncc_median=float(np.median(ncc[valid])), n=n)
+
+
+def _coherent(dx, dy, good, tol):
+    """Boolean: good vectors within ``tol`` of the median of their good 3x3 neighbours
+    (a vector without any good neighbour counts as incoherent)."""
+    H, W = dx.shape
+    pad = lambda a, fill: np.pad(a, 1, mode="constant", constant_values=fill)  # noqa: E731
+    gx, gy = np.where(good, dx, np.nan), np.where(good, dy, np.nan)
+    px, py = pad(gx, np.nan), pad(gy, np.nan)
+    nbx = [px[1 + r:1 + r + H, 1 + c:1 + c + W] for r in (-1, 0, 1) for c in (-1, 0, 1)
+           if (r, c) != (0, 0)]
+    nby = [py[1 + r:1 + r + H, 1 + c:1 + c + W] for r in (-1, 0, 1) for c in (-1, 0, 1)
+           if (r, c) != (0, 0)]
+    sx, sy = np.stack(nbx), np.stack(nby)
+    cnt = np.isfinite(sx).sum(axis=0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mx, my = np.nanmedian(sx, axis=0), np.nanmedian(sy, axis=0)
+    with np.errstate(invalid="ignore"):
+        ok = good & (cnt >= 1) & (np.hypot(dx - mx, dy - my) <= tol)
+    return ok
+
+
+def pair_features(rec_i, rec_j, baseline_days, expected_px_per_year=0.0, search_px=8,
+                  full_res=0.0, cloud_fill=0.0):
+    """Cheap features of a pair (order of :data:`FEATURES`) from two catalog records."""
+    ci = _nan0(rec_i.cloud_fraction, cloud_fill)
+    cj = _nan0(rec_j.cloud_fraction, cloud_fill)
+    vi = 1.0 - _nan0(rec_i.valid_fraction, 1.0)
+    vj = 1.0 - _nan0(rec_j.valid_fraction, 1.0)
+    se_i, se_j = _nan0(rec_i.sun_elevation, float("nan")), _nan0(rec_j.sun_elevation, float("nan"))
+    sa_i, sa_j = _nan0(rec_i.sun_azimuth, float("nan")), _nan0(rec_j.sun_azimuth, float("nan"))
+    dse = abs(se_i - se_j) / 30.0 if math.isfinite(se_i) and math.isfinite(se_j) else 0.0
+    dsa = abs(((sa_i - sa_j) + 180.0) % 360.0 - 180.0) / 30.0 if (
+        math.isfinite(sa_i) and math.isfinite(sa_j)) else 0.0
+    by = abs(baseline_days) / 365.25
+    doy_i = rec_i.date.timetuple().tm_yday
+    doy_j = rec_j.date.timetuple().tm_yday
+    dd = abs(doy_i - doy_j)
+    season = min(dd, 365.25 - dd) / 182.625          # 0 same season, 1 opposite
+    motion = (expected_px_per_year * by / float(search_px)) if search_px else 0.0
+    return np.array([max(ci, cj), min(ci, cj), max(vi, vj), min(vi, vj), dse, dsa, by,
+                     season, motion, float(full_res)], dtype=np.float64)
+
+
+def _logit(q):
+    q = np.clip(np.asarray(q, dtype=np.float64), 0.02, 0.98)
+    return np.log(q / (1.0 - q))
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+class QualityModel:
+    """Additive logistic ridge model ``logit q = x·beta + a_i + a_j`` (see module doc).
+
+    Parameters
+    ----------
+    ridge_beta : ridge penalty on the feature coefficients (features are standardised)
+    ridge_date : ridge penalty on the per-date effects (larger = more shrinkage)
+    """
+
+    def __init__(self, ridge_beta=1.0, ridge_date=0.5):
+        self.ridge_beta = float(ridge_beta)
+        self.ridge_date = float(ridge_date)
+        self.beta = None
+        self.intercept = 0.0
+        self.mean = None
+        self.std = None
+        self.date_effects = {}
+        self.n_train = 0
+        self.rmse = float("nan")
+
+    @property
+    def fitted(self):
+        return self.beta is not None
+
+    def fit(self, X, q, dates_i, dates_j, weights=None):
+        """Fit on features ``X`` (n, len(FEATURES)), measured qualities ``q`` (n,),
+        and the date keys (ISO strings) of both images of each row."""
+        X = np.asarray(X, dtype=np.float64)
+        q = np.asarray(q, dtype=np.float64)
+        n = len(q)
+        if n == 0:
+            raise InputError("The quality model needs at least one preview or earlier result.")
+        w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.mean = X.mean(axis=0)
+        self.std = X.std(axis=0)
+        self.std[self.std < 1e-9] = 1.0
+        Z = (X - self.mean) / self.std
+        keys = sorted(set(dates_i) | set(dates_j))
+        kidx = {k: t for t, k in enumerate(keys)}
+        D = np.zeros((n, len(keys)))
+        for r, (a, b) in enumerate(zip(dates_i, dates_j)):
+            D[r, kidx[a]] += 1.0
+            D[r, kidx[b]] += 1.0
+        A = np.hstack([np.ones((n, 1)), Z, D])
+        y = _logit(q)
+        pen = np.concatenate([[1e-6], np.full(Z.shape[1], self.ridge_beta),
+                              np.full(len(keys), self.ridge_date)])
+        sw = np.sqrt(w)[:, None]
+        lhs = (A * sw).T @ (A * sw) + np.diag(pen)
+        rhs = (A * sw).T @ (y * sw[:, 0])
+        coef = np.linalg.solve(lhs, rhs)
+        self.intercept = float(coef[0])
+        self.beta = coef[1:1 + Z.shape[1]]
+        self.date_effects = {k: float(coef[1 + Z.shape[1] + t]) for k, t in kidx.items()}
+        self.n_train = n
+        pred = _sigmoid(A @ coef)
+        self.rmse = float(np.sqrt(np.mean((pred - np.clip(q, 0, 1)) ** 2)))
+        return self
+
+    def predict(self, X, dates_i=None, dates_j=None):
+        """Predicted quality in [0, 1] for feature rows ``X``."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        if not self.fitted:
+            raise RuntimeError("QualityModel.predict called before fit")
+        z = self.intercept + ((X - self.mean) / self.std) @ self.beta
+        if dates_i is not None:
+            z = z + np.array([self.date_effects.get(a, 0.0) for a in dates_i])
+        if dates_j is not None:
+            z = z + np.array([self.date_effects.get(b, 0.0) for b in dates_j])
+        return _sigmoid(z)
+
+    def to_dict(self):
+        return dict(features=list(FEATURES), intercept=self.intercept,
+                    beta=[float(b) for b in (self.beta if self.beta is not None else [])],
+                    mean=[float(v) for v in (self.mean if self.mean is not None else [])],
+                    std=[float(v) for v in (self.std if self.std is not None else [])],
+                    date_effects=self.date_effects, n_train=self.n_train, rmse=self.rmse,
+                    ridge_beta=self.ridge_beta, ridge_date=self.ridge_date)
+
+    def describe(self):
+        if not self.fitted:
+            return "quality model not fitted"
+        parts = ["%s %+.2f" % (f, b) for f, b in zip(FEATURES, self.beta) if abs(b) > 0.05]
+        return "quality model on %d row(s), fit RMSE %.3f; logit coefficients: %s" % (
+            self.n_train, self.rmse, ", ".join(parts) or "all ~0")
+
+
+# ----------------------------------------------------------------------------- history
+
+_PAIR_NAME = re.compile(r"pair_(\d{8})_(\d{8})\.tif$")
+
+
+def read_full_results(output_folder, ncc_min=0.5):
+    """Measured quality of full-resolution results ``<output_folder>/pairs/pair_*.tif``.
+
+    Returns a list of dicts (reference_date, secondary_date ISO, quality, good_fraction,
+    coherence, ncc_median). Unreadable files are skipped (listed under ``"problem"``).
+    """
+    import rasterio
+    from .raster_io import band_index_by_description
+    out = []
+    for path in sorted(glob.glob(os.path.join(output_folder, "pairs", "pair_*.tif"))):
+        m = _PAIR_NAME.search(os.path.basename(path))
+        if not m:
+            continue
+        iso = lambda s: "%s-%s-%s" % (s[:4], s[4:6], s[6:8])  # noqa: E731
+        try:
+            with rasterio.open(path) as src:
+                e = src.read(band_index_by_description(src, "east_m")).astype(np.float64)
+                n = src.read(band_index_by_description(src, "north_m")).astype(np.float64)
+                c = src.read(band_index_by_description(src, "ncc")).astype(np.float64)
+                s = src.read(band_index_by_description(src, "status"))
+                tags = src.tags()
+                res = abs(src.transform.a)
+            step = None
+            try:
+                step = float(json.loads(tags.get("SLIDEWATCH_PARAMS", "{}")).get("step"))
+            except (ValueError, TypeError, AttributeError):
+                pass
+            if not step:
+                try:
+                    step = float(tags.get("STEP") or tags.get("step"))
+                except (TypeError, ValueError):
+                    step = 8.0
+            px = res / step if step else res  # source pixel size in metres
+            q = field_quality(e / px, n / px, c, s, ncc_min=ncc_min)
+        except Exception as exc:  # unreadable or not a SlideWatch pair: skip, say why
+            out.append(dict(problem="%s: %s" % (path, exc)))
+            continue
+        out.append(dict(reference_date=iso(m.group(1)), secondary_date=iso(m.group(2)),
+                        quality=q["quality"], good_fraction=q["good_fraction"],
+                        coherence=q["coherence"], ncc_median=q["ncc_median"], path=path))
+    return out
+
+
+def read_training_csv(path):
+    """Rows of ``quality_training.csv`` as dicts (bad rows skipped)."""
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                row["quality"] = float(row["quality"])
+                for f in FEATURES:
+                    row[f] = float(row.get(f) or 0.0)
+            except (ValueError, KeyError, TypeError):
+                continue
+            rows.append(row)
+    return rows
+
+
+def write_training_csv(path, rows):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(TRAINING_COLUMNS)
+    for r in rows:
+        w.writerow([("%.6g" % r[c]) if isinstance(r.get(c), float) else r.get(c, "")
+                    for c in TRAINING_COLUMNS])
+    write_text_atomic(path, buf.getvalue())
+
+
+def merge_training_rows(path, new_rows):
+    """Merge ``new_rows`` into ``quality_training.csv`` (key: dates + source; new wins)."""
+    old = read_training_csv(path)
+    key = lambda r: (r["reference_date"], r["secondary_date"], r["source"])  # noqa: E731
+    merged = {key(r): r for r in old}
+    for r in new_rows:
+        merged[key(r)] = r
+    rows = [merged[k] for k in sorted(merged)]
+    write_training_csv(path, rows)
+    return rows
