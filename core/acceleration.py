@@ -1,0 +1,129 @@
+"""Acceleration phases of a detected slope, from its mean displacement series.
+
+Model comparison on the (1-D) mean displacement of a detection projected on its
+direction of motion:
+
+- M1, constant velocity: ``d(t) = a + v t`` (2 parameters);
+- M2, two continuous linear segments with a breakpoint at an acquisition date ``tb``:
+  ``d(t) = a + v1 t + (v2 - v1) max(t - tb, 0)`` (4 parameters: a, v1, v2, tb), the
+  breakpoint searched over every acquisition leaving ``min_segment`` dates on each side.
+
+An acceleration is flagged when all of these hold:
+
+1. M2 is strongly preferred: ``BIC(M1) - BIC(M2) >= min_delta_bic`` (default 10,
+   "very strong" on the usual Kass & Raftery scale), with
+   ``BIC = n ln(RSS/n) + k ln n``;
+2. the velocity increase is significant: ``(v2 - v1) / se(v2 - v1) >= min_t``
+   (default 3), the standard error from the M2 least-squares covariance;
+3. it is an increase of practical size: ``v2 >= min_ratio * max(v1, 0)`` (default 1.5)
+   and ``v2 - v1 >= min_increase`` m/yr.
+
+The onset date is the breakpoint acquisition date of M2 (the first date of the faster
+segment's hinge).
+"""
+
+import datetime as _dt
+
+import numpy as np
+
+DAYS_PER_YEAR = 365.25
+
+
+def _to_years(dates):
+    """Decimal years since the first date, from ISO strings, dates or numbers (years)."""
+    dates = list(dates)
+    if not dates:
+        return np.zeros(0)
+    if isinstance(dates[0], (int, float, np.floating, np.integer)):
+        t = np.asarray(dates, dtype=np.float64)
+        return t - t[0]
+    ds = []
+    for d in dates:
+        if isinstance(d, str):
+            ds.append(_dt.date.fromisoformat(d[:10]))
+        elif isinstance(d, _dt.datetime):
+            ds.append(d.date())
+        elif isinstance(d, np.datetime64):
+            ds.append(_dt.date.fromisoformat(str(d)[:10]))
+        else:
+            ds.append(d)
+    return np.array([(d - ds[0]).days for d in ds], dtype=np.float64) / DAYS_PER_YEAR
+
+
+def _fit(A, y):
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    r = y - A @ coef
+    return coef, float(r @ r)
+
+
+def _bic(rss, n, k):
+    rss = max(rss, 1e-12 * n)
+    return n * np.log(rss / n) + k * np.log(n)
+
+
+def detect_acceleration(dates, displacement, min_segment=3, min_delta_bic=10.0, min_t=3.0,
+                        min_ratio=1.5, min_increase=0.0):
+    """Test a 1-D displacement series for a significant velocity increase.
+
+    Parameters
+    ----------
+    dates : sequence of ISO date strings (or dates, or decimal years), one per sample.
+    displacement : 1-D array (metres) along the direction of motion; NaN samples ignored.
+
+    Returns
+    -------
+    dict with ``accel_flag`` (bool), ``onset_date`` (ISO string or None),
+    ``onset_index`` (index into ``dates`` or None), ``v_before_m_per_yr``,
+    ``v_after_m_per_yr`` (M2 segment velocities, NaN when not fitted),
+    ``v_linear_m_per_yr`` (M1 velocity), ``delta_bic`` and ``t_increase``.
+    """
+    dates = list(dates)
+    t_all = _to_years(dates)
+    y_all = np.asarray(displacement, dtype=np.float64)
+    ok = np.isfinite(y_all) & np.isfinite(t_all)
+    idx = np.flatnonzero(ok)
+    t, y = t_all[ok], y_all[ok]
+    n = t.size
+    out = {"accel_flag": False, "onset_date": None, "onset_index": None,
+           "v_before_m_per_yr": float("nan"), "v_after_m_per_yr": float("nan"),
+           "v_linear_m_per_yr": float("nan"), "delta_bic": float("nan"),
+           "t_increase": float("nan"), "n_dates": int(n)}
+    if n < 3:
+        return out
+    A1 = np.column_stack([np.ones(n), t])
+    c1, rss1 = _fit(A1, y)
+    out["v_linear_m_per_yr"] = float(c1[1])
+    if n < 2 * min_segment + 1:
+        return out
+    best = None
+    for j in range(min_segment, n - min_segment + 1):
+        # hinge at the acquisition index j-1: the last date of the slow segment
+        tb = t[j - 1]
+        A2 = np.column_stack([np.ones(n), t, np.maximum(t - tb, 0.0)])
+        c2, rss2 = _fit(A2, y)
+        if best is None or rss2 < best[1]:
+            best = (j - 1, rss2, c2, A2)
+    jb, rss2, c2, A2 = best
+    bic1 = _bic(rss1, n, 2)
+    bic2 = _bic(rss2, n, 4)
+    dbic = float(bic1 - bic2)
+    v1 = float(c2[1])
+    v2 = float(c2[1] + c2[2])
+    dof = max(n - 4, 1)
+    s2 = rss2 / dof
+    try:
+        cov = s2 * np.linalg.inv(A2.T @ A2)
+        se = float(np.sqrt(max(cov[2, 2], 0.0)))
+    except np.linalg.LinAlgError:
+        se = float("inf")
+    tval = float(c2[2] / se) if se > 0 else (float("inf") if c2[2] > 0 else 0.0)
+    out.update(v_before_m_per_yr=v1, v_after_m_per_yr=v2, delta_bic=dbic, t_increase=tval)
+    flag = (dbic >= min_delta_bic and tval >= min_t and v2 >= min_ratio * max(v1, 0.0)
+            and (v2 - v1) >= min_increase and v2 > 0)
+    if flag:
+        onset = int(idx[jb])
+        out["accel_flag"] = True
+        out["onset_index"] = onset
+        d = dates[onset]
+        out["onset_date"] = d[:10] if isinstance(d, str) else str(d)
+    return out
