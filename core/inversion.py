@@ -1,0 +1,403 @@
+"""Robust per-pixel inversion of a pair network into displacement time series.
+
+Model (per pixel, east and north)
+---------------------------------
+Unknowns: the cumulative displacement ``d_k`` at every date ``t_k`` of the stack, with
+``d_0 = 0`` at the first date. Each pair (reference date ``t_i``, secondary ``t_j``)
+observes ``y_p = d_j - d_i`` (metres). The estimate minimises
+
+    sum_p w_p (y_p - d_j + d_i)^2  +  lam * sum_k [ (v_{k+1} - v_k) * tau_k ]^2
+                                   +  lam2 * sum_k [ (v_{k+2} - 2 v_{k+1} + v_k) * tau ]^2
+
+with ``v_k = (d_{k+1} - d_k) / (t_{k+1} - t_k)`` the velocity between consecutive dates,
+``tau_k = (dt_k + dt_{k+1}) / 2`` and ``tau`` the mean interval (days). Each
+regularisation row is therefore a displacement (metres): ``lam`` is dimensionless and
+compares "a change of velocity that moves the series by 1 m over an interval" with "a
+unit-weight pair missing its value by 1 m". The first-order term penalises changes of
+velocity (a steady motion is not penalised at all), the optional second-order term
+penalises changes of acceleration.
+
+Weights
+-------
+``w_p = prior_p * robust_p``:
+
+* prior (``weighting="ncc"``, default): ``rho^2 / (1 - rho^2)`` with
+  ``rho = clip(ncc, 0.05, 0.95)`` -- the Cramér-Rao-type scaling of the variance of a
+  correlation offset, ``var ~ (1 - rho^2) / rho^2``. ``weighting="none"``: 1.
+  Normalised per pixel to a mean of 1. A pair is not used (weight 0) where
+  ``status != 0``, east or north is NaN, ``ncc < min_ncc`` or ``snr < min_snr``.
+* robust (IRLS): standardised residual of a pair ``z = sqrt((z_e^2 + z_n^2) / 2)`` with
+  ``z_c = sqrt(prior) * r_c / s_c`` and ``s_c = 1.4826 * MAD * sqrt(n / (n - p))`` (the
+  leverage-corrected median absolute deviation, floored at ``sigma_floor``). ``robust=
+  "tukey"`` (default): ``n_huber`` Huber iterations (k = 1.345, scale re-estimated each
+  time) from the weighted least-squares start, then Tukey biweight (c = 4.685) iterations
+  with the scale frozen, until the solution changes by less than ``tol`` sigma or
+  ``max_iter``. ``"huber"``: Huber only. ``"none"``: one weighted least-squares solve.
+  East and north share the robust weight: a mismatched pair is wrong in both.
+
+Gaps and disconnected networks
+------------------------------
+A date without any valid observation is bridged by the regularisation (linear
+interpolation of the cumulative series between the neighbouring dates, constant-velocity
+extrapolation after the last observed date); flag bit 1. When the observed dates form
+several connected components, their relative offsets are fixed by the regularisation
+alone (the velocity is continued smoothly across the break); flag bit 2. When ``lam`` and
+``lam2`` are both 0 a first-order term of 1e-6 is kept so that these cases stay solvable.
+Other flag bits: 4 = at least one pair rejected by the robust weights, 8 = fewer than
+``min_obs`` usable pairs (all outputs NaN, ``n_obs`` 0), 16 = solver failure (NaN).
+
+Outputs
+-------
+cumulative displacement per date; mean velocity = least-squares slope of the cumulative
+series against time (m/yr, 365.25-day years); its sigma from the posterior covariance
+``sigma0^2 * g^T N^-1 g`` (``g`` the slope functional, ``N`` the final normal matrix,
+``sigma0^2 = sum w r^2 / (n_used - p)``); ``n_obs`` = pairs used with non-zero final
+weight; ``rmse_m`` = RMS of the 2-D residual ``sqrt(r_e^2 + r_n^2)`` of the used pairs.
+
+Choosing lam
+------------
+``DEFAULT_LAM`` (see below) is a sensible value for Sentinel-2 networks of 30-200 pairs.
+``choose_lambda`` (or ``lam="auto"`` in :func:`invert_network` and the raster driver)
+minimises the generalised cross-validation score ``n RSS_w / (n - tr H)^2`` summed over a
+random sample of pixels, over a log grid of lambda, with the robust weights of a first
+run at the default lambda held fixed.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError, ParameterError
+from . import inversion_kernels as K
+
+#: default weight of the first-order (velocity-change) regularisation, dimensionless
+DEFAULT_LAM = 1.0
+#: default weight of the optional second-order regularisation
+DEFAULT_LAM2 = 0.0
+DAYS_PER_YEAR = 365.25
+ROBUST_MODES = {"none": K.ROBUST_NONE, "huber": K.ROBUST_HUBER, "tukey": K.ROBUST_TUKEY}
+WEIGHTINGS = ("ncc", "none")
+LAMBDA_GRID = tuple(float(x) for x in np.logspace(-3, 3, 13))
+
+FLAG_GAP = K.FLAG_GAP
+FLAG_DISCONNECTED = K.FLAG_DISCONNECTED
+FLAG_REJECTED = K.FLAG_REJECTED
+FLAG_TOO_FEW = K.FLAG_TOO_FEW
+FLAG_SOLVER = K.FLAG_SOLVER
+
+VELOCITY_BANDS = ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr", "n_obs",
+                  "rmse_m")
+
+
+@dataclass
+class InversionResult:
+    """Per-pixel results; spatial shape ``S`` is the trailing shape of the inputs."""
+    dates: list                 # ISO dates, length n_dates
+    cum_east: np.ndarray        # (n_dates, *S) metres, 0 at the first date
+    cum_north: np.ndarray       # (n_dates, *S)
+    ve: np.ndarray              # (*S) m/yr
+    vn: np.ndarray
+    v: np.ndarray
+    v_sigma: np.ndarray
+    ve_sigma: np.ndarray
+    vn_sigma: np.ndarray
+    n_obs: np.ndarray           # (*S) int32
+    rmse: np.ndarray            # (*S) metres
+    flags: np.ndarray           # (*S) uint8, see module doc
+    lam: float = DEFAULT_LAM
+    lam2: float = DEFAULT_LAM2
+    info: dict = field(default_factory=dict)
+
+    def step_velocities(self):
+        """Velocity between consecutive dates (m/yr): arrays (n_dates-1, *S) east, north."""
+        return step_velocities(self.cum_east, self.dates), step_velocities(self.cum_north,
+                                                                            self.dates)
+
+
+# ----------------------------------------------------------------------------- dates
+def to_datetime64(dates):
+    """Sequence of ISO strings / datetime.date / datetime64 -> datetime64[D] array."""
+    try:
+        return np.asarray([np.datetime64(str(d)[:10], "D") for d in dates], dtype="datetime64[D]")
+    except ValueError as exc:
+        raise InputError("Unreadable date in %r: %s. Dates must be ISO YYYY-MM-DD."
+                         % (list(dates)[:5], exc)) from exc
+
+
+def iso(d):
+    return str(np.datetime64(d, "D"))
+
+
+def network_dates(ref_dates, sec_dates, dates=None):
+    """Sorted unique dates of the network (or ``dates`` if given) and the pair indices."""
+    ref = to_datetime64(ref_dates)
+    sec = to_datetime64(sec_dates)
+    if ref.shape != sec.shape:
+        raise InputError("Reference and secondary date lists differ in length (%d vs %d)."
+                         % (ref.size, sec.size))
+    if np.any(ref == sec):
+        raise InputError("A pair has the same reference and secondary date (%s); remove it."
+                         % iso(ref[ref == sec][0]))
+    if dates is None:
+        all_dates = np.unique(np.concatenate([ref, sec]))
+    else:
+        all_dates = np.unique(to_datetime64(dates))
+        missing = np.setdiff1d(np.concatenate([ref, sec]), all_dates)
+        if missing.size:
+            raise InputError("Pair date %s is not among the requested dates." % iso(missing[0]))
+    pi = np.searchsorted(all_dates, ref).astype(np.int64)
+    pj = np.searchsorted(all_dates, sec).astype(np.int64)
+    return all_dates, pi, pj
+
+
+def years_since_first(dates64):
+    days = (dates64 - dates64[0]).astype("timedelta64[D]").astype(np.float64)
+    return days / DAYS_PER_YEAR
+
+
+def step_velocities(cum, dates):
+    """(n_dates, ...) cumulative -> (n_dates-1, ...) velocity between dates (m/yr)."""
+    t = years_since_first(to_datetime64(dates))
+    dt = np.diff(t).reshape((-1,) + (1,) * (np.ndim(cum) - 1))
+    return np.diff(cum, axis=0) / dt
+
+
+# ------------------------------------------------------------------- regularisation
+def regularisation_matrix(dates64, lam=DEFAULT_LAM, lam2=DEFAULT_LAM2):
+    """Normal matrix ``Q`` (n_dates-1 square, float64) of the temporal regularisation.
+
+    Rows (over all dates, then the column of the fixed first date removed):
+    first order  ``(v_{k+1} - v_k) * tau_k``, second order ``(v_{k+2} - 2v_{k+1} + v_k) * tau``.
+    """
+    lam = float(lam)
+    lam2 = float(lam2)
+    if not np.isfinite(lam) or lam < 0 or not np.isfinite(lam2) or lam2 < 0:
+        raise ParameterError("Regularisation weights must be >= 0 (got lam=%r, lam2=%r)."
+                             % (lam, lam2))
+    n = len(dates64)
+    m = n - 1
+    Q = np.zeros((m, m))
+    if n < 2:
+        return Q
+    days = (dates64 - dates64[0]).astype("timedelta64[D]").astype(np.float64)
+    dt = np.diff(days)
+    # V (n-1 x n): v_k = (d_{k+1} - d_k) / dt_k
+    V = np.zeros((n - 1, n))
+    V[np.arange(n - 1), np.arange(n - 1)] = -1.0 / dt
+    V[np.arange(n - 1), np.arange(1, n)] = 1.0 / dt
+    lam_eff = lam if (lam > 0 or lam2 > 0) else 1e-6
+    if n >= 3 and lam_eff > 0:
+        tau = 0.5 * (dt[:-1] + dt[1:])
+        R1 = (V[1:] - V[:-1]) * tau[:, None]
+        R1 = R1[:, 1:]
+        Q += lam_eff * R1.T @ R1
+    if n >= 4 and lam2 > 0:
+        R2 = (V[2:] - 2 * V[1:-1] + V[:-2]) * float(dt.mean())
+        R2 = R2[:, 1:]
+        Q += lam2 * R2.T @ R2
+    if n == 2:
+        # a single interval: nothing to regularise; keep the matrix definite if unobserved
+        Q += 1e-12
+    return Q
+
+
+# ------------------------------------------------------------------------- weights
+def prior_weights(east, north, ncc=None, snr=None, status=None, weighting="ncc",
+                  min_ncc=None, min_snr=None):
+    """Prior weight of every pair observation (0 = not used), float32, same shape."""
+    if weighting not in WEIGHTINGS:
+        raise ParameterError("weighting must be one of %s (got %r)." % (", ".join(WEIGHTINGS),
+                                                                      weighting))
+    east = np.asarray(east)
+    north = np.asarray(north)
+    usable = np.isfinite(east) & np.isfinite(north)
+    if status is not None:
+        usable &= np.asarray(status) == 0
+    if weighting == "ncc" and ncc is not None:
+        rho = np.asarray(ncc, dtype=np.float32)
+        usable &= np.isfinite(rho)
+        r = np.clip(np.nan_to_num(rho, nan=0.05), 0.05, 0.95)
+        w = (r * r / (1.0 - r * r)).astype(np.float32)
+    else:
+        w = np.ones(east.shape, np.float32)
+    if min_ncc is not None and ncc is not None:
+        with np.errstate(invalid="ignore"):
+            usable &= np.asarray(ncc) >= min_ncc
+    if min_snr is not None and snr is not None:
+        with np.errstate(invalid="ignore"):
+            usable &= np.asarray(snr) >= min_snr
+    w[~usable] = 0.0
+    return w
+
+
+# ---------------------------------------------------------------------------- core
+def _check_params(robust, min_obs, max_iter, n_huber):
+    if robust not in ROBUST_MODES:
+        raise ParameterError("robust must be one of %s (got %r)." % (", ".join(ROBUST_MODES),
+                                                                   robust))
+    if int(min_obs) < 1:
+        raise ParameterError("min_obs must be >= 1 (got %r)." % min_obs)
+    if int(max_iter) < 1 or int(n_huber) < 0:
+        raise ParameterError("max_iter must be >= 1 and n_huber >= 0.")
+
+
+def invert_arrays(east, north, wprior, pi, pj, dates64, lam=DEFAULT_LAM, lam2=DEFAULT_LAM2,
+                  robust="tukey", min_obs=3, max_iter=12, n_huber=3, c_huber=1.345,
+                  c_tukey=4.685, tol=1e-3, sigma_floor=1e-4, Q=None):
+    """Low-level call: (n_pairs, n_pix) float32 arrays -> raw kernel outputs.
+
+    Returns ``cum_e, cum_n`` (n_dates, n_pix) float32 and ``stats`` (7, n_pix) float64
+    rows ve, vn, sigma_ve, sigma_vn, n_obs, rmse, flags.
+    """
+    _check_params(robust, min_obs, max_iter, n_huber)
+    east = np.ascontiguousarray(east, dtype=np.float32)
+    north = np.ascontiguousarray(north, dtype=np.float32)
+    wprior = np.ascontiguousarray(wprior, dtype=np.float32)
+    n_pairs, n_pix = east.shape
+    n_dates = len(dates64)
+    if Q is None:
+        Q = regularisation_matrix(dates64, lam, lam2)
+    t_years = years_since_first(dates64)
+    out_ce = np.empty((n_dates, n_pix), np.float32)
+    out_cn = np.empty((n_dates, n_pix), np.float32)
+    stats = np.empty((7, n_pix), np.float64)
+    if n_pix == 0:
+        return out_ce, out_cn, stats
+    K.invert_block(east, north, wprior, np.asarray(pi, np.int64), np.asarray(pj, np.int64),
+                   t_years, np.ascontiguousarray(Q, np.float64), int(min_obs),
+                   ROBUST_MODES[robust], int(n_huber), int(max_iter), float(c_huber),
+                   float(c_tukey), float(tol), float(sigma_floor), out_ce, out_cn, stats)
+    return out_ce, out_cn, stats
+
+
+def choose_lambda(east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2, grid=LAMBDA_GRID,
+                  sample=400, robust="tukey", seed=0, **kw):
+    """Pick lambda by generalised cross-validation on a random sample of pixels.
+
+    A first robust run at ``DEFAULT_LAM`` gives each pair's final weight (robust weights
+    recomputed from its residuals); with these weights fixed, the GCV score of every
+    lambda in ``grid`` is computed per pixel, normalised by the pixel's median score and
+    averaged over pixels; the lambda with the lowest mean wins.
+    Returns ``(best_lam, grid, scores)``.
+    """
+    east = np.asarray(east, np.float32)
+    north = np.asarray(north, np.float32)
+    wprior = np.asarray(wprior, np.float32)
+    usable = (wprior > 0).sum(axis=0) >= max(int(kw.get("min_obs", 3)), 3)
+    idx = np.flatnonzero(usable)
+    if idx.size == 0:
+        return DEFAULT_LAM, np.asarray(grid, float), np.full(len(grid), np.nan)
+    rng = np.random.default_rng(seed)
+    if idx.size > sample:
+        idx = np.sort(rng.choice(idx, sample, replace=False))
+    e = np.ascontiguousarray(east[:, idx])
+    n = np.ascontiguousarray(north[:, idx])
+    wp = np.ascontiguousarray(wprior[:, idx])
+    ce, cn, _ = invert_arrays(e, n, wp, pi, pj, dates64, DEFAULT_LAM, lam2, robust=robust, **kw)
+    wfinal = _final_weights(e, n, wp, pi, pj, ce, cn, robust)
+    Q1 = regularisation_matrix(dates64, 1.0, 0.0)
+    Q2 = (regularisation_matrix(dates64, 1.0, lam2) - Q1) if lam2 > 0 else np.zeros_like(Q1)
+    grid = np.asarray(grid, float)
+    scores = np.empty((grid.size, idx.size))
+    K.gcv_block(e, n, wfinal, np.asarray(pi, np.int64), np.asarray(pj, np.int64),
+                np.ascontiguousarray(Q1), np.ascontiguousarray(Q2), grid, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = scores / np.nanmedian(scores, axis=0, keepdims=True)
+        good = np.isfinite(norm).all(axis=0)
+        mean = np.nanmean(norm[:, good], axis=1) if good.any() else np.full(grid.size, np.nan)
+    if not np.isfinite(mean).any():
+        return DEFAULT_LAM, grid, mean
+    return float(grid[int(np.nanargmin(mean))]), grid, mean
+
+
+def _final_weights(e, n, wp, pi, pj, ce, cn, robust):
+    """Robust (Tukey, MAD) weights of each pair from the residuals of a solution."""
+    pe = ce[pj] - ce[pi]
+    pn = cn[pj] - cn[pi]
+    re = e - pe
+    rn = n - pn
+    if robust == "none":
+        return wp.copy()
+    sw = np.sqrt(np.maximum(wp, 0))
+    with np.errstate(invalid="ignore"):
+        ae = np.where(wp > 0, np.abs(sw * re), np.nan)
+        an = np.where(wp > 0, np.abs(sw * rn), np.nan)
+        se = np.maximum(1.4826 * np.nanmedian(ae, axis=0), 1e-4)
+        sn = np.maximum(1.4826 * np.nanmedian(an, axis=0), 1e-4)
+        z = np.sqrt(0.5 * ((sw * re / se) ** 2 + (sw * rn / sn) ** 2))
+        rw = np.where(z < 4.685, (1 - (z / 4.685) ** 2) ** 2, 0.0)
+    w = np.where(np.isfinite(rw) & (wp > 0), wp * rw, 0.0).astype(np.float32)
+    return w
+
+
+def invert_network(east, north, ref_dates, sec_dates, ncc=None, snr=None, status=None,
+                   dates=None, lam=DEFAULT_LAM, lam2=DEFAULT_LAM2, robust="tukey",
+                   weighting="ncc", min_obs=3, min_ncc=None, min_snr=None, max_iter=12,
+                   n_huber=3, tol=1e-3, sigma_floor=1e-4, lam_sample=400):
+    """Invert pair displacements into cumulative displacement time series per pixel.
+
+    Parameters
+    ----------
+    east, north : array (n_pairs, *S) pair displacements in metres (NaN = missing)
+    ref_dates, sec_dates : sequences of n_pairs dates (ISO strings or datetime64)
+    ncc, snr, status : optional arrays (n_pairs, *S) quality bands (status 0 = valid)
+    dates : optional list of output dates (must contain every pair date; extra dates are
+        bridged by the regularisation)
+    lam : float >= 0 or "auto" (GCV, see :func:`choose_lambda`); lam2 : float >= 0
+    robust : "tukey" (default), "huber" or "none"; weighting : "ncc" or "none"
+    min_obs : pixels with fewer usable pairs are NaN
+
+    Returns an :class:`InversionResult`.
+    """
+    east = np.asarray(east, dtype=np.float32)
+    north = np.asarray(north, dtype=np.float32)
+    if east.shape != north.shape or east.ndim < 1:
+        raise InputError("east and north must have the same shape (n_pairs, ...); got %s "
+                         "and %s." % (east.shape, north.shape))
+    n_pairs = east.shape[0]
+    spatial = east.shape[1:]
+    dates64, pi, pj = network_dates(ref_dates, sec_dates, dates)
+    if len(pi) != n_pairs:
+        raise InputError("%d pair dates for %d pair arrays." % (len(pi), n_pairs))
+    wp = prior_weights(east, north, ncc, snr, status, weighting, min_ncc, min_snr)
+    e2 = east.reshape(n_pairs, -1)
+    n2 = north.reshape(n_pairs, -1)
+    w2 = wp.reshape(n_pairs, -1)
+    info = {}
+    if isinstance(lam, str):
+        if lam != "auto":
+            raise ParameterError("lam must be a number >= 0 or 'auto' (got %r)." % lam)
+        lam, grid, scores = choose_lambda(e2, n2, w2, pi, pj, dates64, lam2=lam2,
+                                          sample=lam_sample, robust=robust, min_obs=min_obs)
+        info["lambda_grid"] = [float(g) for g in grid]
+        info["lambda_gcv"] = [float(s) for s in scores]
+    ce, cn, st = invert_arrays(e2, n2, w2, pi, pj, dates64, lam, lam2, robust, min_obs,
+                               max_iter, n_huber, tol=tol, sigma_floor=sigma_floor)
+    return result_from_kernel(ce, cn, st, dates64, spatial, lam, lam2, info)
+
+
+def result_from_kernel(ce, cn, st, dates64, spatial, lam, lam2, info=None):
+    n_dates = len(dates64)
+    ve, vn, sve, svn = st[0], st[1], st[2], st[3]
+    v, vs = velocity_magnitude(ve, vn, sve, svn)
+    shp = tuple(spatial)
+    return InversionResult(
+        dates=[iso(d) for d in dates64],
+        cum_east=ce.reshape((n_dates,) + shp), cum_north=cn.reshape((n_dates,) + shp),
+        ve=ve.astype(np.float32).reshape(shp), vn=vn.astype(np.float32).reshape(shp),
+        v=v.reshape(shp), v_sigma=vs.reshape(shp),
+        ve_sigma=sve.astype(np.float32).reshape(shp),
+        vn_sigma=svn.astype(np.float32).reshape(shp),
+        n_obs=st[4].astype(np.int32).reshape(shp),
+        rmse=st[5].astype(np.float32).reshape(shp),
+        flags=st[6].astype(np.uint8).reshape(shp), lam=float(lam), lam2=float(lam2),
+        info=info or {})
+
+
+def velocity_magnitude(ve, vn, sve, svn):
+    """|v| and its first-order propagated sigma (float32)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = np.hypot(ve, vn)
+        vs = np.where(v > 0, np.sqrt((ve * sve) ** 2 + (vn * svn) ** 2) / v,
+                      np.sqrt(0.5 * (sve ** 2 + svn ** 2)))
+    return v.astype(np.float32), vs.astype(np.float32)

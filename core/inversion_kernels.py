@@ -1,0 +1,432 @@
+"""Numba kernels of the per-pixel network inversion (see :mod:`.inversion`).
+
+Every pixel is an independent small problem: unknowns are the cumulative displacements
+``d_1 .. d_{n-1}`` at the dates after the first (``d_0 = 0``), observations are pair
+displacements ``y_p = d[j_p] - d[i_p]``. With observation weights ``w_p`` (prior quality
+weight times robust IRLS weight) the normal matrix is
+
+    N = Q + sum_p w_p a_p a_p^T,      a_p = e_{j_p} - e_{i_p}
+
+where ``Q`` is the (shared) regularisation normal matrix. Each ``a_p`` has at most two
+non-zero entries, so assembling ``N`` is O(n_pairs); it is then factorised by a dense
+Cholesky (n_dates <= ~200 keeps this small). East and north share the robust weights
+(an outlier pair is a bad match in both components), hence one factorisation per
+iteration serves both components.
+
+The kernels take blocks of pixels laid out as (n_pairs, n_pixels) and run ``prange`` over
+chunks of pixels, each chunk with its own work arrays.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+#: robust modes
+ROBUST_NONE = 0
+ROBUST_HUBER = 1
+ROBUST_TUKEY = 2
+
+#: network flag bits (uint8, documented in docs and :mod:`.inversion`)
+FLAG_GAP = 1            # a date has no valid observation: bridged by the regularisation
+FLAG_DISCONNECTED = 2   # the dates with observations form >= 2 connected components
+FLAG_REJECTED = 4       # at least one pair was rejected (zero weight) by the robust IRLS
+FLAG_TOO_FEW = 8        # fewer than min_obs usable pairs: outputs are NaN
+FLAG_SOLVER = 16        # normal matrix not positive definite: outputs are NaN
+
+_CHUNK = 64
+
+
+@njit(cache=True, nogil=True)
+def _find(parent, a):
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
+@njit(cache=True, nogil=True)
+def _cholesky(N, L, m):
+    """Lower Cholesky factor of N[:m, :m] into L. Returns False if not positive definite."""
+    for j in range(m):
+        s = N[j, j]
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        if not (s > 1e-300):
+            return False
+        ljj = np.sqrt(s)
+        L[j, j] = ljj
+        for i in range(j + 1, m):
+            t = N[i, j]
+            for k in range(j):
+                t -= L[i, k] * L[j, k]
+            L[i, j] = t / ljj
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _chol_solve(L, b, x, m):
+    """Solve (L L^T) x = b."""
+    for i in range(m):
+        t = b[i]
+        for k in range(i):
+            t -= L[i, k] * x[k]
+        x[i] = t / L[i, i]
+    for i in range(m - 1, -1, -1):
+        t = x[i]
+        for k in range(i + 1, m):
+            t -= L[k, i] * x[k]
+        x[i] = t / L[i, i]
+
+
+@njit(cache=True, nogil=True)
+def _median(a, n):
+    return np.median(a[:n])
+
+
+@njit(cache=True, nogil=True)
+def _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn):
+    """Assemble N = Q + A^T W A, b = A^T W y, factorise and solve. Returns success."""
+    for a in range(m):
+        be[a] = 0.0
+        bn[a] = 0.0
+        for b in range(m):
+            N[a, b] = Q[a, b]
+    for q in range(nv):
+        wq = w[q]
+        if wq <= 0.0:
+            continue
+        i = ii[q] - 1
+        j = jj[q] - 1
+        if j >= 0:
+            N[j, j] += wq
+            be[j] += wq * ye[q]
+            bn[j] += wq * yn[q]
+        if i >= 0:
+            N[i, i] += wq
+            be[i] -= wq * ye[q]
+            bn[i] -= wq * yn[q]
+        if i >= 0 and j >= 0:
+            N[i, j] -= wq
+            N[j, i] -= wq
+    if not _cholesky(N, L, m):
+        return False
+    _chol_solve(L, be, xe, m)
+    _chol_solve(L, bn, xn, m)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _residuals(m, nv, ii, jj, ye, yn, xe, xn, re, rn):
+    for q in range(nv):
+        i = ii[q]
+        j = jj[q]
+        pe = 0.0
+        pn = 0.0
+        if j > 0:
+            pe += xe[j - 1]
+            pn += xn[j - 1]
+        if i > 0:
+            pe -= xe[i - 1]
+            pn -= xn[i - 1]
+        re[q] = ye[q] - pe
+        rn[q] = yn[q] - pn
+
+
+@njit(cache=True, nogil=True)
+def _robust_scale(nv, wp, r, tmp, floor, corr):
+    """Robust sigma of sqrt(prior weight) * residual: 1.4826 * MAD (about 0), with a
+    small-sample/leverage correction factor and a floor."""
+    k = 0
+    for q in range(nv):
+        if wp[q] > 0.0:
+            tmp[k] = abs(np.sqrt(wp[q]) * r[q])
+            k += 1
+    if k == 0:
+        return floor
+    s = 1.4826 * _median(tmp, k) * corr
+    if s < floor:
+        s = floor
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
+                min_obs, robust, n_huber, max_iter, c_huber, c_tukey, tol, sigma_floor,
+                ii, jj, wp, w, ye, yn, re, rn, tmp, N, L, be, bn, xe, xn, xe0, xn0, g, z,
+                parent, has_obs, out_ce, out_cn, out_stats):
+    """Invert one pixel. out_stats: ve, vn, sve, svn, n_obs, rmse, flags."""
+    n_pairs = east.shape[0]
+    nan = np.nan
+    # ---- gather usable observations
+    nv = 0
+    wsum = 0.0
+    for p in range(n_pairs):
+        wq = wprior[p, pix]
+        e = east[p, pix]
+        nn = north[p, pix]
+        if wq > 0.0 and np.isfinite(wq) and np.isfinite(e) and np.isfinite(nn):
+            ii[nv] = pi[p]
+            jj[nv] = pj[p]
+            wp[nv] = wq
+            ye[nv] = e
+            yn[nv] = nn
+            wsum += wq
+            nv += 1
+    for k in range(n_dates):
+        out_ce[k, pix] = nan
+        out_cn[k, pix] = nan
+    for k in range(6):
+        out_stats[k, pix] = nan
+    out_stats[4, pix] = 0.0
+    if nv < min_obs or nv == 0:
+        out_stats[6, pix] = FLAG_TOO_FEW
+        return
+    # prior weights normalised to mean 1 (lambda is relative to a unit-weight pair)
+    for q in range(nv):
+        wp[q] = wp[q] * nv / wsum
+        w[q] = wp[q]
+    # ---- network topology: gaps and connected components
+    flags = 0
+    for k in range(n_dates):
+        parent[k] = k
+        has_obs[k] = 0
+    for q in range(nv):
+        has_obs[ii[q]] = 1
+        has_obs[jj[q]] = 1
+        ra = _find(parent, ii[q])
+        rb = _find(parent, jj[q])
+        if ra != rb:
+            parent[ra] = rb
+    n_with = 0
+    roots = 0
+    for k in range(n_dates):
+        if has_obs[k]:
+            n_with += 1
+            if _find(parent, k) == k:
+                roots += 1
+        else:
+            flags |= FLAG_GAP
+    if roots > 1:
+        flags |= FLAG_DISCONNECTED
+    # leverage correction of the MAD: residuals of a fit with p parameters are smaller
+    # than the errors by about sqrt((n - p) / n)
+    p_eff = n_with - roots
+    red = nv - p_eff
+    if red < 1:
+        red = 1
+    corr = np.sqrt(nv / red)
+    # ---- IRLS
+    ok = _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn)
+    if not ok:
+        out_stats[6, pix] = flags | FLAG_SOLVER
+        return
+    se = sigma_floor
+    sn = sigma_floor
+    if robust != ROBUST_NONE:
+        for it in range(max_iter):
+            _residuals(m, nv, ii, jj, ye, yn, xe, xn, re, rn)
+            huber_phase = robust == ROBUST_HUBER or it < n_huber
+            if huber_phase or it == n_huber:
+                # scale re-estimated while in the Huber phase, then frozen for Tukey
+                se = _robust_scale(nv, wp, re, tmp, sigma_floor, corr)
+                sn = _robust_scale(nv, wp, rn, tmp, sigma_floor, corr)
+            for q in range(nv):
+                sw = np.sqrt(wp[q])
+                ze = sw * re[q] / se
+                zn = sw * rn[q] / sn
+                zz = np.sqrt(0.5 * (ze * ze + zn * zn))
+                if huber_phase:
+                    rw = 1.0 if zz <= c_huber else c_huber / zz
+                else:
+                    if zz >= c_tukey:
+                        rw = 0.0
+                    else:
+                        u = zz / c_tukey
+                        rw = (1.0 - u * u) ** 2
+                w[q] = wp[q] * rw
+            for a in range(m):
+                xe0[a] = xe[a]
+                xn0[a] = xn[a]
+            ok = _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn)
+            if not ok:
+                out_stats[6, pix] = flags | FLAG_SOLVER
+                return
+            dmax = 0.0
+            for a in range(m):
+                d1 = abs(xe[a] - xe0[a]) / se
+                d2 = abs(xn[a] - xn0[a]) / sn
+                if d1 > dmax:
+                    dmax = d1
+                if d2 > dmax:
+                    dmax = d2
+            if dmax < tol and (robust == ROBUST_HUBER or it > n_huber):
+                break
+    # ---- final statistics
+    _residuals(m, nv, ii, jj, ye, yn, xe, xn, re, rn)
+    n_used = 0
+    ss = 0.0
+    swr_e = 0.0
+    swr_n = 0.0
+    for q in range(nv):
+        if w[q] > 0.0:
+            n_used += 1
+            ss += re[q] * re[q] + rn[q] * rn[q]
+            swr_e += w[q] * re[q] * re[q]
+            swr_n += w[q] * rn[q] * rn[q]
+        if robust != ROBUST_NONE and w[q] <= 0.0:
+            flags |= FLAG_REJECTED
+    if n_used < min_obs:
+        out_stats[6, pix] = flags | FLAG_TOO_FEW
+        return
+    out_ce[0, pix] = 0.0
+    out_cn[0, pix] = 0.0
+    for a in range(m):
+        out_ce[a + 1, pix] = xe[a]
+        out_cn[a + 1, pix] = xn[a]
+    # mean velocity: least-squares slope of the cumulative series against time (years)
+    tm = 0.0
+    for k in range(n_dates):
+        tm += t_years[k]
+    tm /= n_dates
+    stt = 0.0
+    for k in range(n_dates):
+        stt += (t_years[k] - tm) ** 2
+    ve = 0.0
+    vn = 0.0
+    for a in range(m):
+        g[a] = (t_years[a + 1] - tm) / stt
+        ve += g[a] * xe[a]
+        vn += g[a] * xn[a]
+    # posterior variance of the slope: sigma0^2 g^T N^-1 g (N of the last iteration)
+    _chol_solve(L, g, z, m)
+    gng = 0.0
+    for a in range(m):
+        gng += g[a] * z[a]
+    red2 = n_used - p_eff
+    if red2 < 1:
+        red2 = 1
+    s0e = swr_e / red2
+    s0n = swr_n / red2
+    out_stats[0, pix] = ve
+    out_stats[1, pix] = vn
+    out_stats[2, pix] = np.sqrt(s0e * gng)
+    out_stats[3, pix] = np.sqrt(s0n * gng)
+    out_stats[4, pix] = n_used
+    out_stats[5, pix] = np.sqrt(ss / n_used)
+    out_stats[6, pix] = flags
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def invert_block(east, north, wprior, pi, pj, t_years, Q, min_obs, robust, n_huber,
+                 max_iter, c_huber, c_tukey, tol, sigma_floor, out_ce, out_cn, out_stats):
+    """Invert every pixel of a block.
+
+    east, north, wprior : (n_pairs, n_pix) float32 (wprior <= 0 or NaN: pair not used)
+    pi, pj : (n_pairs,) int64 date indices (reference, secondary) into t_years
+    Q : (n_dates-1, n_dates-1) float64 regularisation normal matrix (shared)
+    out_ce, out_cn : (n_dates, n_pix) float32 cumulative displacement
+    out_stats : (7, n_pix) float64 = ve, vn (m/yr), sigma ve, sigma vn, n_obs, rmse, flags
+    """
+    n_pairs, n_pix = east.shape
+    n_dates = t_years.shape[0]
+    m = n_dates - 1
+    n_chunks = (n_pix + _CHUNK - 1) // _CHUNK
+    for c in prange(n_chunks):
+        ii = np.empty(n_pairs, np.int64)
+        jj = np.empty(n_pairs, np.int64)
+        wp = np.empty(n_pairs)
+        w = np.empty(n_pairs)
+        ye = np.empty(n_pairs)
+        yn = np.empty(n_pairs)
+        re = np.empty(n_pairs)
+        rn = np.empty(n_pairs)
+        tmp = np.empty(n_pairs)
+        N = np.empty((m, m))
+        L = np.zeros((m, m))
+        be = np.empty(m)
+        bn = np.empty(m)
+        xe = np.empty(m)
+        xn = np.empty(m)
+        xe0 = np.empty(m)
+        xn0 = np.empty(m)
+        g = np.empty(m)
+        z = np.empty(m)
+        parent = np.empty(n_dates, np.int64)
+        has_obs = np.empty(n_dates, np.int64)
+        start = c * _CHUNK
+        stop = min(start + _CHUNK, n_pix)
+        for pix in range(start, stop):
+            _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
+                        min_obs, robust, n_huber, max_iter, c_huber, c_tukey, tol,
+                        sigma_floor, ii, jj, wp, w, ye, yn, re, rn, tmp, N, L, be, bn,
+                        xe, xn, xe0, xn0, g, z, parent, has_obs, out_ce, out_cn, out_stats)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def gcv_block(east, north, wfinal, pi, pj, Q1, Q2, lams, out_gcv):
+    """Generalised cross-validation score per (lambda, pixel) with fixed weights.
+
+    For each lambda: x = argmin sum w r^2 + x^T (lam Q1 + Q2) x; the GCV score is
+    n * RSS_w / (n - tr(H))^2 with tr(H) = tr(N^-1 A^T W A) = m - tr(N^-1 Q),
+    summed over east and north (same H). out_gcv: (n_lams, n_pix), NaN if unusable.
+    """
+    n_pairs, n_pix = east.shape
+    m = Q1.shape[0]
+    n_l = lams.shape[0]
+    for pix in prange(n_pix):
+        ii = np.empty(n_pairs, np.int64)
+        jj = np.empty(n_pairs, np.int64)
+        w = np.empty(n_pairs)
+        ye = np.empty(n_pairs)
+        yn = np.empty(n_pairs)
+        re = np.empty(n_pairs)
+        rn = np.empty(n_pairs)
+        N = np.empty((m, m))
+        L = np.zeros((m, m))
+        be = np.empty(m)
+        bn = np.empty(m)
+        xe = np.empty(m)
+        xn = np.empty(m)
+        col = np.empty(m)
+        sol = np.empty(m)
+        Q = np.empty((m, m))
+        nv = 0
+        wsum = 0.0
+        for p in range(n_pairs):
+            wq = wfinal[p, pix]
+            if wq > 0.0 and np.isfinite(wq) and np.isfinite(east[p, pix]) and np.isfinite(north[p, pix]):
+                ii[nv] = pi[p]
+                jj[nv] = pj[p]
+                w[nv] = wq
+                ye[nv] = east[p, pix]
+                yn[nv] = north[p, pix]
+                wsum += wq
+                nv += 1
+        for li in range(n_l):
+            out_gcv[li, pix] = np.nan
+        if nv < 3:
+            continue
+        for q in range(nv):
+            w[q] = w[q] * nv / wsum
+        for li in range(n_l):
+            lam = lams[li]
+            for a in range(m):
+                for b in range(m):
+                    Q[a, b] = lam * Q1[a, b] + Q2[a, b]
+            if not _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn):
+                continue
+            _residuals(m, nv, ii, jj, ye, yn, xe, xn, re, rn)
+            rss = 0.0
+            for q in range(nv):
+                rss += w[q] * (re[q] * re[q] + rn[q] * rn[q])
+            # tr(N^-1 Q) column by column
+            tr_reg = 0.0
+            for a in range(m):
+                for b in range(m):
+                    col[b] = Q[b, a]
+                _chol_solve(L, col, sol, m)
+                tr_reg += sol[a]
+            # the m unknowns are shared by nv observations (per component)
+            dof = nv - (m - tr_reg)
+            if dof <= 0.0:
+                continue
+            out_gcv[li, pix] = nv * rss / (dof * dof)
