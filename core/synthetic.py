@@ -371,7 +371,7 @@ def _make_dem(shape, pixel_size, rng):
     that the median slope is ~24 degrees."""
     h, w = shape
     f = fractal_texture(shape, rng=rng, beta=4.0).astype(np.float64)
-    f += 0.35 * fractal_texture(shape, rng=rng, beta=3.0)
+    f += 0.08 * fractal_texture(shape, rng=rng, beta=3.2)
     ang = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     f += 1.5 * (np.cos(ang) * xx + np.sin(ang) * yy) / max(h, w) * 4.0
@@ -763,7 +763,7 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
         tex = _fractal_dn((H, W), seed)
         stack.params["texture_source"] = "fractal"
     tex_mean = float(tex.mean())
-    dem_pad = np.pad(dem, m, mode="reflect").astype(np.float64)
+    dem_pad = ndimage.gaussian_filter(np.pad(dem, m, mode="reflect").astype(np.float64), 1.5)
     gy, gx = np.gradient(dem_pad, pixel_size)
     slope = np.arctan(np.hypot(gx, gy))
     aspect = np.arctan2(-gx, gy)  # azimuth of downslope direction (clockwise from north)
@@ -807,7 +807,9 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
             zen = math.radians(90.0 - el)
             cos_i = (math.cos(zen) * np.cos(slope)
                      + math.sin(zen) * np.sin(slope) * np.cos(math.radians(az) - aspect))
-            shade = np.clip(0.65 + 0.35 * cos_i / max(math.cos(zen), 0.2), 0.25, 1.6)
+            # gentle topographic shading (real L1C texture already has its own)
+            shade = np.clip(1.0 + 0.25 * (cos_i - math.cos(zen)) / max(math.cos(zen), 0.5),
+                            0.5, 1.4)
             scene = tex * shade.astype(np.float32)
             if veg_pad is not None:
                 vt = fractal_texture((H, W), rng=rng_veg, beta=1.8)
