@@ -1,0 +1,283 @@
+"""Sub-pixel image correlation (offset tracking) of two co-registered images.
+
+Entry point (SPEC)::
+
+    from slidewatch.core.correlation import correlate
+    res = correlate(reference, secondary, window=32, step=8, search=8)
+    res.dx, res.dy, res.ncc, res.snr, res.status   # 2-D, one value per window centre
+    res.rows, res.cols                             # window centres (pixel indices)
+
+Convention (SPEC): a feature at (row, col) in ``reference`` is found at
+(row + dy, col + dx) in ``secondary``; dx, dy in pixels.
+
+Windows
+    ``window`` is an int (square) or ``(height, width)``. The window of centre (r, c)
+    covers rows ``r - height//2 .. r - height//2 + height - 1`` (same for columns).
+    Default centres: ``step//2, step//2 + step, ...`` on each axis, so the centre grid
+    tiles the image with cells of ``step`` pixels (the pair raster's grid).
+
+Estimator
+    Zero-mean normalised cross-correlation over every integer shift in
+    ``[-search, search]`` per axis (masked: NaN pixels are excluded), then sub-pixel
+    refinement, ``subpixel=``:
+
+    * ``"iterative"`` (default): symmetric iterative Lucas-Kanade on the translation with
+      bicubic resampling of both windows, normalised for gain/offset; converges when the
+      update is below ``tol`` px (``max_iter`` iterations at most). No pixel locking.
+    * ``"parabola"``: 3-point parabola per axis through the NCC peak. Fast option, biased
+      towards integer shifts (pixel locking) -- use only for previews.
+    * ``"none"``: integer peak.
+
+Rules for invalid data (never a silent 0: the value is NaN and ``status`` says why)
+    NaN in either image is an invalid pixel. A template with more than ``max_nodata``
+    invalid fraction is ``STATUS_NODATA``; shifts whose common valid area is smaller
+    than ``(1 - max_nodata)`` of the window are not candidates. A window not entirely
+    inside the image is ``STATUS_OUTSIDE``; so an image smaller than the window gives an
+    all-NaN result with status ``STATUS_OUTSIDE`` everywhere (not an error). An empty
+    array or arrays of different shapes raise :class:`ParameterError`/:class:`InputError`.
+
+Quality
+    ``ncc``: the NCC at the peak (after refinement: NCC of the two resampled windows).
+    ``snr``: peak-to-second-peak ratio, ``ncc_peak / max(second, 0.001)`` where
+    ``second`` is the highest NCC of the integer surface farther than 2 px (per axis)
+    from the peak. Kept (not NaN) for rejected windows where they were measured, so that
+    users can see *how* bad a window was.
+"""
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from . import correlation_kernels as K
+from .errors import InputError, ParameterError
+from .prefilters import apply_prefilter, check_prefilter, halo as prefilter_halo
+from .progress import as_progress
+
+STATUS_VALID = K.ST_VALID
+STATUS_OUTSIDE = K.ST_OUTSIDE
+STATUS_NODATA = K.ST_NODATA
+STATUS_FLAT = K.ST_FLAT
+STATUS_PEAK_ON_BORDER = K.ST_PEAK_ON_BORDER
+STATUS_LOW_NCC = K.ST_LOW_NCC
+STATUS_LOW_SNR = K.ST_LOW_SNR
+STATUS_REFINE_FAILED = K.ST_REFINE_FAILED
+
+#: Meaning of every status code (also written to the pair rasters' status band tags).
+STATUS_MEANINGS = {
+    STATUS_VALID: "valid estimate",
+    STATUS_OUTSIDE: "window not entirely inside the image",
+    STATUS_NODATA: "too many invalid (nodata / masked) pixels in the window or search area",
+    STATUS_FLAT: "flat texture: window standard deviation below min_std",
+    STATUS_PEAK_ON_BORDER: "correlation peak on the border of the search area (displacement "
+                           "may exceed search, or the peak is next to invalid shifts)",
+    STATUS_LOW_NCC: "peak NCC below min_ncc (decorrelation, cloud, change)",
+    STATUS_LOW_SNR: "peak-to-second-peak ratio below min_snr (ambiguous match)",
+    STATUS_REFINE_FAILED: "sub-pixel refinement diverged (moved > 1 px from the integer "
+                          "peak), did not converge, or was ill-conditioned",
+}
+
+SUBPIXEL_MODES = {"none": 0, "parabola": 1, "iterative": 2}
+
+#: Resampling kernels of the iterative refinement -> kernel half-width.
+INTERPOLATIONS = {"bicubic": 2, "lanczos3": 3, "lanczos4": 4, "lanczos6": 6}
+
+DEFAULTS = dict(subpixel="iterative", prefilter="none", prefilter_options=None,
+                max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.0, max_iter=20,
+                tol=1e-3, interpolation="lanczos4")
+
+
+@dataclass
+class CorrelationResult:
+    """Result of :func:`correlate`; 2-D arrays of shape (len(rows), len(cols))."""
+    dx: np.ndarray
+    dy: np.ndarray
+    ncc: np.ndarray
+    snr: np.ndarray
+    status: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    params: dict = field(default_factory=dict)
+
+    @property
+    def valid(self):
+        return self.status == STATUS_VALID
+
+
+def window_shape(window):
+    """(height, width) of ``window`` (int or pair); ParameterError if unusable."""
+    try:
+        if np.ndim(window) == 0:
+            h = w = int(window)
+        else:
+            h, w = (int(v) for v in window)
+    except (TypeError, ValueError):
+        raise ParameterError("window must be an integer or (height, width), got %r."
+                             % (window,)) from None
+    if h < 4 or w < 4:
+        raise ParameterError("window %r is too small: use at least 4 x 4 pixels (16 to 64 "
+                             "is usual for Sentinel-2)." % (window,))
+    return h, w
+
+
+def normalize_params(window=32, step=8, search=8, **options):
+    """Check every parameter and return them as a plain dict (used for tags/resume)."""
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise ParameterError("Unknown correlation option(s): %s. Known: %s."
+                             % (", ".join(sorted(unknown)), ", ".join(DEFAULTS)))
+    p = dict(DEFAULTS)
+    p.update(options)
+    h, w = window_shape(window)
+    step = int(step)
+    search = int(search)
+    if step < 1:
+        raise ParameterError("step must be >= 1 pixel (got %d)." % step)
+    if search < 1:
+        raise ParameterError("search must be >= 1 pixel (got %d): it is the largest "
+                             "displacement looked for." % search)
+    if p["subpixel"] not in SUBPIXEL_MODES:
+        raise ParameterError("subpixel must be one of %s (got %r)."
+                             % (", ".join(SUBPIXEL_MODES), p["subpixel"]))
+    if p["interpolation"] not in INTERPOLATIONS:
+        raise ParameterError("interpolation must be one of %s (got %r)."
+                             % (", ".join(INTERPOLATIONS), p["interpolation"]))
+    p["prefilter_options"] = check_prefilter(p["prefilter"], p["prefilter_options"])
+    if not 0.0 <= float(p["max_nodata"]) < 1.0:
+        raise ParameterError("max_nodata must be in [0, 1) (fraction of invalid pixels "
+                             "tolerated in a window).")
+    if float(p["min_std"]) < 0:
+        raise ParameterError("min_std must be >= 0.")
+    if not -1.0 <= float(p["min_ncc"]) <= 1.0:
+        raise ParameterError("min_ncc must be in [-1, 1].")
+    if int(p["max_iter"]) < 1 or not float(p["tol"]) > 0:
+        raise ParameterError("max_iter must be >= 1 and tol > 0.")
+    p.update(window=[h, w], step=step, search=search, max_nodata=float(p["max_nodata"]),
+             min_std=float(p["min_std"]), min_ncc=float(p["min_ncc"]),
+             min_snr=float(p["min_snr"]), max_iter=int(p["max_iter"]), tol=float(p["tol"]))
+    return p
+
+
+def centres(n, step):
+    """Default window centres along an axis of ``n`` pixels."""
+    return np.arange(step // 2, n, step, dtype=np.int64)
+
+
+def data_margin(params):
+    """Pixels of padding the kernels read around a window beyond the template."""
+    return int(params["search"]) + K.REFINE_MARGIN
+
+
+def read_margin(params):
+    """Padding + prefilter support: halo to read around the pixels of a block."""
+    return data_margin(params) + prefilter_halo(params["prefilter"],
+                                                params["prefilter_options"])
+
+
+def prepare(image_block, params):
+    """Prefilter a NaN-padded block (padded by :func:`read_margin`) and drop the filter
+    halo, leaving a float32 stack padded by :func:`data_margin`."""
+    fh = prefilter_halo(params["prefilter"], params["prefilter_options"])
+    stack = apply_prefilter(image_block, params["prefilter"], params["prefilter_options"])
+    if fh:
+        stack = stack[:, fh:stack.shape[1] - fh, fh:stack.shape[2] - fh]
+    return np.ascontiguousarray(stack, dtype=np.float32)
+
+
+def correlate_prepared(ref_stack, sec_stack, rows, cols, image_shape, row_offset, params):
+    """Kernel call on prepared stacks.
+
+    ``ref_stack``/``sec_stack``: outputs of :func:`prepare`, whose pixel (pad, pad)
+    is image pixel (row_offset, 0) with ``pad = data_margin(params)``. ``rows``/``cols``:
+    window centres in image coordinates. Returns (dx, dy, ncc, snr, status).
+    """
+    h, w = params["window"]
+    pad = data_margin(params)
+    H, W = image_shape
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    top_img = rows - h // 2
+    left_img = cols - w // 2
+    pre = np.zeros((rows.size, cols.size), np.int8)
+    out_r = (top_img < 0) | (top_img + h > H)
+    out_c = (left_img < 0) | (left_img + w > W)
+    pre[out_r, :] = STATUS_OUTSIDE
+    pre[:, out_c] = STATUS_OUTSIDE
+    tops = np.clip(top_img - row_offset + pad, 0, None)
+    lefts = np.clip(left_img + pad, 0, None)
+    shape = (rows.size, cols.size)
+    dy = np.empty(shape, np.float64)
+    dx = np.empty(shape, np.float64)
+    ncc = np.empty(shape, np.float64)
+    snr = np.empty(shape, np.float64)
+    status = np.empty(shape, np.int8)
+    if rows.size and cols.size:
+        K.correlate_grid(ref_stack, sec_stack, tops, lefts, h, w, int(params["search"]),
+                         params["max_nodata"], params["min_std"] ** 2, params["min_ncc"],
+                         params["min_snr"], SUBPIXEL_MODES[params["subpixel"]],
+                         params["max_iter"], params["tol"],
+                         INTERPOLATIONS[params["interpolation"]], numba.get_num_threads(),
+                         pre, dy, dx, ncc, snr, status)
+    return dx, dy, ncc, snr, status
+
+
+def pad_image(image, margin):
+    out = np.full((image.shape[0] + 2 * margin, image.shape[1] + 2 * margin), np.nan,
+                  np.float32)
+    out[margin:margin + image.shape[0], margin:margin + image.shape[1]] = image
+    return out
+
+
+def _as_image(a, name):
+    a = np.asarray(a)
+    if a.ndim != 2:
+        raise InputError("%s must be a 2-D array (got %d dimensions)." % (name, a.ndim))
+    if a.size == 0:
+        raise InputError("%s is empty." % name)
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError("%s must be numeric (got %s)." % (name, a.dtype))
+    a = a.astype(np.float32)
+    a[~np.isfinite(a)] = np.nan
+    return a
+
+
+def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols=None,
+              progress=None, **options):
+    """Sub-pixel displacement of ``secondary`` relative to ``reference`` per window.
+
+    Parameters
+    ----------
+    reference, secondary : 2-D arrays of the same shape (NaN = invalid pixel)
+    window : int or (height, width); step : centre spacing (px); search : max |shift| (px)
+    rows, cols : optional explicit window centres (pixel indices); default every
+        ``step`` pixels starting at ``step // 2``
+    subpixel : "iterative" (default), "parabola" or "none"
+    prefilter : "none", "gaussian_hp", "wallis", "orientation"; prefilter_options: dict
+    max_nodata : tolerated invalid fraction in a window (0.1)
+    min_std : windows flatter than this (image units, after prefilter) are STATUS_FLAT
+    min_ncc : peaks below are STATUS_LOW_NCC (0.3); min_snr : below is STATUS_LOW_SNR (1.0)
+    max_iter, tol : refinement iterations and convergence (px)
+
+    Returns
+    -------
+    CorrelationResult with 2-D ``dx, dy, ncc, snr`` (float64, NaN where not valid),
+    ``status`` (int8, see STATUS_MEANINGS), 1-D ``rows, cols`` and ``params``.
+    """
+    params = normalize_params(window, step, search, **options)
+    ref = _as_image(reference, "reference")
+    sec = _as_image(secondary, "secondary")
+    if ref.shape != sec.shape:
+        raise InputError("reference %s and secondary %s must have the same shape: bring "
+                         "them onto a common grid first." % (ref.shape, sec.shape))
+    H, W = ref.shape
+    rows = centres(H, params["step"]) if rows is None else np.asarray(rows, np.int64).ravel()
+    cols = centres(W, params["step"]) if cols is None else np.asarray(cols, np.int64).ravel()
+    progress = as_progress(progress)
+    m = read_margin(params)
+    rs = prepare(pad_image(ref, m), params)
+    ss = prepare(pad_image(sec, m), params)
+    progress.check()
+    dx, dy, ncc, snr, status = correlate_prepared(rs, ss, rows, cols, (H, W), 0, params)
+    progress.update(1.0)
+    return CorrelationResult(dx=dx, dy=dy, ncc=ncc, snr=snr, status=status, rows=rows,
+                             cols=cols, params=params)
