@@ -6,4 +6,5 @@ module fails to import is reported (log) without hiding the others.
 
 ALGORITHMS = [
     "alg_synthetic_stack:SyntheticStackAlgorithm",
+    "alg_pipeline:PipelineAlgorithm",
 ]

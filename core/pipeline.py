@@ -1,0 +1,834 @@
+"""End-to-end SlideWatch run: catalog -> common grid -> pairing -> correlation -> inversion
+-> detection -> overview, resumable, with a log of what was done, skipped and why.
+
+Entry point::
+
+    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    result = run_pipeline("images/", "results/", PipelineParams(), scheduler=None)
+
+Files written under ``output_folder`` (SPEC):
+
+- ``catalog.csv``, ``pairs.csv``, ``pairs/pair_YYYYMMDD_YYYYMMDD.tif``,
+  ``timeseries/ts_east_m.tif``, ``ts_north_m.tif``, ``velocity.tif``, ``detections.gpkg``;
+- ``common_grid/`` (only when the images are not all on one grid: warped copies);
+- ``overview.png`` (velocity + detection outlines + legend, see :mod:`.overview`);
+- ``slidewatch_run.json``: the run manifest (per step: parameter hash, input fingerprint,
+  output fingerprint, status, time);
+- ``slidewatch.log``: what each run did, skipped and why (appended, one run after another).
+
+Resuming
+--------
+Every step stores its parameters: in the manifest, and in its outputs (the pair rasters
+carry their correlation parameters in their tags). A re-run recomputes a step only when
+its parameters, its inputs (fingerprints: path, size, modification time) or its outputs
+(missing or modified) changed; otherwise it is skipped and the log says why. Correlation
+is decided pair by pair (a pair raster is reused when it exists with the same parameters),
+so a run interrupted after 900 of 1000 pairs only correlates the last 100. A change of a
+detection parameter recomputes only the detection (analysts' validations in
+``detections.gpkg`` are kept by the detection store).
+
+Scale-out
+---------
+Pair correlations and inversion row-blocks are independent tasks run through
+:func:`.executor.get_executor` (``scheduler``: None = local threads, or a Dask scheduler
+address). Tasks get paths, write their own outputs atomically and return small results.
+"""
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import Cancelled, InputError, ParameterError, SlideWatchError
+from .progress import as_progress
+from .raster_io import ensure_writable_folder, write_text_atomic
+
+__all__ = ["PipelineParams", "PipelineResult", "run_pipeline", "STEPS", "MANIFEST_NAME",
+           "LOG_NAME", "params_from_dict"]
+
+MANIFEST_NAME = "slidewatch_run.json"
+LOG_NAME = "slidewatch.log"
+MANIFEST_VERSION = 1
+
+#: the steps in order, with their share of the progress bar
+STEPS = (("catalog", 0.04), ("grid", 0.04), ("pairing", 0.04), ("correlation", 0.58),
+         ("inversion", 0.20), ("detection", 0.07), ("overview", 0.03))
+
+
+@dataclass
+class PipelineParams:
+    """Every parameter of a pipeline run, with the defaults used by ``qgis_process``.
+
+    Catalog
+        ``band``: band to use (None: Sentinel-2 B08 then B04, Landsat B8 then B4, else
+        band 1; or a band name such as "B04", or a 1-based index).
+    Common grid (used only when the images are not all on one grid)
+        ``grid_extent``: "intersection" (default), "union" or "reference";
+        ``grid_resampling``: "cubic" (default), "bilinear", "lanczos", "nearest".
+    Pairing
+        ``pair_strategy``: "optimal" (default; quality model picks the most informative
+        pairs), or another strategy of :mod:`.pairing`; ``pairs_per_date``: budget of
+        pairs per date (3); ``pairing_options``: further keyword options of
+        ``select_pairs`` (dict).
+    Correlation
+        ``window`` (32 px), ``step`` (8 px: the output grid spacing), ``search`` (8 px:
+        largest displacement looked for), ``correlation_options``: further options of
+        :func:`.correlation.correlate` (subpixel, prefilter, min_ncc, ...).
+    Inversion
+        ``inversion_lambda`` (None: the inversion's default; "auto": generalised
+        cross-validation), ``inversion_robust`` ("tukey"), ``inversion_weighting``
+        ("ncc"), ``inversion_block_rows`` (rows of the pair grid per task, 64),
+        ``inversion_options``: further options of the inversion driver.
+    Detection
+        ``detection_options``: fields of :class:`.detection.DetectionParams` to change
+        (z_seed, z_grow, min_area_m2, min_score, ...); defaults are the detection
+        module's. ``dem_path``: a DEM raster for the downslope evidence and topographic
+        bias terms; "auto" (default) uses ``dem.tif`` (or ``dem.tiff``) of the input
+        folder when there is one, "" none.
+    Run
+        ``max_workers``: local threads (None: all CPUs); ``retries``: re-tries of a failed
+        task (2); ``write_overview``: write overview.png (True); ``force``: recompute
+        every step even if up to date (False).
+    """
+
+    band: object = None
+    grid_extent: str = "intersection"
+    grid_resampling: str = "cubic"
+    pair_strategy: str = "optimal"
+    pairs_per_date: int = 3
+    pairing_options: dict = field(default_factory=dict)
+    window: int = 32
+    step: int = 8
+    search: int = 8
+    correlation_options: dict = field(default_factory=dict)
+    inversion_lambda: object = None
+    inversion_robust: str = "tukey"
+    inversion_weighting: str = "ncc"
+    inversion_block_rows: int = 64
+    inversion_options: dict = field(default_factory=dict)
+    detection_options: dict = field(default_factory=dict)
+    dem_path: str = "auto"
+    max_workers: object = None
+    retries: int = 2
+    write_overview: bool = True
+    force: bool = False
+
+    def step_params(self, step):
+        """The parameters that define the outputs of ``step`` (hashed for resuming)."""
+        if step == "catalog":
+            return {"band": self.band}
+        if step == "grid":
+            return {"extent": self.grid_extent, "resampling": self.grid_resampling}
+        if step == "pairing":
+            return {"strategy": self.pair_strategy, "pairs_per_date": self.pairs_per_date,
+                    "options": self.pairing_options}
+        if step == "correlation":
+            return dict(self.correlation_options, window=self.window, step=self.step,
+                        search=self.search)
+        if step == "inversion":
+            return dict(self.inversion_options, lam=self.inversion_lambda,
+                        robust=self.inversion_robust, weighting=self.inversion_weighting)
+        if step == "detection":
+            return dict(self.detection_options, dem_path=self.dem_path)
+        if step == "overview":
+            return {}
+        raise KeyError(step)
+
+
+def params_from_dict(d):
+    """A :class:`PipelineParams` from a dict (unknown keys are an error)."""
+    names = {f.name for f in dataclasses.fields(PipelineParams)}
+    unknown = set(d) - names
+    if unknown:
+        raise ParameterError("Unknown pipeline parameter(s): %s. Known: %s." % (
+            ", ".join(sorted(unknown)), ", ".join(sorted(names))))
+    return PipelineParams(**d)
+
+
+@dataclass
+class PipelineResult:
+    """What a run produced. ``steps``: {step: {"status": "done"|"skipped", "reason",
+    "seconds"}}; ``paths``: the SPEC outputs (absolute paths)."""
+
+    output_folder: str
+    paths: dict = field(default_factory=dict)
+    steps: dict = field(default_factory=dict)
+    n_dates: int = 0
+    n_pairs: int = 0
+    pairs_computed: int = 0
+    pairs_reused: int = 0
+    executor: str = ""
+    seconds: float = 0.0
+    log: list = field(default_factory=list)
+
+    def skipped(self, step):
+        return self.steps.get(step, {}).get("status") == "skipped"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _canonical(obj):
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, float):
+        return repr(obj)
+    if isinstance(obj, (_dt.date, _dt.datetime)):
+        return obj.isoformat()
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+def params_hash(params):
+    """Stable short hash of a parameter dict."""
+    text = json.dumps(_canonical(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def file_fingerprint(path, base=None):
+    """[relative path, size, mtime_ns] of a file, or None when missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    rel = os.path.relpath(path, base) if base else path
+    return [rel, st.st_size, st.st_mtime_ns]
+
+
+def fingerprint(paths, base=None):
+    """A hash of the fingerprints of ``paths`` (missing files count as missing)."""
+    items = [file_fingerprint(p, base) or [os.path.relpath(p, base) if base else p, None]
+             for p in sorted(paths)]
+    return params_hash(items)
+
+
+def _list_files(folder):
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith("."))
+    return out
+
+
+def _accepted(fn, options):
+    """The subset of ``options`` that ``fn`` accepts as keyword arguments."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return dict(options)
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in sig.parameters}
+
+
+def _require(module, name, step):
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise SlideWatchError("The %s step needs %s.%s, which this SlideWatch installation "
+                              "does not provide. Update SlideWatch." % (step, module.__name__,
+                                                                         name))
+    return fn
+
+
+class _RunLog:
+    """Collects log lines, echoes them to ``progress.info`` and keeps ``slidewatch.log``."""
+
+    def __init__(self, folder, progress):
+        self.path = os.path.join(folder, LOG_NAME)
+        self.progress = progress
+        self.lines = []
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                self._previous = fh.read()
+        except OSError:
+            self._previous = ""
+
+    def __call__(self, message):
+        stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        for line in str(message).splitlines() or [""]:
+            self.lines.append("[%s] %s" % (stamp, line))
+        self.progress.info(message)
+
+    def flush(self):
+        text = self._previous
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += "\n".join(self.lines) + "\n"
+        try:
+            write_text_atomic(self.path, text)
+        except SlideWatchError:
+            pass   # the log must never hide the outcome of the run
+
+
+class _Manifest:
+    def __init__(self, folder):
+        self.path = os.path.join(folder, MANIFEST_NAME)
+        self.folder = folder
+        self.data = {"version": MANIFEST_VERSION, "steps": {}}
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            if isinstance(data, dict) and data.get("version") == MANIFEST_VERSION:
+                self.data = data
+                self.data.setdefault("steps", {})
+        except (OSError, ValueError):
+            pass
+
+    def entry(self, step):
+        return self.data["steps"].get(step)
+
+    def is_current(self, step, phash, inputs_fp, outputs, check_outputs=True):
+        """(True, reason) when ``step`` can be skipped, else (False, reason)."""
+        e = self.entry(step)
+        if e is None:
+            return False, "no previous run"
+        if e.get("params_hash") != phash:
+            return False, "parameters changed"
+        if e.get("inputs") != inputs_fp:
+            return False, "inputs changed"
+        missing = [p for p in outputs if not os.path.exists(p)]
+        if missing:
+            return False, "output missing (%s)" % os.path.relpath(missing[0], self.folder)
+        if check_outputs and e.get("outputs") != fingerprint(outputs, self.folder):
+            return False, "outputs modified since the last run"
+        return True, "up to date (same parameters and inputs)"
+
+    def record(self, step, phash, inputs_fp, outputs, params, extra=None):
+        self.data["steps"][step] = dict(
+            params_hash=phash, inputs=inputs_fp, outputs=fingerprint(outputs, self.folder),
+            params=_canonical(params),
+            finished_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **(extra or {}))
+        self.save()
+
+    def forget(self, step):
+        if self.data["steps"].pop(step, None) is not None:
+            self.save()
+
+    def save(self):
+        write_text_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------- the run
+
+class _Steps:
+    """Per-step progress reporters (sub-ranges of one Progress, or a factory)."""
+
+    def __init__(self, progress, step_progress):
+        self.progress = progress
+        self.factory = step_progress
+        self.bounds = {}
+        acc = 0.0
+        total = sum(w for _, w in STEPS)
+        for i, (name, w) in enumerate(STEPS):
+            self.bounds[name] = (i, acc / total, (acc + w) / total)
+            acc += w
+
+    def __call__(self, name):
+        i, lo, hi = self.bounds[name]
+        if self.factory is not None:
+            return self.factory(i, name)
+        return self.progress.sub(lo, hi)
+
+
+def run_pipeline(input_folder, output_folder, params=None, scheduler=None, progress=None,
+                 step_progress=None):
+    """Run every step from a folder of images to the SPEC outputs; see the module doc.
+
+    Parameters
+    ----------
+    input_folder : folder of images (or anything :func:`.catalog.build_catalog` accepts)
+    output_folder : receives the outputs (created if needed)
+    params : :class:`PipelineParams` (defaults when None) or a dict of its fields
+    scheduler : None/"" (local threads), a Dask scheduler address ("tcp://host:8786",
+        "scheduler-file:/path", "local:N") or a ``distributed.Client``; see
+        :func:`.executor.get_executor`
+    progress : :class:`~.progress.Progress` (progress, cancel, log lines)
+    step_progress : optional callable ``(index, step_name) -> Progress`` giving each step
+        its own full-range reporter (the Processing algorithm uses it with
+        QgsProcessingMultiStepFeedback); default: sub-ranges of ``progress``
+
+    Returns
+    -------
+    :class:`PipelineResult`
+    """
+    from .executor import get_executor
+
+    t_start = time.perf_counter()
+    progress = as_progress(progress)
+    if params is None:
+        params = PipelineParams()
+    elif isinstance(params, dict):
+        params = params_from_dict(params)
+    if not input_folder or not os.path.exists(str(input_folder)):
+        raise InputError("Input '%s' does not exist. Choose the folder holding the images."
+                         % input_folder)
+    input_folder = os.path.abspath(str(input_folder))
+    if not output_folder:
+        raise ParameterError("No output folder given: choose a folder for the results.")
+    output_folder = os.path.abspath(str(output_folder))
+    if output_folder == input_folder:
+        raise ParameterError("The output folder must not be the input folder ('%s'): choose "
+                             "another folder (e.g. a 'results' sub-folder)." % output_folder)
+    ensure_writable_folder(output_folder)
+    _check_params(params)
+
+    log = _RunLog(output_folder, progress)
+    manifest = _Manifest(output_folder)
+    steps = _Steps(progress, step_progress)
+    result = PipelineResult(output_folder=output_folder)
+    result.log = log.lines
+    log("=== SlideWatch pipeline: %s -> %s" % (input_folder, output_folder))
+    executor = None
+    try:
+        executor = get_executor(scheduler, max_workers=params.max_workers,
+                                retries=params.retries)
+        result.executor = executor.description
+        log("Executor: %s" % executor.description)
+        ctx = _Context(input_folder, output_folder, params, executor, log, manifest, result)
+        catalog = _step_catalog(ctx, steps("catalog"))
+        catalog = _step_grid(ctx, catalog, steps("grid"))
+        selected = _step_pairing(ctx, catalog, steps("pairing"))
+        _step_correlation(ctx, selected, steps("correlation"))
+        _step_inversion(ctx, steps("inversion"))
+        _step_detection(ctx, steps("detection"))
+        _step_overview(ctx, catalog, steps("overview"))
+        result.seconds = time.perf_counter() - t_start
+        done = [s for s, v in result.steps.items() if v["status"] == "done"]
+        skipped = [s for s, v in result.steps.items() if v["status"] == "skipped"]
+        log("=== Finished in %.1f s. Done: %s. Skipped (up to date): %s." % (
+            result.seconds, ", ".join(done) or "none", ", ".join(skipped) or "none"))
+        progress.update(1.0, "SlideWatch pipeline finished")
+        return result
+    except Cancelled:
+        log("=== Cancelled by the user. Finished outputs are kept and will be reused.")
+        raise
+    except SlideWatchError as exc:
+        log("=== Stopped with an error: %s" % exc)
+        raise
+    except Exception as exc:
+        log("=== Stopped with an unexpected error: %s: %s" % (type(exc).__name__, exc))
+        raise
+    finally:
+        if executor is not None:
+            executor.close()
+        log.flush()
+
+
+def _check_params(p):
+    if int(p.window) < 4:
+        raise ParameterError("Correlation window must be at least 4 pixels (got %r); 32 is "
+                             "usual for Sentinel-2." % p.window)
+    if int(p.step) < 1:
+        raise ParameterError("Correlation step must be >= 1 pixel (got %r)." % p.step)
+    if int(p.search) < 1:
+        raise ParameterError("Search radius must be >= 1 pixel (got %r)." % p.search)
+    if int(p.pairs_per_date) < 1:
+        raise ParameterError("Pairs per date must be >= 1 (got %r)." % p.pairs_per_date)
+    if int(p.inversion_block_rows) < 1:
+        raise ParameterError("Inversion block rows must be >= 1 (got %r)."
+                             % p.inversion_block_rows)
+    if int(p.retries) < 0:
+        raise ParameterError("Retries must be >= 0 (got %r)." % p.retries)
+    for name in ("pairing_options", "correlation_options", "inversion_options",
+                 "detection_options"):
+        if not isinstance(getattr(p, name), dict):
+            raise ParameterError("%s must be a dict of keyword options (got %r)."
+                                 % (name, getattr(p, name)))
+
+
+@dataclass
+class _Context:
+    input_folder: str
+    output_folder: str
+    params: PipelineParams
+    executor: object
+    log: object
+    manifest: object
+    result: PipelineResult
+
+    def path(self, *parts):
+        return os.path.join(self.output_folder, *parts)
+
+    def mark(self, step, status, reason, seconds=0.0):
+        self.result.steps[step] = {"status": status, "reason": reason,
+                                   "seconds": round(seconds, 3)}
+        self.log("%s: %s (%s)%s" % (step, "skipped" if status == "skipped" else "done", reason,
+                                    "" if status == "skipped" else ", %.1f s" % seconds))
+
+
+# ----------------------------------------------------------------------------- steps
+
+def _catalog_inputs(ctx):
+    """What build_catalog is given: the input folder, minus the output folder if inside."""
+    inp, out = ctx.input_folder, ctx.output_folder
+    if os.path.isdir(inp) and (out + os.sep).startswith(inp + os.sep):
+        return [os.path.join(inp, e) for e in sorted(os.listdir(inp))
+                if not e.startswith(".") and not (out + os.sep).startswith(
+                    os.path.join(inp, e) + os.sep)]
+    return inp
+
+
+def _input_files(ctx, inputs):
+    files = []
+    for item in (inputs if isinstance(inputs, list) else [inputs]):
+        files.extend(_list_files(item) if os.path.isdir(item) else [item])
+    return files
+
+
+def _step_catalog(ctx, progress):
+    from . import catalog as cat
+    t0 = time.perf_counter()
+    progress.check()
+    p = ctx.params.step_params("catalog")
+    phash = params_hash(p)
+    out = ctx.path("catalog.csv")
+    inputs = _catalog_inputs(ctx)
+    inputs_fp = fingerprint(_input_files(ctx, inputs))
+    ok, why = ctx.manifest.is_current("catalog", phash, inputs_fp, [out])
+    if ok and not ctx.params.force:
+        catalog = cat.read_catalog_csv(out)
+        ctx.mark("catalog", "skipped", why)
+    else:
+        progress.info("catalog: %s, cataloguing the images" % why)
+        catalog = cat.build_catalog(inputs, band=ctx.params.band, progress=progress)
+        cat.write_catalog_csv(catalog, out)
+        ctx.manifest.record("catalog", phash, inputs_fp, [out], p)
+        for line in catalog.report().splitlines():
+            ctx.log("catalog: " + line)
+        ctx.mark("catalog", "done", "%d image(s)" % len(catalog.records),
+                 time.perf_counter() - t0)
+    if len(catalog.records) < 2:
+        raise InputError("Only %d dated image(s) found in '%s': at least 2 are needed (3 or "
+                         "more for a time series). Check the file names contain dates, see "
+                         "%s." % (len(catalog.records), ctx.input_folder, out))
+    ctx.result.paths["catalog"] = out
+    ctx.result.n_dates = len(catalog.records)
+    progress.update(1.0, "catalog: %d images" % len(catalog.records))
+    return catalog
+
+
+def _step_grid(ctx, catalog, progress):
+    from . import common_grid as cg
+    t0 = time.perf_counter()
+    progress.check()
+    report = cg.check_grids(catalog)
+    if report.ok:
+        ctx.mark("grid", "skipped", "all images share one grid")
+        ctx.manifest.forget("grid")
+        progress.update(1.0)
+        return catalog
+    ctx.log("grid: " + report.message)
+    folder = ctx.path("common_grid")
+    p = ctx.params.step_params("grid")
+    new = cg.to_common_grid(catalog, folder, extent=ctx.params.grid_extent,
+                            resampling=ctx.params.grid_resampling, progress=progress,
+                            overwrite=ctx.params.force)
+    ctx.manifest.record("grid", params_hash(p), fingerprint(catalog.paths),
+                        new.paths, p)
+    ctx.mark("grid", "done", "%d image(s) warped onto one grid in %s" % (
+        len(new.records), os.path.relpath(folder, ctx.output_folder)), time.perf_counter() - t0)
+    ctx.result.paths["common_grid"] = folder
+    return new
+
+
+def _step_pairing(ctx, catalog, progress):
+    from . import pairing as pr
+    t0 = time.perf_counter()
+    progress.check()
+    p = ctx.params.step_params("pairing")
+    # the correlation geometry matters to the selection (expected motion vs search range)
+    p_all = dict(p, window=ctx.params.window, step=ctx.params.step, search=ctx.params.search)
+    phash = params_hash(p_all)
+    out = ctx.path("pairs.csv")
+    inputs_fp = fingerprint(catalog.paths)
+    ok, why = ctx.manifest.is_current("pairing", phash, inputs_fp, [out])
+    if ok and not ctx.params.force:
+        table = pr.read_pairs_csv(out)
+        selected = table.selected
+        ctx.mark("pairing", "skipped", why)
+    else:
+        progress.info("pairing: %s, selecting pairs" % why)
+        opts = dict(ctx.params.pairing_options)
+        opts.update(strategy=ctx.params.pair_strategy,
+                    budget_pairs_per_date=int(ctx.params.pairs_per_date),
+                    window=ctx.params.window, step=ctx.params.step, search=ctx.params.search)
+        opts.setdefault("history_folder", ctx.output_folder)
+        opts = _accepted(pr.select_pairs, opts)
+        selection = pr.select_pairs(catalog, progress=progress, **opts)
+        pr.write_pairs_csv(selection, out)
+        ctx.manifest.record("pairing", phash, inputs_fp, [out], p_all)
+        for line in selection.report().splitlines():
+            ctx.log("pairing: " + line)
+        selected = selection.selected
+        ctx.mark("pairing", "done", "%d pair(s) selected" % len(selected),
+                 time.perf_counter() - t0)
+    if not selected:
+        raise InputError("No pair was selected (see the reasons in %s). Add images, widen the "
+                         "baseline range or change the pairing strategy." % out)
+    ctx.result.paths["pairs_csv"] = out
+    ctx.result.n_pairs = len(selected)
+    progress.update(1.0, "pairing: %d pairs" % len(selected))
+    return selected
+
+
+def _pair_jobs(ctx, selected):
+    params = ctx.params
+    corr = dict(params.correlation_options, window=params.window, step=params.step,
+                search=params.search)
+    jobs = []
+    for pair in selected:
+        out = ctx.path("pairs", "pair_%s_%s.tif" % (pair.reference_date.replace("-", ""),
+                                                   pair.secondary_date.replace("-", "")))
+        jobs.append(dict(reference_path=pair.reference_path,
+                         secondary_path=pair.secondary_path,
+                         reference_date=pair.reference_date,
+                         secondary_date=pair.secondary_date,
+                         out_path=out, params=corr))
+    return jobs
+
+
+def _step_correlation(ctx, selected, progress):
+    from . import pair_correlation as pc
+    from .pipeline_tasks import correlate_pair_task
+    t0 = time.perf_counter()
+    progress.check()
+    jobs = _pair_jobs(ctx, selected)
+    for job in jobs:
+        for key in ("reference_path", "secondary_path"):
+            if not os.path.exists(job[key]):
+                raise InputError("Image '%s' of pair %s / %s does not exist any more. Run the "
+                                 "pipeline again from the catalog (delete %s)." % (
+                                     job[key], job["reference_date"], job["secondary_date"],
+                                     ctx.path("catalog.csv")))
+    ensure_writable_folder(ctx.path("pairs"))
+    todo = [j for j in jobs if ctx.params.force or not pc.pair_output_is_current(j["out_path"],
+                                                                               j["params"])]
+    if ctx.params.force:
+        for j in todo:
+            _remove(j["out_path"])
+    reused = len(jobs) - len(todo)
+    ctx.result.paths["pairs"] = [j["out_path"] for j in jobs]
+    ctx.result.pairs_reused = reused
+    if not todo:
+        ctx.result.pairs_computed = 0
+        ctx.mark("correlation", "skipped", "all %d pair raster(s) up to date (same images and "
+                 "parameters)" % len(jobs))
+        progress.update(1.0)
+        return
+    ctx.log("correlation: %d pair(s) to correlate, %d up to date and reused, on %s"
+            % (len(todo), reused, ctx.executor.description))
+    results = ctx.executor.map(
+        correlate_pair_task, todo, progress=progress, pass_cancel=True,
+        describe=lambda j: "pair %s / %s" % (j["reference_date"], j["secondary_date"]),
+        label="correlation")
+    secs = [r["seconds"] for r in results if not r["reused"]]
+    ctx.result.pairs_computed = len(secs)
+    ctx.result.pairs_reused = len(jobs) - len(secs)
+    low = [os.path.basename(r["path"]) for r in results
+           if np.isfinite(r["valid_fraction"]) and r["valid_fraction"] < 0.2]
+    if low:
+        ctx.log("correlation: pair(s) with less than 20 %% valid windows (clouds, snow, "
+                "changes): %s" % ", ".join(low))
+    ctx.mark("correlation", "done", "%d pair(s) correlated (%.1f s per pair on average), %d "
+             "reused" % (len(secs), (sum(secs) / len(secs)) if secs else 0.0,
+                         len(jobs) - len(secs)), time.perf_counter() - t0)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+_INVERSION_OPTIONS = ("lam2", "min_obs", "min_ncc", "min_snr", "max_iter", "lam_sample")
+
+
+def _inversion_params(p):
+    from . import inversion as inv
+    unknown = set(p.inversion_options) - set(_INVERSION_OPTIONS)
+    if unknown:
+        raise ParameterError("Unknown inversion option(s): %s. Known: %s." % (
+            ", ".join(sorted(unknown)), ", ".join(_INVERSION_OPTIONS)))
+    lam = p.inversion_lambda
+    if lam is None or (isinstance(lam, str) and lam.strip() == ""):
+        lam = inv.DEFAULT_LAM
+    elif isinstance(lam, str) and lam.strip().lower() == "auto":
+        lam = "auto"
+    else:
+        try:
+            lam = float(lam)
+        except (TypeError, ValueError):
+            raise ParameterError("Inversion lambda must be a number >= 0, 'auto' or empty "
+                                 "(got %r)." % (lam,)) from None
+        if lam < 0:
+            raise ParameterError("Inversion lambda must be >= 0 (got %r)." % lam)
+    o = p.inversion_options
+    inv._check_params(p.inversion_robust, o.get("min_obs", 3), o.get("max_iter", 12), 3)
+    if p.inversion_weighting not in inv.WEIGHTINGS:
+        raise ParameterError("Inversion weighting must be one of %s (got %r)."
+                             % (", ".join(inv.WEIGHTINGS), p.inversion_weighting))
+    return dict(lam=lam, lam2=float(o.get("lam2", inv.DEFAULT_LAM2)),
+                robust=p.inversion_robust, weighting=p.inversion_weighting,
+                min_obs=int(o.get("min_obs", 3)), min_ncc=o.get("min_ncc"),
+                min_snr=o.get("min_snr"), max_iter=int(o.get("max_iter", 12))), \
+        int(o.get("lam_sample", 400))
+
+
+def _step_inversion(ctx, progress):
+    import rasterio
+    from . import inversion as inv
+    from . import timeseries_io as tio
+    from .pipeline_tasks import (PART_FOLDER, assemble_timeseries, inversion_jobs,
+                                 invert_rows_task, timeseries_tags)
+    t0 = time.perf_counter()
+    progress.check()
+    pair_paths = ctx.result.paths["pairs"]
+    ip, lam_sample = _inversion_params(ctx.params)
+    p = dict(ip, block_rows=int(ctx.params.inversion_block_rows))
+    phash = params_hash(ctx.params.step_params("inversion"))
+    inputs_fp = fingerprint(pair_paths, ctx.output_folder)
+    ts_dir = ctx.path(tio.TS_FOLDER)
+    outs = [os.path.join(ts_dir, n) for n in ("ts_east_m.tif", "ts_north_m.tif",
+                                               "velocity.tif", "network_flags.tif")]
+    ctx.result.paths.update(ts_east=outs[0], ts_north=outs[1], velocity=outs[2],
+                            network_flags=outs[3], timeseries=ts_dir)
+    ok, why = ctx.manifest.is_current("inversion", phash, inputs_fp, outs)
+    if ok and not ctx.params.force:
+        ctx.mark("inversion", "skipped", why)
+        progress.update(1.0)
+        return
+    progress.info("inversion: %s, inverting the pair network" % why)
+    pairs = []
+    for path in pair_paths:
+        ref, sec = tio._pair_dates(path)
+        pairs.append(tio.PairRaster(path, ref, sec))
+    pairs.sort(key=lambda r: (r.reference_date, r.secondary_date, r.path))
+    dates64, _pi, _pj = inv.network_dates([x.reference_date for x in pairs],
+                                          [x.secondary_date for x in pairs])
+    dates_iso = [inv.iso(d) for d in dates64]
+    with rasterio.open(pairs[0].path) as src:
+        height, width, transform, crs = src.height, src.width, src.transform, src.crs
+    if ip["lam"] == "auto":
+        stack = tio._PairStack(pairs)
+        try:
+            lam, _info = tio._auto_lambda(stack, _pi, _pj, dates64, ip["lam2"], ip["robust"],
+                                          ip["weighting"], ip["min_ncc"], ip["min_snr"],
+                                          ip["min_obs"], lam_sample)
+        finally:
+            stack.close()
+        ip["lam"] = float(lam)
+        ctx.log("inversion: regularisation chosen by generalised cross-validation: lam = %g"
+                % lam)
+    run_key = params_hash([phash, inputs_fp, ip["lam"]])
+    part_dir = os.path.join(ts_dir, PART_FOLDER, run_key)
+    jobs = inversion_jobs(pairs, height, width, part_dir, ip, ctx.params.inversion_block_rows)
+    ctx.log("inversion: %d pairs, %d dates (%s to %s), %d x %d grid in %d row block(s) on %s"
+            % (len(pairs), len(dates_iso), dates_iso[0], dates_iso[-1], width, height,
+               len(jobs), ctx.executor.description))
+    results = ctx.executor.map(invert_rows_task, jobs, progress=progress.sub(0.0, 0.9),
+                               pass_cancel=True, label="inversion",
+                               describe=lambda j: "inversion rows %d-%d" % tuple(j["rows"]))
+    reused = sum(1 for r in results if r["reused"])
+    if reused:
+        ctx.log("inversion: %d row block(s) reused from an interrupted run" % reused)
+    tags = timeseries_tags(dates_iso, ip, [os.path.basename(x.path) for x in pairs])
+    assemble_timeseries(jobs, ts_dir, dates_iso, transform, crs, tags,
+                        progress=progress.sub(0.9, 1.0))
+    ctx.manifest.record("inversion", phash, inputs_fp, outs, dict(p, lam=ip["lam"]))
+    ctx.mark("inversion", "done", "%d dates, %d pairs, lam %g" % (len(dates_iso), len(pairs),
+                                                                 ip["lam"]),
+             time.perf_counter() - t0)
+
+
+def _dem_path(ctx):
+    dem = ctx.params.dem_path
+    if dem is None or str(dem).strip() == "":
+        return None
+    if str(dem).strip().lower() == "auto":
+        for name in ("dem.tif", "dem.tiff", "DEM.tif"):
+            cand = os.path.join(ctx.input_folder, name)
+            if os.path.isfile(cand):
+                return cand
+        return None
+    if not os.path.isfile(dem):
+        raise InputError("DEM '%s' does not exist. Give an elevation raster, 'auto' or "
+                         "leave it empty." % dem)
+    return os.path.abspath(dem)
+
+
+def _step_detection(ctx, progress):
+    from . import detection as det
+    t0 = time.perf_counter()
+    progress.check()
+    known = {f.name for f in dataclasses.fields(det.DetectionParams)}
+    unknown = set(ctx.params.detection_options) - known
+    if unknown:
+        raise ParameterError("Unknown detection option(s): %s. Known: %s." % (
+            ", ".join(sorted(unknown)), ", ".join(sorted(known))))
+    dem = _dem_path(ctx)
+    p = ctx.params.step_params("detection")
+    phash = params_hash(p)
+    r = ctx.result.paths
+    inputs = [r["ts_east"], r["ts_north"]] + ([dem] if dem else [])
+    inputs_fp = fingerprint(inputs)
+    out = ctx.path("detections.gpkg")
+    r["detections"] = out
+    # analysts edit the validations in detections.gpkg: its own changes do not matter
+    ok, why = ctx.manifest.is_current("detection", phash, inputs_fp, [out],
+                                      check_outputs=False)
+    if ok and not ctx.params.force:
+        ctx.mark("detection", "skipped", why)
+        progress.update(1.0)
+        return
+    progress.info("detection: %s, detecting moving areas%s" % (
+        why, " (DEM %s)" % os.path.basename(dem) if dem else " (no DEM)"))
+    res = det.detect_from_folder(r["timeseries"], dem_path=dem, out_gpkg=out,
+                                 progress=progress, **ctx.params.detection_options)
+    ctx.manifest.record("detection", phash, inputs_fp, [out], p,
+                        extra={"n_detections": len(res.features)})
+    s = res.store_summary or {}
+    ctx.mark("detection", "done", "%d detection(s), %d validation(s) kept" % (
+        len(res.features), s.get("n_validations_kept", 0)), time.perf_counter() - t0)
+
+
+def _step_overview(ctx, catalog, progress):
+    from .overview import write_overview, write_velocity_arrows
+    t0 = time.perf_counter()
+    progress.check()
+    out = ctx.path("overview.png")
+    if not ctx.params.write_overview:
+        ctx.mark("overview", "skipped", "not requested")
+        return
+    r = ctx.result.paths
+    arrows = ctx.path("velocity_arrows.gpkg")
+    r["arrows"] = arrows
+    background = catalog.records[0].path if catalog.records else None
+    inputs = [r["velocity"], r["detections"]] + ([background] if background else [])
+    # validations change the outline colours: detections.gpkg is an input here
+    inputs_fp = fingerprint(inputs)
+    phash = params_hash({"version": 1})
+    r["overview"] = out
+    ok, why = ctx.manifest.is_current("overview", phash, inputs_fp, [out, arrows])
+    if ok and not ctx.params.force:
+        ctx.mark("overview", "skipped", why)
+        return
+    n_arrows = write_velocity_arrows(r["velocity"], arrows)
+    dates = [rec.iso for rec in catalog.records]
+    title = "SlideWatch - mean velocity %s to %s (%d dates, %d pairs)" % (
+        dates[0], dates[-1], len(dates), ctx.result.n_pairs)
+    write_overview(r["velocity"], out, detections_path=r["detections"],
+                   background_path=background, title=title)
+    ctx.manifest.record("overview", phash, inputs_fp, [out, arrows], {})
+    ctx.mark("overview", "done", "overview.png and %d direction arrow(s) written" % n_arrows,
+             time.perf_counter() - t0)
+    progress.update(1.0)

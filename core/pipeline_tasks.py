@@ -1,0 +1,256 @@
+"""Independent tasks of the pipeline, run by :mod:`.executor` (local threads or Dask).
+
+Each task is a module-level function taking one small, picklable job (paths and
+parameters), reading its inputs from shared storage, writing its own output atomically
+and returning a small dict. Tasks are resumable: an output already renamed into place
+with the same parameters is reused, so a re-submitted task (retry, dead worker, re-run)
+does not redo finished work.
+
+- :func:`correlate_pair_task`: one pair of images -> ``pairs/pair_YYYYMMDD_YYYYMMDD.tif``
+  (through the correlation raster driver of :mod:`.pair_correlation`).
+- :func:`invert_rows_task`: one band of rows of the pair grid -> a part file
+  (cumulative east/north per date, velocity bands, flags), assembled by
+  :func:`assemble_timeseries` into the SPEC ``timeseries/`` files. The per-pixel maths is
+  exactly :func:`.inversion.invert_arrays`, as in :func:`.timeseries_io.invert_pair_rasters`
+  (pixels are independent), so the result does not depend on how rows are split.
+"""
+
+import json
+import os
+import shutil
+import uuid
+
+import numpy as np
+
+from .errors import Cancelled, InputError
+from .progress import Progress
+
+__all__ = ["correlate_pair_task", "inversion_jobs", "invert_rows_task",
+           "assemble_timeseries", "PART_FOLDER"]
+
+#: hidden folder (under timeseries/) holding the inversion parts while a run is under way
+PART_FOLDER = ".parts"
+
+
+def _task_progress(cancelled):
+    return Progress(is_cancelled=cancelled) if cancelled is not None else Progress()
+
+
+# ------------------------------------------------------------------------- correlation
+
+def correlate_pair_task(job, cancelled=None):
+    """Correlate one pair of images into its pair raster (skipped if already current).
+
+    ``job``: dict with ``reference_path``, ``secondary_path``, ``reference_date``,
+    ``secondary_date`` (ISO), ``out_path``, ``params`` (correlation parameters) and
+    optional ``band_reference`` / ``band_secondary`` (1-based) and ``driver_options``.
+    Returns ``{"path", "reused", "seconds", "valid_fraction"}``.
+    """
+    import time
+    from . import pair_correlation as pc
+
+    t0 = time.perf_counter()
+    out = job["out_path"]
+    if pc.pair_output_is_current(out, job["params"]):
+        return {"path": out, "reused": True, "seconds": 0.0,
+                "valid_fraction": _valid_fraction(out)}
+    pc_kwargs = dict(job.get("driver_options") or {})
+    pc.correlate_pair_rasters(job["reference_path"], job["secondary_path"], out,
+                              progress=_task_progress(cancelled),
+                              **pc_kwargs, **job["params"])
+    return {"path": out, "reused": False, "seconds": time.perf_counter() - t0,
+            "valid_fraction": _valid_fraction(out)}
+
+
+def _valid_fraction(path):
+    """Fraction of windows with status 0 (valid) in a pair raster (cheap statistic)."""
+    try:
+        import rasterio
+        from .raster_io import band_index_by_description
+        with rasterio.open(path) as src:
+            st = src.read(band_index_by_description(src, "status"))
+        return float(np.mean(st == 0)) if st.size else 0.0
+    except Exception:
+        return float("nan")
+
+
+# --------------------------------------------------------------------------- inversion
+
+def _pairs_from_job(job):
+    from .timeseries_io import PairRaster
+    return [PairRaster(p, np.datetime64(r, "D"), np.datetime64(s, "D"))
+            for p, r, s in zip(job["pair_paths"], job["reference_dates"],
+                               job["secondary_dates"])]
+
+
+def inversion_jobs(pairs, height, width, part_dir, params, block_rows=64, block_cols=256):
+    """Split the pair grid into bands of ``block_rows`` rows: one job per band.
+
+    ``pairs``: :class:`.timeseries_io.PairRaster` list; ``params``: lam, lam2, robust,
+    weighting, min_obs, min_ncc, min_snr, max_iter (all explicit, lam a number).
+    """
+    block_rows = max(1, int(block_rows))
+    base = dict(pair_paths=[p.path for p in pairs],
+                reference_dates=[str(p.reference_date) for p in pairs],
+                secondary_dates=[str(p.secondary_date) for p in pairs],
+                width=int(width), height=int(height), block_cols=int(block_cols),
+                params=dict(params))
+    jobs = []
+    for r0 in range(0, height, block_rows):
+        r1 = min(r0 + block_rows, height)
+        jobs.append(dict(base, rows=(r0, r1),
+                         part_path=os.path.join(part_dir, "rows_%06d_%06d.npy" % (r0, r1))))
+    return jobs
+
+
+def invert_rows_task(job, cancelled=None):
+    """Invert rows ``job["rows"]`` of the pair grid; write them to ``job["part_path"]``.
+
+    The part is one float32 array ``(2 * n_dates + 7, rows, width)``: cumulative east per
+    date, cumulative north per date, the six velocity bands, the network flags. It is
+    written under a temporary name and renamed when complete; an existing part is reused.
+    Memory: ``n_pairs x rows x block_cols x 5`` float32 per chunk of columns.
+    """
+    from . import inversion as inv
+    from .timeseries_io import _PairStack, _weights_block
+
+    part = job["part_path"]
+    r0, r1 = job["rows"]
+    if os.path.exists(part):
+        return {"part": part, "rows": (r0, r1), "reused": True}
+    p = job["params"]
+    pairs = _pairs_from_job(job)
+    dates64, pi, pj = inv.network_dates([x.reference_date for x in pairs],
+                                        [x.secondary_date for x in pairs])
+    nd = len(dates64)
+    Q = inv.regularisation_matrix(dates64, p["lam"], p["lam2"])
+    width = job["width"]
+    out = np.full((2 * nd + 7, r1 - r0, width), np.nan, np.float32)
+    stack = _PairStack(pairs)
+    try:
+        if stack.width != width or stack.height != job["height"]:
+            raise InputError("Pair raster '%s' changed size during the inversion (%dx%d, "
+                             "expected %dx%d). Run the pipeline again."
+                             % (pairs[0].path, stack.width, stack.height, width, job["height"]))
+        for c0 in range(0, width, job["block_cols"]):
+            if cancelled is not None and cancelled():
+                raise Cancelled()
+            c1 = min(c0 + job["block_cols"], width)
+            data = stack.read(((r0, r1), (c0, c1)))
+            n = data.shape[1]
+            wp = _weights_block(data, p["weighting"], p["min_ncc"], p["min_snr"]).reshape(n, -1)
+            ce, cn, st = inv.invert_arrays(data[0].reshape(n, -1), data[1].reshape(n, -1), wp,
+                                           pi, pj, dates64, robust=p["robust"],
+                                           min_obs=p["min_obs"], max_iter=p["max_iter"], Q=Q)
+            del data, wp
+            v, vs = inv.velocity_magnitude(st[0], st[1], st[2], st[3])
+            bh, bw = r1 - r0, c1 - c0
+            out[:nd, :, c0:c1] = ce.reshape(nd, bh, bw)
+            out[nd:2 * nd, :, c0:c1] = cn.reshape(nd, bh, bw)
+            vel = np.stack([st[0], st[1], v, vs, st[4], st[5], st[6]]).astype(np.float32)
+            out[2 * nd:, :, c0:c1] = vel.reshape(7, bh, bw)
+    finally:
+        stack.close()
+    os.makedirs(os.path.dirname(part), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(part), ".%s.%s.partial.npy" % (
+        os.path.basename(part), uuid.uuid4().hex[:8]))
+    try:
+        np.save(tmp, out)
+        os.replace(tmp, part)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return {"part": part, "rows": (r0, r1), "reused": False}
+
+
+def assemble_timeseries(jobs, out_dir, dates_iso, transform, crs, tags, progress=None):
+    """Write ``ts_east_m.tif``, ``ts_north_m.tif``, ``velocity.tif`` and
+    ``network_flags.tif`` (same layout and tags as :mod:`.timeseries_io`) from the parts,
+    atomically, then remove the parts. Memory: one part at a time."""
+    import contextlib
+
+    import rasterio
+    from rasterio.windows import Window
+
+    from . import inversion as inv
+    from .progress import as_progress
+    from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output
+    from .timeseries_io import FLAGS_DESCRIPTION
+
+    progress = as_progress(progress)
+    h, w = jobs[0]["height"], jobs[0]["width"]
+    nd = len(dates_iso)
+    paths = dict(ts_east=os.path.join(out_dir, "ts_east_m.tif"),
+                 ts_north=os.path.join(out_dir, "ts_north_m.tif"),
+                 velocity=os.path.join(out_dir, "velocity.tif"),
+                 flags=os.path.join(out_dir, "network_flags.tif"))
+
+    def profile(count, dtype, nodata):
+        prof = dict(GTIFF_FLOAT_OPTIONS, height=h, width=w, count=count, dtype=dtype, crs=crs,
+                    transform=transform)
+        if nodata is not None:
+            prof["nodata"] = nodata
+        if h < 256 or w < 256:
+            prof.update(tiled=False)
+            prof.pop("blockxsize")
+            prof.pop("blockysize")
+        if dtype != "float32":
+            prof["predictor"] = 2
+        return prof
+
+    str_tags = {k: str(v) for k, v in tags.items()}
+    with contextlib.ExitStack() as es:
+        tmp = {k: es.enter_context(atomic_output(p)) for k, p in paths.items()}
+        dst_e = es.enter_context(rasterio.open(tmp["ts_east"], "w", **profile(nd, "float32",
+                                                                           np.nan)))
+        dst_n = es.enter_context(rasterio.open(tmp["ts_north"], "w", **profile(nd, "float32",
+                                                                            np.nan)))
+        dst_v = es.enter_context(rasterio.open(tmp["velocity"], "w", **profile(6, "float32",
+                                                                            np.nan)))
+        dst_f = es.enter_context(rasterio.open(tmp["flags"], "w", **profile(1, "uint8", None)))
+        for dst, comp in ((dst_e, "east"), (dst_n, "north")):
+            for i, d in enumerate(dates_iso, start=1):
+                dst.set_band_description(i, d)
+                dst.update_tags(i, DATE=d)
+            dst.update_tags(**str_tags, COMPONENT=comp, UNITS="m",
+                            CONTENT="cumulative %s displacement since %s" % (comp, dates_iso[0]))
+        for i, d in enumerate(inv.VELOCITY_BANDS, start=1):
+            dst_v.set_band_description(i, d)
+        dst_v.update_tags(**str_tags)
+        dst_f.set_band_description(1, "network_flags")
+        dst_f.update_tags(**str_tags, FLAGS=FLAGS_DESCRIPTION)
+        for k, job in enumerate(jobs):
+            progress.check()
+            r0, r1 = job["rows"]
+            arr = np.load(job["part_path"])
+            if arr.shape != (2 * nd + 7, r1 - r0, w):
+                raise InputError("Inversion part '%s' has shape %s, expected %s. Delete the "
+                                 "folder '%s' and run again." % (
+                                     job["part_path"], arr.shape, (2 * nd + 7, r1 - r0, w),
+                                     os.path.dirname(job["part_path"])))
+            win = Window(0, r0, w, r1 - r0)
+            dst_e.write(arr[:nd], window=win)
+            dst_n.write(arr[nd:2 * nd], window=win)
+            dst_v.write(arr[2 * nd:2 * nd + 6], window=win)
+            flags = np.nan_to_num(arr[2 * nd + 6], nan=0.0).astype(np.uint8)
+            dst_f.write(flags[None], window=win)
+            progress.update((k + 1) / len(jobs), "writing time series %d/%d" % (k + 1, len(jobs)))
+        for dst in (dst_e, dst_n, dst_v, dst_f):
+            dst.close()
+    part_dir = os.path.dirname(jobs[0]["part_path"])
+    shutil.rmtree(part_dir, ignore_errors=True)
+    try:
+        os.rmdir(os.path.dirname(part_dir))
+    except OSError:
+        pass
+    return paths
+
+
+def timeseries_tags(dates_iso, params, pair_names):
+    """Dataset tags of the time-series files (same keys as :mod:`.timeseries_io`)."""
+    full = dict(params, n_pairs=len(pair_names), n_dates=len(dates_iso), pairs=pair_names)
+    return dict(DATES=",".join(dates_iso), FIRST_DATE=dates_iso[0],
+                LAMBDA=float(params["lam"]), LAMBDA2=float(params["lam2"]),
+                ROBUST=params["robust"], WEIGHTING=params["weighting"],
+                MIN_OBS=int(params["min_obs"]), N_PAIRS=len(pair_names),
+                SLIDEWATCH_PARAMS=json.dumps(full))

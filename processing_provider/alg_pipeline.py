@@ -1,0 +1,278 @@
+"""Processing algorithm ``slidewatch:pipeline``: from a folder of images to every output.
+
+Headless (SPEC)::
+
+    QT_QPA_PLATFORM=offscreen /usr/bin/qgis_process.bin run slidewatch:pipeline -- \
+        INPUT=<folder of images> OUTPUT_FOLDER=<folder>
+"""
+
+import json
+import os
+
+from qgis.core import (QgsProcessingMultiStepFeedback, QgsProcessingOutputFile,
+                       QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile, QgsProcessingParameterFolderDestination,
+                       QgsProcessingParameterNumber, QgsProcessingParameterString)
+
+from .base import SlideWatchAlgorithm, feedback_progress
+
+GRID_EXTENTS = ("intersection", "union", "reference")
+RESAMPLINGS = ("cubic", "bilinear", "lanczos", "nearest", "average")
+STRATEGIES = ("optimal", "sequential", "seasonal", "all", "random")
+SUBPIXELS = ("iterative", "parabola", "none")
+PREFILTERS = ("none", "gaussian_hp", "wallis", "orientation")
+ROBUST = ("tukey", "huber", "none")
+WEIGHTINGS = ("ncc", "none")
+
+
+class PipelineAlgorithm(SlideWatchAlgorithm):
+    NAME = "pipeline"
+    DISPLAY_NAME = "Run the whole pipeline (images to detections)"
+    GROUP = "Pipeline"
+    GROUP_ID = "pipeline"
+    HELP = (
+        "Runs every SlideWatch step on a folder of images: catalog (dates from the file "
+        "names or tags) &rarr; common grid (only if the images differ) &rarr; pair selection "
+        "&rarr; correlation of every selected pair &rarr; inversion into displacement time "
+        "series &rarr; detection of moving areas, then writes a styled QGIS project "
+        "<i>slidewatch.qgz</i> and a picture <i>overview.png</i>.<br>"
+        "<b>Resumable</b>: a second run reuses every output whose inputs and parameters are "
+        "unchanged and recomputes the rest (pair by pair for the correlation); "
+        "<i>slidewatch.log</i> says what was done, skipped and why; "
+        "<i>slidewatch_run.json</i> keeps the parameters of every step.<br>"
+        "<b>Input folder</b>: the images (GeoTIFF, JPEG 2000, Sentinel-2 SAFE folders...).<br>"
+        "<b>Output folder</b>: catalog.csv, pairs.csv, pairs/, timeseries/, "
+        "detections.gpkg, velocity_arrows.gpkg, overview.png, slidewatch.qgz, "
+        "slidewatch.log.<br>"
+        "<b>Advanced parameters</b> (defaults are good for Sentinel-2 at 10 m):<br>"
+        "<i>Band</i>: band to use (empty: B08 then B04 for Sentinel-2; a name such as B04; "
+        "or a 1-based index).<br>"
+        "<i>Common grid extent / resampling</i>: used only when the images are on different "
+        "grids.<br>"
+        "<i>Pairing strategy</i>: optimal (quality model + optimal design, default), "
+        "sequential, seasonal, all, random. <i>Pairs per date</i>: budget (3).<br>"
+        "<i>Correlation window / step / search</i>: window size (32 px), output spacing "
+        "(8 px), largest displacement searched (8 px). <i>Sub-pixel</i>, <i>pre-filter</i>, "
+        "<i>minimum NCC</i>: see the correlation algorithm.<br>"
+        "<i>Inversion lambda</i>: regularisation (empty = default, 'auto' = generalised "
+        "cross-validation). <i>Robust</i>: tukey, huber or none. <i>Weighting</i>: ncc or "
+        "none. <i>Rows per inversion task</i>: rows of the pair grid per task.<br>"
+        "<i>Detection</i>: seed and growth significance (in units of noise), minimum area "
+        "(m&sup2;), minimum score; <i>DEM</i>: elevation raster (empty: dem.tif of the input "
+        "folder if present).<br>"
+        "<i>Further options (JSON)</i>: any other option of a step as a JSON object, e.g. "
+        "<code>{\"max_baseline_days\": 200}</code> for the pairing.<br>"
+        "<i>Dask scheduler</i>: empty = local threads; 'tcp://host:8786' to run the "
+        "correlations and inversion blocks on an existing Dask cluster (workers need the "
+        "same paths: shared storage); 'local:2' starts a local cluster of 2 processes.<br>"
+        "<i>Local threads</i>: 0 = all CPUs. <i>Retries</i>: re-tries of a failed task. "
+        "<i>Recompute everything</i>: ignore up-to-date outputs.")
+
+    INPUT = "INPUT"
+    OUTPUT_FOLDER = "OUTPUT_FOLDER"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        from ..core.pipeline import PipelineParams
+        d = PipelineParams()
+        Num = QgsProcessingParameterNumber
+        self.addParameter(QgsProcessingParameterFile(
+            self.INPUT, self.tr("Input folder of images"),
+            behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            self.OUTPUT_FOLDER, self.tr("Output folder")))
+
+        def adv(param):
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+
+        S = QgsProcessingParameterString
+        E = QgsProcessingParameterEnum
+        adv(S("BAND", self.tr("Band (empty = automatic)"), "", optional=True))
+        adv(E("GRID_EXTENT", self.tr("Common grid extent"), list(GRID_EXTENTS), False,
+              GRID_EXTENTS.index(d.grid_extent)))
+        adv(E("GRID_RESAMPLING", self.tr("Common grid resampling"), list(RESAMPLINGS), False,
+              RESAMPLINGS.index(d.grid_resampling)))
+        adv(E("PAIR_STRATEGY", self.tr("Pairing strategy"), list(STRATEGIES), False,
+              STRATEGIES.index(d.pair_strategy)))
+        adv(Num("PAIRS_PER_DATE", self.tr("Pairs per date (budget)"), Num.Integer,
+                d.pairs_per_date, minValue=1, maxValue=100))
+        adv(S("PAIRING_OPTIONS", self.tr("Further pairing options (JSON)"), "", optional=True))
+        adv(Num("WINDOW", self.tr("Correlation window (pixels)"), Num.Integer, d.window,
+                minValue=4, maxValue=512))
+        adv(Num("STEP", self.tr("Correlation step (pixels)"), Num.Integer, d.step,
+                minValue=1, maxValue=512))
+        adv(Num("SEARCH", self.tr("Search radius (pixels)"), Num.Integer, d.search,
+                minValue=1, maxValue=256))
+        adv(E("SUBPIXEL", self.tr("Sub-pixel refinement"), list(SUBPIXELS), False, 0))
+        adv(E("PREFILTER", self.tr("Pre-filter"), list(PREFILTERS), False, 0))
+        adv(Num("MIN_NCC", self.tr("Minimum NCC of a valid window"), Num.Double, 0.3,
+                minValue=-1.0, maxValue=1.0))
+        adv(S("CORRELATION_OPTIONS", self.tr("Further correlation options (JSON)"), "",
+              optional=True))
+        adv(S("INVERSION_LAMBDA", self.tr("Inversion lambda (empty = default, 'auto')"), "",
+              optional=True))
+        adv(E("INVERSION_ROBUST", self.tr("Inversion robust weighting"), list(ROBUST), False,
+              ROBUST.index(d.inversion_robust)))
+        adv(E("INVERSION_WEIGHTING", self.tr("Inversion prior weighting"), list(WEIGHTINGS),
+              False, WEIGHTINGS.index(d.inversion_weighting)))
+        adv(Num("INVERSION_BLOCK_ROWS", self.tr("Rows per inversion task"), Num.Integer,
+                d.inversion_block_rows, minValue=1, maxValue=100000))
+        adv(S("INVERSION_OPTIONS", self.tr("Further inversion options (JSON)"), "",
+              optional=True))
+        adv(Num("Z_SEED", self.tr("Detection: seed significance"), Num.Double, 5.0,
+                minValue=0.1))
+        adv(Num("Z_GROW", self.tr("Detection: growth significance"), Num.Double, 3.0,
+                minValue=0.1))
+        adv(Num("MIN_AREA_M2", self.tr("Detection: minimum area (m²)"), Num.Double, 10000.0,
+                minValue=0.0))
+        adv(Num("MIN_SCORE", self.tr("Detection: minimum score"), Num.Double, 0.45,
+                minValue=0.0, maxValue=1.0))
+        adv(QgsProcessingParameterFile("DEM", self.tr("DEM (empty = dem.tif of the input "
+                                                      "folder if present)"), optional=True))
+        adv(QgsProcessingParameterBoolean("USE_DEM", self.tr("Use a DEM for detection"), True))
+        adv(S("DETECTION_OPTIONS", self.tr("Further detection options (JSON)"), "",
+              optional=True))
+        adv(S("DASK_SCHEDULER", self.tr("Dask scheduler address (empty = local threads)"), "",
+              optional=True))
+        adv(Num("MAX_WORKERS", self.tr("Local threads (0 = all CPUs)"), Num.Integer, 0,
+                minValue=0, maxValue=1024))
+        adv(Num("RETRIES", self.tr("Retries of a failed task"), Num.Integer, d.retries,
+                minValue=0, maxValue=20))
+        adv(QgsProcessingParameterBoolean("FORCE", self.tr("Recompute everything"), False))
+        adv(QgsProcessingParameterBoolean("WRITE_PROJECT", self.tr("Write the QGIS project "
+                                                                   "slidewatch.qgz"), True))
+
+        self.addOutput(QgsProcessingOutputFile("PROJECT", self.tr("QGIS project")))
+        self.addOutput(QgsProcessingOutputFile("OVERVIEW", self.tr("Overview picture")))
+        self.addOutput(QgsProcessingOutputFile("VELOCITY", self.tr("Velocity raster")))
+        self.addOutput(QgsProcessingOutputFile("DETECTIONS", self.tr("Detections")))
+        self.addOutput(QgsProcessingOutputFile("LOG", self.tr("Run log")))
+        self.addOutput(QgsProcessingOutputNumber("N_PAIRS", self.tr("Pairs")))
+        self.addOutput(QgsProcessingOutputNumber("N_DATES", self.tr("Dates")))
+
+    def _json(self, parameters, name, context):
+        from ..core.errors import ParameterError
+        text = (self.parameterAsString(parameters, name, context) or "").strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ParameterError("%s is not valid JSON (%s). Give an object such as "
+                                 "{\"name\": value}." % (name, exc)) from exc
+        if not isinstance(value, dict):
+            raise ParameterError("%s must be a JSON object such as {\"name\": value}." % name)
+        return value
+
+    def params_from(self, parameters, context):
+        """The :class:`PipelineParams` of the algorithm's parameter values."""
+        from ..core.pipeline import PipelineParams
+
+        def enum(name, values):
+            return values[self.parameterAsEnum(parameters, name, context)]
+
+        corr = {"subpixel": enum("SUBPIXEL", SUBPIXELS), "prefilter": enum("PREFILTER",
+                                                                          PREFILTERS),
+                "min_ncc": self.parameterAsDouble(parameters, "MIN_NCC", context)}
+        corr.update(self._json(parameters, "CORRELATION_OPTIONS", context))
+        det = {"z_seed": self.parameterAsDouble(parameters, "Z_SEED", context),
+               "z_grow": self.parameterAsDouble(parameters, "Z_GROW", context),
+               "min_area_m2": self.parameterAsDouble(parameters, "MIN_AREA_M2", context),
+               "min_score": self.parameterAsDouble(parameters, "MIN_SCORE", context)}
+        det.update(self._json(parameters, "DETECTION_OPTIONS", context))
+        # keep only what differs from the core defaults, so that a run from Python with
+        # default parameters and one from here share their outputs (same parameter hashes)
+        from ..core.correlation import DEFAULTS as corr_defaults
+        from ..core.detection import DetectionParams
+        det_defaults = DetectionParams()
+        corr = {k: v for k, v in corr.items() if corr_defaults.get(k, object()) != v}
+        det = {k: v for k, v in det.items() if getattr(det_defaults, k, object()) != v}
+        band = (self.parameterAsString(parameters, "BAND", context) or "").strip() or None
+        dem = (self.parameterAsString(parameters, "DEM", context) or "").strip()
+        if not self.parameterAsBool(parameters, "USE_DEM", context):
+            dem = ""
+        elif not dem:
+            dem = "auto"
+        workers = self.parameterAsInt(parameters, "MAX_WORKERS", context)
+        return PipelineParams(
+            band=band,
+            grid_extent=enum("GRID_EXTENT", GRID_EXTENTS),
+            grid_resampling=enum("GRID_RESAMPLING", RESAMPLINGS),
+            pair_strategy=enum("PAIR_STRATEGY", STRATEGIES),
+            pairs_per_date=self.parameterAsInt(parameters, "PAIRS_PER_DATE", context),
+            pairing_options=self._json(parameters, "PAIRING_OPTIONS", context),
+            window=self.parameterAsInt(parameters, "WINDOW", context),
+            step=self.parameterAsInt(parameters, "STEP", context),
+            search=self.parameterAsInt(parameters, "SEARCH", context),
+            correlation_options=corr,
+            inversion_lambda=(self.parameterAsString(parameters, "INVERSION_LAMBDA", context)
+                              or "").strip() or None,
+            inversion_robust=enum("INVERSION_ROBUST", ROBUST),
+            inversion_weighting=enum("INVERSION_WEIGHTING", WEIGHTINGS),
+            inversion_block_rows=self.parameterAsInt(parameters, "INVERSION_BLOCK_ROWS",
+                                                     context),
+            inversion_options=self._json(parameters, "INVERSION_OPTIONS", context),
+            detection_options=det,
+            dem_path=dem,
+            max_workers=workers if workers > 0 else None,
+            retries=self.parameterAsInt(parameters, "RETRIES", context),
+            force=self.parameterAsBool(parameters, "FORCE", context))
+
+    def run(self, parameters, context, feedback, progress):
+        from ..core.pipeline import STEPS, run_pipeline
+
+        inp = self.parameterAsFile(parameters, self.INPUT, context)
+        out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        params = self.params_from(parameters, context)
+        scheduler = (self.parameterAsString(parameters, "DASK_SCHEDULER", context)
+                     or "").strip() or None
+        write_project = self.parameterAsBool(parameters, "WRITE_PROJECT", context)
+        multi = QgsProcessingMultiStepFeedback(len(STEPS) + (1 if write_project else 0),
+                                               feedback) if feedback is not None else None
+
+        def step_progress(index, name):
+            if multi is None:
+                return progress
+            multi.setCurrentStep(index)
+            multi.setProgressText(name)
+            return feedback_progress(multi)
+
+        result = run_pipeline(inp, out, params, scheduler=scheduler, progress=progress,
+                              step_progress=step_progress)
+        paths = result.paths
+        project = ""
+        if write_project:
+            from .project_writer import write_project as _write
+            if multi is not None:
+                multi.setCurrentStep(len(STEPS))
+                multi.setProgressText("project")
+            progress.check()
+            project = _write(result.output_folder)
+            progress.info("QGIS project: %s" % project)
+            _append_log(result.output_folder, "project: slidewatch.qgz written")
+        progress.info("Outputs in %s (log: %s)" % (result.output_folder,
+                                                   os.path.join(result.output_folder,
+                                                                "slidewatch.log")))
+        return {self.OUTPUT_FOLDER: result.output_folder, "PROJECT": project,
+                "OVERVIEW": paths.get("overview", ""), "VELOCITY": paths.get("velocity", ""),
+                "DETECTIONS": paths.get("detections", ""),
+                "LOG": os.path.join(result.output_folder, "slidewatch.log"),
+                "N_PAIRS": result.n_pairs, "N_DATES": result.n_dates}
+
+
+def _append_log(folder, line):
+    """Add one line to slidewatch.log (atomically)."""
+    import datetime as _dt
+
+    from ..core.raster_io import write_text_atomic
+    path = os.path.join(folder, "slidewatch.log")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError:
+        text = ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "[%s] %s\n" % (_dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), line)
+    write_text_atomic(path, text)
