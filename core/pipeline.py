@@ -685,11 +685,8 @@ def _inversion_params(p):
 
 
 def _step_inversion(ctx, progress):
-    import rasterio
-    from . import inversion as inv
     from . import timeseries_io as tio
-    from .pipeline_tasks import (PART_FOLDER, assemble_timeseries, inversion_jobs,
-                                 invert_rows_task, timeseries_tags)
+    from .pipeline_tasks import invert_pairs_over_executor
     t0 = time.perf_counter()
     progress.check()
     pair_paths = ctx.result.paths["pairs"]
@@ -708,46 +705,13 @@ def _step_inversion(ctx, progress):
         progress.update(1.0)
         return
     progress.info("inversion: %s, inverting the pair network" % why)
-    pairs = []
-    for path in pair_paths:
-        ref, sec = tio._pair_dates(path)
-        pairs.append(tio.PairRaster(path, ref, sec))
-    pairs.sort(key=lambda r: (r.reference_date, r.secondary_date, r.path))
-    dates64, _pi, _pj = inv.network_dates([x.reference_date for x in pairs],
-                                          [x.secondary_date for x in pairs])
-    dates_iso = [inv.iso(d) for d in dates64]
-    with rasterio.open(pairs[0].path) as src:
-        height, width, transform, crs = src.height, src.width, src.transform, src.crs
-    if ip["lam"] == "auto":
-        stack = tio._PairStack(pairs)
-        try:
-            lam, _info = tio._auto_lambda(stack, _pi, _pj, dates64, ip["lam2"], ip["robust"],
-                                          ip["weighting"], ip["min_ncc"], ip["min_snr"],
-                                          ip["min_obs"], lam_sample)
-        finally:
-            stack.close()
-        ip["lam"] = float(lam)
-        ctx.log("inversion: regularisation chosen by generalised cross-validation: lam = %g"
-                % lam)
-    run_key = params_hash([phash, inputs_fp, ip["lam"]])
-    part_dir = os.path.join(ts_dir, PART_FOLDER, run_key)
-    jobs = inversion_jobs(pairs, height, width, part_dir, ip, ctx.params.inversion_block_rows)
-    ctx.log("inversion: %d pairs, %d dates (%s to %s), %d x %d grid in %d row block(s) on %s"
-            % (len(pairs), len(dates_iso), dates_iso[0], dates_iso[-1], width, height,
-               len(jobs), ctx.executor.description))
-    results = ctx.executor.map(invert_rows_task, jobs, progress=progress.sub(0.0, 0.9),
-                               pass_cancel=True, label="inversion",
-                               describe=lambda j: "inversion rows %d-%d" % tuple(j["rows"]))
-    reused = sum(1 for r in results if r["reused"])
-    if reused:
-        ctx.log("inversion: %d row block(s) reused from an interrupted run" % reused)
-    tags = timeseries_tags(dates_iso, ip, [os.path.basename(x.path) for x in pairs])
-    assemble_timeseries(jobs, ts_dir, dates_iso, transform, crs, tags,
-                        progress=progress.sub(0.9, 1.0))
-    ctx.manifest.record("inversion", phash, inputs_fp, outs, dict(p, lam=ip["lam"]))
-    ctx.mark("inversion", "done", "%d dates, %d pairs, lam %g" % (len(dates_iso), len(pairs),
-                                                                 ip["lam"]),
-             time.perf_counter() - t0)
+    info = invert_pairs_over_executor(pair_paths, ctx.output_folder, ctx.executor, ip,
+                                      block_rows=ctx.params.inversion_block_rows,
+                                      lam_sample=lam_sample, run_key=[phash, inputs_fp],
+                                      progress=progress, log=ctx.log)
+    ctx.manifest.record("inversion", phash, inputs_fp, outs, dict(p, lam=info["lam"]))
+    ctx.mark("inversion", "done", "%d dates, %d pairs, lam %g" % (
+        info["n_dates"], info["n_pairs"], info["lam"]), time.perf_counter() - t0)
 
 
 def _dem_path(ctx):

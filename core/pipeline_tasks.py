@@ -26,7 +26,8 @@ from .errors import Cancelled, InputError
 from .progress import Progress
 
 __all__ = ["correlate_pair_task", "inversion_jobs", "invert_rows_task",
-           "assemble_timeseries", "PART_FOLDER"]
+           "invert_pairs_over_executor", "assemble_timeseries", "timeseries_tags",
+           "PART_FOLDER"]
 
 #: hidden folder (under timeseries/) holding the inversion parts while a run is under way
 PART_FOLDER = ".parts"
@@ -254,3 +255,78 @@ def timeseries_tags(dates_iso, params, pair_names):
                 ROBUST=params["robust"], WEIGHTING=params["weighting"],
                 MIN_OBS=int(params["min_obs"]), N_PAIRS=len(pair_names),
                 SLIDEWATCH_PARAMS=json.dumps(full))
+
+
+def invert_pairs_over_executor(pair_paths, output_folder, executor, params, block_rows=64,
+                               lam_sample=400, run_key=None, progress=None, log=None):
+    """Invert pair rasters into ``output_folder/timeseries/`` with row-block tasks.
+
+    The distributed counterpart of :func:`.timeseries_io.invert_pair_rasters` (same
+    per-pixel maths, same output files and tags): one :func:`invert_rows_task` per band
+    of ``block_rows`` rows runs on ``executor`` (:func:`.executor.get_executor`), each
+    writing a part file; the driver assembles the parts. Parts of an interrupted run with
+    the same ``run_key`` (parameters + inputs) are reused.
+
+    ``params``: dict with lam (number or "auto"), lam2, robust, weighting, min_obs,
+    min_ncc, min_snr, max_iter. Returns a dict: paths, lam, dates, n_pairs, n_dates,
+    n_blocks, reused_blocks.
+    """
+    import hashlib
+
+    import rasterio
+
+    from . import inversion as inv
+    from . import timeseries_io as tio
+    from .progress import as_progress
+
+    progress = as_progress(progress)
+    log = log or progress.info
+    if not pair_paths:
+        raise InputError("No pair raster to invert. Run the correlation first.")
+    ip = dict(params)
+    pairs = []
+    for path in pair_paths:
+        if not os.path.exists(path):
+            raise InputError("Pair raster '%s' does not exist. Run the correlation first."
+                             % path)
+        ref, sec = tio._pair_dates(path)
+        pairs.append(tio.PairRaster(path, ref, sec))
+    pairs.sort(key=lambda r: (r.reference_date, r.secondary_date, r.path))
+    dates64, pi, pj = inv.network_dates([x.reference_date for x in pairs],
+                                        [x.secondary_date for x in pairs])
+    dates_iso = [inv.iso(d) for d in dates64]
+    with rasterio.open(pairs[0].path) as src:
+        height, width, transform, crs = src.height, src.width, src.transform, src.crs
+    if ip["lam"] == "auto":
+        stack = tio._PairStack(pairs)
+        try:
+            lam, _info = tio._auto_lambda(stack, pi, pj, dates64, ip["lam2"], ip["robust"],
+                                          ip["weighting"], ip["min_ncc"], ip["min_snr"],
+                                          ip["min_obs"], lam_sample)
+        finally:
+            stack.close()
+        ip["lam"] = float(lam)
+        log("inversion: regularisation chosen by generalised cross-validation: lam = %g" % lam)
+    ip["lam"] = float(ip["lam"])
+    key_src = json.dumps([run_key, sorted(ip.items(), key=lambda kv: kv[0]),
+                          [os.path.abspath(p.path) for p in pairs],
+                          [(os.path.getsize(p.path), os.path.getmtime(p.path)) for p in pairs],
+                          int(block_rows)], default=str)
+    key = hashlib.sha256(key_src.encode("utf-8")).hexdigest()[:16]
+    ts_dir = os.path.join(os.path.abspath(output_folder), tio.TS_FOLDER)
+    part_dir = os.path.join(ts_dir, PART_FOLDER, key)
+    jobs = inversion_jobs(pairs, height, width, part_dir, ip, block_rows)
+    log("inversion: %d pairs, %d dates (%s to %s), %d x %d grid in %d row block(s) on %s"
+        % (len(pairs), len(dates_iso), dates_iso[0], dates_iso[-1], width, height, len(jobs),
+           getattr(executor, "description", "executor")))
+    results = executor.map(invert_rows_task, jobs, progress=progress.sub(0.0, 0.9),
+                           pass_cancel=True, label="inversion",
+                           describe=lambda j: "inversion rows %d-%d" % tuple(j["rows"]))
+    reused = sum(1 for r in results if r["reused"])
+    if reused:
+        log("inversion: %d row block(s) reused from an interrupted run" % reused)
+    tags = timeseries_tags(dates_iso, ip, [os.path.basename(x.path) for x in pairs])
+    paths = assemble_timeseries(jobs, ts_dir, dates_iso, transform, crs, tags,
+                                progress=progress.sub(0.9, 1.0))
+    return dict(paths=paths, lam=ip["lam"], dates=dates_iso, n_pairs=len(pairs),
+                n_dates=len(dates_iso), n_blocks=len(jobs), reused_blocks=reused)
