@@ -5,4 +5,7 @@ pyqtgraph is imported only when a plot is actually shown.
 """
 
 DOCKS = [
+    ("timeseries_dock", "TimeSeriesDock", "Time-series inspector"),
+    ("validation_dock", "ValidationDock", "Validate detections"),
+    ("pair_network_dock", "PairNetworkDock", "Pair network"),
 ]

@@ -1,0 +1,223 @@
+"""Time-series inspector dock, map tool, reader and layer finder, in real QGIS."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY,
+                       QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer)
+
+from ui_fixtures import CRS, PIX, X0, Y0, make_output_folder, pixel_centre
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("sw_out"))
+    truth = make_output_folder(folder, n_detections=6)
+    return folder, truth
+
+
+@pytest.fixture()
+def dock(qgis_iface, qgis_new_project, outputs):
+    from slidewatch.ui.timeseries_dock import TimeSeriesDock
+
+    d = TimeSeriesDock(qgis_iface, qgis_iface.mainWindow())
+    d.set_folder(outputs[0])
+    yield d
+    d.cleanup()
+    d.deleteLater()
+
+
+def _to(crs_from, crs_to, x, y):
+    tr = QgsCoordinateTransform(QgsCoordinateReferenceSystem(crs_from),
+                                QgsCoordinateReferenceSystem(crs_to), QgsProject.instance())
+    return tr.transform(QgsPointXY(x, y))
+
+
+def test_pyqtgraph_uses_the_qgis_binding():
+    from slidewatch.ui.pyqtgraph_import import pg, qt_lib_name
+
+    mod = pg()
+    assert os.environ["PYQTGRAPH_QT_LIB"] == qt_lib_name() == "PyQt5"
+    assert mod.Qt.QT_LIB == "PyQt5"
+    assert pg() is mod
+
+
+def test_reader_pixel_equals_raster(outputs):
+    from slidewatch.ui.timeseries_reader import SeriesSources, read_pixel_series
+
+    folder, truth = outputs
+    r, c = 22, 25
+    x, y = pixel_centre(r, c)
+    s = read_pixel_series(SeriesSources.from_folder(folder), x, y)
+    assert (s["row"], s["col"]) == (r, c)
+    assert s["dates"] == truth["dates"]
+    np.testing.assert_allclose(s["east"], truth["east"][:, r, c], rtol=1e-6)
+    np.testing.assert_allclose(s["north"], truth["north"][:, r, c], rtol=1e-6)
+    np.testing.assert_allclose(s["velocity"]["v_m_per_yr"], truth["velocity"][2, r, c], rtol=1e-6)
+    n_selected_rasters = len(os.listdir(os.path.join(folder, "pairs")))
+    assert len(s["pairs"]) == n_selected_rasters > 0
+    first = s["pairs"][0]
+    i, j = truth["dates"].index(first["reference_date"]), truth["dates"].index(first["secondary_date"])
+    # pair measurement ~ difference of the cumulative series (noise 3 cm)
+    assert abs(first["east_m"] - (truth["east"][j, r, c] - truth["east"][i, r, c])) < 0.2
+
+
+def test_reader_polygon_mean(outputs):
+    from slidewatch.ui.timeseries_reader import SeriesSources, read_polygon_series
+
+    folder, truth = outputs
+    # pixels rows 20..24, cols 23..27: polygon on their outer edges, inset by 1 m
+    x0, x1 = X0 + 23 * PIX + 1, X0 + 28 * PIX - 1
+    y0, y1 = Y0 - 25 * PIX + 1, Y0 - 20 * PIX - 1
+    poly = {"type": "Polygon", "coordinates": [[(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]]}
+    s = read_polygon_series(SeriesSources.from_folder(folder), poly, "box")
+    assert s["n_pixels"] == 25
+    np.testing.assert_allclose(s["east"], truth["east"][:, 20:25, 23:28].mean(axis=(1, 2)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_map_tool_click_in_another_crs_plots_the_pixel(dock, outputs, qgis_canvas):
+    folder, truth = outputs
+    from slidewatch.ui.plot_helpers import dates_seconds
+
+    qgis_canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    r, c = 42, 58  # the accelerating slide
+    x, y = pixel_centre(r, c)
+    p = _to(CRS, "EPSG:4326", x, y)
+    target = dock.map_tool.handle_point(p, QgsCoordinateReferenceSystem("EPSG:4326"))
+    assert abs(target.x() - x) < 0.01 and abs(target.y() - y) < 0.01
+    assert dock.wait()
+    assert dock.last_error is None
+    xs, east = dock.curves["east"].getData()
+    _x, north = dock.curves["north"].getData()
+    _x, mag = dock.curves["magnitude"].getData()
+    np.testing.assert_allclose(xs, dates_seconds(truth["dates"]))
+    np.testing.assert_allclose(east, truth["east"][:, r, c], rtol=1e-6)
+    np.testing.assert_allclose(north, truth["north"][:, r, c], rtol=1e-6)
+    np.testing.assert_allclose(mag, np.hypot(truth["east"][:, r, c], truth["north"][:, r, c]),
+                               rtol=1e-6)
+    # the pair observations are drawn as segments (2 points each) and the fitted velocity
+    n_pairs = len(dock.current_series["pairs"])
+    assert len(dock.curves["pairs_east"].getData()[0]) == 2 * n_pairs
+    fit = dock.curves["fit_east"].getData()[1]
+    slope = (fit[-1] - fit[0]) / ((xs[-1] - xs[0]) / 86400 / 365.25)
+    assert slope == pytest.approx(truth["velocity"][0, r, c], rel=1e-4)
+    assert len(dock.map_tool.markers) == 1
+
+
+def test_canvas_release_event(dock, outputs, qgis_canvas):
+    from qgis.gui import QgsMapMouseEvent
+    from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+
+    folder, truth = outputs
+    qgis_canvas.resize(600, 400)
+    qgis_canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+    lo = _to(CRS, "EPSG:3857", X0, Y0 - 60 * PIX)
+    hi = _to(CRS, "EPSG:3857", X0 + 80 * PIX, Y0)
+    qgis_canvas.setExtent(QgsRectangle(lo, hi))
+    qgis_canvas.refresh()
+    r, c = 30, 40
+    p = _to(CRS, "EPSG:3857", *pixel_centre(r, c))
+    device = qgis_canvas.getCoordinateTransform().transform(p)
+    dock.activate_tool(True)
+    assert qgis_canvas.mapTool() is dock.map_tool
+    event = QgsMapMouseEvent(qgis_canvas, QEvent.Type.MouseButtonRelease,
+                             QPoint(int(round(device.x())), int(round(device.y()))),
+                             Qt.MouseButton.LeftButton)
+    dock.map_tool.canvasReleaseEvent(event)
+    assert dock.wait()
+    assert dock.last_error is None, dock.last_error
+    assert dock.map_tool.canvas is qgis_canvas
+    s = dock.current_series
+    # a click resolves to within one screen pixel: the raster pixel is the one clicked
+    assert abs(s["row"] - r) <= 1 and abs(s["col"] - c) <= 1
+    np.testing.assert_allclose(dock.curves["east"].getData()[1],
+                               truth["east"][:, s["row"], s["col"]], rtol=1e-6)
+    dock.activate_tool(False)
+    assert qgis_canvas.mapTool() is not dock.map_tool
+
+
+def test_pin_compare_export(dock, outputs, tmp_path):
+    folder, truth = outputs
+    crs = QgsCoordinateReferenceSystem(CRS)
+    dock.map_tool.handle_point(QgsPointXY(*pixel_centre(22, 25)), crs)
+    assert dock.wait()
+    dock.pin_current()
+    dock.map_tool.handle_point(QgsPointXY(*pixel_centre(50, 10)), crs)
+    assert dock.wait()
+    assert len(dock.pinned) == 1 and "pin0_magnitude" in dock.curves and "east" in dock.curves
+    np.testing.assert_allclose(dock.curves["pin0_east"].getData()[1], truth["east"][:, 22, 25],
+                               rtol=1e-6)
+    path = dock.export_csv(str(tmp_path / "series.csv"))
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 2 * len(truth["dates"])
+    last = [r for r in rows if r["row"] == "50"]
+    assert [r["date"] for r in last] == truth["dates"]
+    assert float(last[-1]["east_m"]) == pytest.approx(truth["east"][-1, 50, 10], rel=1e-4)
+    png = dock.export_png(str(tmp_path / "series.png"))
+    from qgis.PyQt.QtGui import QImage
+
+    img = QImage(png)
+    assert not img.isNull() and img.width() > 50 and img.height() > 50
+
+
+def test_click_inside_detection_pins_its_mean(dock, outputs):
+    folder, truth = outputs
+    layer = QgsVectorLayer(os.path.join(folder, "detections.gpkg") + "|layername=detections",
+                           "detections", "ogr")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    r0, c0, r1, c1 = truth["detections"][0]["box"]
+    dock.map_tool.handle_point(QgsPointXY(*pixel_centre((r0 + r1) // 2, (c0 + c1) // 2)),
+                               QgsCoordinateReferenceSystem(CRS))
+    assert dock.wait()
+    labels = [s["label"] for s in dock.pinned]
+    assert labels == ["detection %d (mean)" % truth["detections"][0]["id"]]
+    mean = dock.pinned[0]
+    assert mean["n_pixels"] >= (r1 - r0 - 1) * (c1 - c0 - 1)
+    inner = truth["east"][-1, r0 + 1:r1, c0 + 1:c1].mean()
+    assert abs(mean["east"][-1] - inner) < 0.25 * abs(inner)
+
+
+def test_click_outside_reports_and_keeps_running(dock):
+    dock.map_tool.handle_point(QgsPointXY(X0 - 5000, Y0 + 5000), QgsCoordinateReferenceSystem(CRS))
+    assert dock.wait()
+    assert "outside" in str(dock.last_error)
+
+
+def test_layer_finder_finds_project_layers(qgis_new_project, outputs):
+    from slidewatch.ui import layer_finder
+
+    folder, _truth = outputs
+    for name in ("ts_east_m", "ts_north_m", "velocity"):
+        layer = QgsRasterLayer(os.path.join(folder, "timeseries", name + ".tif"), "my " + name)
+        assert layer.isValid()
+        QgsProject.instance().addMapLayer(layer)
+    sources = layer_finder.sources_from_project()
+    assert sources.complete()
+    assert sources.ts_north.endswith("ts_north_m.tif")
+    assert sources.pairs_dir == os.path.join(folder, "pairs")
+    assert sources.pairs_csv == os.path.join(folder, "pairs.csv")
+    assert layer_finder.raster_crs(sources.ts_east).authid() == CRS
+
+
+def test_plugin_opens_every_dock_and_unloads_clean(recording_iface, qgis_processing,
+                                                    qgis_new_project, outputs):
+    import slidewatch
+    from slidewatch.ui.dock_registry import DOCKS
+
+    plugin = slidewatch.classFactory(recording_iface)
+    plugin.initGui()
+    try:
+        for module_name, class_name, title in DOCKS:
+            dock = plugin.show_dock(module_name, class_name, title)
+            assert dock is not None and dock in recording_iface.docks
+        ts = plugin.docks["TimeSeriesDock"]
+        ts.activate_tool(True)
+        assert recording_iface.mapCanvas().mapTool() is ts.map_tool
+    finally:
+        plugin.unload()
+    assert recording_iface.docks == []
+    assert recording_iface.mapCanvas().mapTool() is None

@@ -1,0 +1,150 @@
+"""Find SlideWatch outputs among the layers of the QGIS project.
+
+Layers are recognised by their file name (SPEC names: ``ts_east_m.tif``,
+``ts_north_m.tif``, ``velocity.tif``, ``detections.gpkg|layername=detections``) and, for
+renamed copies, by their band descriptions / fields. When nothing is found the docks let the
+user choose the output folder instead (:func:`sources_from_folder`).
+"""
+
+import os
+
+from .timeseries_reader import SeriesSources
+
+VELOCITY_DESCRIPTIONS = ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr")
+DETECTION_FIELDS = ("score", "status", "area_m2")
+
+
+def layer_path(layer):
+    """File path of a file-based layer (without '|layername=...' options), or ''."""
+    if layer is None:
+        return ""
+    source = layer.source()
+    path = source.split("|", 1)[0]
+    return path if os.path.exists(path) else ""
+
+
+def _raster_descriptions(path):
+    try:
+        import rasterio
+
+        with rasterio.open(path) as src:
+            return list(src.descriptions)
+    except Exception:
+        return []
+
+
+def _looks_like_dates(descriptions):
+    import datetime
+
+    if not descriptions:
+        return False
+    for d in descriptions:
+        try:
+            datetime.date.fromisoformat(str(d)[:10])
+        except ValueError:
+            return False
+    return True
+
+
+def classify_layer(layer):
+    """'ts_east', 'ts_north', 'velocity', 'detections', 'pair' or None."""
+    from qgis.core import QgsMapLayerType
+
+    path = layer_path(layer)
+    if not path:
+        return None
+    name = os.path.basename(path).lower()
+    if layer.type() == QgsMapLayerType.RasterLayer:
+        if name == "ts_east_m.tif":
+            return "ts_east"
+        if name == "ts_north_m.tif":
+            return "ts_north"
+        if name == "velocity.tif":
+            return "velocity"
+        if name.startswith("pair_") and name.endswith(".tif"):
+            return "pair"
+        descriptions = _raster_descriptions(path)
+        if all(d in descriptions for d in VELOCITY_DESCRIPTIONS):
+            return "velocity"
+        if _looks_like_dates(descriptions):
+            lname = layer.name().lower()
+            if "east" in lname:
+                return "ts_east"
+            if "north" in lname:
+                return "ts_north"
+        return None
+    if layer.type() == QgsMapLayerType.VectorLayer:
+        fields = [f.name() for f in layer.fields()]
+        if all(f in fields for f in DETECTION_FIELDS):
+            return "detections"
+    return None
+
+
+def find_layers(project=None):
+    """Dict kind -> first matching layer of the project (kinds of :func:`classify_layer`)."""
+    from qgis.core import QgsProject
+
+    project = project or QgsProject.instance()
+    found = {}
+    for layer in project.mapLayers().values():
+        kind = classify_layer(layer)
+        if kind and kind not in found:
+            found[kind] = layer
+    return found
+
+
+def detection_layers(project=None):
+    """All vector layers of the project that look like SlideWatch detections."""
+    from qgis.core import QgsProject
+
+    project = project or QgsProject.instance()
+    return [layer for layer in project.mapLayers().values()
+            if classify_layer(layer) == "detections"]
+
+
+def sources_from_project(project=None):
+    """SeriesSources from the project layers; paths missing from the project are completed
+    from the output folder the found layers live in (pairs/, pairs.csv, velocity.tif)."""
+    found = find_layers(project)
+    sources = SeriesSources(ts_east=layer_path(found.get("ts_east")) or None,
+                            ts_north=layer_path(found.get("ts_north")) or None,
+                            velocity=layer_path(found.get("velocity")) or None,
+                            detections=layer_path(found.get("detections")) or None)
+    folder = sources.folder
+    if folder is None and sources.detections:
+        folder = os.path.dirname(sources.detections)
+    if folder is not None:
+        complete = SeriesSources.from_folder(folder)
+        for key in ("ts_east", "ts_north", "velocity", "pairs_dir", "pairs_csv", "detections"):
+            if getattr(sources, key) is None:
+                setattr(sources, key, getattr(complete, key))
+    return sources
+
+
+def sources_from_folder(folder):
+    return SeriesSources.from_folder(folder)
+
+
+def raster_crs(path):
+    """QgsCoordinateReferenceSystem of a raster file (from its WKT)."""
+    from qgis.core import QgsCoordinateReferenceSystem
+
+    from .timeseries_reader import raster_crs_wkt
+
+    wkt = raster_crs_wkt(path)
+    return QgsCoordinateReferenceSystem.fromWkt(wkt) if wkt else QgsCoordinateReferenceSystem()
+
+
+def load_raster(path, name=None, project=None):
+    """Add a raster file to the project (or return the layer already showing it)."""
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    project = project or QgsProject.instance()
+    for layer in project.mapLayers().values():
+        if os.path.abspath(layer_path(layer) or "/nonexistent") == os.path.abspath(path):
+            return layer
+    layer = QgsRasterLayer(path, name or os.path.splitext(os.path.basename(path))[0])
+    if not layer.isValid():
+        return None
+    project.addMapLayer(layer)
+    return layer

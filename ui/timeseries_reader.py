@@ -1,0 +1,459 @@
+"""Reading one pixel's (or one polygon's) displacement history from SlideWatch outputs.
+
+The pure functions here (``read_pixel_series``, ``read_polygon_series``, ``list_pairs``)
+use rasterio only and can be called from any thread. :class:`ReadTask` runs one of them in
+QGIS's task manager, off the main thread, and emits ``done(result, error)`` back on the
+main thread, so that a click never freezes QGIS even with hundreds of pair rasters.
+
+Files read (SPEC): ``timeseries/ts_east_m.tif``, ``timeseries/ts_north_m.tif`` (one band
+per date, described by the ISO date), ``timeseries/velocity.tif`` and the pair rasters
+``pairs/pair_YYYYMMDD_YYYYMMDD.tif`` (bands east_m, north_m, ncc, snr, status), with the
+``selected`` flag from ``pairs.csv`` when present.
+"""
+
+import csv
+import datetime as _dt
+import glob
+import os
+import re
+
+import numpy as np
+
+from ..core.errors import InputError
+
+VELOCITY_BANDS = ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr", "n_obs",
+                  "rmse_m")
+PAIR_BANDS = ("east_m", "north_m", "ncc", "snr", "status")
+_PAIR_NAME = re.compile(r"pair_(\d{8})_(\d{8})\.tif$", re.IGNORECASE)
+
+
+def iso_from_compact(text):
+    return "%s-%s-%s" % (text[:4], text[4:6], text[6:8])
+
+
+def to_date(text):
+    return _dt.date.fromisoformat(str(text)[:10])
+
+
+class SeriesSources:
+    """Paths of the SlideWatch outputs the inspector reads (any may be None)."""
+
+    def __init__(self, ts_east=None, ts_north=None, velocity=None, pairs_dir=None,
+                 pairs_csv=None, detections=None):
+        self.ts_east = ts_east
+        self.ts_north = ts_north
+        self.velocity = velocity
+        self.pairs_dir = pairs_dir
+        self.pairs_csv = pairs_csv
+        self.detections = detections
+
+    @classmethod
+    def from_folder(cls, folder):
+        """The standard layout of a SlideWatch output folder."""
+        def existing(*parts):
+            path = os.path.join(folder, *parts)
+            return path if os.path.exists(path) else None
+
+        return cls(ts_east=existing("timeseries", "ts_east_m.tif"),
+                   ts_north=existing("timeseries", "ts_north_m.tif"),
+                   velocity=existing("timeseries", "velocity.tif"),
+                   pairs_dir=existing("pairs"), pairs_csv=existing("pairs.csv"),
+                   detections=existing("detections.gpkg"))
+
+    @property
+    def folder(self):
+        for path in (self.ts_east, self.ts_north, self.velocity):
+            if path:
+                return os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        if self.pairs_dir:
+            return os.path.dirname(os.path.abspath(self.pairs_dir))
+        return None
+
+    def complete(self):
+        return bool(self.ts_east and self.ts_north)
+
+    def missing_message(self):
+        missing = [name for name, path in (("timeseries/ts_east_m.tif", self.ts_east),
+                                           ("timeseries/ts_north_m.tif", self.ts_north))
+                   if not path]
+        if not missing:
+            return ""
+        return ("The time-series rasters (%s) were not found among the project layers. Add "
+                "them to the project, or choose the SlideWatch output folder." % ", ".join(missing))
+
+    def __repr__(self):
+        return "SeriesSources(%r)" % self.__dict__
+
+
+def raster_crs_wkt(path):
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.crs.to_wkt() if src.crs else ""
+
+
+def read_dates(path):
+    """ISO dates of a time-series raster, from its band descriptions."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        descriptions = list(src.descriptions)
+    dates = []
+    for i, d in enumerate(descriptions, start=1):
+        try:
+            dates.append(to_date(d).isoformat())
+        except (TypeError, ValueError):
+            raise InputError("Band %d of '%s' is described as %r, not an ISO date. Is it a "
+                             "SlideWatch time-series raster (timeseries/ts_east_m.tif)?"
+                             % (i, path, d)) from None
+    return dates
+
+
+def _pixel_window(src, x, y):
+    from rasterio.windows import Window
+
+    row, col = src.index(x, y)
+    if not (0 <= row < src.height and 0 <= col < src.width):
+        return None, row, col
+    return Window(col, row, 1, 1), row, col
+
+
+def _sample(src, x, y, bands=None):
+    """Values of ``bands`` (1-based list, default all) at map (x, y); None if outside."""
+    window, row, col = _pixel_window(src, x, y)
+    if window is None:
+        return None, row, col
+    data = src.read(bands, window=window) if bands else src.read(window=window)
+    values = data.reshape(data.shape[0]).astype(np.float64)
+    if src.nodata is not None and not np.isnan(src.nodata):
+        values[values == src.nodata] = np.nan
+    return values, row, col
+
+
+def _band_map(src):
+    return {d: i for i, d in enumerate(src.descriptions, start=1) if d}
+
+
+def read_pair_table(pairs_csv):
+    """Rows of pairs.csv as dicts (reference_date, secondary_date, baseline_days, score,
+    selected (bool), reason, reference_path, secondary_path)."""
+    rows = []
+    with open(pairs_csv, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                ref = to_date(row["reference_date"]).isoformat()
+                sec = to_date(row["secondary_date"]).isoformat()
+            except (KeyError, ValueError):
+                raise InputError("'%s' is not a SlideWatch pairs.csv (needs columns "
+                                 "reference_date, secondary_date, ...)." % pairs_csv) from None
+            out = dict(row)
+            out["reference_date"], out["secondary_date"] = ref, sec
+            out["baseline_days"] = _float(row.get("baseline_days"),
+                                          (to_date(sec) - to_date(ref)).days)
+            out["score"] = _float(row.get("score"), np.nan)
+            out["selected"] = str(row.get("selected", "")).strip().lower() in (
+                "1", "true", "yes", "y", "t")
+            rows.append(out)
+    return rows
+
+
+def _float(text, default):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def pair_raster_path(pairs_dir, reference_date, secondary_date):
+    return os.path.join(pairs_dir, "pair_%s_%s.tif" % (reference_date.replace("-", ""),
+                                                      secondary_date.replace("-", "")))
+
+
+def list_pairs(sources):
+    """The pair rasters on disk: list of dicts (path, reference_date, secondary_date,
+    selected, score). Selected/score from pairs.csv when available."""
+    table = {}
+    if sources.pairs_csv and os.path.exists(sources.pairs_csv):
+        for row in read_pair_table(sources.pairs_csv):
+            table[(row["reference_date"], row["secondary_date"])] = row
+    out = []
+    if not sources.pairs_dir:
+        return out
+    for path in sorted(glob.glob(os.path.join(sources.pairs_dir, "pair_*.tif"))):
+        m = _PAIR_NAME.search(os.path.basename(path))
+        if not m:
+            continue
+        ref, sec = iso_from_compact(m.group(1)), iso_from_compact(m.group(2))
+        row = table.get((ref, sec))
+        out.append(dict(path=path, reference_date=ref, secondary_date=sec,
+                        selected=True if row is None else row["selected"],
+                        score=np.nan if row is None else row["score"]))
+    return out
+
+
+def read_pair_observations(sources, x, y, selected_only=False):
+    """The pairwise measurements at map (x, y) (raster CRS): list of dicts with
+    reference_date, secondary_date, east_m, north_m, ncc, status, selected, path.
+    Pixels outside a pair raster or with NaN displacement are left out."""
+    import rasterio
+
+    obs = []
+    for pair in list_pairs(sources):
+        if selected_only and not pair["selected"]:
+            continue
+        try:
+            with rasterio.open(pair["path"]) as src:
+                bands = _band_map(src)
+                idx = [bands.get(name) for name in PAIR_BANDS]
+                if idx[0] is None or idx[1] is None:
+                    continue
+                wanted = [i for i in idx if i is not None]
+                values, _r, _c = _sample(src, x, y, wanted)
+        except rasterio.errors.RasterioIOError:
+            continue  # a pair being rewritten right now: skip it, do not fail the click
+        if values is None:
+            continue
+        got = dict(zip([n for n, i in zip(PAIR_BANDS, idx) if i is not None], values))
+        if not (np.isfinite(got["east_m"]) and np.isfinite(got["north_m"])):
+            continue
+        obs.append(dict(reference_date=pair["reference_date"],
+                        secondary_date=pair["secondary_date"], east_m=got["east_m"],
+                        north_m=got["north_m"], ncc=got.get("ncc", np.nan),
+                        status=got.get("status", 0.0), selected=pair["selected"],
+                        path=pair["path"]))
+    return obs
+
+
+def read_pixel_series(sources, x, y, with_pairs=True):
+    """Displacement history of the pixel containing map point (x, y) in the raster CRS.
+
+    Returns a dict: ``x, y, row, col, dates`` (ISO strings), ``east, north, magnitude``
+    (numpy float arrays, metres, cumulative since the first date), ``velocity`` (dict of the
+    velocity.tif bands, NaN when absent) and ``pairs`` (see :func:`read_pair_observations`).
+    Raises InputError when the point is outside the rasters.
+    """
+    import rasterio
+
+    if not sources.complete():
+        raise InputError(sources.missing_message())
+    series = {}
+    for key, path in (("east", sources.ts_east), ("north", sources.ts_north)):
+        dates = read_dates(path)
+        with rasterio.open(path) as src:
+            values, row, col = _sample(src, x, y)
+        if values is None:
+            raise InputError("The point (%.1f, %.1f) is outside the time-series raster '%s'. "
+                             "Click inside the processed area." % (x, y, path))
+        series[key] = values
+        series[key + "_dates"] = dates
+    if series["east_dates"] != series["north_dates"]:
+        raise InputError("'%s' and '%s' do not have the same dates. Re-run the inversion."
+                         % (sources.ts_east, sources.ts_north))
+    velocity = {name: np.nan for name in VELOCITY_BANDS}
+    if sources.velocity:
+        with rasterio.open(sources.velocity) as src:
+            bands = _band_map(src)
+            values, _r, _c = _sample(src, x, y)
+        if values is not None:
+            for name in VELOCITY_BANDS:
+                if name in bands:
+                    velocity[name] = float(values[bands[name] - 1])
+    east, north = series["east"], series["north"]
+    result = dict(x=float(x), y=float(y), row=int(row), col=int(col),
+                  dates=series["east_dates"], east=east, north=north,
+                  magnitude=np.hypot(east, north), velocity=velocity, pairs=[],
+                  label="pixel (row %d, col %d)" % (row, col))
+    if with_pairs and sources.pairs_dir:
+        result["pairs"] = read_pair_observations(sources, x, y)
+    return result
+
+
+def read_polygon_series(sources, geojson, label="polygon"):
+    """Mean displacement history over the pixels of a polygon (GeoJSON-like mapping in the
+    raster CRS). Same keys as :func:`read_pixel_series` plus ``n_pixels``; also the mean of
+    each velocity band over the polygon."""
+    import rasterio
+    from rasterio.features import geometry_mask
+    from rasterio.windows import from_bounds
+
+    if not sources.complete():
+        raise InputError(sources.missing_message())
+    xs, ys = _coordinates(geojson)
+    if not xs:
+        raise InputError("The polygon has no coordinates.")
+    bounds = (min(xs), min(ys), max(xs), max(ys))
+    means = {}
+    n_pixels = 0
+    for key, path in (("east", sources.ts_east), ("north", sources.ts_north),
+                      ("velocity", sources.velocity)):
+        if not path:
+            continue
+        with rasterio.open(path) as src:
+            window = from_bounds(*bounds, transform=src.transform).round_offsets(
+                op="floor").round_lengths(op="ceil")
+            window = window.intersection(rasterio.windows.Window(0, 0, src.width, src.height)) \
+                if _overlaps(window, src) else None
+            if window is None:
+                raise InputError("The polygon is outside the raster '%s'." % path)
+            data = src.read(window=window).astype(np.float64)
+            transform = src.window_transform(window)
+            inside = geometry_mask([geojson], out_shape=data.shape[1:], transform=transform,
+                                   invert=True, all_touched=False)
+            if not inside.any():  # a polygon smaller than a pixel: take touched pixels
+                inside = geometry_mask([geojson], out_shape=data.shape[1:],
+                                       transform=transform, invert=True, all_touched=True)
+            pixels = data[:, inside]
+            if src.nodata is not None and not np.isnan(src.nodata):
+                pixels[pixels == src.nodata] = np.nan
+            with np.errstate(invalid="ignore"):
+                counts = np.sum(np.isfinite(pixels), axis=1)
+                sums = np.nansum(pixels, axis=1)
+                means[key] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            means[key + "_names"] = list(src.descriptions)
+            if key == "east":
+                n_pixels = int(inside.sum())
+    velocity = {name: np.nan for name in VELOCITY_BANDS}
+    if "velocity" in means:
+        for name, value in zip(means["velocity_names"], means["velocity"]):
+            if name in velocity:
+                velocity[name] = float(value)
+    dates = read_dates(sources.ts_east)
+    east, north = means["east"], means["north"]
+    return dict(x=(bounds[0] + bounds[2]) / 2.0, y=(bounds[1] + bounds[3]) / 2.0, row=-1,
+                col=-1, dates=dates, east=east, north=north, magnitude=np.hypot(east, north),
+                velocity=velocity, pairs=[], n_pixels=n_pixels, label=label)
+
+
+def _overlaps(window, src):
+    return (window.col_off < src.width and window.row_off < src.height
+            and window.col_off + window.width > 0 and window.row_off + window.height > 0)
+
+
+def _coordinates(geojson):
+    xs, ys = [], []
+
+    def walk(obj):
+        if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], (int, float)):
+            xs.append(obj[0])
+            ys.append(obj[1])
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk(item)
+
+    walk(geojson.get("coordinates", []))
+    return xs, ys
+
+
+def fitted_velocity_line(dates, values, velocity_m_per_yr):
+    """The straight line of slope ``velocity_m_per_yr`` closest (least squares) to the
+    series: returns the line's values at ``dates`` (NaN if the velocity is unknown)."""
+    t = np.array([(to_date(d) - to_date(dates[0])).days / 365.25 for d in dates])
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    if not np.isfinite(velocity_m_per_yr) or not ok.any():
+        return np.full(len(dates), np.nan)
+    intercept = np.mean(values[ok] - velocity_m_per_yr * t[ok])
+    return intercept + velocity_m_per_yr * t
+
+
+def series_to_rows(series_list):
+    """CSV rows (header first) of one or several series: one row per (series, date)."""
+    header = ["series", "x", "y", "row", "col", "date", "east_m", "north_m", "magnitude_m",
+              "ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr", "rmse_m"]
+    rows = [header]
+    for s in series_list:
+        v = s["velocity"]
+        for i, d in enumerate(s["dates"]):
+            rows.append([s.get("label", ""), "%.3f" % s["x"], "%.3f" % s["y"], s["row"],
+                         s["col"], d] + ["%.6g" % s[k][i] for k in ("east", "north",
+                                                                    "magnitude")]
+                        + ["%.6g" % v[k] for k in ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr",
+                                                  "v_sigma_m_per_yr", "rmse_m")])
+    return rows
+
+
+def rows_to_csv_text(rows):
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- Qt task
+def _task_class():
+    from qgis.core import QgsTask
+    from qgis.PyQt.QtCore import pyqtSignal
+
+    class ReadTask(QgsTask):
+        """Runs ``function(*args)`` off the main thread; emits ``done(result, error)`` on the
+        main thread (error is an exception or None)."""
+
+        done = pyqtSignal(object, object)
+
+        def __init__(self, description, function, *args):
+            super().__init__(description, QgsTask.Flag.CanCancel)
+            self.function = function
+            self.args = args
+            self.result = None
+            self.error = None
+
+        def run(self):
+            try:
+                self.result = self.function(*self.args)
+            except Exception as exc:  # reported to the dock, never raised in the thread
+                self.error = exc
+            return True
+
+        def finished(self, ok):
+            if self.isCanceled():
+                return
+            self.done.emit(self.result, self.error)
+
+    return ReadTask
+
+
+_READ_TASK = None
+
+
+def ReadTask(description, function, *args):  # noqa: N802 - a class factory
+    global _READ_TASK
+    if _READ_TASK is None:
+        _READ_TASK = _task_class()
+    return _READ_TASK(description, function, *args)
+
+
+class TaskRunner:
+    """Keeps references to running tasks (Python must own them while they run) and lets a
+    dock cancel them on close. ``run(description, callback, function, *args)``."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def run(self, description, callback, function, *args):
+        from qgis.core import QgsApplication
+
+        task = ReadTask(description, function, *args)
+        self.tasks.append(task)
+
+        def finished(result, error, task=task):
+            if task in self.tasks:
+                self.tasks.remove(task)
+            callback(result, error)
+
+        task.done.connect(finished)
+        task.taskTerminated.connect(lambda task=task: task in self.tasks and
+                                    self.tasks.remove(task))
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def busy(self):
+        return bool(self.tasks)
+
+    def cancel_all(self):
+        for task in list(self.tasks):
+            try:
+                task.cancel()
+            except RuntimeError:  # already deleted by the task manager
+                pass
+        self.tasks = []

@@ -1,0 +1,543 @@
+"""Validation dock: an analyst confirms or rejects detections, one by one (like AcATaMa).
+
+The list of a detections layer, sorted by score (or by the probability learned from the
+decisions already made), filtered by status, score and area. Selecting a detection zooms to
+it, flashes it on the map, shows its score explanation, its evidence, and its mean
+displacement series (read in a QgsTask). Confirm / Reject / Uncertain (keys C, R, U; N and P
+for next and previous; Ctrl+Z undo) write the decision to the GeoPackage at once, with the
+comment, the analyst name (remembered) and a UTC timestamp. See docs/ui.md.
+"""
+
+import os
+
+import numpy as np
+from qgis.core import (Qgis, QgsCoordinateTransform, QgsGeometry, QgsMapLayerProxyModel,
+                       QgsProject, QgsSettings, QgsVectorLayer)
+from qgis.gui import QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor, QKeySequence
+from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QDoubleSpinBox,
+                                 QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+                                 QLineEdit, QProgressBar, QPushButton, QSplitter,
+                                 QTableWidget, QTableWidgetItem, QTextBrowser, QVBoxLayout,
+                                 QWidget)
+
+try:  # Qt6 moved QShortcut to QtGui
+    from qgis.PyQt.QtGui import QShortcut
+except ImportError:
+    from qgis.PyQt.QtWidgets import QShortcut
+
+from . import layer_finder
+from .timeseries_reader import SeriesSources, TaskRunner, read_polygon_series
+from .validation_model import (STATUSES, DecisionConflict, ValidationModel, default_analyst,
+                               parse_explanation)
+
+SETTINGS_ANALYST = "SlideWatch/analyst"
+STATUS_COLOURS = {"unvalidated": "#FFFFFF", "confirmed": "#C8F0C8", "rejected": "#F5C6C6",
+                  "uncertain": "#FFF0B0"}
+COLUMNS = ("id", "score", "P(confirm)", "area m²", "v mean m/yr", "status")
+
+
+def _num(v):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return np.nan
+    return f
+
+
+class ValidationDock(QDockWidget):
+    def __init__(self, iface, parent=None):
+        super().__init__("SlideWatch validation", parent)
+        from . import plot_helpers
+
+        self.iface = iface
+        self.canvas = iface.mapCanvas()
+        self.ph = plot_helpers
+        self.pg = plot_helpers.pg()
+        self.runner = TaskRunner()
+        self.model = None
+        self.layer = None
+        self.series = None
+        self.pending = 0
+        self.last_error = None
+        self._filling = False
+        self._build()
+        self._shortcuts()
+        found = layer_finder.detection_layers()
+        if found:
+            self.layer_combo.setLayer(found[0])
+        self.layer_combo.layerChanged.connect(self.set_layer)
+        self.set_layer(self.layer_combo.currentLayer())
+
+    # ------------------------------------------------------------------------ ui
+    def _build(self):
+        body = QWidget(self)
+        outer = QVBoxLayout(body)
+        outer.setContentsMargins(4, 4, 4, 4)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Detections", body))
+        self.layer_combo = QgsMapLayerComboBox(body)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
+        self.layer_combo.setAllowEmptyLayer(True)
+        row.addWidget(self.layer_combo, 1)
+        self.open_button = QPushButton("Open…", body)
+        self.open_button.setToolTip("Open a detections.gpkg and add it to the project")
+        self.open_button.clicked.connect(lambda: self.open_file())
+        row.addWidget(self.open_button)
+        self.reload_button = QPushButton("Reload", body)
+        self.reload_button.setToolTip("Re-read the file (decisions made in other sessions)")
+        self.reload_button.clicked.connect(self.reload)
+        row.addWidget(self.reload_button)
+        outer.addLayout(row)
+
+        filters = QHBoxLayout()
+        self.status_combo = QComboBox(body)
+        self.status_combo.addItems(["all"] + list(STATUSES))
+        self.status_combo.setToolTip("Show only detections with this status")
+        filters.addWidget(self.status_combo)
+        self.min_score = QDoubleSpinBox(body)
+        self.min_score.setPrefix("score ≥ ")
+        self.min_score.setDecimals(2)
+        self.min_score.setRange(-1e6, 1e6)
+        self.min_score.setSingleStep(0.05)
+        self.min_score.setValue(-1e6)
+        self.min_score.setSpecialValueText("any score")
+        filters.addWidget(self.min_score)
+        self.min_area = QDoubleSpinBox(body)
+        self.min_area.setPrefix("area ≥ ")
+        self.min_area.setSuffix(" m²")
+        self.min_area.setDecimals(0)
+        self.min_area.setRange(0, 1e12)
+        self.min_area.setSingleStep(1000)
+        self.min_area.setSpecialValueText("any area")
+        filters.addWidget(self.min_area)
+        self.order_combo = QComboBox(body)
+        self.order_combo.addItems(["by score", "by learned probability"])
+        self.order_combo.setToolTip("Order of the list; the learned probability is available "
+                                    "once enough detections are confirmed or rejected")
+        filters.addWidget(self.order_combo)
+        for w in (self.status_combo, self.order_combo):
+            w.currentIndexChanged.connect(lambda _i: self.apply_filters())
+        for w in (self.min_score, self.min_area):
+            w.valueChanged.connect(lambda _v: self.apply_filters())
+        outer.addLayout(filters)
+
+        split = QSplitter(Qt.Orientation.Vertical, body)
+        self.table = QTableWidget(0, len(COLUMNS), split)
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.itemSelectionChanged.connect(self._on_table_selection)
+        detail = QWidget(split)
+        dl = QVBoxLayout(detail)
+        dl.setContentsMargins(0, 0, 0, 0)
+        self.explanation = QTextBrowser(detail)
+        self.explanation.setMinimumHeight(90)
+        dl.addWidget(self.explanation, 2)
+        self.plot = self.ph.date_plot_widget(detail, "mean displacement (m)")
+        self.plot.setMinimumHeight(120)
+        dl.addWidget(self.plot, 3)
+        split.addWidget(self.table)
+        split.addWidget(detail)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        outer.addWidget(split, 1)
+
+        nav = QHBoxLayout()
+        self.prev_button = QPushButton("◀ Previous (P)", body)
+        self.prev_button.clicked.connect(self.previous)
+        nav.addWidget(self.prev_button)
+        self.next_button = QPushButton("Next (N) ▶", body)
+        self.next_button.clicked.connect(self.next)
+        nav.addWidget(self.next_button)
+        self.undo_button = QPushButton("Undo (Ctrl+Z)", body)
+        self.undo_button.clicked.connect(self.undo)
+        nav.addWidget(self.undo_button)
+        outer.addLayout(nav)
+        decide = QHBoxLayout()
+        self.confirm_button = QPushButton("Confirm (C)", body)
+        self.confirm_button.setStyleSheet("background-color: #8fd18f")
+        self.confirm_button.clicked.connect(lambda: self.decide("confirmed"))
+        decide.addWidget(self.confirm_button)
+        self.reject_button = QPushButton("Reject (R)", body)
+        self.reject_button.setStyleSheet("background-color: #ef9a9a")
+        self.reject_button.clicked.connect(lambda: self.decide("rejected"))
+        decide.addWidget(self.reject_button)
+        self.uncertain_button = QPushButton("Uncertain (U)", body)
+        self.uncertain_button.setStyleSheet("background-color: #ffe082")
+        self.uncertain_button.clicked.connect(lambda: self.decide("uncertain"))
+        decide.addWidget(self.uncertain_button)
+        outer.addLayout(decide)
+        form = QFormLayout()
+        self.comment = QLineEdit(body)
+        self.comment.setPlaceholderText("optional note saved with the decision")
+        form.addRow("Comment", self.comment)
+        self.analyst = QLineEdit(body)
+        self.analyst.setText(QgsSettings().value(SETTINGS_ANALYST, "", type=str)
+                             or default_analyst())
+        self.analyst.editingFinished.connect(
+            lambda: QgsSettings().setValue(SETTINGS_ANALYST, self.analyst.text().strip()))
+        form.addRow("Analyst", self.analyst)
+        outer.addLayout(form)
+        prog = QHBoxLayout()
+        self.progress = QProgressBar(body)
+        self.progress.setFormat("%v / %m validated")
+        prog.addWidget(self.progress, 1)
+        self.report_button = QPushButton("Report…", body)
+        self.report_button.setToolTip("Export a validation report (CSV + counts, precision)")
+        self.report_button.clicked.connect(lambda: self.export_report())
+        prog.addWidget(self.report_button)
+        outer.addLayout(prog)
+        self.status_label = QLabel(body)
+        self.status_label.setWordWrap(True)
+        outer.addWidget(self.status_label)
+        self.setWidget(body)
+
+    def _shortcuts(self):
+        self.shortcuts = []
+        for key, slot in (("C", lambda: self.decide("confirmed")),
+                          ("R", lambda: self.decide("rejected")),
+                          ("U", lambda: self.decide("uncertain")),
+                          ("N", self.next), ("P", self.previous),
+                          (QKeySequence.StandardKey.Undo, self.undo)):
+            sc = QShortcut(QKeySequence(key), self.widget())
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.activated.connect(slot)
+            self.shortcuts.append(sc)
+
+    # --------------------------------------------------------------------- layer
+    def open_file(self, path=None):
+        if path is None:
+            path, _f = QFileDialog.getOpenFileName(self, "Open detections", "",
+                                                   "GeoPackage (*.gpkg)")
+            if not path:
+                return None
+        layer = QgsVectorLayer("%s|layername=detections" % path, "detections", "ogr")
+        if not layer.isValid():
+            self._message("'%s' has no valid layer 'detections'." % path)
+            return None
+        QgsProject.instance().addMapLayer(layer)
+        self.layer_combo.setLayer(layer)
+        return layer
+
+    def set_layer(self, layer):
+        self.layer = None
+        self.model = None
+        self.table.setRowCount(0)
+        if layer is None:
+            self.status_label.setText("Choose a detections layer (detections.gpkg).")
+            return
+        path = layer_finder.layer_path(layer)
+        if not path.lower().endswith(".gpkg"):
+            self.status_label.setText("The layer '%s' is not a GeoPackage: decisions are "
+                                      "saved to SlideWatch's detections.gpkg." % layer.name())
+            return
+        name = "detections"
+        source = layer.source()
+        if "layername=" in source:
+            name = source.split("layername=", 1)[1].split("|", 1)[0]
+        try:
+            from ..core.detections_store import ensure_validation_fields
+
+            ensure_validation_fields(path, name)
+            self.model = ValidationModel(path, name)
+        except Exception as exc:  # SlideWatchError and OGR errors: say it, keep QGIS alive
+            self._message("Cannot use '%s' for validation: %s" % (path, exc))
+            return
+        self.layer = layer
+        self.sources = layer_finder.sources_from_project()
+        if not self.sources.complete():
+            self.sources = SeriesSources.from_folder(os.path.dirname(path))
+        self.apply_filters()
+        if self.model.current_id is None:
+            self.model.first()
+            self.show_current()
+
+    def reload(self):
+        if self.model is None:
+            return
+        self.model.reload()
+        self._after_change()
+
+    # ----------------------------------------------------------------- the list
+    def apply_filters(self):
+        if self.model is None:
+            return
+        min_score = self.min_score.value()
+        self.model.set_filters(self.status_combo.currentText(),
+                               None if min_score <= self.min_score.minimum() else min_score,
+                               self.min_area.value() or None)
+        self.model.set_order("probability" if self.order_combo.currentIndex() == 1 else "score")
+        self.fill_table()
+
+    def fill_table(self):
+        items = self.model.visible()
+        self._filling = True
+        try:
+            self.table.setRowCount(len(items))
+            for r, rec in enumerate(items):
+                p = self.model.probability(rec["id"])
+                values = [str(rec["id"]), "%.3f" % _num(rec.get("score")),
+                          "" if p is None else "%.2f" % p, "%.0f" % _num(rec.get("area_m2")),
+                          "%.2f" % _num(rec.get("v_mean_m_per_yr")), rec["status"]]
+                for c, text in enumerate(values):
+                    item = QTableWidgetItem(text)
+                    item.setData(Qt.ItemDataRole.UserRole, rec["id"])
+                    item.setBackground(QColor(STATUS_COLOURS.get(rec["status"], "#FFFFFF")))
+                    if c < 5:
+                        item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight
+                                                  | Qt.AlignmentFlag.AlignVCenter))
+                    self.table.setItem(r, c, item)
+            self._select_row_of(self.model.current_id)
+        finally:
+            self._filling = False
+        self.update_progress()
+
+    def _select_row_of(self, ident):
+        for r in range(self.table.rowCount()):
+            if self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == ident:
+                self.table.selectRow(r)
+                self.table.scrollToItem(self.table.item(r, 0))
+                return r
+        self.table.clearSelection()
+        return None
+
+    def _on_table_selection(self):
+        if self._filling or self.model is None:
+            return
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return
+        ident = self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        if ident != self.model.current_id:
+            self.select(ident)
+
+    def update_progress(self):
+        c = self.model.counts()
+        self.progress.setMaximum(max(c["total"], 1))
+        self.progress.setValue(c["validated"])
+        p = self.model.precision()
+        self.status_label.setText(
+            "%d / %d validated: %d confirmed, %d rejected, %d uncertain; detector precision "
+            "on validated items: %s. Learning: %s."
+            % (c["validated"], c["total"], c["confirmed"], c["rejected"], c["uncertain"],
+               "–" if p is None else "%.2f" % p, self.model.learning_message))
+        self.undo_button.setEnabled(self.model.can_undo())
+
+    # --------------------------------------------------------------- navigation
+    def select(self, ident, zoom=True):
+        self.model.select(ident)
+        self._select_row_of(ident)
+        self.show_current(zoom)
+
+    def next(self):
+        if self.model is not None:
+            self.model.next()
+            self._select_row_of(self.model.current_id)
+            self.show_current()
+
+    def previous(self):
+        if self.model is not None:
+            self.model.previous()
+            self._select_row_of(self.model.current_id)
+            self.show_current()
+
+    def current_geometry(self):
+        rec = self.model.current() if self.model else None
+        if rec is None or not rec.get("geometry_wkt"):
+            return None
+        return QgsGeometry.fromWkt(rec["geometry_wkt"])
+
+    def show_current(self, zoom=True):
+        rec = self.model.current() if self.model else None
+        if rec is None:
+            self.explanation.setHtml("<i>No detection selected.</i>")
+            self.plot.clear()
+            return
+        self.comment.setText(rec.get("comment") or "")
+        self.explanation.setHtml(self._explanation_html(rec))
+        geom = self.current_geometry()
+        if geom is not None and self.layer is not None:
+            if zoom:
+                self.zoom_to(geom)
+            self.canvas.flashGeometries([geom], self.layer.crs())
+            self.read_series(geom)
+
+    def zoom_to(self, geom):
+        canvas_crs = self.canvas.mapSettings().destinationCrs()
+        g = QgsGeometry(geom)
+        if self.layer.crs().isValid() and canvas_crs.isValid() and self.layer.crs() != canvas_crs:
+            g.transform(QgsCoordinateTransform(self.layer.crs(), canvas_crs,
+                                               QgsProject.instance()))
+        box = g.boundingBox()
+        margin = max(box.width(), box.height()) * 1.0 + 1.0
+        box.grow(margin)
+        self.canvas.setExtent(box)
+        self.canvas.refresh()
+
+    def _explanation_html(self, rec):
+        parts = ["<b>Detection %s</b> — score %.3f, status <b>%s</b>"
+                 % (rec["id"], _num(rec.get("score")), rec["status"])]
+        facts = []
+        for key, label, fmt in (("area_m2", "area", "%.0f m²"),
+                                ("v_mean_m_per_yr", "mean velocity", "%.2f m/yr"),
+                                ("v_p95_m_per_yr", "p95 velocity", "%.2f m/yr"),
+                                ("direction_deg", "direction", "%.0f°"),
+                                ("coherence", "coherence", "%.2f")):
+            if np.isfinite(_num(rec.get(key))):
+                facts.append("%s %s" % (label, fmt % _num(rec.get(key))))
+        if rec.get("accel_flag"):
+            facts.append("<b>accelerating</b> since %s" % (rec.get("accel_onset_date") or "?"))
+        parts.append(", ".join(facts))
+        explanation = parse_explanation(rec.get("score_explanation"))
+        if explanation:
+            items = "".join("<li>%s%s</li>" % ("%s: " % k if k else "", v) for k, v in explanation)
+            parts.append("Why it was flagged:<ul style='margin:0'>%s</ul>" % items)
+        ev = [(k, _num(rec.get(k))) for k in self.model.evidence_names()]
+        if ev:
+            parts.append("Evidence: " + ", ".join("%s %.3g" % (k[3:], v) for k, v in ev
+                                                  if np.isfinite(v)))
+        p = self.model.probability(rec["id"])
+        if p is not None:
+            drivers = ", ".join("%s %+.2f" % (name[3:] if name.startswith("ev_") else name, c)
+                                for name, c in self.model.drivers(rec["id"]))
+            parts.append("Learned from your decisions: <b>P(confirm) = %.2f</b>; driven by %s "
+                         "(log-odds contributions)." % (p, drivers))
+        if rec.get("validated_by"):
+            parts.append("Validated by %s at %s%s" % (rec["validated_by"],
+                                                      rec.get("validated_at") or "?",
+                                                      (": “%s”" % rec["comment"])
+                                                      if rec.get("comment") else ""))
+        return "<br>".join(parts)
+
+    # --------------------------------------------------------------- series
+    def read_series(self, geom):
+        """Mean series of the detection, read in a task (raster CRS)."""
+        import json
+
+        if not getattr(self, "sources", None) or not self.sources.complete():
+            self.plot.clear()
+            return
+        crs = layer_finder.raster_crs(self.sources.ts_east)
+        g = QgsGeometry(geom)
+        if crs.isValid() and self.layer.crs().isValid() and crs != self.layer.crs():
+            g.transform(QgsCoordinateTransform(self.layer.crs(), crs, QgsProject.instance()))
+        ident = self.model.current_id
+        self.pending += 1
+        self.runner.run("SlideWatch: reading a detection's mean series",
+                        lambda result, error, ident=ident: self._on_series(ident, result, error),
+                        read_polygon_series, self.sources, json.loads(g.asJson()),
+                        "detection %s" % ident)
+
+    def _on_series(self, ident, result, error):
+        self.pending -= 1
+        if self.model is None or ident != self.model.current_id:
+            return
+        self.plot.clear()
+        if error is not None:
+            self.last_error = error
+            self.status_label.setText(str(error))
+            return
+        self.series = result
+        x = self.ph.dates_seconds(result["dates"])
+        for comp in ("east", "north", "magnitude"):
+            colour = self.ph.COMPONENT_COLOURS[comp]
+            self.plot.plot(x, result[comp], pen=self.pg.mkPen(colour, width=2), symbol="o",
+                           symbolSize=5, symbolBrush=colour, name=comp)
+        rec = self.model.current()
+        onset = rec.get("accel_onset_date") if rec else None
+        if onset:
+            try:
+                line = self.pg.InfiniteLine(self.ph.date_seconds(onset), angle=90,
+                                            pen=self.pg.mkPen("#CC0000", style=Qt.PenStyle.DashLine),
+                                            label="acceleration", labelOpts={"position": 0.9})
+                self.plot.addItem(line)
+            except ValueError:
+                pass
+
+    def wait(self, timeout_ms=20000):
+        import time
+
+        from qgis.PyQt.QtCore import QCoreApplication
+
+        deadline = time.time() + timeout_ms / 1000.0
+        while (self.pending > 0 or self.runner.busy()) and time.time() < deadline:
+            QCoreApplication.processEvents()
+            time.sleep(0.01)
+        return self.pending == 0
+
+    # ------------------------------------------------------------------ decisions
+    def decide(self, status):
+        if self.model is None or self.model.current() is None:
+            self._message("Select a detection first.")
+            return None
+        analyst = self.analyst.text().strip() or default_analyst()
+        QgsSettings().setValue(SETTINGS_ANALYST, analyst)
+        try:
+            rec = self.model.decide(status, self.comment.text().strip(), analyst)
+        except Exception as exc:  # locked file, deleted detection, ...: tell, never lose state
+            self._message("The decision was NOT saved: %s" % exc)
+            return None
+        self.comment.clear()
+        self._after_change()
+        return rec
+
+    def undo(self):
+        if self.model is None or not self.model.can_undo():
+            return None
+        try:
+            rec = self.model.undo()
+        except DecisionConflict as exc:
+            self._message(str(exc))
+            self._after_change()
+            return None
+        except Exception as exc:
+            self._message("Undo failed: %s" % exc)
+            return None
+        self._after_change()
+        return rec
+
+    def _after_change(self):
+        if self.layer is not None:
+            try:
+                self.layer.dataProvider().reloadData()
+            except Exception:
+                pass
+            self.layer.triggerRepaint()
+        self.fill_table()
+        self.show_current()
+
+    # --------------------------------------------------------------------- report
+    def export_report(self, path=None):
+        if self.model is None:
+            return None
+        if path is None:
+            default = os.path.join(os.path.dirname(self.model.gpkg), "validation_report.csv")
+            path, _f = QFileDialog.getSaveFileName(self, "Validation report", default,
+                                                   "CSV (*.csv)")
+            if not path:
+                return None
+        paths = self.model.write_report(path)
+        self.iface.messageBar().pushMessage("SlideWatch", "Validation report written: %s"
+                                            % ", ".join(paths), Qgis.MessageLevel.Info, 5)
+        return paths
+
+    def _message(self, text):
+        self.status_label.setText(text)
+        bar = self.iface.messageBar() if self.iface is not None else None
+        if bar is not None:
+            bar.pushMessage("SlideWatch", text, Qgis.MessageLevel.Warning, 8)
+
+    def cleanup(self):
+        self.runner.cancel_all()
+        for sc in self.shortcuts:
+            sc.setEnabled(False)
+        try:
+            self.layer_combo.layerChanged.disconnect(self.set_layer)
+        except (TypeError, RuntimeError):
+            pass
