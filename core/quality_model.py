@@ -82,7 +82,7 @@ def field_quality(dx, dy, ncc, status=None, ncc_min=0.5, tol_px=1.0):
     good = valid & (ncc >= ncc_min)
     ng = int(good.sum())
     if ng == 0:
-        return dict(quality=0.0, good_fraction=0.0, coherence=0.0,
+        return dict(quality=0.0, good_fraction=0.0, coherence=0.0, mask=good,
                     valid_fraction=float(valid.mean()),
                     ncc_median=float(np.median(ncc[valid])) if valid.any() else float("nan"),
                     n=n)
@@ -93,7 +93,8 @@ def field_quality(dx, dy, ncc, status=None, ncc_min=0.5, tol_px=1.0):
     coherence = float(coh.sum()) / ng
     gf = ng / float(n)
     return dict(quality=gf * coherence, good_fraction=gf, coherence=coherence,
-                valid_fraction=float(valid.mean()), ncc_median=float(np.median(ncc[valid])), n=n)
+                valid_fraction=float(valid.mean()), ncc_median=float(np.median(ncc[valid])), n=n,
+                mask=coh)
 
 
 def _coherent(dx, dy, good, tol):

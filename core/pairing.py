@@ -1,0 +1,1051 @@
+"""Pair selection: the fewest correlation pairs for the best displacement time series.
+
+Pipeline of :func:`select_pairs`
+--------------------------------
+1. **Candidates** (:func:`candidate_pairs`): every pair of dates, flagged in range when
+   ``min_baseline_days <= baseline <= max_baseline_days``; with ``seasonal_window_days``
+   anniversary pairs (baseline within the window of a whole number of years, up to
+   ``max_seasonal_baseline_days``) are candidates too (same illumination and snow state).
+   Out-of-range pairs are kept in ``pairs.csv`` with the reason.
+2. **Cheap features** per candidate (:func:`.quality_model.pair_features`): cloud and
+   invalid fractions of both images, sun elevation/azimuth differences, baseline, season
+   difference, expected motion against the search range.
+3. **Previews**: a small sample of candidates (by default about 2 per date: every date
+   with its next and next-but-one date, so that every date is seen in >= 2 previews,
+   plus random pairs) is correlated with the project's correlator
+   (:func:`.correlation.correlate`) on images block-averaged by ``preview_factor``
+   (about 512 px on the long side, at least 2×), on a sparse grid (16 px windows, step 8,
+   parabolic sub-pixel). Measured preview quality = good fraction × spatial coherence
+   (:func:`.quality_model.field_quality`).
+4. **Model**: an additive logistic ridge model with per-date effects
+   (:class:`.quality_model.QualityModel`) fitted on the previews (and on full results of
+   earlier runs found in ``history_folder/pairs``) predicts the quality of every other
+   candidate. A date that is fully clouded correlates badly in all its previews, so all
+   its pairs are predicted poor -- no cloud mask needed. Previewed pairs keep their
+   measured quality.
+5. **Selection** under a budget ``B`` (``budget_pairs``, or ``budget_pairs_per_date`` ×
+   number of dates, or ``budget_cpu_s`` / estimated seconds per pair; the smallest given):
+
+   * ``optimal``: greedy optimal design on the inversion's design matrix. Unknowns are
+     the cumulative displacements ``d_k``; a pair (i, j) is the row ``d_j - d_i`` with
+     weight ``w = 1 / (s0 + 1 - q/q_ref)`` (q = predicted quality, q_ref its 90th
+     percentile over the previews; ``s0 = 0.1``: a pair of reference quality is 11× as
+     informative as a useless one). The information matrix is the weighted graph
+     Laplacian ``L``; a small regularisation ``lambda I + 11^T/n`` makes it invertible
+     whatever the network. ``criterion="A"`` (default) minimises ``trace(L^-1)``, i.e.
+     the mean variance of every date's displacement -- the time-series error the
+     inversion will have (sum of effective resistances, reference free);
+     ``criterion="D"`` maximises ``log det`` (number of weighted spanning trees). Gains
+     of all candidates are evaluated exactly with Sherman-Morrison rank-1 updates of
+     ``M = L^-1`` (and ``M^2`` for A). Phases: (a) bridges -- only pairs joining two
+     connected components, best gain first, until the usable network is connected;
+     (b) at least ``min_pairs_per_date`` pairs per date, best gain first; (c) best gain
+     until the budget is spent.
+   * ``seasonal``: the same connectivity and minimum-degree phases, then the best
+     predicted quality, among short pairs (baseline <= the seasonal window) and
+     anniversary pairs only.
+   * ``sequential``: each date with its next ``ceil(B / n)`` dates (classic, not quality
+     aware); ``random``: ``B`` in-range pairs drawn with ``seed``; ``all``: every in-range
+     pair (no budget).
+
+   Pairs whose predicted quality is below ``max(min_quality, min_quality_rel × q_ref)``
+   are not used by ``optimal``/``seasonal`` ("rejected: predicted quality ..."); a date
+   with no usable pair at all is reported as excluded instead of being forced in.
+
+Every pair gets a ``reason`` ("selected: A-optimal gain 0.42", "selected: bridge between
+components ...", "rejected: predicted quality 0.05 < 0.20 (2019-03-04 poor in all
+previews: mean 0.03)", "rejected: baseline 400 d > max 365 d", "rejected: budget
+reached ..."), written to ``pairs.csv``.
+"""
+
+import csv
+import datetime as _dt
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError, ParameterError
+from .progress import as_progress
+from .quality_model import (FEATURES, QualityModel, field_quality, merge_training_rows,
+                            pair_features, read_full_results, read_training_csv)
+from .raster_io import write_text_atomic
+
+__all__ = ["Pair", "PairSelection", "PairsTable", "candidate_pairs", "select_pairs",
+           "write_pairs_csv", "read_pairs_csv", "network_summary", "write_network_summary",
+           "connected_components", "STRATEGIES", "PAIRS_COLUMNS", "preview_pairs"]
+
+STRATEGIES = ("optimal", "sequential", "seasonal", "all", "random")
+PAIRS_COLUMNS = ("reference_date", "secondary_date", "reference_path", "secondary_path",
+                 "baseline_days", "score", "selected", "reason")
+EXTRA_COLUMNS = ("predicted_quality", "preview_quality", "preview_good_fraction",
+                 "preview_coherence", "preview_ncc_median", "weight", "gain", "stage",
+                 "in_range", "cloud_max", "season_diff")
+
+
+@dataclass
+class Pair:
+    reference_date: str
+    secondary_date: str
+    reference_path: str = ""
+    secondary_path: str = ""
+    baseline_days: int = 0
+    score: float = float("nan")
+    selected: bool = False
+    reason: str = ""
+    i: int = -1
+    j: int = -1
+    in_range: bool = True
+    predicted_quality: float = float("nan")
+    preview: dict = None
+    weight: float = 0.0
+    gain: float = float("nan")
+    stage: str = ""
+    features: object = None
+    block_weights: object = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def key(self):
+        return (self.reference_date, self.secondary_date)
+
+    @property
+    def name(self):
+        return "pair_%s_%s" % (self.reference_date.replace("-", ""),
+                               self.secondary_date.replace("-", ""))
+
+
+@dataclass
+class PairSelection:
+    """Result of :func:`select_pairs`: every candidate with its decision."""
+
+    dates: list
+    paths: list
+    pairs: list
+    strategy: str
+    budget: int
+    problems: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    model: object = None
+    excluded_dates: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    @property
+    def selected(self):
+        return [p for p in self.pairs if p.selected]
+
+    def selected_index_pairs(self):
+        return [(p.i, p.j) for p in self.pairs if p.selected]
+
+    def report(self):
+        s = network_summary(self)
+        lines = ["strategy %s: %d pair(s) selected of %d candidate(s) in range (budget %s); "
+                 "%d connected component(s); mean predicted quality %.2f" % (
+                     self.strategy, s["n_selected"], s["n_candidates_in_range"],
+                     self.budget if self.budget is not None else "-", s["n_components"],
+                     s["mean_predicted_quality"] if s["mean_predicted_quality"] is not None
+                     else float("nan"))]
+        if self.timings:
+            lines.append("timings: " + ", ".join("%s %.2f s" % kv for kv in
+                                                  sorted(self.timings.items())))
+        lines += ["problem: " + p for p in self.problems]
+        lines += ["note: " + n for n in self.notes]
+        return "\n".join(lines)
+
+
+@dataclass
+class PairsTable:
+    """Pairs read back from ``pairs.csv`` (:func:`read_pairs_csv`)."""
+
+    pairs: list
+    problems: list = field(default_factory=list)
+
+    @property
+    def selected(self):
+        return [p for p in self.pairs if p.selected]
+
+
+# ----------------------------------------------------------------------------- candidates
+
+def _iso(d):
+    return d.isoformat() if hasattr(d, "isoformat") else str(d)
+
+
+def _season_days(d1, d2):
+    dd = abs(d1.timetuple().tm_yday - d2.timetuple().tm_yday)
+    return min(dd, 365.25 - dd)
+
+
+def candidate_pairs(catalog, min_baseline_days=1, max_baseline_days=365,
+                    seasonal_window_days=None, max_seasonal_baseline_days=None,
+                    list_out_of_range_up_to_days=None):
+    """Every pair (i < j) of dates as :class:`Pair`, with ``in_range`` and a reason for
+    those out of range. Pairs with baselines beyond ``list_out_of_range_up_to_days``
+    (default: 2 × the largest allowed baseline) are not listed at all."""
+    if min_baseline_days < 0 or max_baseline_days < min_baseline_days:
+        raise ParameterError("Baselines must satisfy 0 <= min_baseline_days (%s) <= "
+                             "max_baseline_days (%s)." % (min_baseline_days, max_baseline_days))
+    if seasonal_window_days is not None and seasonal_window_days < 0:
+        raise ParameterError("seasonal_window_days must be >= 0.")
+    recs = catalog.records
+    if max_seasonal_baseline_days is None:
+        max_seasonal_baseline_days = 3 * 365.25 + (seasonal_window_days or 0)
+    top = max(max_baseline_days, max_seasonal_baseline_days if seasonal_window_days else 0)
+    listed = list_out_of_range_up_to_days or 2 * top
+    out = []
+    for i in range(len(recs)):
+        for j in range(i + 1, len(recs)):
+            b = (recs[j].date - recs[i].date).days
+            if b > listed:
+                break
+            p = Pair(recs[i].iso, recs[j].iso, recs[i].path, recs[j].path, b, i=i, j=j)
+            if b < min_baseline_days:
+                p.in_range, p.reason = False, "rejected: baseline %d d < min %d d" % (
+                    b, min_baseline_days)
+            elif b > max_baseline_days:
+                years = round(b / 365.25)
+                if (seasonal_window_days is not None and years >= 1
+                        and abs(b - years * 365.25) <= seasonal_window_days
+                        and b <= max_seasonal_baseline_days):
+                    p.extra["anniversary"] = True
+                else:
+                    p.in_range, p.reason = False, "rejected: baseline %d d > max %d d" % (
+                        b, max_baseline_days)
+            out.append(p)
+    return out
+
+
+# ----------------------------------------------------------------------------- graph utils
+
+def connected_components(n, edges):
+    """Union-find components: list of sorted index lists (isolated nodes included)."""
+    parent = list(range(n))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for i, j in edges:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[ri] = rj
+    comps = {}
+    for k in range(n):
+        comps.setdefault(find(k), []).append(k)
+    return sorted(comps.values(), key=lambda c: c[0])
+
+
+class _UF:
+    def __init__(self, n):
+        self.p = list(range(n))
+
+    def find(self, a):
+        while self.p[a] != a:
+            self.p[a] = self.p[self.p[a]]
+            a = self.p[a]
+        return a
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        self.p[ra] = rb
+        return True
+
+
+class _Design:
+    """Greedy optimal-design state for G spatial blocks: per block
+    M_g = (L_g + lambda I + 11^T/n)^-1 (and M_g^2 for the A criterion), where L_g is the
+    Laplacian of the network weighted by the pairs' expected quality in block g."""
+
+    def __init__(self, n, criterion, reg, blocks=1):
+        self.n = n
+        self.criterion = criterion
+        A = np.full((n, n), 1.0 / n) + reg * np.eye(n)
+        M = np.linalg.inv(A)
+        self.M = np.repeat(M[None], blocks, axis=0)
+        self.M2 = (self.M @ self.M) if criterion == "A" else None
+
+    def gains(self, I, J, W):
+        """Total gain (sum over blocks) of adding each pair (I, J) with block weights
+        W (len(I), G)."""
+        M = self.M
+        r = np.maximum(M[:, I, I] + M[:, J, J] - 2.0 * M[:, I, J], 0.0)   # (G, C)
+        Wt = W.T
+        if self.criterion == "D":
+            return np.log1p(Wt * r).sum(axis=0)
+        M2 = self.M2
+        s = np.maximum(M2[:, I, I] + M2[:, J, J] - 2.0 * M2[:, I, J], 0.0)
+        return (Wt * s / (1.0 + Wt * r)).sum(axis=0)
+
+    def add(self, i, j, w):
+        for g in range(self.M.shape[0]):
+            wg = float(w[g])
+            if wg <= 0:
+                continue
+            M = self.M[g]
+            v = M[:, i] - M[:, j]
+            r = max(v[i] - v[j], 0.0)
+            c = wg / (1.0 + wg * r)
+            if self.criterion == "A":
+                M2 = self.M2[g]
+                mv = M2[:, i] - M2[:, j]
+                vv = float(v @ v)
+                M2 -= c * (np.outer(mv, v) + np.outer(v, mv)) - (c * c * vv) * np.outer(v, v)
+            M -= c * np.outer(v, v)
+
+
+# ----------------------------------------------------------------------------- previews
+
+def preview_pairs(pairs, n_dates, sample, rng):
+    """Indices (into ``pairs``) of the candidates to preview: next and next-but-one date
+    of every date first (so every date is seen at least twice), then random ones."""
+    by_ij = {(p.i, p.j): k for k, p in enumerate(pairs) if p.in_range}
+    chosen = []
+    seen = set()
+    for gap in (1, 2):
+        layer = []
+        for i in range(n_dates):
+            # nearest in-range partner at rank `gap` after i
+            partners = [j for j in range(i + 1, n_dates) if (i, j) in by_ij]
+            if len(partners) >= gap:
+                k = by_ij[(i, partners[gap - 1])]
+                if k not in seen:
+                    layer.append(k)
+        if len(chosen) + len(layer) > sample:
+            layer = sorted(rng.choice(layer, size=max(0, sample - len(chosen)),
+                                      replace=False).tolist())
+        chosen += layer
+        seen.update(layer)
+        if len(chosen) >= sample:
+            return chosen
+    rest = [k for k in by_ij.values() if k not in seen]
+    extra = max(0, min(sample - len(chosen), len(rest)))
+    if extra:
+        chosen += sorted(rng.choice(rest, size=extra, replace=False).tolist())
+    return chosen
+
+
+def _block_mean(a, f):
+    if f <= 1:
+        return a
+    H, W = (a.shape[0] // f) * f, (a.shape[1] // f) * f
+    b = a[:H, :W].reshape(H // f, f, W // f, f)
+    valid = np.isfinite(b)
+    cnt = valid.sum(axis=(1, 3))
+    s = np.where(valid, b, 0.0).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (s / cnt).astype(np.float32)
+    out[cnt < 0.5 * f * f] = np.nan
+    return out
+
+
+def _load_preview(rec, factor):
+    """Block-averaged image (NaN nodata); reads decimated via rasterio for big images."""
+    from .catalog import load_image
+    if rec.height * rec.width <= 4096 * 4096:
+        return _block_mean(load_image(rec), factor)
+    shape = (max(1, rec.height // factor), max(1, rec.width // factor))
+    avg = load_image(rec, out_shape=shape, resampling="average")
+    near = load_image(rec, out_shape=shape, resampling="nearest")
+    avg[~np.isfinite(near)] = np.nan
+    return avg
+
+
+def _block_fractions(mask, blocks):
+    """Fraction of good windows in each of blocks x blocks spatial blocks (row-major)."""
+    out = []
+    for rs in np.array_split(np.arange(mask.shape[0]), blocks):
+        for cs in np.array_split(np.arange(mask.shape[1]), blocks):
+            sub = mask[np.ix_(rs, cs)]
+            out.append(float(sub.mean()) if sub.size else 0.0)
+    return np.array(out)
+
+
+def _measure_pair_cost(catalog, pair, window, step, search, side=160):
+    """Seconds to correlate one full-resolution pair, measured on a central crop and
+    scaled by the number of windows."""
+    from rasterio.windows import Window
+    from .catalog import load_image
+    from .correlation import correlate
+    r = catalog.records[pair.i]
+    H, W = r.height, r.width
+    h, w = min(H, side), min(W, side)
+    win = Window((W - w) // 2, (H - h) // 2, w, h)
+    a = load_image(catalog.records[pair.i], window=win)
+    b = load_image(catalog.records[pair.j], window=win)
+    t0 = time.perf_counter()
+    res = correlate(a, b, window=window, step=step, search=search)
+    dt = time.perf_counter() - t0
+    return dt * ((H // step) * (W // step)) / max(res.dx.size, 1)
+
+
+def _run_previews(catalog, pairs, idx, factor, window, step, search, ncc_min, progress,
+                  blocks=4):
+    from .correlation import correlate
+    cache = {}
+    results = {}
+    n_windows = 0
+    t_corr = 0.0
+    for k, pk in enumerate(idx):
+        progress.check()
+        p = pairs[pk]
+        for d in (p.i, p.j):
+            if d not in cache:
+                cache[d] = _load_preview(catalog.records[d], factor)
+        t0 = time.perf_counter()
+        H, W = cache[p.i].shape
+        m = window // 2 + search + 1     # centres whose window + search area is inside
+        rows = np.arange(m, H - m + 1, step) if H > 2 * m else np.array([H // 2])
+        cols = np.arange(m, W - m + 1, step) if W > 2 * m else np.array([W // 2])
+        res = correlate(cache[p.i], cache[p.j], window=window, step=step, search=search,
+                        rows=rows, cols=cols, subpixel="parabola")
+        t_corr += time.perf_counter() - t0
+        n_windows += res.dx.size
+        q = field_quality(res.dx, res.dy, res.ncc, res.status, ncc_min=ncc_min, tol_px=1.0)
+        q["blocks"] = _block_fractions(q.pop("mask"), blocks)
+        results[pk] = q
+        progress.update((k + 1) / len(idx), "preview %s / %s: quality %.2f" % (
+            p.reference_date, p.secondary_date, q["quality"]))
+    return results, n_windows, t_corr
+
+
+# ----------------------------------------------------------------------------- selection
+
+def _budget(n_dates, budget_pairs, budget_pairs_per_date, budget_cpu_s, pair_cost_s):
+    limits = []
+    if budget_pairs is not None:
+        if int(budget_pairs) < 0:
+            raise ParameterError("budget_pairs must be >= 0 (got %r)." % budget_pairs)
+        limits.append(int(budget_pairs))
+    if budget_pairs_per_date is not None:
+        if budget_pairs_per_date < 0:
+            raise ParameterError("budget_pairs_per_date must be >= 0.")
+        limits.append(int(round(budget_pairs_per_date * n_dates)))
+    if budget_cpu_s is not None:
+        if not pair_cost_s or not np.isfinite(pair_cost_s) or pair_cost_s <= 0:
+            raise ParameterError("A CPU-time budget needs an estimate of the time per pair: "
+                                 "enable previews or give pair_cost_s.")
+        limits.append(int(budget_cpu_s // pair_cost_s))
+    return min(limits) if limits else None
+
+
+def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pairs=None,
+                 budget_cpu_s=None, min_pairs_per_date=2, min_baseline_days=1,
+                 max_baseline_days=365, seasonal_window_days=None, previews=True,
+                 preview_sample=None, preview_factor=None, preview_window=16,
+                 preview_step=8, preview_search=None, window=32, step=8, search=8,
+                 expected_velocity_m_per_yr=None, criterion="A", min_quality=0.03,
+                 min_quality_rel=0.1, pair_cost_s=None, seed=0, history_folder=None,
+                 training_csv=None, ncc_min=0.5, blocks=4, progress=None):
+    """Choose the pairs to correlate; see the module documentation.
+
+    Parameters
+    ----------
+    catalog : :class:`~.catalog.Catalog` (one image per date, one grid for previews)
+    strategy : "optimal" (default), "sequential", "seasonal", "all" or "random"
+    budget_pairs_per_date : average number of pairs per date (3); budget_pairs : total
+        number of pairs; budget_cpu_s : seconds of full correlation (uses the per-pair
+        time estimated from the previews, or ``pair_cost_s``). The smallest applies.
+    min_pairs_per_date : at least this many pairs per date where possible (k).
+    min_baseline_days, max_baseline_days : candidate range; seasonal_window_days :
+        also allow anniversary pairs within this many days of whole years (and, for the
+        ``seasonal`` strategy, the width of the season).
+    previews : correlate a sample of candidates at coarse resolution (needs one grid).
+    preview_sample : number of previews (default ~2 per date); preview_factor : block
+        averaging factor (default: image long side / 512, at least 2).
+    window, step, search : full-resolution correlation parameters (for the CPU estimate
+        and the expected-motion feature). expected_velocity_m_per_yr : fastest expected
+        motion (pairs where it exceeds ``search`` are rejected), None = no limit.
+    criterion : "A" (mean variance of the time series) or "D" (log det) for ``optimal``.
+    min_quality, min_quality_rel : usability threshold on predicted quality (absolute,
+        and relative to the 90th percentile of the preview qualities).
+    seed : random generator seed (preview sample, ``random``); same seed, same result.
+    history_folder : output folder of earlier runs: its ``pairs/pair_*.tif`` (full
+        results) train the model; ``quality_training.csv`` there (or ``training_csv``)
+        is read and updated.
+    """
+    progress = as_progress(progress)
+    if strategy not in STRATEGIES:
+        raise ParameterError("Unknown pairing strategy '%s'; choose one of %s." % (
+            strategy, ", ".join(STRATEGIES)))
+    if criterion not in ("A", "D"):
+        raise ParameterError("criterion must be 'A' or 'D' (got %r)." % criterion)
+    recs = catalog.records
+    n = len(recs)
+    if n < 2:
+        raise InputError("At least two dated images are needed to form pairs (the catalog "
+                         "has %d). Check the catalog problems." % n)
+    rng = np.random.default_rng(seed)
+    timings = {}
+    problems, notes = [], []
+    pairs = candidate_pairs(catalog, min_baseline_days, max_baseline_days,
+                            seasonal_window_days)
+    inr = [k for k, p in enumerate(pairs) if p.in_range]
+    if not inr:
+        raise ParameterError("No pair has a baseline between %s and %s days: widen the "
+                             "baseline range." % (min_baseline_days, max_baseline_days))
+    pixel = abs(recs[0].transform[0]) if recs[0].transform else float("nan")
+    exp_px = (expected_velocity_m_per_yr / pixel) if (expected_velocity_m_per_yr and
+                                                      np.isfinite(pixel) and pixel > 0) else 0.0
+    known = [r.cloud_fraction for r in recs if np.isfinite(r.cloud_fraction)]
+    cloud_fill = float(np.median(known)) if known else 0.0
+    for p in pairs:
+        p.features = pair_features(recs[p.i], recs[p.j], p.baseline_days, exp_px, search,
+                                   0.0, cloud_fill)
+
+    # ---- previews
+    preview_results = {}
+    pair_cost = pair_cost_s
+    if previews:
+        from .common_grid import require_common_grid
+        require_common_grid(catalog)
+        t0 = time.perf_counter()
+        H, W = recs[0].height, recs[0].width
+        factor = int(preview_factor or max(2, int(math.ceil(max(H, W) / 512.0))))
+        psearch = int(preview_search or max(3, int(math.ceil(search / factor)) + 1))
+        sample = int(preview_sample if preview_sample is not None else 2 * n)
+        idx = preview_pairs(pairs, n, max(0, min(sample, len(inr))), rng)
+        preview_results, n_win, t_corr = _run_previews(
+            catalog, pairs, idx, factor, preview_window, preview_step, psearch, ncc_min,
+            progress.sub(0.0, 0.8), blocks)
+        timings["previews_s"] = time.perf_counter() - t0
+        timings["previews_correlation_s"] = t_corr
+        for pk, q in preview_results.items():
+            pairs[pk].preview = q
+        notes.append("%d preview correlation(s) at 1/%d resolution (window %d, step %d, "
+                     "search %d) in %.2f s" % (len(idx), factor, preview_window, preview_step,
+                                               psearch, timings["previews_s"]))
+    if pair_cost is None and budget_cpu_s is not None:
+        t0 = time.perf_counter()
+        pair_cost = _measure_pair_cost(catalog, pairs[inr[0]], window, step, search)
+        timings["cost_probe_s"] = time.perf_counter() - t0
+    timings["pair_cost_estimate_s"] = float(pair_cost) if pair_cost else float("nan")
+
+    # ---- model
+    t0 = time.perf_counter()
+    new_rows = [_training_row(pairs[pk], q, "preview") for pk, q in preview_results.items()]
+    tr_path = training_csv or (os.path.join(history_folder, "quality_training.csv")
+                               if history_folder else None)
+    full_used = 0
+    if history_folder:
+        by_key = {(p.reference_date, p.secondary_date): p for p in pairs}
+        for r in read_full_results(history_folder, ncc_min=ncc_min):
+            if "problem" in r:
+                notes.append("earlier result skipped: " + r["problem"])
+                continue
+            p = by_key.get((r["reference_date"], r["secondary_date"]))
+            if p is None:
+                continue
+            row = _training_row(p, r, "full")
+            row["full_res"] = 1.0
+            new_rows.append(row)
+            full_used += 1
+    have = {(r["reference_date"], r["secondary_date"], r["source"]) for r in new_rows}
+    rows = new_rows + [r for r in (read_training_csv(tr_path) if tr_path else [])
+                       if (r["reference_date"], r["secondary_date"], r["source"]) not in have]
+    full_used += sum(1 for r in rows[len(new_rows):] if r["source"] == "full")
+    train_X = [np.array([float(r[f]) for f in FEATURES]) for r in rows]
+    train_q = [float(r["quality"]) for r in rows]
+    ti = [r["reference_date"] for r in rows]
+    tj = [r["secondary_date"] for r in rows]
+    tw = [1.0] * len(rows)
+    model = None
+    if train_q:
+        model = QualityModel().fit(np.array(train_X), np.array(train_q), ti, tj, tw)
+        X = np.array([p.features for p in pairs])
+        if full_used:
+            X[:, FEATURES.index("full_res")] = 1.0
+        pred = model.predict(X, [p.reference_date for p in pairs],
+                             [p.secondary_date for p in pairs])
+        for p, q in zip(pairs, pred):
+            p.predicted_quality = float(q)
+        notes.append(model.describe())
+    else:
+        # no preview, no history: prior from the cheap features only
+        for p in pairs:
+            f = p.features
+            q = (1 - f[0]) * (1 - f[2]) * math.exp(-0.5 * f[7]) / (1 + 0.5 * f[6])
+            if f[8] > 1:
+                q *= 0.1
+            p.predicted_quality = float(q)
+        notes.append("no previews or earlier results: quality predicted from cloud/valid "
+                     "fractions, season and baseline only")
+    for pk, q in preview_results.items():
+        pairs[pk].predicted_quality = float(q["quality"])
+    if tr_path and new_rows:
+        try:
+            merge_training_rows(tr_path, new_rows)
+        except Exception as exc:  # keep going: the training file is a cache
+            notes.append("could not update %s: %s" % (tr_path, exc))
+    timings["model_s"] = time.perf_counter() - t0
+
+    # ---- usability and weights, per spatial block (see module doc)
+    G = blocks * blocks
+    pq = [q["quality"] for q in preview_results.values()]
+    q_ref = float(np.percentile(pq, 90)) if pq else float(
+        np.percentile([pairs[k].predicted_quality for k in inr], 90))
+    q_ref = max(q_ref, 1e-3)
+    q_min = max(min_quality, min_quality_rel * q_ref)
+    date_prev = {}
+    clear = np.zeros((n, G))
+    seen = np.zeros(n, bool)
+    for pk, q in preview_results.items():
+        for d in (pairs[pk].i, pairs[pk].j):
+            date_prev.setdefault(d, []).append(q["quality"])
+            clear[d] = np.maximum(clear[d], q["blocks"])
+            seen[d] = True
+    bref = max(float(np.percentile(np.concatenate([q["blocks"] for q in preview_results.values()]),
+                                   90)) if preview_results else 1.0, 1e-3)
+    clear = np.minimum(clear / bref, 1.0)
+    for d in range(n):
+        if not seen[d]:
+            cf = recs[d].cloud_fraction
+            clear[d] = 1.0 - (cf if np.isfinite(cf) else cloud_fill)
+    usable = []
+    for k in inr:
+        p = pairs[k]
+        p.score = round(p.predicted_quality, 4)
+        if p.preview is not None:
+            qb = np.minimum(p.preview["blocks"] / bref, 1.0)
+        else:
+            cc = clear[p.i] * clear[p.j]
+            qb = np.minimum(cc * (p.predicted_quality / q_ref) / max(float(cc.mean()), 0.05), 1.0)
+        qb = np.clip(qb, 0.0, 1.0)
+        p.block_weights = np.where(qb * q_ref >= q_min, qb / (1.1 - qb), 0.0)
+        p.weight = float(p.block_weights.mean())
+        motion = p.features[FEATURES.index("motion_ratio")]
+        if motion > 1.0:
+            p.reason = "rejected: expected motion %.1f px > search %d px" % (
+                motion * search, search)
+            p.weight = 0.0
+            continue
+        if p.predicted_quality < q_min or not (p.block_weights > 0).any():
+            p.reason = "rejected: predicted quality %.2f < %.2f%s" % (
+                p.predicted_quality, q_min, _why_poor(p, recs, date_prev, q_min))
+            p.weight = 0.0
+            continue
+        usable.append(k)
+    wmax = max([float(pairs[k].block_weights.max()) for k in usable] or [1.0])
+    for k in usable:
+        pairs[k].block_weights = pairs[k].block_weights / wmax
+        pairs[k].weight /= wmax
+
+    budget = _budget(n, budget_pairs, budget_pairs_per_date, budget_cpu_s, pair_cost)
+    t0 = time.perf_counter()
+    if strategy == "all":
+        for k in inr:
+            pairs[k].selected = True
+            pairs[k].stage = "all"
+            pairs[k].reason = "selected: all pairs within the baseline range"
+        if budget is not None and budget < len(inr):
+            notes.append("strategy 'all' ignores the budget (%d pairs instead of %d)" % (
+                len(inr), budget))
+        budget = None
+    elif strategy == "sequential":
+        _select_sequential(pairs, inr, n, budget)
+    elif strategy == "random":
+        _select_random(pairs, inr, budget, rng, seed)
+    else:
+        cand = usable
+        if strategy == "seasonal":
+            win = seasonal_window_days if seasonal_window_days is not None else 30
+            cand = [k for k in usable if _is_seasonal(pairs[k], win)]
+            for k in usable:
+                if k not in set(cand):
+                    pairs[k].reason = "rejected: not seasonal (baseline %d d, season " \
+                                      "difference %.0f d > %d d)" % (
+                                          pairs[k].baseline_days,
+                                          _season_days(recs[pairs[k].i].date,
+                                                       recs[pairs[k].j].date), win)
+        _select_design(pairs, cand, n, budget, min_pairs_per_date, criterion,
+                       by_quality=(strategy == "seasonal"), progress=progress.sub(0.8, 1.0))
+    timings["selection_s"] = time.perf_counter() - t0
+
+    # ---- reasons for the rest, connectivity report
+    for k in inr:
+        p = pairs[k]
+        if not p.selected and not p.reason:
+            p.reason = "rejected: budget reached"
+            if np.isfinite(p.gain):
+                p.reason += " (gain %.3g)" % p.gain
+    usable_dates = set()
+    for k in usable:
+        usable_dates.update((pairs[k].i, pairs[k].j))
+    sel_edges = [(p.i, p.j) for p in pairs if p.selected]
+    deg = np.zeros(n, int)
+    for i, j in sel_edges:
+        deg[i] += 1
+        deg[j] += 1
+    excluded = []
+    for d in range(n):
+        if deg[d] == 0:
+            if d not in usable_dates and strategy in ("optimal", "seasonal"):
+                excluded.append(recs[d].iso)
+                problems.append("date %s excluded: no usable pair (%s)" % (
+                    recs[d].iso, _date_evidence(d, recs, date_prev)))
+            else:
+                problems.append("date %s is in no selected pair (budget %s too small or "
+                                "strategy %s)" % (recs[d].iso, budget, strategy))
+    comps = [c for c in connected_components(n, sel_edges) if any(deg[k] for k in c)]
+    if len(comps) > 1:
+        problems.append("the selected network has %d disconnected parts (%s): their relative "
+                        "displacement is fixed only by the inversion's regularisation" % (
+                            len(comps), "; ".join("%s..%s (%d dates)" % (
+                                recs[c[0]].iso, recs[c[-1]].iso, len(c)) for c in comps)))
+    if strategy in ("optimal", "seasonal"):
+        for d in range(n):
+            if 0 < deg[d] < min_pairs_per_date:
+                notes.append("date %s has only %d selected pair(s) (< %d): not enough usable "
+                             "pairs within the budget" % (recs[d].iso, deg[d],
+                                                          min_pairs_per_date))
+    if budget is not None:
+        timings["estimated_correlation_s"] = len(sel_edges) * (pair_cost or float("nan"))
+    params = dict(strategy=strategy, budget_pairs_per_date=budget_pairs_per_date,
+                  budget_pairs=budget_pairs, budget_cpu_s=budget_cpu_s,
+                  min_pairs_per_date=min_pairs_per_date, min_baseline_days=min_baseline_days,
+                  max_baseline_days=max_baseline_days,
+                  seasonal_window_days=seasonal_window_days, previews=bool(previews),
+                  preview_sample=preview_sample, criterion=criterion, seed=seed,
+                  q_ref=q_ref, q_min=q_min)
+    return PairSelection([r.iso for r in recs], [r.path for r in recs], pairs, strategy,
+                         budget, problems, notes, timings, model, excluded, params)
+
+
+def _training_row(p, q, source):
+    row = dict(reference_date=p.reference_date, secondary_date=p.secondary_date,
+               source=source, quality=float(q["quality"]),
+               good_fraction=float(q.get("good_fraction", float("nan"))),
+               coherence=float(q.get("coherence", float("nan"))),
+               ncc_median=float(q.get("ncc_median", float("nan"))))
+    row.update({name: float(v) for name, v in zip(FEATURES, p.features)})
+    return row
+
+
+def _date_evidence(d, recs, date_prev):
+    parts = []
+    if d in date_prev:
+        parts.append("mean preview quality %.2f over %d preview(s)" % (
+            float(np.mean(date_prev[d])), len(date_prev[d])))
+    r = recs[d]
+    if np.isfinite(r.cloud_fraction):
+        parts.append("cloud fraction %.2f (%s)" % (r.cloud_fraction, r.cloud_source or "?"))
+    if np.isfinite(r.valid_fraction) and r.valid_fraction < 0.9:
+        parts.append("valid fraction %.2f" % r.valid_fraction)
+    return ", ".join(parts) or "all its pairs predicted poor"
+
+
+def _why_poor(p, recs, date_prev, q_min):
+    bad = []
+    for d in (p.i, p.j):
+        prev = date_prev.get(d)
+        if prev and np.mean(prev) < q_min:
+            bad.append("%s poor in its previews: mean %.2f" % (recs[d].iso, np.mean(prev)))
+        elif np.isfinite(recs[d].cloud_fraction) and recs[d].cloud_fraction > 0.5:
+            bad.append("%s cloud fraction %.2f" % (recs[d].iso, recs[d].cloud_fraction))
+    if not bad and p.preview is not None:
+        bad.append("measured in preview")
+    return (" (" + "; ".join(bad) + ")") if bad else ""
+
+
+def _is_seasonal(p, win):
+    if p.baseline_days <= max(win, 1):
+        return True
+    years = round(p.baseline_days / 365.25)
+    return years >= 1 and abs(p.baseline_days - years * 365.25) <= win
+
+
+def _select_sequential(pairs, inr, n, budget):
+    by_ij = {(pairs[k].i, pairs[k].j): k for k in inr}
+    kmax = n if budget is None else max(1, int(math.ceil(budget / max(n - 1, 1))))
+    order = []
+    for gap in range(1, n):
+        for i in range(n):
+            # the gap-th in-range neighbour
+            partners = [j for j in range(i + 1, n) if (i, j) in by_ij]
+            if len(partners) >= gap:
+                order.append((gap, by_ij[(i, partners[gap - 1])]))
+        if gap >= kmax and (budget is None or len(order) >= budget):
+            break
+    taken = 0
+    for gap, k in order:
+        if budget is not None and taken >= budget:
+            pairs[k].reason = "rejected: budget reached (sequential neighbour +%d)" % gap
+            continue
+        pairs[k].selected, pairs[k].stage = True, "sequential"
+        pairs[k].reason = "selected: sequential neighbour +%d" % gap
+        taken += 1
+    for k in inr:
+        if not pairs[k].selected and not pairs[k].reason:
+            pairs[k].reason = "rejected: not among the nearest sequential neighbours"
+
+
+def _select_random(pairs, inr, budget, rng, seed):
+    m = len(inr) if budget is None else min(budget, len(inr))
+    pick = set(rng.choice(len(inr), size=m, replace=False).tolist())
+    for t, k in enumerate(inr):
+        if t in pick:
+            pairs[k].selected, pairs[k].stage = True, "random"
+            pairs[k].reason = "selected: random draw (seed %s)" % seed
+        else:
+            pairs[k].reason = "rejected: not drawn (random, seed %s)" % seed
+
+
+def _select_design(pairs, cand, n, budget, kmin, criterion, by_quality=False, progress=None):
+    """Phases (a) bridges, (b) minimum degree, (c) greedy gain (or quality) to budget."""
+    progress = as_progress(progress)
+    if not cand:
+        return
+    budget = len(cand) if budget is None else min(budget, len(cand))
+    I = np.array([pairs[k].i for k in cand])
+    J = np.array([pairs[k].j for k in cand])
+    W = np.array([pairs[k].block_weights for k in cand])          # (C, G)
+    Q = np.array([pairs[k].predicted_quality for k in cand])
+    B = np.array([pairs[k].baseline_days for k in cand], float)
+    reg = 1e-3 * float(np.mean(W[W > 0])) if (W > 0).any() else 1e-3
+    design = _Design(n, criterion, reg, W.shape[1])
+    free = np.ones(len(cand), bool)
+    deg = np.zeros(n, int)
+    uf = _UF(n)
+    crit = "%s-optimal" % criterion
+    taken = [0]
+    last_gain = [float("nan")]
+
+    def take(t, stage, reason):
+        k = cand[t]
+        p = pairs[k]
+        p.selected, p.stage, p.reason = True, stage, reason
+        free[t] = False
+        design.add(p.i, p.j, W[t])
+        deg[p.i] += 1
+        deg[p.j] += 1
+        uf.union(p.i, p.j)
+        taken[0] += 1
+
+    def score(mask):
+        g = np.full(len(cand), -np.inf)
+        idx = np.nonzero(mask)[0]
+        if len(idx):
+            if by_quality:
+                # seasonal: quality first, shorter baseline as tie-break
+                g[idx] = Q[idx] - 1e-6 * B[idx]
+            else:
+                g[idx] = design.gains(I[idx], J[idx], W[idx])
+        return g
+
+    # (a) bridges
+    while taken[0] < budget:
+        roots = np.array([uf.find(a) for a in range(n)])
+        bridge = free & (roots[I] != roots[J])
+        if not bridge.any():
+            break
+        g = score(bridge)
+        t = int(np.argmax(g))
+        take(t, "bridge", "selected: bridge between components (%s %.3g, predicted quality "
+             "%.2f)" % ("quality" if by_quality else crit + " gain", g[t], Q[t]))
+        progress.check()
+    # (b) minimum pairs per date
+    while taken[0] < budget:
+        low = deg < kmin
+        need = free & (low[I] | low[J])
+        if not need.any():
+            break
+        g = score(need)
+        # serve the most deprived dates first
+        g = np.where(need, g + 1e6 * (np.minimum(deg[I], deg[J]) == np.min(
+            np.minimum(deg[I], deg[J])[need])), g)
+        t = int(np.argmax(g))
+        d = pairs[cand[t]].i if deg[pairs[cand[t]].i] < kmin else pairs[cand[t]].j
+        gg = score(np.eye(1, len(cand), t, dtype=bool)[0])[t]
+        day = pairs[cand[t]].reference_date if d == pairs[cand[t]].i \
+            else pairs[cand[t]].secondary_date
+        take(t, "min_pairs", "selected: at least %d pairs for %s (%s %.3g, predicted quality "
+             "%.2f)" % (kmin, day, "quality" if by_quality else crit + " gain", gg, Q[t]))
+    # (c) greedy to budget
+    rank = 0
+    while taken[0] < budget and free.any():
+        g = score(free)
+        t = int(np.argmax(g))
+        rank += 1
+        take(t, "design", "selected: %s %.3g (predicted quality %.2f, rank %d)" % (
+            "quality" if by_quality else crit + " gain", g[t], Q[t], rank))
+        last_gain[0] = g[t]
+        if rank % 20 == 0:
+            progress.check()
+            progress.update(taken[0] / max(budget, 1))
+    # gains of the rejected (for the csv)
+    g = score(free)
+    for t in np.nonzero(free)[0]:
+        p = pairs[cand[t]]
+        p.gain = float(g[t])
+        p.reason = "rejected: budget reached (%s %.3g%s)" % (
+            "quality" if by_quality else crit + " gain", g[t],
+            (" < last selected %.3g" % last_gain[0]) if np.isfinite(last_gain[0]) else "")
+
+
+# ----------------------------------------------------------------------------- csv
+
+def _f(v, nd=4):
+    if v is None:
+        return ""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "" if not math.isfinite(v) else ("%.*g" % (nd + 2, v))
+
+
+def pairs_csv_text(selection):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(list(PAIRS_COLUMNS) + list(EXTRA_COLUMNS))
+    for p in selection.pairs:
+        pv = p.preview or {}
+        feats = p.features if p.features is not None else [float("nan")] * len(FEATURES)
+        w.writerow([p.reference_date, p.secondary_date, p.reference_path, p.secondary_path,
+                    int(p.baseline_days), _f(p.score), "1" if p.selected else "0", p.reason,
+                    _f(p.predicted_quality), _f(pv.get("quality")),
+                    _f(pv.get("good_fraction")), _f(pv.get("coherence")),
+                    _f(pv.get("ncc_median")), _f(p.weight), _f(p.gain), p.stage,
+                    "1" if p.in_range else "0", _f(feats[FEATURES.index("cloud_max")]),
+                    _f(feats[FEATURES.index("season_diff")])])
+    return buf.getvalue()
+
+
+def write_pairs_csv(selection, path):
+    """Write ``pairs.csv`` atomically (SPEC columns, then the extra columns)."""
+    write_text_atomic(path, pairs_csv_text(selection))
+    return path
+
+
+_TRUE = ("1", "true", "yes", "y", "selected")
+_FALSE = ("0", "false", "no", "n", "")
+
+
+def read_pairs_csv(path):
+    """Read ``pairs.csv`` tolerantly: bad rows are skipped and reported with their line
+    number in ``problems``. Relative paths are resolved against the CSV's folder.
+    Returns a :class:`PairsTable`."""
+    from .dates import parse_iso
+    if not os.path.exists(path):
+        raise InputError("Pairs file '%s' does not exist. Run the pair selection first." % path)
+    folder = os.path.dirname(os.path.abspath(path))
+    pairs, problems = [], []
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        missing = [c for c in ("reference_date", "secondary_date") if c not in cols]
+        if missing:
+            raise InputError("'%s' is not a pairs file: column(s) %s missing (expected %s)."
+                             % (path, ", ".join(missing), ",".join(PAIRS_COLUMNS)))
+        seen = set()
+        for row in reader:
+            line = reader.line_num
+            try:
+                d1, d2 = parse_iso(row.get("reference_date")), parse_iso(row.get("secondary_date"))
+                if d1 is None or d2 is None:
+                    raise ValueError("bad date(s) %r, %r" % (row.get("reference_date"),
+                                                            row.get("secondary_date")))
+                if d2 <= d1:
+                    raise ValueError("secondary date %s is not after reference date %s" % (d2, d1))
+                sel = (row.get("selected") or "1" if "selected" not in cols else
+                       row.get("selected") or "").strip().lower()
+                if sel not in _TRUE + _FALSE:
+                    raise ValueError("selected must be 0 or 1, not %r" % sel)
+                rp, sp = row.get("reference_path") or "", row.get("secondary_path") or ""
+                rp = os.path.join(folder, rp) if rp and not os.path.isabs(rp) else rp
+                sp = os.path.join(folder, sp) if sp and not os.path.isabs(sp) else sp
+                bl = row.get("baseline_days")
+                p = Pair(d1.isoformat(), d2.isoformat(), rp, sp,
+                         int(float(bl)) if bl not in (None, "") else (d2 - d1).days,
+                         score=float(row.get("score")) if row.get("score") not in (None, "")
+                         else float("nan"),
+                         selected=sel in _TRUE, reason=row.get("reason") or "")
+                for c in EXTRA_COLUMNS:
+                    if c in row and row[c] not in (None, ""):
+                        p.extra[c] = row[c]
+                if "predicted_quality" in p.extra:
+                    p.predicted_quality = float(p.extra["predicted_quality"])
+            except (ValueError, TypeError) as exc:
+                problems.append("%s line %d: %s; row skipped" % (path, line, exc))
+                continue
+            if p.key in seen:
+                problems.append("%s line %d: pair %s / %s listed twice; the first is kept" % (
+                    path, line, p.reference_date, p.secondary_date))
+                continue
+            seen.add(p.key)
+            pairs.append(p)
+    return PairsTable(pairs, problems)
+
+
+# ----------------------------------------------------------------------------- summary
+
+def network_summary(selection, dates=None):
+    """Network summary of a :class:`PairSelection` (or a :class:`PairsTable` + ``dates``):
+    dates, redundancy per date, connected components, predicted quality."""
+    if dates is None:
+        dates = getattr(selection, "dates", None)
+    pairs = selection.pairs
+    if dates is None:
+        dates = sorted({p.reference_date for p in pairs} | {p.secondary_date for p in pairs})
+    index = {d: k for k, d in enumerate(dates)}
+    sel = [p for p in pairs if p.selected]
+    edges = [(index[p.reference_date], index[p.secondary_date]) for p in sel
+             if p.reference_date in index and p.secondary_date in index]
+    deg = [0] * len(dates)
+    qsum = [0.0] * len(dates)
+    for (i, j), p in zip(edges, sel):
+        deg[i] += 1
+        deg[j] += 1
+        q = p.predicted_quality if math.isfinite(p.predicted_quality) else 0.0
+        qsum[i] += q
+        qsum[j] += q
+    comps = [c for c in connected_components(len(dates), edges) if len(c) > 1 or deg[c[0]]]
+    comp_of = {}
+    for c_id, c in enumerate(comps, start=1):
+        for k in c:
+            comp_of[k] = c_id
+    quals = [p.predicted_quality for p in sel if math.isfinite(p.predicted_quality)]
+    per_date = [dict(date=d, n_pairs=deg[k], component=comp_of.get(k, 0),
+                     mean_predicted_quality=(round(qsum[k] / deg[k], 4) if deg[k] else None))
+                for k, d in enumerate(dates)]
+    bl = [p.baseline_days for p in sel]
+    return dict(
+        strategy=getattr(selection, "strategy", ""), n_dates=len(dates),
+        n_candidates=len(pairs),
+        n_candidates_in_range=sum(1 for p in pairs if p.in_range),
+        n_selected=len(sel), budget=getattr(selection, "budget", None),
+        n_components=len(comps),
+        components=[[dates[k] for k in c] for c in comps],
+        isolated_dates=[d for k, d in enumerate(dates) if deg[k] == 0],
+        excluded_dates=list(getattr(selection, "excluded_dates", [])),
+        mean_pairs_per_date=round(2.0 * len(sel) / max(len(dates), 1), 3),
+        min_pairs_per_date=min(deg) if deg else 0,
+        mean_predicted_quality=round(float(np.mean(quals)), 4) if quals else None,
+        baseline_days=dict(min=min(bl), median=float(np.median(bl)), max=max(bl)) if bl else None,
+        timings={k: round(v, 4) for k, v in getattr(selection, "timings", {}).items()
+                 if isinstance(v, float) and math.isfinite(v)},
+        problems=list(getattr(selection, "problems", [])),
+        dates=per_date)
+
+
+def write_network_summary(summary, json_path, csv_path=None):
+    """Write the summary as JSON (and the per-date table as CSV), atomically."""
+    write_text_atomic(json_path, json.dumps(summary, indent=2, default=str))
+    if csv_path:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["date", "n_pairs", "component", "mean_predicted_quality"])
+        for row in summary["dates"]:
+            w.writerow([row["date"], row["n_pairs"], row["component"],
+                        "" if row["mean_predicted_quality"] is None
+                        else row["mean_predicted_quality"]])
+        write_text_atomic(csv_path, buf.getvalue())
+    return json_path
