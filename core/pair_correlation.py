@@ -1,0 +1,432 @@
+"""Block-wise raster driver: two co-registered rasters -> ``pairs/pair_YYYYMMDD_YYYYMMDD.tif``.
+
+The output (SPEC) has bands ``east_m, north_m, ncc, snr, status`` on the grid of window
+centres: output cell (k, q) covers source pixels ``[k*step, (k+1)*step) x [q*step,
+(q+1)*step)`` (transform = source transform scaled by ``step``) and its window is centred
+on source pixel ``(k*step + step//2, q*step + step//2)``, exactly the default centres of
+:func:`slidewatch.core.correlation.correlate`.
+
+Memory is bounded whatever the raster size: rows of window centres are processed in
+blocks; each block reads the source rows it needs plus a halo of
+``window/2 + search + refinement margin + prefilter support`` rows (NaN beyond the image,
+exactly like the padding of the in-memory :func:`correlate`), so the tiled result is
+bit-identical to the untiled one. Between blocks ``progress.check()`` lets the user cancel;
+the output is written under a temporary name and renamed only when complete.
+
+Pixels -> metres: ``east = a*dx + b*dy``, ``north = d*dx + e*dy`` with the source affine
+``(a, b, c, d, e, f)`` (north-up: ``east = dx*xres``, ``north = -dy*|yres|``).
+
+Stable-ground correction (``stable="median"``): the median dx, dy of valid windows over
+stable ground (the whole image, or where ``stable_mask`` is non-zero) is subtracted
+(co-registration offset); the medians are written to the tags.
+"""
+
+import json
+import math
+import os
+import re
+
+import numpy as np
+
+from .correlation import (STATUS_MEANINGS, STATUS_VALID, correlate_prepared, normalize_params,
+                          prepare, read_margin)
+from .errors import InputError, ParameterError
+from .progress import as_progress
+from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name
+
+BANDS = ("east_m", "north_m", "ncc", "snr", "status")
+
+#: Parameters of the driver itself (the rest are correlation options).
+DRIVER_DEFAULTS = dict(band=1, zero_is_nodata=True, stable="none", stable_mask=None)
+
+#: Options accepted but not part of the result's identity (do not change the numbers).
+_EXECUTION_OPTIONS = ("block_rows", "memory_mb", "reference_date", "secondary_date")
+
+PARAMS_TAG = "SLIDEWATCH_PARAMS"
+FORMAT_VERSION = 1
+
+
+# ------------------------------------------------------------------------- parameters
+def pair_params(**kwargs):
+    """Canonical, JSON-able dict of every parameter that determines a pair raster.
+
+    Accepts the correlation options of :func:`~slidewatch.core.correlation.correlate`
+    (window, step, search, subpixel, prefilter, ...) and the driver's ``band``,
+    ``zero_is_nodata``, ``stable`` ("none" or "median"), ``stable_mask`` (path or None).
+    """
+    kw = {k: v for k, v in kwargs.items() if k not in _EXECUTION_OPTIONS}
+    drv = dict(DRIVER_DEFAULTS)
+    for k in list(kw):
+        if k in DRIVER_DEFAULTS:
+            drv[k] = kw.pop(k)
+    window = kw.pop("window", 32)
+    step = kw.pop("step", 8)
+    search = kw.pop("search", 8)
+    corr = normalize_params(window, step, search, **kw)
+    if drv["stable"] not in ("none", "median"):
+        raise ParameterError("stable must be 'none' or 'median' (got %r)." % (drv["stable"],))
+    drv["band"] = int(drv["band"])
+    if drv["band"] < 1:
+        raise ParameterError("band must be >= 1 (got %d)." % drv["band"])
+    drv["zero_is_nodata"] = bool(drv["zero_is_nodata"])
+    if drv["stable_mask"] is not None and not isinstance(drv["stable_mask"], str):
+        drv["stable_mask"] = "<array>"
+    params = dict(corr, **drv)
+    params["format_version"] = FORMAT_VERSION
+    return json.loads(json.dumps(params, sort_keys=True))
+
+
+def pair_output_is_current(path, params):
+    """True if ``path`` is a complete pair raster computed with the same parameters.
+
+    ``params``: the keyword arguments the pair would be computed with (defaults filled
+    in the same way as :func:`correlate_pair_rasters`). Used to resume a list of pairs.
+    """
+    if not os.path.isfile(path):
+        return False
+    try:
+        import rasterio
+        with rasterio.open(path) as src:
+            stored = src.tags().get(PARAMS_TAG)
+            descr = tuple(src.descriptions)
+    except Exception:
+        return False
+    if not stored or descr != BANDS:
+        return False
+    try:
+        want = pair_params(**dict(params))
+        have = json.loads(stored).get("params")
+    except (ValueError, ParameterError, AttributeError):
+        return False
+    return have == want
+
+
+def pair_output_name(reference_date, secondary_date):
+    """``pair_YYYYMMDD_YYYYMMDD.tif`` from two ISO dates."""
+    return "pair_%s_%s.tif" % (str(reference_date).replace("-", "")[:8],
+                               str(secondary_date).replace("-", "")[:8])
+
+
+def _dates_for(out_path, ref_path, sec_path, ref_date, sec_date):
+    m = re.match(r"pair_(\d{8})_(\d{8})", os.path.basename(out_path))
+    if ref_date is None and m:
+        ref_date = m.group(1)
+    if sec_date is None and m:
+        sec_date = m.group(2)
+
+    def iso(d, path):
+        if d is None:
+            from .dates import date_from_path
+            parsed = date_from_path(path)
+            return parsed.iso if getattr(parsed, "ok", False) else ""
+        d = str(d).replace("-", "")
+        return "%s-%s-%s" % (d[:4], d[4:6], d[6:8]) if len(d) >= 8 else str(d)
+
+    return iso(ref_date, ref_path), iso(sec_date, sec_path)
+
+
+# ------------------------------------------------------------------------- reading
+def _open(path):
+    import rasterio
+    try:
+        return rasterio.open(path)
+    except Exception as exc:
+        raise InputError("Cannot open raster '%s': %s. Check that it exists and is a "
+                         "readable raster." % (path, exc)) from exc
+
+
+def read_rows_padded(src, band, row0, row1, margin, zero_is_nodata):
+    """Rows [row0, row1) of ``band`` with ``margin`` columns of NaN on each side; rows
+    outside the raster are NaN. float32, nodata (and 0 if asked) -> NaN."""
+    from rasterio.windows import Window
+    H, W = src.height, src.width
+    out = np.full((row1 - row0, W + 2 * margin), np.nan, np.float32)
+    r0 = max(row0, 0)
+    r1 = min(row1, H)
+    if r1 > r0:
+        a = src.read(band, window=Window(0, r0, W, r1 - r0)).astype(np.float32)
+        nod = src.nodata
+        bad = ~np.isfinite(a)
+        if nod is not None and not np.isnan(nod):
+            bad |= a == np.float32(nod)
+        if zero_is_nodata:
+            bad |= a == 0
+        a[bad] = np.nan
+        out[r0 - row0:r1 - row0, margin:margin + W] = a
+    return out
+
+
+def _check_same_grid(rs, ss, ref_path, sec_path):
+    if (rs.width, rs.height) != (ss.width, ss.height) or not rs.transform.almost_equals(
+            ss.transform, precision=1e-6 * max(abs(rs.transform.a), 1e-9)):
+        raise InputError(
+            "'%s' (%d x %d) and '%s' (%d x %d) are not on the same grid (size or "
+            "geotransform differ). Bring the secondary onto the reference grid first "
+            "(common grid step of the pipeline, or pair_correlation.reproject_to_grid)."
+            % (ref_path, rs.width, rs.height, sec_path, ss.width, ss.height))
+    if rs.crs and ss.crs and rs.crs != ss.crs:
+        raise InputError("'%s' and '%s' have different CRS (%s vs %s). Reproject them onto "
+                         "a common grid first." % (ref_path, sec_path, rs.crs, ss.crs))
+
+
+def _stable_mask_reader(stable_mask, height, width):
+    """Function rows, cols -> bool array (True = stable) or None (whole image)."""
+    if stable_mask is None:
+        return None
+    if isinstance(stable_mask, np.ndarray):
+        m = np.asarray(stable_mask)
+        if m.shape != (height, width):
+            raise InputError("stable_mask array has shape %s, the rasters %s." %
+                             (m.shape, (height, width)))
+        return lambda rows, cols: (m[np.ix_(rows, cols)] != 0) & np.isfinite(m[np.ix_(rows, cols)])
+    src = _open(stable_mask)
+    if (src.width, src.height) != (width, height):
+        raise InputError("Stable-ground mask '%s' (%d x %d) is not on the grid of the images "
+                         "(%d x %d). Resample it onto the common grid." %
+                         (stable_mask, src.width, src.height, width, height))
+
+    def read(rows, cols):
+        from rasterio.windows import Window
+        r0, r1 = int(rows.min()), int(rows.max()) + 1
+        a = src.read(1, window=Window(0, r0, width, r1 - r0))[rows - r0][:, cols]
+        return np.isfinite(a) & (a != 0) & ((src.nodata is None) | (a != (src.nodata or 0)))
+
+    read.close = src.close
+    return read
+
+
+def _auto_block_rows(params, width, memory_mb):
+    # bytes per output row: step source rows x padded width x (2 images x ~6 float64
+    # temporaries of the prefilter) -- conservative
+    step = params["step"]
+    per_row = step * (width + 2 * read_margin(params)) * 2 * 6 * 8
+    halo = (params["window"][0] + 2 * read_margin(params)) * width * 2 * 6 * 8
+    rows = int((memory_mb * 2 ** 20 - halo) // max(per_row, 1))
+    return max(1, min(rows, 512))
+
+
+# ------------------------------------------------------------------------- driver
+def correlate_pair_rasters(reference_path, secondary_path, output_path, progress=None,
+                           block_rows=None, memory_mb=256, reference_date=None,
+                           secondary_date=None, **params):
+    """Correlate two rasters on a common grid into the pair GeoTIFF ``output_path``.
+
+    Parameters
+    ----------
+    reference_path, secondary_path : rasters on the same grid (size, transform, CRS)
+    output_path : the pair raster (conventionally ``pairs/pair_YYYYMMDD_YYYYMMDD.tif``)
+    progress : core Progress (cancel between blocks)
+    block_rows : output rows per block (default: from ``memory_mb``)
+    reference_date, secondary_date : ISO dates for the tags (default: from the output
+        name ``pair_YYYYMMDD_YYYYMMDD``, else from the input names/tags)
+    **params : correlation options (window, step, search, subpixel, prefilter, ...)
+        and ``band`` (1), ``zero_is_nodata`` (True: 0 is nodata, as in Sentinel-2 L1C),
+        ``stable`` ("none" | "median"), ``stable_mask`` (raster path on the grid,
+        non-zero = stable, or a 2-D array; default whole image)
+
+    Returns a dict: path, n_windows, n_valid, valid_fraction, median_dx_px, median_dy_px,
+    n_stable, status_counts.
+    """
+    import rasterio
+    from affine import Affine
+
+    progress = as_progress(progress)
+    stable_mask = params.get("stable_mask")
+    tag_params = pair_params(**params)
+    corr = normalize_params(params.get("window", 32), params.get("step", 8),
+                            params.get("search", 8),
+                            **{k: v for k, v in params.items()
+                               if k not in DRIVER_DEFAULTS and k not in
+                               ("window", "step", "search")})
+    band = tag_params["band"]
+    zero_nod = tag_params["zero_is_nodata"]
+    step = corr["step"]
+    h, w = corr["window"]
+    ref_date, sec_date = _dates_for(output_path, reference_path, secondary_path,
+                                    reference_date, secondary_date)
+    rs = _open(reference_path)
+    ss = _open(secondary_path)
+    try:
+        for src, p in ((rs, reference_path), (ss, secondary_path)):
+            if band > src.count:
+                raise InputError("'%s' has %d band(s); band %d does not exist." %
+                                 (p, src.count, band))
+        _check_same_grid(rs, ss, reference_path, secondary_path)
+        H, W = rs.height, rs.width
+        T = rs.transform
+        out_h = -(-H // step)
+        out_w = -(-W // step)
+        rows_all = np.arange(out_h, dtype=np.int64) * step + step // 2
+        cols = np.arange(out_w, dtype=np.int64) * step + step // 2
+        if block_rows is None:
+            block_rows = _auto_block_rows(corr, W, memory_mb)
+        block_rows = max(1, int(block_rows))
+        rm = read_margin(corr)
+        stable_read = _stable_mask_reader(stable_mask, H, W)
+        profile = dict(GTIFF_FLOAT_OPTIONS, height=out_h, width=out_w, count=len(BANDS),
+                       dtype="float32", crs=rs.crs, transform=T * Affine.scale(step),
+                       nodata=np.nan)
+        if out_h < 256 or out_w < 256:
+            profile.update(tiled=False)
+            profile.pop("blockxsize"), profile.pop("blockysize")
+        samples_dx, samples_dy = [], []
+        n_valid = 0
+        status_counts = np.zeros(256, np.int64)
+        nblocks = -(-out_h // block_rows)
+        sub_stride = max(1, int(math.ceil(out_h * out_w / 4e6)))
+        final = os.path.abspath(output_path)
+        with atomic_output(final) as tmp:
+            stage = tmp if tag_params["stable"] == "none" else temporary_name(final)
+            try:
+                with rasterio.Env(GDAL_CACHEMAX=128):
+                    with rasterio.open(stage, "w", **profile) as dst:
+                        for b in range(nblocks):
+                            progress.check()
+                            k0 = b * block_rows
+                            k1 = min(out_h, k0 + block_rows)
+                            rows = rows_all[k0:k1]
+                            src_r0 = int(rows[0]) - h // 2 - rm
+                            src_r1 = int(rows[-1]) - h // 2 + h + rm
+                            ref_blk = read_rows_padded(rs, band, src_r0, src_r1, rm, zero_nod)
+                            sec_blk = read_rows_padded(ss, band, src_r0, src_r1, rm, zero_nod)
+                            rstack = prepare(ref_blk, corr)
+                            del ref_blk
+                            sstack = prepare(sec_blk, corr)
+                            del sec_blk
+                            dx, dy, ncc, snr, status = correlate_prepared(
+                                rstack, sstack, rows, cols, (H, W),
+                                src_r0 + rm, corr)
+                            del rstack, sstack
+                            ok = status == STATUS_VALID
+                            n_valid += int(ok.sum())
+                            status_counts += np.bincount(status.ravel().astype(np.int64),
+                                                         minlength=256)[:256]
+                            if tag_params["stable"] == "median":
+                                sel = ok if stable_read is None else ok & stable_read(rows, cols)
+                                samples_dx.append(dx[sel][::sub_stride].astype(np.float32))
+                                samples_dy.append(dy[sel][::sub_stride].astype(np.float32))
+                            east, north = _to_metres(dx, dy, T)
+                            win = rasterio.windows.Window(0, k0, out_w, k1 - k0)
+                            for i, arr in enumerate((east, north, ncc, snr, status), start=1):
+                                dst.write(arr.astype(np.float32), i, window=win)
+                            progress.update((b + 1) / nblocks * (0.9 if tag_params["stable"] != "none" else 1.0),
+                                            "correlation: block %d/%d" % (b + 1, nblocks))
+                        _describe(dst, ref_date, sec_date, tag_params, params, corr, T)
+                med_dx = med_dy = float("nan")
+                n_stable = 0
+                if tag_params["stable"] == "median":
+                    sdx = np.concatenate(samples_dx) if samples_dx else np.zeros(0)
+                    sdy = np.concatenate(samples_dy) if samples_dy else np.zeros(0)
+                    n_stable = int(sdx.size)
+                    if n_stable == 0:
+                        raise InputError(
+                            "No valid window over stable ground in '%s' / '%s': the median "
+                            "offset cannot be removed. Use stable='none' or a larger stable "
+                            "mask." % (reference_path, secondary_path))
+                    med_dx = float(np.median(sdx))
+                    med_dy = float(np.median(sdy))
+                    _apply_offset(stage, tmp, med_dx, med_dy, T, n_stable, block_rows, progress)
+            finally:
+                if stage != tmp:
+                    for p in (stage, stage + ".aux.xml"):
+                        try:
+                            os.remove(p)
+                        except OSError:
+                            pass
+        if stable_read is not None and hasattr(stable_read, "close"):
+            stable_read.close()
+    finally:
+        rs.close()
+        ss.close()
+    progress.update(1.0, "correlation: done")
+    total = out_h * out_w
+    return dict(path=final, n_windows=total, n_valid=n_valid,
+                valid_fraction=n_valid / total if total else 0.0, median_dx_px=med_dx,
+                median_dy_px=med_dy, n_stable=n_stable,
+                status_counts={int(k): int(v) for k, v in enumerate(status_counts) if v})
+
+
+def _to_metres(dx, dy, T):
+    east = T.a * dx + T.b * dy
+    north = T.d * dx + T.e * dy
+    return east, north
+
+
+def _describe(dst, ref_date, sec_date, tag_params, raw_params, corr, T):
+    for i, d in enumerate(BANDS, start=1):
+        dst.set_band_description(i, d)
+    dst.update_tags(5, **{"STATUS_%d" % k: v for k, v in STATUS_MEANINGS.items()})
+    dst.update_tags(1, UNITS="m")
+    dst.update_tags(2, UNITS="m")
+    tags = {"REFERENCE_DATE": ref_date, "SECONDARY_DATE": sec_date,
+            "STATUS_CODES": json.dumps({str(k): v for k, v in STATUS_MEANINGS.items()}),
+            "SOURCE_PIXEL_SIZE": json.dumps([T.a, T.e]),
+            "CONVENTION": "feature at (row, col) in the reference is at (row+dy, col+dx) in "
+                          "the secondary; east_m/north_m from dx, dy with the source affine"}
+    for k, v in tag_params.items():
+        tags[k.upper()] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    tags[PARAMS_TAG] = json.dumps({"params": tag_params})
+    dst.update_tags(**tags)
+
+
+def _apply_offset(stage, final_tmp, med_dx, med_dy, T, n_stable, block_rows, progress):
+    """Copy ``stage`` to ``final_tmp`` subtracting the median offset from east/north."""
+    import rasterio
+    with rasterio.open(stage) as src:
+        profile = src.profile
+        tags = src.tags()
+        descr = src.descriptions
+        btags = [src.tags(i) for i in range(1, src.count + 1)]
+        oe, on = _to_metres(med_dx, med_dy, T)
+        with rasterio.open(final_tmp, "w", **profile) as dst:
+            nb = -(-src.height // block_rows)
+            for b in range(nb):
+                progress.check()
+                win = rasterio.windows.Window(0, b * block_rows, src.width,
+                                              min(block_rows, src.height - b * block_rows))
+                data = src.read(window=win)
+                data[0] -= np.float32(oe)
+                data[1] -= np.float32(on)
+                dst.write(data, window=win)
+                progress.update(0.9 + 0.1 * (b + 1) / nb)
+            for i, d in enumerate(descr, start=1):
+                dst.set_band_description(i, d)
+                if btags[i - 1]:
+                    dst.update_tags(i, **btags[i - 1])
+            tags.update(STABLE_MEDIAN_DX_PX=repr(med_dx), STABLE_MEDIAN_DY_PX=repr(med_dy),
+                        STABLE_MEDIAN_EAST_M=repr(oe), STABLE_MEDIAN_NORTH_M=repr(on),
+                        STABLE_N_WINDOWS=str(n_stable))
+            dst.update_tags(**tags)
+
+
+# ------------------------------------------------------------------------- helpers
+def reproject_to_grid(src_path, like_path, dst_path, band=1, resampling="cubic",
+                      zero_is_nodata=True):
+    """Resample ``src_path`` onto the grid of ``like_path`` (float32, NaN nodata).
+
+    A small helper for tests/benchmarks on rasters with different grids; the pipeline's
+    common grid step (core.common_grid) is the full-featured version.
+    """
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    with _open(like_path) as like, _open(src_path) as src:
+        a = src.read(band).astype(np.float32)
+        bad = ~np.isfinite(a)
+        if src.nodata is not None and not np.isnan(src.nodata):
+            bad |= a == src.nodata
+        if zero_is_nodata:
+            bad |= a == 0
+        a[bad] = np.nan
+        out = np.full((like.height, like.width), np.nan, np.float32)
+        reproject(a, out, src_transform=src.transform, src_crs=src.crs, src_nodata=np.nan,
+                  dst_transform=like.transform, dst_crs=like.crs or src.crs,
+                  dst_nodata=np.nan, resampling=getattr(Resampling, resampling))
+        profile = dict(GTIFF_FLOAT_OPTIONS, height=like.height, width=like.width, count=1,
+                       dtype="float32", crs=like.crs or src.crs, transform=like.transform,
+                       nodata=np.nan)
+    with atomic_output(dst_path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(out, 1)
+            dst.set_band_description(1, os.path.basename(src_path))
+    return dst_path
