@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import Cancelled, InputError, ParameterError, SlideWatchError
-from .progress import as_progress
+from .progress import Progress, as_progress
 from .raster_io import ensure_writable_folder, write_text_atomic
 
 __all__ = ["PipelineParams", "PipelineResult", "run_pipeline", "STEPS", "MANIFEST_NAME",
@@ -304,7 +304,7 @@ class _Manifest:
     def record(self, step, phash, inputs_fp, outputs, params, extra=None):
         self.data["steps"][step] = dict(
             params_hash=phash, inputs=inputs_fp, outputs=fingerprint(outputs, self.folder),
-            params=_canonical(params),
+            params=json.loads(json.dumps(params, default=str)),
             finished_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **(extra or {}))
         self.save()
@@ -332,11 +332,13 @@ class _Steps:
             self.bounds[name] = (i, acc / total, (acc + w) / total)
             acc += w
 
-    def __call__(self, name):
+    def __call__(self, name, log):
         i, lo, hi = self.bounds[name]
-        if self.factory is not None:
-            return self.factory(i, name)
-        return self.progress.sub(lo, hi)
+        inner = self.factory(i, name) if self.factory is not None else self.progress.sub(lo, hi)
+        # progress and cancel go to the step's reporter; log lines of the step functions
+        # go to the run log (slidewatch.log), which echoes them to the root reporter
+        return Progress(callback=lambda pct, msg: inner.update(pct / 100.0, msg),
+                        is_cancelled=lambda: inner.cancelled, log=log)
 
 
 def run_pipeline(input_folder, output_folder, params=None, scheduler=None, progress=None,
@@ -394,13 +396,13 @@ def run_pipeline(input_folder, output_folder, params=None, scheduler=None, progr
         result.executor = executor.description
         log("Executor: %s" % executor.description)
         ctx = _Context(input_folder, output_folder, params, executor, log, manifest, result)
-        catalog = _step_catalog(ctx, steps("catalog"))
-        catalog = _step_grid(ctx, catalog, steps("grid"))
-        selected = _step_pairing(ctx, catalog, steps("pairing"))
-        _step_correlation(ctx, selected, steps("correlation"))
-        _step_inversion(ctx, steps("inversion"))
-        _step_detection(ctx, steps("detection"))
-        _step_overview(ctx, catalog, steps("overview"))
+        catalog = _step_catalog(ctx, steps("catalog", log))
+        catalog = _step_grid(ctx, catalog, steps("grid", log))
+        selected = _step_pairing(ctx, catalog, steps("pairing", log))
+        _step_correlation(ctx, selected, catalog, steps("correlation", log))
+        _step_inversion(ctx, steps("inversion", log))
+        _step_detection(ctx, steps("detection", log))
+        _step_overview(ctx, catalog, steps("overview", log))
         result.seconds = time.perf_counter() - t_start
         done = [s for s, v in result.steps.items() if v["status"] == "done"]
         skipped = [s for s, v in result.steps.items() if v["status"] == "skipped"]
@@ -580,12 +582,16 @@ def _step_pairing(ctx, catalog, progress):
     return selected
 
 
-def _pair_jobs(ctx, selected):
+def _pair_jobs(ctx, selected, catalog):
     params = ctx.params
-    corr = dict(params.correlation_options, window=params.window, step=params.step,
-                search=params.search)
+    bands = {os.path.abspath(r.path): int(r.band_index or 1) for r in catalog.records}
     jobs = []
     for pair in selected:
+        corr = dict(params.correlation_options, window=params.window, step=params.step,
+                    search=params.search)
+        band = bands.get(os.path.abspath(pair.reference_path), 1)
+        if band != 1 or "band" in corr:
+            corr.setdefault("band", band)
         out = ctx.path("pairs", "pair_%s_%s.tif" % (pair.reference_date.replace("-", ""),
                                                    pair.secondary_date.replace("-", "")))
         jobs.append(dict(reference_path=pair.reference_path,
@@ -596,12 +602,12 @@ def _pair_jobs(ctx, selected):
     return jobs
 
 
-def _step_correlation(ctx, selected, progress):
+def _step_correlation(ctx, selected, catalog, progress):
     from . import pair_correlation as pc
     from .pipeline_tasks import correlate_pair_task
     t0 = time.perf_counter()
     progress.check()
-    jobs = _pair_jobs(ctx, selected)
+    jobs = _pair_jobs(ctx, selected, catalog)
     for job in jobs:
         for key in ("reference_path", "secondary_path"):
             if not os.path.exists(job[key]):

@@ -252,8 +252,26 @@ def write_project(output_folder, project_path=None, background_path=None):
         if not project.write(tmp):
             raise OutputError("Could not write the QGIS project '%s': %s" % (
                 project_path, project.error()))
+        _rename_members(tmp, os.path.splitext(os.path.basename(project_path))[0])
         os.replace(tmp, project_path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return project_path
+
+
+def _rename_members(qgz, stem):
+    """Name the members of a .qgz written under a temporary name after the final name
+    (QGIS names them after the file: ``<stem>.qgs``, ``<stem>.qgd``)."""
+    import zipfile
+    tmp = qgz + ".zip"
+    try:
+        with zipfile.ZipFile(qgz) as zin, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zout:
+            for info in zin.infolist():
+                ext = info.filename[-4:].lower()
+                name = stem + ext if ext in (".qgs", ".qgd") else info.filename
+                zout.writestr(name, zin.read(info.filename))
+        os.replace(tmp, qgz)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
