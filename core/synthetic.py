@@ -73,6 +73,7 @@ ORIGIN_EN = (340000.0, 5110000.0)
 TILE = "T32TLR"
 YEAR_DAYS = 365.25
 _TOL_PX = 1e-6
+_BLOCK_ROWS = 256
 
 #: Default landslides ("default"). Keys: see :func:`generate_stack`.
 DEFAULT_LANDSLIDES = (
@@ -206,8 +207,7 @@ class SyntheticStack:
         return dx, dy
 
     def _inverse(self, t):
-        """x0 (rows, cols) float64 (H, W) with x0 + A_t(x0) = p for every grid pixel p,
-        plus the spline coefficients of A_t (for evaluating A_t elsewhere)."""
+        """x0 (rows, cols) float64 (H, W) with x0 + A_t(x0) = p for every grid pixel p."""
         ax, ay = self.apparent_displacement_px(t)
         return _invert_field(ax, ay)
 
@@ -216,14 +216,16 @@ class SyntheticStack:
         (reference i, secondary j), on the grid of image i: the feature at (row, col) of
         image i is at (row + dy, col + dx) of image j. Includes co-registration offsets,
         ramp and elevation bias (everything that moves image content)."""
-        x0r, x0c, _ = self._inverse(i)
+        x0r, x0c = self._inverse(i)
         ajx, ajy = self.apparent_displacement_px(j)
         h, w = self.shape
         rr, cc = np.mgrid[0:h, 0:w].astype(np.float64)
         # A_i(x0) = p - x0 exactly (to the inversion tolerance)
         aix, aiy = cc - x0c, rr - x0r
-        cj = _spline_coeffs(ajx, ajy)
-        bjx, bjy = _eval_field(cj, x0r, x0c)
+        if np.all(ajx == ajx.flat[0]) and np.all(ajy == ajy.flat[0]):
+            bjx, bjy = ajx, ajy  # uniform: the spline of a constant is that constant
+        else:
+            bjx, bjy = _eval_field(_spline_coeffs(ajx, ajy), x0r, x0c)
         return (bjx - aix).astype(np.float32), (bjy - aiy).astype(np.float32)
 
     def pair_truth_ground_px(self, i, j):
@@ -299,42 +301,64 @@ def _eval_field(coeffs, rows, cols):
             ndimage.map_coordinates(coeffs[1], c, order=3, mode="nearest", prefilter=False))
 
 
+class _Inverse:
+    """Solves x0 + A(x0) = p for grid pixels p, block of rows by block of rows.
+
+    Fixed-point iteration ``x0 <- p - A(x0)`` with A evaluated by its cubic B-spline
+    (``mode="nearest"``), run only where A varies within reach of p (elsewhere
+    ``x0 = p - A(p)`` is exact), until the update is below ``tol`` px."""
+
+    def __init__(self, ax, ay, tol=_TOL_PX, max_iter=30):
+        self.ax, self.ay = ax, ay
+        self.tol, self.max_iter = tol, max_iter
+        self.uniform = bool(np.all(ax == ax.flat[0]) and np.all(ay == ay.flat[0]))
+        self.need = None
+        self.coeffs = None
+        if self.uniform:
+            return
+        # bound the variation of A near p: local max of |grad A| over the reach of |A|
+        grad = np.zeros(ax.shape, np.float32)
+        for f in (ax, ay):
+            for g in np.gradient(f.astype(np.float32)):
+                grad += np.abs(g)
+        reach = int(math.ceil(float(np.max(np.abs(ax)) + np.max(np.abs(ay))))) + 3
+        grad = ndimage.maximum_filter(grad, size=2 * reach + 1, mode="nearest")
+        self.need = grad * (np.abs(ax) + np.abs(ay)).astype(np.float32) > tol * 0.1
+        if self.need.any():
+            self.coeffs = _spline_coeffs(ax, ay)
+
+    def block(self, r0, r1):
+        w = self.ax.shape[1]
+        rr = np.arange(r0, r1, dtype=np.float64)[:, None]
+        cc = np.arange(w, dtype=np.float64)[None, :]
+        x0r = rr - self.ay[r0:r1]
+        x0c = cc - self.ax[r0:r1]
+        if self.coeffs is None:
+            return x0r, x0c
+        todo = np.nonzero(self.need[r0:r1])
+        if todo[0].size == 0:
+            return x0r, x0c
+        pr = todo[0].astype(np.float64) + r0
+        pc = todo[1].astype(np.float64)
+        qr, qc = x0r[todo], x0c[todo]
+        active = np.arange(pr.size)
+        for _ in range(self.max_iter):
+            ex, ey = _eval_field(self.coeffs, qr[active], qc[active])
+            nr = pr[active] - ey
+            nc = pc[active] - ex
+            change = np.abs(nr - qr[active]) + np.abs(nc - qc[active])
+            qr[active], qc[active] = nr, nc
+            active = active[change > self.tol * 0.1]
+            if active.size == 0:
+                break
+        x0r[todo] = qr
+        x0c[todo] = qc
+        return x0r, x0c
+
+
 def _invert_field(ax, ay, tol=_TOL_PX, max_iter=30):
-    """Solve x0 + A(x0) = p on the grid by fixed-point iteration (only where needed)."""
-    h, w = ax.shape
-    rr, cc = np.mgrid[0:h, 0:w].astype(np.float64)
-    coeffs = _spline_coeffs(ax, ay)
-    # A is constant plus a varying part; where A does not vary near p, x0 = p - A(p) is
-    # exact. Bound the variation: local max of |grad A| over the reach of |A|.
-    vx = ax - ax.flat[0]
-    vy = ay - ay.flat[0]
-    x0r = rr - ay
-    x0c = cc - ax
-    if not (np.any(vx) or np.any(vy)):
-        return x0r, x0c, coeffs
-    gy1, gx1 = np.gradient(ax)
-    gy2, gx2 = np.gradient(ay)
-    grad = np.abs(gx1) + np.abs(gy1) + np.abs(gx2) + np.abs(gy2)
-    reach = int(math.ceil(float(np.max(np.abs(ax)) + np.max(np.abs(ay))))) + 3
-    grad = ndimage.maximum_filter(grad, size=2 * reach + 1, mode="nearest")
-    todo = np.nonzero(grad * (np.abs(ax) + np.abs(ay)) > tol * 0.1)
-    if todo[0].size == 0:
-        return x0r, x0c, coeffs
-    pr, pc = rr[todo], cc[todo]
-    qr, qc = x0r[todo], x0c[todo]
-    active = np.arange(pr.size)
-    for _ in range(max_iter):
-        ex, ey = _eval_field(coeffs, qr[active], qc[active])
-        nr = pr[active] - ey
-        nc = pc[active] - ex
-        change = np.abs(nr - qr[active]) + np.abs(nc - qc[active])
-        qr[active], qc[active] = nr, nc
-        active = active[change > tol * 0.1]
-        if active.size == 0:
-            break
-    x0r[todo] = qr
-    x0c[todo] = qc
-    return x0r, x0c, coeffs
+    """(x0_rows, x0_cols) float64 (H, W) with x0 + A(x0) = p for every grid pixel p."""
+    return _Inverse(ax, ay, tol, max_iter).block(0, ax.shape[0])
 
 
 # --------------------------------------------------------------------------------------
@@ -498,9 +522,9 @@ def _cloud_layers(shape, cover, rng, shadow_shift):
     h, w = shape
     sr, sc = int(round(shadow_shift[0])), int(round(shadow_shift[1]))
     ch, cw = h + abs(sr), w + abs(sc)
-    base = fractal_texture((ch, cw), rng=rng, beta=3.2).astype(np.float32)
-    base += 0.25 * fractal_texture((ch, cw), rng=rng, beta=2.0)
-    edge = 0.5 * float(base.std())
+    base = fractal_texture((ch, cw), rng=rng, beta=3.6).astype(np.float32)
+    base += 0.12 * fractal_texture((ch, cw), rng=rng, beta=2.2)
+    edge = 0.35 * float(base.std())
     q = float(np.quantile(base, 1.0 - cover)) if cover < 1 else float(base.min()) - edge
     x = np.clip((base - q) / edge, 0.0, 1.0)
     alpha_c = (x * x * (3.0 - 2.0 * x)).astype(np.float32)  # smoothstep
@@ -765,8 +789,9 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
     tex_mean = float(tex.mean())
     dem_pad = ndimage.gaussian_filter(np.pad(dem, m, mode="reflect").astype(np.float64), 1.5)
     gy, gx = np.gradient(dem_pad, pixel_size)
-    slope = np.arctan(np.hypot(gx, gy))
-    aspect = np.arctan2(-gx, gy)  # azimuth of downslope direction (clockwise from north)
+    slope = np.arctan(np.hypot(gx, gy)).astype(np.float32)
+    aspect = np.arctan2(-gx, gy).astype(np.float32)  # azimuth of downslope (from north)
+    del gx, gy, dem_pad
     veg_pad = np.pad(veg_soft, m, mode="reflect") if veg_soft is not None else None
 
     # ---- date schedule for clouds / nodata
@@ -805,8 +830,8 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
             coef = scene_cache[key]
         else:
             zen = math.radians(90.0 - el)
-            cos_i = (math.cos(zen) * np.cos(slope)
-                     + math.sin(zen) * np.sin(slope) * np.cos(math.radians(az) - aspect))
+            cos_i = (np.float32(math.cos(zen)) * np.cos(slope) + np.float32(math.sin(zen))
+                     * np.sin(slope) * np.cos(np.float32(math.radians(az)) - aspect))
             # gentle topographic shading (real L1C texture already has its own)
             shade = np.clip(1.0 + 0.25 * (cos_i - math.cos(zen)) / max(math.cos(zen), 0.5),
                             0.5, 1.4)
@@ -822,13 +847,20 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
                 scene_cache[key] = coef
         # geometry: where does each image pixel look on the ground?
         ax, ay = stack.apparent_displacement_px(t)
-        x0r, x0c, _ = _invert_field(ax, ay)
-        img = ndimage.map_coordinates(coef, np.array([x0r + m, x0c + m]), order=3,
-                                      mode="mirror", prefilter=False)
-        del x0r, x0c, ax, ay
+        inv = _Inverse(ax, ay)
+        img = np.empty((h, w), np.float32)
+        for r0 in range(0, h, _BLOCK_ROWS):
+            r1 = min(h, r0 + _BLOCK_ROWS)
+            x0r, x0c = inv.block(r0, r1)
+            x0r += m
+            x0c += m
+            img[r0:r1] = ndimage.map_coordinates(coef, np.array([x0r, x0c]), order=3,
+                                                 mode="mirror", prefilter=False)
+        del x0r, x0c, ax, ay, inv
         # radiometry
-        img = np.maximum(img, 1.0)
-        img = offset[t] + gain[t] * tex_mean * (img / tex_mean) ** gamma[t]
+        img = np.maximum(img, np.float32(1.0))
+        img = np.float32(offset[t]) + np.float32(gain[t] * tex_mean) \
+            * (img / np.float32(tex_mean)) ** np.float32(gamma[t])
         # clouds and shadows
         cmask = np.zeros((h, w), bool)
         cover = 0.0
@@ -845,7 +877,7 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
             cmask = (alpha > 0) | (shadow > 0)
         # sensor noise, quantisation, nodata
         if noise_std > 0:
-            img = img + rng_noise.standard_normal((h, w)) * noise_std
+            img += rng_noise.standard_normal((h, w), dtype=np.float32) * np.float32(noise_std)
         img = np.clip(np.rint(img), 1, 65535).astype(np.uint16)
         nod = _nodata_mask((h, w), rng_nod, t) if nodata_border else np.zeros((h, w), bool)
         img[nod] = 0

@@ -63,7 +63,10 @@ def _read_s2_sample(path):
                 arr = src.read(1)
         valid = arr > 0
         if valid.mean() > 0.05:
-            result = (arr, valid)
+            ii = np.zeros((arr.shape[0] + 1, arr.shape[1] + 1), dtype=np.int32)
+            np.cumsum(valid, axis=0, dtype=np.int32, out=ii[1:, 1:])
+            np.cumsum(ii[1:, 1:], axis=1, out=ii[1:, 1:])
+            result = (arr, valid, ii)
     except Exception:  # missing driver, corrupt file: fall back to fractal texture
         result = None
     _S2_CACHE[path] = result
@@ -76,18 +79,23 @@ def fractal_texture(shape, seed=0, beta=2.0, rng=None):
     beta = 2 looks like natural imagery (the amplitude spectrum of optical images falls
     roughly as 1/f); beta = 3..4 gives smooth clouds / terrain.
     """
-    h, w = int(shape[0]), int(shape[1])
+    from scipy.fft import irfft2, next_fast_len, rfft2
+
+    oh, ow = int(shape[0]), int(shape[1])
+    h, w = next_fast_len(oh, real=True), next_fast_len(ow, real=True)
     rng = np.random.default_rng(seed) if rng is None else rng
-    white = rng.standard_normal((h, w)).astype(np.float32)
+    white = rng.standard_normal((h, w), dtype=np.float32)
     fy = np.fft.fftfreq(h).astype(np.float32)[:, None]
     fx = np.fft.rfftfreq(w).astype(np.float32)[None, :]
     f = np.sqrt(fx * fx + fy * fy)
     f[0, 0] = 1.0
     amp = f ** np.float32(-beta / 2.0)
     amp[0, 0] = 0.0
-    field = np.fft.irfft2(np.fft.rfft2(white) * amp, s=(h, w)).astype(np.float32)
+    field = irfft2(rfft2(white) * amp, s=(h, w))[:oh, :ow]
+    field = field - field.mean(dtype=np.float64)
     std = float(field.std())
-    return field / (std if std > 0 else 1.0)
+    return np.ascontiguousarray(field / np.float32(std if std > 0 else 1.0),
+                                dtype=np.float32)
 
 
 def _fractal_dn(shape, seed):
@@ -99,11 +107,10 @@ def _fractal_dn(shape, seed):
     return np.clip(1000.0 + 200.0 * t, 150.0, 6000.0).astype(np.float32)
 
 
-def _largest_fitting_crop(valid, h, w):
-    """(crop_h, crop_w, list of top-left positions) for a fully valid crop <= (h, w)."""
+def _largest_fitting_crop(valid, ii, h, w):
+    """(crop_h, crop_w, list of top-left positions) for a fully valid crop <= (h, w);
+    ``ii`` is the integral image of ``valid`` (shape + 1)."""
     H, W = valid.shape
-    ii = np.zeros((H + 1, W + 1), dtype=np.int64)
-    ii[1:, 1:] = np.cumsum(np.cumsum(valid, axis=0, dtype=np.int64), axis=1)
     ch, cw = min(h, H), min(w, W)
     while ch >= 16 and cw >= 16:
         s = ii[ch:, cw:] - ii[:-ch, cw:] - ii[ch:, :-cw] + ii[:-ch, :-cw]
@@ -145,9 +152,9 @@ def sentinel2_texture(shape, seed=0, path=None, fallback=True):
             raise FileNotFoundError("Sentinel-2 texture sample not found or unreadable "
                                     "(looked for ref_*.jp2 in %s)" % ", ".join(S2_SAMPLE_FOLDERS))
         return _fractal_dn((h, w), seed)
-    arr, valid = sample
+    arr, valid, ii = sample
     rng = np.random.default_rng([seed, 11])
-    ch, cw, rows, cols = _largest_fitting_crop(valid, h, w)
+    ch, cw, rows, cols = _largest_fitting_crop(valid, ii, h, w)
     if ch == 0:
         return _fractal_dn((h, w), seed)
     k = int(rng.integers(rows.size))
