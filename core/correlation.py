@@ -13,8 +13,9 @@ Convention (SPEC): a feature at (row, col) in ``reference`` is found at
 Windows
     ``window`` is an int (square) or ``(height, width)``. The window of centre (r, c)
     covers rows ``r - height//2 .. r - height//2 + height - 1`` (same for columns).
-    Default centres: ``step//2, step//2 + step, ...`` on each axis, so the centre grid
-    tiles the image with cells of ``step`` pixels (the pair raster's grid).
+    Default centres: ``step//2, step//2 + step, ...`` (``ceil(n / step)`` of them) on each
+    axis, so the centre grid tiles the image with cells of ``step`` pixels (the pair
+    raster's grid).
 
 Estimator
     Zero-mean normalised cross-correlation over every integer shift in
@@ -159,8 +160,10 @@ def normalize_params(window=32, step=8, search=8, **options):
 
 
 def centres(n, step):
-    """Default window centres along an axis of ``n`` pixels."""
-    return np.arange(step // 2, n, step, dtype=np.int64)
+    """Default window centres along an axis of ``n`` pixels: ``k*step + step//2`` for
+    ``k < ceil(n / step)`` (one per cell of the pair raster grid; a centre past the last
+    pixel gets STATUS_OUTSIDE)."""
+    return np.arange(-(-n // step), dtype=np.int64) * step + step // 2
 
 
 def data_margin(params):
