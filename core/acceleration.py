@@ -18,8 +18,9 @@ An acceleration is flagged when all of these hold:
 3. it is an increase of practical size: ``v2 >= min_ratio * max(v1, 0)`` (default 1.5)
    and ``v2 - v1 >= min_increase`` m/yr.
 
-The onset date is the breakpoint acquisition date of M2 (the first date of the faster
-segment's hinge).
+The breakpoint is searched continuously (fine grid in time plus every acquisition
+date); ``onset_date`` is the estimated breakpoint date itself and ``onset_index`` the
+last acquisition on or before it.
 """
 
 import datetime as _dt
@@ -72,8 +73,8 @@ def detect_acceleration(dates, displacement, min_segment=3, min_delta_bic=10.0, 
 
     Returns
     -------
-    dict with ``accel_flag`` (bool), ``onset_date`` (ISO string or None),
-    ``onset_index`` (index into ``dates`` or None), ``v_before_m_per_yr``,
+    dict with ``accel_flag`` (bool), ``onset_date`` (ISO string of the breakpoint, or
+    None), ``onset_index`` (last acquisition on or before it, or None), ``v_before_m_per_yr``,
     ``v_after_m_per_yr`` (M2 segment velocities, NaN when not fitted),
     ``v_linear_m_per_yr`` (M1 velocity), ``delta_bic`` and ``t_increase``.
     """
@@ -96,14 +97,16 @@ def detect_acceleration(dates, displacement, min_segment=3, min_delta_bic=10.0, 
     if n < 2 * min_segment + 1:
         return out
     best = None
-    for j in range(min_segment, n - min_segment + 1):
-        # hinge at the acquisition index j-1: the last date of the slow segment
-        tb = t[j - 1]
+    # continuous breakpoint, searched on a fine grid between the acquisition that leaves
+    # min_segment dates before it and the one that leaves min_segment dates after it
+    lo, hi = t[min_segment - 1], t[n - min_segment]
+    for tb in np.unique(np.concatenate([np.linspace(lo, hi, 200), t[(t >= lo) & (t <= hi)]])):
         A2 = np.column_stack([np.ones(n), t, np.maximum(t - tb, 0.0)])
         c2, rss2 = _fit(A2, y)
         if best is None or rss2 < best[1]:
-            best = (j - 1, rss2, c2, A2)
-    jb, rss2, c2, A2 = best
+            best = (tb, rss2, c2, A2)
+    tb, rss2, c2, A2 = best
+    jb = int(np.flatnonzero(t <= tb + 1e-9)[-1])
     bic1 = _bic(rss1, n, 2)
     bic2 = _bic(rss2, n, 4)
     dbic = float(bic1 - bic2)
@@ -124,6 +127,11 @@ def detect_acceleration(dates, displacement, min_segment=3, min_delta_bic=10.0, 
         onset = int(idx[jb])
         out["accel_flag"] = True
         out["onset_index"] = onset
-        d = dates[onset]
-        out["onset_date"] = d[:10] if isinstance(d, str) else str(d)
+        out["onset_years"] = float(tb)
+        d0 = dates[0]
+        if isinstance(d0, str) or isinstance(d0, (_dt.date, np.datetime64)):
+            base = _dt.date.fromisoformat(str(d0)[:10])
+            out["onset_date"] = (base + _dt.timedelta(days=int(round(tb * DAYS_PER_YEAR)))).isoformat()
+        else:
+            out["onset_date"] = None
     return out

@@ -1,0 +1,767 @@
+"""Regional detection of active unstable slopes, with an explainable score.
+
+Pipeline of :func:`detect` (arrays) / :func:`detect_from_folder` (SlideWatch files):
+
+1. **Bias removal** (:mod:`.bias_removal`): per date, a robust fit on stable ground of the
+   co-registration ramp and, with a DEM, of elevation/gradient-correlated apparent motion,
+   removed everywhere. Done twice: the second time with the pixels that look like motion
+   after the first pass excluded from the stable ground.
+2. **Velocity** per pixel: weighted least-squares line through the corrected cumulative
+   series (date weights = 1 / noise variance of each date measured on stable ground, so
+   cloudy/bad dates count less), with per-pixel rejection of outlying dates
+   (> ``outlier_k`` date-sigmas from the first fit). Its formal standard deviation grows
+   where dates are missing.
+3. **Noise model** (:mod:`.noise_model`): robust, spatially varying noise level of the
+   (lightly smoothed) velocity on stable ground. Significance ``z = |v| / sigma_local``
+   (times a gap factor where a pixel has fewer valid dates than usual). All thresholds
+   are in units of this noise: nothing is detected on a scene where nothing moves.
+4. **Evidence per pixel**: significance; vector coherence of the per-interval
+   displacement vectors ``|sum d_i| / sum |d_i|``; temporal consistency (Kendall's tau of
+   the displacement projected on the pixel's direction of motion against time); with a
+   DEM, agreement of the motion with the downslope direction weighted by the slope.
+   Coherence and consistency are expressed relative to their median on stable ground.
+5. **Objects**: hysteresis on significance (seeds ``z >= z_seed`` grown into
+   ``z >= z_grow``), morphological opening/closing, holes filled, minimum area; an
+   object is kept when it has at least ``min_seed_px`` seed pixels and its score (the
+   weighted mean of its evidence, stored with each contribution) is ``>= min_score``.
+6. **Acceleration** (:mod:`.acceleration`) of each object's mean displacement series.
+7. Polygons (``rasterio.features.shapes``) and ``detections.gpkg``
+   (:mod:`.detections_store`, validations preserved across re-runs).
+"""
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+
+import numpy as np
+from scipy import ndimage
+
+from . import acceleration as _accel
+from .bias_removal import remove_bias, summarize_report, terrain_derivatives
+from .errors import InputError, ParameterError
+from .noise_model import local_noise, nan_gaussian, robust_sigma
+from .progress import as_progress
+
+try:  # numba is a core dependency; keep a numpy fallback for robustness
+    from numba import njit, prange
+    _HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    _HAVE_NUMBA = False
+
+DAYS_PER_YEAR = 365.25
+
+
+@dataclasses.dataclass
+class DetectionParams:
+    """Parameters of :func:`detect` (all thresholds are in units of noise)."""
+
+    #: Gaussian smoothing (pixels) of velocities and series before evidence (0 = none)
+    smooth_px: float = 1.0
+    #: block size (pixels) of the local noise estimate
+    noise_block_px: int = 32
+    #: significance of seed pixels (|v| / local noise)
+    z_seed: float = 5.0
+    #: significance to which seeds are grown
+    z_grow: float = 3.0
+    #: minimum number of seed pixels in an object
+    min_seed_px: int = 3
+    #: minimum object area in m^2
+    min_area_m2: float = 10000.0
+    #: minimum score (0..1) of an object
+    min_score: float = 0.45
+    #: evidence weights
+    w_significance: float = 0.4
+    w_coherence: float = 0.2
+    w_consistency: float = 0.2
+    w_downslope: float = 0.2
+    #: significance mapped linearly to evidence 0 at sig_zero and 1 at sig_full
+    sig_zero: float = 2.0
+    sig_full: float = 8.0
+    #: slope (degrees) at which the downslope evidence reaches its full weight
+    slope_full_deg: float = 10.0
+    #: fit elevation/gradient terms when a DEM is given
+    use_topography: bool = True
+    #: per-pixel date rejection threshold (in date-sigmas)
+    outlier_k: float = 4.0
+    #: minimum number of valid dates for a pixel
+    min_dates: int = 4
+    #: morphological opening/closing radius in pixels (0 = none)
+    morph_px: int = 1
+    #: acceleration test (see acceleration.detect_acceleration)
+    accel_min_delta_bic: float = 10.0
+    accel_min_t: float = 3.0
+    accel_min_ratio: float = 1.5
+
+    def validate(self):
+        if self.z_grow <= 0 or self.z_seed < self.z_grow:
+            raise ParameterError("Significance thresholds must satisfy 0 < z_grow <= z_seed "
+                                 "(got z_grow=%s, z_seed=%s)." % (self.z_grow, self.z_seed))
+        if self.min_area_m2 < 0:
+            raise ParameterError("Minimum area must be >= 0 m2 (got %s)." % self.min_area_m2)
+        if not 0 <= self.min_score <= 1:
+            raise ParameterError("Minimum score must be in [0, 1] (got %s)." % self.min_score)
+        if self.noise_block_px < 8:
+            raise ParameterError("Noise block size must be >= 8 pixels (got %s)."
+                                 % self.noise_block_px)
+        if min(self.w_significance, self.w_coherence, self.w_consistency, self.w_downslope) < 0:
+            raise ParameterError("Evidence weights must be >= 0.")
+        return self
+
+
+@dataclasses.dataclass
+class DetectionResult:
+    """Everything :func:`detect` found, for writing, display and benchmarking."""
+
+    features: list            # dicts with geometry + attributes (detections_store fields)
+    labels: np.ndarray        # 2-D int32, 0 = background, k = feature index + 1
+    velocity_east: np.ndarray
+    velocity_north: np.ndarray
+    significance: np.ndarray
+    evidence: dict            # name -> 2-D array in [0, 1] (+ 'score')
+    noise: object             # NoiseModel
+    bias_report: dict
+    params: DetectionParams
+    dates: list
+    transform: object
+    crs: object
+    store_summary: dict = None
+    candidates_rejected: list = None
+
+    def run_info(self):
+        return {"params": dataclasses.asdict(self.params), "dates": list(self.dates),
+                "noise": self.noise.as_dict(), "bias_removal": _compact_bias(self.bias_report),
+                "n_detections": len(self.features),
+                "rejected_candidates": self.candidates_rejected or []}
+
+
+def _compact_bias(report):
+    out = {"terms": report["terms"], "stable_source": report["stable_source"],
+           "rms_removed_m": report["rms_removed_m"], "per_date": []}
+    for e in report["per_date"]:
+        out["per_date"].append({c: {"rms_removed_m": round(e[c]["rms_removed_m"], 5),
+                                    "coefficients": {k: float("%.6g" % v) for k, v in
+                                                     e[c]["coefficients"].items()}}
+                                for c in ("east", "north")})
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def dates_to_years(dates):
+    """Decimal years since the first date from ISO strings."""
+    try:
+        ds = [_dt.date.fromisoformat(str(d)[:10]) for d in dates]
+    except ValueError as exc:
+        raise InputError("Dates must be ISO 8601 (YYYY-MM-DD); got %s." % (list(dates)[:3],)) from exc
+    return np.array([(d - ds[0]).days for d in ds], dtype=np.float64) / DAYS_PER_YEAR
+
+
+def _wls_line(Y, valid, t, w):
+    """Per-pixel weighted line fit. Y, valid: (T, H, W); t, w: (T,). Returns v, a, sv, n."""
+    W = valid * w[:, None, None]
+    Yz = np.where(valid, Y, 0.0)
+    tt = t[:, None, None]
+    S = W.sum(0)
+    St = (W * tt).sum(0)
+    Stt = (W * tt * tt).sum(0)
+    Sy = (W * Yz).sum(0)
+    Sty = (W * tt * Yz).sum(0)
+    den = S * Stt - St * St
+    n = valid.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = (S * Sty - St * Sy) / den
+        a = (Sy - v * St) / S
+        sv = np.sqrt(S / den)
+    bad = (n < 2) | ~(den > 0)
+    v[bad] = np.nan
+    a[bad] = np.nan
+    sv[bad] = np.nan
+    return v, a, sv, n
+
+
+def fit_velocity(east, north, t, stable=None, outlier_k=4.0, min_dates=4):
+    """Robust per-pixel velocity (m/yr) of cumulative displacement series.
+
+    Returns dict with ``ve``, ``vn``, ``sigma_formal`` (per-component formal std of the
+    velocity, m/yr, for unit-variance-scaled weights), ``n_dates``, ``valid`` (T, H, W
+    mask of the dates used), ``date_sigma`` (per-date noise, m) and ``intercept_e/n``.
+    """
+    valid = np.isfinite(east) & np.isfinite(north)
+    T = east.shape[0]
+    st = np.ones(east.shape[1:], bool) if stable is None else stable
+    w = np.ones(T)
+    ve, ae, _, _ = _wls_line(east, valid, t, w)
+    vn, an, _, _ = _wls_line(north, valid, t, w)
+    # per-date noise on stable ground from residuals of the unweighted fit
+    re = east - (ae[None] + ve[None] * t[:, None, None])
+    rn = north - (an[None] + vn[None] * t[:, None, None])
+    ds = np.array([np.sqrt(0.5 * (robust_sigma(re[k][st]) ** 2 + robust_sigma(rn[k][st]) ** 2))
+                   for k in range(T)])
+    good = np.isfinite(ds) & (ds > 0)
+    med = np.median(ds[good]) if good.any() else 1.0
+    ds = np.where(good, ds, med)
+    ds = np.maximum(ds, 0.5 * med)  # the reference date is zero by construction
+    # reject outlying dates per pixel: far from the line both in units of the date noise
+    # and of the pixel's own robust residual scale (so that a non-linear, e.g.
+    # accelerating, motion is not mistaken for outliers)
+    rr = np.hypot(re, rn)
+    with np.errstate(all="ignore"):
+        pix_scale = np.nanmedian(np.where(valid, rr, np.nan), axis=0) / 1.18
+    ref = np.maximum(ds[:, None, None], np.nan_to_num(pix_scale)[None])
+    valid2 = valid & ~(rr / ref > outlier_k * 1.18)  # 1.18: median of a unit 2-D Rayleigh
+    w = 1.0 / ds ** 2
+    ve, ae, sv, n = _wls_line(east, valid2, t, w)
+    vn, an, _, _ = _wls_line(north, valid2, t, w)
+    # a-posteriori variance factor per pixel (1 when the scatter matches the date noise)
+    tt = t[:, None, None]
+    r2 = (np.where(valid2, east - (ae[None] + ve[None] * tt), 0.0) ** 2
+          + np.where(valid2, north - (an[None] + vn[None] * tt), 0.0) ** 2)
+    with np.errstate(all="ignore"):
+        vf = (w[:, None, None] * r2).sum(0) / (2.0 * np.maximum(n - 2, 1))
+    few = n < min_dates
+    for arr in (ve, vn, sv, ae, an, vf):
+        arr[few] = np.nan
+    vf[n <= 2] = np.nan
+    return {"ve": ve, "vn": vn, "sigma_formal": sv, "n_dates": n, "valid": valid2 & ~few[None],
+            "date_sigma": ds, "intercept_e": ae, "intercept_n": an, "variance_factor": vf}
+
+
+if _HAVE_NUMBA:
+    @njit(cache=True, nogil=True, parallel=True)
+    def _evidence_kernel(E, N, valid, t, ue, un, coh, tau):  # pragma: no cover - numba
+        T, H, W = E.shape
+        for i in prange(H):
+            xs = np.empty(T)
+            ts = np.empty(T)
+            for j in range(W):
+                coh[i, j] = np.nan
+                tau[i, j] = np.nan
+                if not (ue[i, j] == ue[i, j]):
+                    continue
+                m = 0
+                sx = 0.0
+                sy = 0.0
+                sl = 0.0
+                pe = 0.0
+                pn = 0.0
+                first = True
+                for k in range(T):
+                    if valid[k, i, j]:
+                        e = E[k, i, j]
+                        n = N[k, i, j]
+                        if not first:
+                            de = e - pe
+                            dn = n - pn
+                            sx += de
+                            sy += dn
+                            sl += np.sqrt(de * de + dn * dn)
+                        first = False
+                        pe = e
+                        pn = n
+                        xs[m] = e * ue[i, j] + n * un[i, j]
+                        ts[m] = t[k]
+                        m += 1
+                if m < 3:
+                    continue
+                if sl > 0:
+                    coh[i, j] = np.sqrt(sx * sx + sy * sy) / sl
+                else:
+                    coh[i, j] = 0.0
+                conc = 0.0
+                npair = 0
+                for a in range(m):
+                    for b in range(a + 1, m):
+                        d = (xs[b] - xs[a]) * (ts[b] - ts[a])
+                        if d > 0:
+                            conc += 1.0
+                        elif d < 0:
+                            conc -= 1.0
+                        npair += 1
+                tau[i, j] = conc / npair
+
+
+def _evidence_numpy(E, N, valid, t, ue, un):
+    T, H, W = E.shape
+    coh = np.full((H, W), np.nan)
+    tau = np.full((H, W), np.nan)
+    Ef = np.where(valid, E, np.nan)
+    Nf = np.where(valid, N, np.nan)
+    # forward fill over invalid dates
+    for k in range(1, T):
+        Ef[k] = np.where(np.isfinite(Ef[k]), Ef[k], Ef[k - 1])
+        Nf[k] = np.where(np.isfinite(Nf[k]), Nf[k], Nf[k - 1])
+    de = np.diff(Ef, axis=0)
+    dn = np.diff(Nf, axis=0)
+    sl = np.nansum(np.hypot(de, dn), 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coh = np.hypot(np.nansum(de, 0), np.nansum(dn, 0)) / sl
+    X = np.where(valid, E * ue[None] + N * un[None], np.nan)
+    conc = np.zeros((H, W))
+    npair = np.zeros((H, W))
+    for a in range(T):
+        for b in range(a + 1, T):
+            d = (X[b] - X[a]) * (t[b] - t[a])
+            ok = np.isfinite(d)
+            conc += np.where(ok, np.sign(np.nan_to_num(d)), 0)
+            npair += ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = conc / npair
+    bad = ~np.isfinite(ue) | (valid.sum(0) < 3)
+    coh[bad] = np.nan
+    tau[bad] = np.nan
+    return coh, tau
+
+
+def temporal_evidence(E, N, valid, t, ue, un, progress=None, chunk_rows=256):
+    """Vector coherence and Kendall-tau consistency per pixel (chunked, cancellable)."""
+    progress = as_progress(progress)
+    T, H, W = E.shape
+    coh = np.full((H, W), np.nan)
+    tau = np.full((H, W), np.nan)
+    for r0 in range(0, H, chunk_rows):
+        progress.check()
+        sl = slice(r0, min(H, r0 + chunk_rows))
+        args = (np.ascontiguousarray(E[:, sl]), np.ascontiguousarray(N[:, sl]),
+                np.ascontiguousarray(valid[:, sl]), t.astype(np.float64),
+                np.ascontiguousarray(ue[sl]), np.ascontiguousarray(un[sl]))
+        if _HAVE_NUMBA:
+            c = np.empty(args[4].shape)
+            k = np.empty(args[4].shape)
+            _evidence_kernel(*args, c, k)
+        else:
+            c, k = _evidence_numpy(*args)
+        coh[sl] = c
+        tau[sl] = k
+        progress.update(min(1.0, (r0 + chunk_rows) / H), "Temporal evidence")
+    return coh, tau
+
+
+def _relative(x, stable):
+    """Map x to [0, 1]: 0 at its median on stable ground, 1 at 1."""
+    ref = x[stable & np.isfinite(x)]
+    x0 = float(np.median(ref)) if ref.size else 0.0
+    x0 = min(max(x0, 0.0), 0.95)
+    with np.errstate(invalid="ignore"):
+        return np.clip((x - x0) / (1.0 - x0), 0.0, 1.0), x0
+
+
+def _disk(radius):
+    r = int(radius)
+    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    return (x * x + y * y) <= r * r + r
+
+
+def cleanup_mask(mask, seeds=None, min_area_px=1, morph_px=1, min_seed_px=1):
+    """Shared clean-up: opening/closing, hole filling, hysteresis seeds, minimum area.
+
+    Returns the labelled objects (int32, 8-connectivity) and their number.
+    """
+    m = np.asarray(mask, bool)
+    if morph_px and morph_px > 0:
+        st = _disk(morph_px)
+        m = ndimage.binary_opening(m, structure=st)
+        m = ndimage.binary_closing(m, structure=st) | m
+    m = ndimage.binary_fill_holes(m)
+    lab, n = ndimage.label(m, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return lab.astype(np.int32), 0
+    idx = np.arange(1, n + 1)
+    area = ndimage.sum(np.ones_like(lab), lab, idx)
+    keep = area >= min_area_px
+    if seeds is not None:
+        nseed = ndimage.sum(np.asarray(seeds, bool) & m, lab, idx)
+        keep &= nseed >= min_seed_px
+    lut = np.zeros(n + 1, np.int32)
+    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+    return lut[lab], int(keep.sum())
+
+
+def percentile_baseline(speed, transform, percentile=95.0, min_area_m2=10000.0, morph_px=1):
+    """Baseline used by some published tools: threshold the velocity magnitude at its
+    ``percentile``-th percentile, then the same clean-up and minimum area as SlideWatch.
+
+    Returns (labels, n_objects, threshold).
+    """
+    sp = np.asarray(speed, dtype=np.float64)
+    fin = np.isfinite(sp)
+    if not fin.any():
+        return np.zeros(sp.shape, np.int32), 0, float("nan")
+    thr = float(np.percentile(sp[fin], percentile))
+    px_area = abs(transform.a * transform.e)
+    lab, n = cleanup_mask(fin & (sp > thr), None, max(1, int(np.ceil(min_area_m2 / px_area))),
+                          morph_px)
+    return lab, n, thr
+
+
+def _polygons(labels, transform, n):
+    """GeoJSON-like MultiPolygon per label 1..n (rasterio.features.shapes)."""
+    from rasterio import features as rfeatures
+
+    polys = {k: [] for k in range(1, n + 1)}
+    if n == 0:
+        return polys
+    for geom, value in rfeatures.shapes(labels.astype(np.int32), mask=labels > 0,
+                                        connectivity=8, transform=transform):
+        polys[int(value)].append(geom["coordinates"])
+    return {k: {"type": "MultiPolygon", "coordinates": v} for k, v in polys.items()}
+
+
+def _azimuth(ve, vn):
+    return float(np.degrees(np.arctan2(ve, vn)) % 360.0)
+
+
+# ----------------------------------------------------------------------------- detect
+
+def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, params=None,
+           progress=None, **overrides):
+    """Detect moving slopes in a displacement time series.
+
+    Parameters
+    ----------
+    east, north : 3-D arrays (date, row, col), cumulative displacement since the first
+        date in metres (NaN = no data), as in ``timeseries/ts_east_m.tif``.
+    dates : ISO dates, one per band.
+    transform : affine transform of the grid (north-up); crs : its CRS (stored only).
+    dem : 2-D elevation on the same grid, or None.
+    stable_mask : 2-D bool (True = known stable ground), or None (whole scene, robustly).
+    params : :class:`DetectionParams`; ``overrides`` replace single fields.
+
+    Returns
+    -------
+    DetectionResult (``features`` ready for :func:`detections_store.write_detections`).
+    """
+    progress = as_progress(progress)
+    p = dataclasses.replace(params or DetectionParams(), **overrides).validate()
+    east = np.asarray(east, dtype=np.float64)
+    north = np.asarray(north, dtype=np.float64)
+    if east.ndim != 3 or east.shape != north.shape:
+        raise InputError("East/north time series must be 3-D (date, row, col) arrays of equal "
+                         "shape; got %s and %s." % (east.shape, north.shape))
+    dates = [str(d)[:10] for d in dates]
+    T, H, W = east.shape
+    if len(dates) != T:
+        raise InputError("%d dates given for %d bands of the time series." % (len(dates), T))
+    if T < 2:
+        raise InputError("The time series has %d date(s); detection needs at least 2." % T)
+    if p.min_dates > T:
+        # a short series (e.g. a single pair): use every date
+        p = dataclasses.replace(p, min_dates=max(2, T))
+    t = dates_to_years(dates)
+    if np.any(np.diff(t) <= 0):
+        raise InputError("Time-series dates must be strictly increasing; got %s." % dates)
+    if dem is not None:
+        dem = np.asarray(dem, dtype=np.float64)
+        if dem.shape != (H, W):
+            raise InputError("DEM shape %s differs from the time-series grid %s." % (dem.shape, (H, W)))
+    user_stable = None
+    if stable_mask is not None:
+        user_stable = np.asarray(stable_mask, bool)
+        if user_stable.shape != (H, W):
+            raise InputError("Stable-area mask shape %s differs from the time-series grid %s."
+                             % (user_stable.shape, (H, W)))
+    px_area = abs(transform.a * transform.e)
+    some = np.isfinite(east).any(0) & np.isfinite(north).any(0)
+    if not some.any():
+        raise InputError("The time series has no valid pixel.")
+
+    # ---- two passes: bias removal + velocity + noise; second pass excludes motion
+    stable = user_stable
+    for it in range(2):
+        sub = progress.sub(0.0 + 0.3 * it, 0.3 + 0.3 * it)
+        E, N, report = remove_bias(east, north, transform, dem=dem, stable=stable,
+                                   use_topography=p.use_topography, progress=sub.sub(0, 0.6))
+        sub.check()
+        st_fit = (stable if stable is not None else some)
+        fit = fit_velocity(E, N, t, st_fit, p.outlier_k, p.min_dates)
+        ve_s = nan_gaussian(fit["ve"], p.smooth_px)
+        vn_s = nan_gaussian(fit["vn"], p.smooth_px)
+        sf = fit["sigma_formal"]
+        ref = sf[st_fit & np.isfinite(sf)]
+        sf_med = float(np.median(ref)) if ref.size else 1.0
+        gap = np.clip(sf / sf_med, 1.0, 5.0)
+        # (a) empirical local noise of the velocity on stable ground
+        noise = local_noise([ve_s / gap, vn_s / gap], st_fit, block=p.noise_block_px,
+                            center="zero")
+        sigma = noise.sigma * gap
+        # (b) motion-insensitive local noise from the temporal scatter around each pixel's
+        # line (captures noisy, e.g. vegetated, patches even where they look like motion
+        # and are therefore not stable ground), calibrated on stable ground
+        vf = fit["variance_factor"]
+        if np.isfinite(vf).sum() > 100:
+            vf_fill = np.where(np.isfinite(vf), vf, np.nanmedian(vf))
+            size = max(3, int(2 * round(2 * max(p.smooth_px, 1.0)) + 3))
+            vf_loc = ndimage.median_filter(vf_fill, size=size, mode="nearest")
+            s_res = sf * np.sqrt(np.maximum(vf_loc, 1e-12))
+            with np.errstate(all="ignore"):
+                ratio = np.concatenate([(ve_s / s_res)[st_fit], (vn_s / s_res)[st_fit]])
+            c = robust_sigma(ratio)
+            if np.isfinite(c) and c > 0:
+                sigma = np.fmax(sigma, c * s_res)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.hypot(ve_s, vn_s) / sigma
+        if it == 0:
+            moving = ndimage.binary_dilation(np.nan_to_num(z) > p.z_grow, iterations=2)
+            stable = (user_stable if user_stable is not None else some) & ~moving
+            if stable.sum() < 100:
+                stable = user_stable
+        progress.update(0.3 + 0.3 * it, "Noise model (pass %d)" % (it + 1))
+    stable_final = stable if stable is not None else some
+
+    # ---- temporal evidence on lightly smoothed series
+    if p.smooth_px > 0:
+        Es = np.stack([nan_gaussian(np.where(fit["valid"][k], E[k], np.nan), p.smooth_px)
+                       for k in range(T)])
+        Ns = np.stack([nan_gaussian(np.where(fit["valid"][k], N[k], np.nan), p.smooth_px)
+                       for k in range(T)])
+    else:
+        Es, Ns = E, N
+    spd = np.hypot(ve_s, vn_s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ue = np.where(spd > 0, ve_s / spd, np.nan)
+        un = np.where(spd > 0, vn_s / spd, np.nan)
+    valid = fit["valid"] & np.isfinite(Es) & np.isfinite(Ns)
+    coh, tau = temporal_evidence(Es, Ns, valid, t, ue, un, progress.sub(0.6, 0.75))
+    e_coh, coh0 = _relative(coh, stable_final)
+    e_cons, tau0 = _relative(tau, stable_final)
+    e_sig = np.clip((z - p.sig_zero) / (p.sig_full - p.sig_zero), 0.0, 1.0)
+    evidence = {"significance": e_sig, "coherence": e_coh, "consistency": e_cons}
+    weights = {"significance": p.w_significance, "coherence": p.w_coherence,
+               "consistency": p.w_consistency}
+    slope = agree = None
+    if dem is not None:
+        ter = terrain_derivatives(dem, transform)
+        slope = ter["slope_deg"]
+        mot_az = np.degrees(np.arctan2(ve_s, vn_s))
+        agree = np.cos(np.radians(mot_az - ter["downslope_azimuth_deg"]))
+        e_down = np.clip(agree, 0.0, 1.0) * np.clip(slope / p.slope_full_deg, 0.0, 1.0)
+        evidence["downslope"] = e_down
+        weights["downslope"] = p.w_downslope
+    wsum = sum(weights.values()) or 1.0
+    score = sum(weights[k] * np.nan_to_num(evidence[k]) for k in weights) / wsum
+    evidence["score"] = score
+    progress.check()
+
+    # ---- objects
+    zf = np.nan_to_num(z, nan=0.0)
+    seeds = zf >= p.z_seed
+    grow = zf >= p.z_grow
+    min_px = max(1, int(np.ceil(p.min_area_m2 / px_area)))
+    lab, n = cleanup_mask(grow, seeds, min_px, p.morph_px, p.min_seed_px)
+    features, rejected = [], []
+    final = np.zeros((H, W), np.int32)
+    ve_raw, vn_raw = fit["ve"], fit["vn"]
+    objs = ndimage.find_objects(lab)
+    kept = 0
+    for k in range(1, n + 1):
+        progress.check()
+        sl = objs[k - 1]
+        m = lab[sl] == k
+        vals = {name: float(np.nanmean(arr[sl][m])) for name, arr in evidence.items()}
+        contrib = {name: weights[name] * vals[name] / wsum for name in weights}
+        obj_score = float(sum(contrib.values()))
+        if obj_score < p.min_score:
+            rejected.append({"n_pixels": int(m.sum()), "score": round(obj_score, 3),
+                             "evidence": {a: round(b, 3) for a, b in vals.items()}})
+            continue
+        kept += 1
+        final[sl][m] = kept
+        vpe, vpn = ve_raw[sl][m], vn_raw[sl][m]
+        sp = np.hypot(vpe, vpn)
+        mve, mvn = float(np.nanmean(vpe)), float(np.nanmean(vpn))
+        mdir = np.hypot(mve, mvn) or 1.0
+        # mean displacement series projected on the object's direction of motion
+        tsl = (slice(None),) + tuple(sl)
+        proj = (E[tsl][:, m] * (mve / mdir) + N[tsl][:, m] * (mvn / mdir))
+        val_obj = np.isfinite(proj)
+        frac = val_obj.mean(1)
+        with np.errstate(all="ignore"):
+            # median over the object's pixels: robust to cloud outliers on a date
+            series = np.where(frac >= 0.3, np.nanmedian(proj, axis=1), np.nan)
+        acc = _accel.detect_acceleration(dates, series, min_delta_bic=p.accel_min_delta_bic,
+                                         min_t=p.accel_min_t, min_ratio=p.accel_min_ratio)
+        zz = z[sl][m]
+        f = {
+            "area_m2": float(m.sum() * px_area),
+            "v_mean_m_per_yr": float(np.nanmean(sp)),
+            "v_p95_m_per_yr": float(np.nanpercentile(sp, 95)),
+            "direction_deg": _azimuth(mve, mvn),
+            "coherence": float(np.nanmean(coh[sl][m])),
+            "consistency": float(np.nanmean(tau[sl][m])),
+            "score": obj_score,
+            "accel_flag": int(acc["accel_flag"]),
+            "accel_onset_date": acc["onset_date"],
+            "accel_v_before_m_per_yr": acc["v_before_m_per_yr"] if acc["accel_flag"] else None,
+            "accel_v_after_m_per_yr": acc["v_after_m_per_yr"] if acc["accel_flag"] else None,
+            "accel_delta_bic": acc["delta_bic"],
+            "ev_significance": contrib["significance"],
+            "ev_coherence": contrib["coherence"],
+            "ev_consistency": contrib["consistency"],
+            "ev_downslope": contrib.get("downslope"),
+            "n_pixels": int(m.sum()),
+            "significance_max": float(np.nanmax(zz)),
+            "significance_mean": float(np.nanmean(zz)),
+            "noise_sigma_m_per_yr": float(np.nanmean(sigma[sl][m])),
+            "downslope_agreement": float(np.nanmean(agree[sl][m])) if agree is not None else None,
+            "slope_deg": float(np.nanmean(slope[sl][m])) if slope is not None else None,
+            "mean_series_m": [None if not np.isfinite(x) else float(x) for x in series],
+        }
+        f["score_explanation"] = _explain(f, vals, contrib, p, dem is not None)
+        features.append(f)
+    polys = _polygons(final, transform, kept)
+    for i, f in enumerate(features, start=1):
+        f["geometry"] = polys[i]
+    progress.update(1.0, "%d detection(s)" % len(features))
+    return DetectionResult(features=features, labels=final, velocity_east=ve_raw,
+                           velocity_north=vn_raw, significance=z, evidence=evidence,
+                           noise=noise, bias_report=report, params=p, dates=dates,
+                           transform=transform, crs=crs, candidates_rejected=rejected)
+
+
+def _explain(f, vals, contrib, p, has_dem):
+    parts = ["score %.2f = significance %.2f (mean |v|/noise %.1f, max %.1f) x %.2f"
+             % (f["score"], vals["significance"], f["significance_mean"], f["significance_max"],
+                p.w_significance / _wsum(p, has_dem)),
+             "+ coherence %.2f (vector coherence %.2f) x %.2f"
+             % (vals["coherence"], f["coherence"], p.w_coherence / _wsum(p, has_dem)),
+             "+ consistency %.2f (Kendall tau %.2f) x %.2f"
+             % (vals["consistency"], f["consistency"], p.w_consistency / _wsum(p, has_dem))]
+    if has_dem:
+        parts.append("+ downslope %.2f (cos angle to downslope %.2f, slope %.0f deg) x %.2f"
+                     % (vals["downslope"], f["downslope_agreement"], f["slope_deg"],
+                        p.w_downslope / _wsum(p, has_dem)))
+    txt = " ".join(parts) + ". Mean velocity %.2f m/yr towards %.0f deg, noise %.2f m/yr." % (
+        f["v_mean_m_per_yr"], f["direction_deg"], f["noise_sigma_m_per_yr"])
+    if f["accel_flag"]:
+        txt += " Acceleration from %s (%.2f -> %.2f m/yr)." % (
+            f["accel_onset_date"], f["accel_v_before_m_per_yr"], f["accel_v_after_m_per_yr"])
+    return txt
+
+
+def _wsum(p, has_dem):
+    return (p.w_significance + p.w_coherence + p.w_consistency
+            + (p.w_downslope if has_dem else 0.0)) or 1.0
+
+
+# ----------------------------------------------------------------------------- files
+
+def read_timeseries(folder):
+    """Read ``ts_east_m.tif`` and ``ts_north_m.tif`` of a SlideWatch ``timeseries`` folder.
+
+    Returns (east, north, dates, transform, crs) with NaN nodata.
+    """
+    import rasterio
+
+    paths = [os.path.join(folder, n) for n in ("ts_east_m.tif", "ts_north_m.tif")]
+    for pth in paths:
+        if not os.path.exists(pth):
+            raise InputError("'%s' not found. Choose the 'timeseries' folder written by the "
+                             "inversion (it holds ts_east_m.tif and ts_north_m.tif)." % pth)
+    arrays = []
+    meta = None
+    for pth in paths:
+        try:
+            with rasterio.open(pth) as src:
+                a = src.read().astype(np.float64)
+                if src.nodata is not None and np.isfinite(src.nodata):
+                    a[a == src.nodata] = np.nan
+                d = list(src.descriptions)
+                m = (src.transform, src.crs, src.shape, d)
+        except rasterio.errors.RasterioIOError as exc:
+            raise InputError("Cannot read '%s': %s" % (pth, exc)) from exc
+        if meta is not None and (m[2] != meta[2] or m[0] != meta[0]):
+            raise InputError("ts_east_m.tif and ts_north_m.tif are not on the same grid.")
+        if meta is not None and m[3] != meta[3]:
+            raise InputError("ts_east_m.tif and ts_north_m.tif have different dates.")
+        meta = m
+        arrays.append(a)
+    dates = meta[3]
+    if any(not d for d in dates):
+        raise InputError("Bands of '%s' must be described by their ISO date (YYYY-MM-DD)."
+                         % paths[0])
+    return arrays[0], arrays[1], [d[:10] for d in dates], meta[0], meta[1]
+
+
+def _reproject_to(path, shape, transform, crs, resampling, what):
+    import rasterio
+    from rasterio.warp import Resampling, reproject
+
+    try:
+        with rasterio.open(path) as src:
+            dst = np.full(shape, np.nan, dtype=np.float32)
+            src_nodata = src.nodata
+            reproject(source=rasterio.band(src, 1), destination=dst, src_nodata=src_nodata,
+                      dst_nodata=np.nan, dst_transform=transform, dst_crs=crs or src.crs,
+                      resampling=getattr(Resampling, resampling))
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError("Cannot read the %s '%s': %s" % (what, path, exc)) from exc
+    if not np.isfinite(dst).any():
+        raise InputError("The %s '%s' does not overlap the time-series grid." % (what, path))
+    return dst.astype(np.float64)
+
+
+def detect_from_folder(timeseries_folder, dem_path=None, stable_mask_path=None, out_gpkg=None,
+                       params=None, progress=None, preserve_validations=True,
+                       evidence_path=None, **overrides):
+    """Run :func:`detect` on a ``timeseries`` folder and write ``detections.gpkg``.
+
+    Parameters
+    ----------
+    timeseries_folder : folder holding ``ts_east_m.tif`` and ``ts_north_m.tif``.
+    dem_path : optional DEM raster (any grid/CRS; resampled bilinearly to the series grid).
+    stable_mask_path : optional raster, non-zero = stable ground (nearest resampling).
+    out_gpkg : output GeoPackage; default ``detections.gpkg`` beside the timeseries folder.
+    preserve_validations : carry analysts' validations over from an existing file.
+    evidence_path : optional GeoTIFF of per-pixel evidence (significance, coherence,
+        consistency, downslope, score, label).
+
+    Returns the :class:`DetectionResult`, with ``store_summary`` from the writer.
+    """
+    from .detections_store import write_detections
+    from .raster_io import write_bands
+
+    progress = as_progress(progress)
+    east, north, dates, transform, crs = read_timeseries(timeseries_folder)
+    shape = east.shape[1:]
+    dem = stable = None
+    if dem_path:
+        dem = _reproject_to(dem_path, shape, transform, crs, "bilinear", "DEM")
+    if stable_mask_path:
+        sm = _reproject_to(stable_mask_path, shape, transform, crs, "nearest", "stable-area mask")
+        stable = np.isfinite(sm) & (sm != 0)
+        if stable.sum() < 100:
+            raise InputError("The stable-area mask '%s' marks fewer than 100 pixels of the "
+                             "time-series grid as stable; give a larger stable area."
+                             % stable_mask_path)
+    res = detect(east, north, dates, transform, crs=crs, dem=dem, stable_mask=stable,
+                 params=params, progress=progress.sub(0.0, 0.9), **overrides)
+    if out_gpkg is None:
+        out_gpkg = os.path.join(os.path.dirname(os.path.abspath(timeseries_folder)),
+                                "detections.gpkg")
+    info = res.run_info()
+    info["inputs"] = {"timeseries_folder": os.path.abspath(timeseries_folder),
+                      "dem": dem_path, "stable_mask": stable_mask_path}
+    res.store_summary = write_detections(out_gpkg, res.features,
+                                         crs.to_wkt() if crs is not None else None,
+                                         preserve=preserve_validations, run_info=info)
+    res.store_summary["path"] = os.path.abspath(out_gpkg)
+    for line in summarize_report(res.bias_report, dates)[:1]:
+        progress.info(line)
+    progress.info("Bias removed (RMS over dates): east %.3f m, north %.3f m"
+                  % (res.bias_report["rms_removed_m"]["east"],
+                     res.bias_report["rms_removed_m"]["north"]))
+    progress.info("Noise: %s" % json.dumps(res.noise.as_dict()))
+    progress.info("%d detection(s) written to %s (%d validation(s) kept, %d archived)"
+                  % (len(res.features), out_gpkg, res.store_summary["n_validations_kept"],
+                     res.store_summary["n_archived"]))
+    if evidence_path:
+        ev = res.evidence
+        bands = [res.significance, ev["coherence"], ev["consistency"],
+                 ev.get("downslope", np.full(shape, np.nan)), ev["score"],
+                 res.labels.astype(np.float32)]
+        write_bands(evidence_path, bands, transform, crs,
+                    descriptions=["significance", "ev_coherence", "ev_consistency",
+                                  "ev_downslope", "score", "label"],
+                    tags={"SLIDEWATCH_PARAMS": json.dumps(dataclasses.asdict(res.params))})
+    progress.update(1.0, "Detection done")
+    return res
