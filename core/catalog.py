@@ -321,8 +321,9 @@ def _find_safe_ancestor(path):
 def _safe_band_file(safe, band_pref, explicit):
     """(band file, band name, scl file or '', MTD_TL path or '') inside a SAFE folder."""
     found = {}
-    for f in glob.glob(os.path.join(safe, "GRANULE", "*", "IMG_DATA", "**", "*.jp2"),
-                       recursive=True):
+    files = [f for ext in ("*.jp2", "*.tif", "*.TIF") for f in glob.glob(
+        os.path.join(safe, "GRANULE", "*", "IMG_DATA", "**", ext), recursive=True)]
+    for f in sorted(files):
         p = parse_name(f)
         if p.band:
             found.setdefault(p.band, []).append(f)

@@ -128,11 +128,14 @@ def common_grid_spec(catalog, reference=None, extent="intersection"):
         right, top = boxes[:, 2].max(), boxes[:, 3].max()
     xres, yres = t.a, t.e  # yres < 0 for north-up
     # snap to the reference lattice (inwards for intersection, outwards for union)
-    rnd_in = (math.ceil, math.floor) if extent == "intersection" else (math.floor, math.ceil)
-    c0 = rnd_in[0]((left - t.c) / xres - 1e-9)
-    c1 = rnd_in[1]((right - t.c) / xres + 1e-9)
-    r0 = rnd_in[0]((top - t.f) / yres - 1e-9)
-    r1 = rnd_in[1]((bottom - t.f) / yres + 1e-9)
+    def snap(x, fn):
+        return int(round(x)) if abs(x - round(x)) < 1e-6 else int(fn(x))
+
+    lo_fn, hi_fn = (math.ceil, math.floor) if extent == "intersection" else (math.floor, math.ceil)
+    c0 = snap((left - t.c) / xres, lo_fn)
+    c1 = snap((right - t.c) / xres, hi_fn)
+    r0 = snap((top - t.f) / yres, lo_fn)
+    r1 = snap((bottom - t.f) / yres, hi_fn)
     width, height = int(c1 - c0), int(r1 - r0)
     if width < 1 or height < 1:
         raise InputError("The common area of the images is smaller than one pixel.")
