@@ -430,3 +430,87 @@ def reproject_to_grid(src_path, like_path, dst_path, band=1, resampling="cubic",
             dst.write(out, 1)
             dst.set_band_description(1, os.path.basename(src_path))
     return dst_path
+
+
+# ------------------------------------------------------------------------- list of pairs
+_TRUE = ("1", "true", "yes", "y")
+
+
+def read_selected_pairs(pairs_csv):
+    """Rows of ``pairs.csv`` (SPEC columns) whose ``selected`` is true/1, as dicts with
+    reference_date, secondary_date (ISO) and absolute reference_path, secondary_path
+    (relative paths are resolved against the CSV's folder)."""
+    import csv
+    if not os.path.isfile(pairs_csv):
+        raise InputError("Pairs file '%s' does not exist. Run the pair selection first, or "
+                         "choose an existing pairs.csv." % pairs_csv)
+    folder = os.path.dirname(os.path.abspath(pairs_csv))
+    need = ("reference_date", "secondary_date", "reference_path", "secondary_path",
+            "selected")
+    rows = []
+    with open(pairs_csv, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in need if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError("'%s' is not a pairs file: column(s) %s missing (expected at "
+                             "least %s)." % (pairs_csv, ", ".join(missing), ",".join(need)))
+        for row in reader:
+            if (row.get("selected") or "").strip().lower() not in _TRUE:
+                continue
+            item = {}
+            for k in ("reference_path", "secondary_path"):
+                p = (row.get(k) or "").strip()
+                if not p:
+                    raise InputError("Line %d of '%s' has an empty %s." %
+                                     (reader.line_num, pairs_csv, k))
+                item[k] = p if os.path.isabs(p) else os.path.normpath(os.path.join(folder, p))
+            for k in ("reference_date", "secondary_date"):
+                d = (row.get(k) or "").strip()
+                if not re.match(r"^\d{4}-?\d{2}-?\d{2}", d):
+                    raise InputError("Line %d of '%s': %s %r is not a date (YYYY-MM-DD)." %
+                                     (reader.line_num, pairs_csv, k, d))
+                d = d.replace("-", "")
+                item[k] = "%s-%s-%s" % (d[:4], d[4:6], d[6:8])
+            rows.append(item)
+    return rows
+
+
+def correlate_pairs_csv(pairs_csv, output_folder, progress=None, **params):
+    """Correlate every selected pair of ``pairs_csv`` into
+    ``output_folder/pairs/pair_YYYYMMDD_YYYYMMDD.tif``; resumable: a pair whose output
+    exists with the same parameters (:func:`pair_output_is_current`) is skipped.
+
+    ``params``: as :func:`correlate_pair_rasters`. Returns a list of dicts
+    (path, reference_date, secondary_date, skipped, valid_fraction).
+    """
+    progress = as_progress(progress)
+    pair_params(**params)  # validate before doing anything
+    pairs = read_selected_pairs(pairs_csv)
+    for p in pairs:
+        for k in ("reference_path", "secondary_path"):
+            if not os.path.exists(p[k]):
+                raise InputError("Image '%s' of pair %s / %s (in '%s') does not exist." %
+                                 (p[k], p["reference_date"], p["secondary_date"], pairs_csv))
+    out_dir = os.path.join(output_folder, "pairs")
+    results = []
+    n = len(pairs)
+    for i, p in enumerate(pairs):
+        progress.check()
+        out = os.path.join(out_dir, pair_output_name(p["reference_date"], p["secondary_date"]))
+        if pair_output_is_current(out, params):
+            progress.info("%s: up to date (same parameters), skipped" % os.path.basename(out))
+            results.append(dict(path=out, reference_date=p["reference_date"],
+                                secondary_date=p["secondary_date"], skipped=True,
+                                valid_fraction=float("nan")))
+        else:
+            info = correlate_pair_rasters(p["reference_path"], p["secondary_path"], out,
+                                          progress=progress.sub(i / n, (i + 1) / n),
+                                          reference_date=p["reference_date"],
+                                          secondary_date=p["secondary_date"], **params)
+            progress.info("%s: %d windows, %.0f %% valid" % (
+                os.path.basename(out), info["n_windows"], 100 * info["valid_fraction"]))
+            results.append(dict(path=out, reference_date=p["reference_date"],
+                                secondary_date=p["secondary_date"], skipped=False,
+                                valid_fraction=info["valid_fraction"]))
+        progress.update((i + 1) / n, "pair %d/%d" % (i + 1, n))
+    return results
