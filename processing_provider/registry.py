@@ -7,4 +7,6 @@ module fails to import is reported (log) without hiding the others.
 ALGORITHMS = [
     "alg_synthetic_stack:SyntheticStackAlgorithm",
     "alg_pipeline:PipelineAlgorithm",
+    "alg_correlate_pair:CorrelatePairAlgorithm",
+    "alg_correlate_pairs:CorrelatePairsAlgorithm",
 ]
