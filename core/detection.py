@@ -64,6 +64,8 @@ class DetectionParams:
     z_seed: float = 5.0
     #: significance to which seeds are grown
     z_grow: float = 3.0
+    #: significance of the unsmoothed velocity required inside an object's extent
+    z_edge: float = 2.0
     #: minimum number of seed pixels in an object
     min_seed_px: int = 3
     #: minimum object area in m^2
@@ -546,6 +548,17 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
     zf = np.nan_to_num(z, nan=0.0)
     seeds = zf >= p.z_seed
     grow = zf >= p.z_grow
+    if p.smooth_px > 0 and p.z_edge > 0:
+        # smoothing spreads a sharp-edged slide beyond its border: the extent is also
+        # required to be significant without smoothing (noise re-calibrated on stable
+        # ground for the unsmoothed velocity)
+        ve_r, vn_r = fit["ve"], fit["vn"]
+        with np.errstate(all="ignore"):
+            k_raw = robust_sigma(np.concatenate([(ve_r / sigma)[stable_final],
+                                                 (vn_r / sigma)[stable_final]]))
+            z_raw = np.hypot(ve_r, vn_r) / (sigma * (k_raw if np.isfinite(k_raw) and k_raw > 0
+                                                     else 1.0))
+        grow &= np.nan_to_num(z_raw, nan=0.0) >= p.z_edge
     min_px = max(1, int(np.ceil(p.min_area_m2 / px_area)))
     lab, n = cleanup_mask(grow, seeds, min_px, p.morph_px, p.min_seed_px)
     features, rejected = [], []
