@@ -5,6 +5,7 @@ module fails to import is reported (log) without hiding the others.
 """
 
 ALGORITHMS = [
+    "alg_detect:DetectAlgorithm",
     "alg_synthetic_stack:SyntheticStackAlgorithm",
     "alg_pipeline:PipelineAlgorithm",
     "alg_correlate_pair:CorrelatePairAlgorithm",

@@ -235,3 +235,33 @@ def test_bad_inputs_raise_actionable_errors(tmp_path):
     with pytest.raises(InputError, match="ts_east_m.tif"):
         detect_from_folder(str(tmp_path), out_gpkg=str(tmp_path / "d.gpkg"))
     assert DetectionParams().validate().z_seed >= DetectionParams().z_grow
+
+
+def test_processing_algorithm_writes_detections(tmp_path):
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
+
+    from slidewatch.processing_provider.alg_detect import DetectAlgorithm
+
+    e, n, dates, mask = make_series(seed=8, slide=SLIDE)
+    ts = write_folder(str(tmp_path), e, n, dates)
+    alg = DetectAlgorithm()
+    alg.initAlgorithm()
+    assert alg.name() == "detect"
+    for p in alg.parameterDefinitions():
+        if p.name() not in ("OUTPUT", "EVIDENCE"):
+            assert p.description().split(" (")[0].split(" x")[0] in alg.HELP or p.name() in (
+                "Z_SEED", "Z_GROW", "KEEP_VALIDATIONS"), p.name()
+    out = str(tmp_path / "det.gpkg")
+    ev = str(tmp_path / "ev.tif")
+    params = {"TIMESERIES_FOLDER": ts, "DEM": None, "STABLE_MASK": None, "Z_SEED": 5.0,
+              "Z_GROW": 3.0, "MIN_AREA_M2": 10000.0, "MIN_SCORE": 0.45, "SMOOTH_PX": 1.0,
+              "KEEP_VALIDATIONS": True, "OUTPUT": out, "EVIDENCE": ev}
+    res = alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
+    assert res["N_DETECTIONS"] == 1 and res["OUTPUT"] == out
+    assert os.path.exists(ev)
+    assert len(store.read_detections(out)) == 1
+    # a bad parameter becomes a QgsProcessingException with the core's message
+    from qgis.core import QgsProcessingException
+    params.update(Z_SEED=2.0, Z_GROW=3.0)
+    with pytest.raises(QgsProcessingException, match="z_grow"):
+        alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())

@@ -1,0 +1,113 @@
+"""Processing algorithm: detect active unstable slopes (writes detections.gpkg)."""
+
+from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterVectorDestination)
+
+from .base import SlideWatchAlgorithm
+
+
+class DetectAlgorithm(SlideWatchAlgorithm):
+    NAME = "detect"
+    DISPLAY_NAME = "Detect moving slopes"
+    GROUP = "Analysis"
+    GROUP_ID = "analysis"
+    HELP = (
+        "Finds active unstable slopes (landslides) in a SlideWatch displacement time series "
+        "and flags acceleration phases. Thresholds are in units of the local noise measured "
+        "on stable ground, so a scene where nothing moves gives no detection. Each polygon "
+        "carries an explainable score (the contribution of each piece of evidence is "
+        "stored) and validation fields; re-running keeps analysts' validations of polygons "
+        "that still exist (matched by overlap >= 50 % of the smaller polygon; validated "
+        "polygons that disappeared are kept in the layer detections_archive).<br>"
+        "<b>Time-series folder</b>: the 'timeseries' folder of the inversion (ts_east_m.tif, "
+        "ts_north_m.tif; one band per date, described by its ISO date).<br>"
+        "<b>DEM</b> (optional): elevation raster, any grid/CRS (resampled). Enables removal "
+        "of elevation/slope-correlated apparent motion and the downslope evidence.<br>"
+        "<b>Stable-area mask</b> (optional): raster, non-zero = known stable ground used for "
+        "the noise model and bias fit (default: the whole scene, robustly).<br>"
+        "<b>Seed significance</b>: |velocity| / local noise a pixel needs to start an object "
+        "(default 5).<br>"
+        "<b>Growth significance</b>: significance to which objects are grown (default 3).<br>"
+        "<b>Minimum area</b>: smallest object kept, m2.<br>"
+        "<b>Minimum score</b>: objects with a lower score (0-1) are dropped.<br>"
+        "<b>Smoothing</b>: Gaussian smoothing of velocities in pixels (0 = none).<br>"
+        "<b>Keep validations</b>: carry analysts' decisions over from an existing file "
+        "(recommended).<br>"
+        "<b>Detections</b>: output GeoPackage (layer 'detections').<br>"
+        "<b>Evidence raster</b> (optional): per-pixel significance, evidence and score.")
+
+    TS = "TIMESERIES_FOLDER"
+    DEM = "DEM"
+    MASK = "STABLE_MASK"
+    Z_SEED = "Z_SEED"
+    Z_GROW = "Z_GROW"
+    MIN_AREA = "MIN_AREA_M2"
+    MIN_SCORE = "MIN_SCORE"
+    SMOOTH = "SMOOTH_PX"
+    KEEP = "KEEP_VALIDATIONS"
+    OUTPUT = "OUTPUT"
+    EVIDENCE = "EVIDENCE"
+    N_DET = "N_DETECTIONS"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        from ..core.detection import DetectionParams
+        d = DetectionParams()
+        Num = QgsProcessingParameterNumber
+        self.addParameter(QgsProcessingParameterFile(
+            self.TS, self.tr("Time-series folder"), behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.DEM, self.tr("DEM"), optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.MASK, self.tr("Stable-area mask"), optional=True))
+        self.addParameter(Num(self.Z_SEED, self.tr("Seed significance (x noise)"), Num.Double,
+                              d.z_seed, minValue=1.0, maxValue=100.0))
+        self.addParameter(Num(self.Z_GROW, self.tr("Growth significance (x noise)"), Num.Double,
+                              d.z_grow, minValue=0.5, maxValue=100.0))
+        self.addParameter(Num(self.MIN_AREA, self.tr("Minimum area (m2)"), Num.Double,
+                              d.min_area_m2, minValue=0.0))
+        self.addParameter(Num(self.MIN_SCORE, self.tr("Minimum score"), Num.Double,
+                              d.min_score, minValue=0.0, maxValue=1.0))
+        self.addParameter(Num(self.SMOOTH, self.tr("Smoothing (pixels)"), Num.Double,
+                              d.smooth_px, minValue=0.0, maxValue=10.0))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.KEEP, self.tr("Keep analysts' validations from an existing file"), True))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.OUTPUT, self.tr("Detections"), QgsProcessing.TypeVectorPolygon,
+            defaultValue=None))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.EVIDENCE, self.tr("Evidence raster"), optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputNumber(self.N_DET, self.tr("Number of detections")))
+
+    def run(self, parameters, context, feedback, progress):
+        from ..core.detection import detect_from_folder
+        from ..core.errors import ParameterError
+
+        ts = self.parameterAsFile(parameters, self.TS, context)
+        dem = self.parameterAsRasterLayer(parameters, self.DEM, context)
+        mask = self.parameterAsRasterLayer(parameters, self.MASK, context)
+        out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        if not out.lower().endswith(".gpkg"):
+            raise ParameterError("Detections must be written to a GeoPackage (.gpkg); got "
+                                 "'%s'. Choose a file name ending in .gpkg." % out)
+        evidence = None
+        if parameters.get(self.EVIDENCE):
+            evidence = self.parameterAsOutputLayer(parameters, self.EVIDENCE, context) or None
+        res = detect_from_folder(
+            ts,
+            dem_path=dem.source() if dem is not None else None,
+            stable_mask_path=mask.source() if mask is not None else None,
+            out_gpkg=out,
+            preserve_validations=self.parameterAsBool(parameters, self.KEEP, context),
+            evidence_path=evidence,
+            progress=progress,
+            z_seed=self.parameterAsDouble(parameters, self.Z_SEED, context),
+            z_grow=self.parameterAsDouble(parameters, self.Z_GROW, context),
+            min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            min_score=self.parameterAsDouble(parameters, self.MIN_SCORE, context),
+            smooth_px=self.parameterAsDouble(parameters, self.SMOOTH, context))
+        result = {self.OUTPUT: out, self.N_DET: len(res.features)}
+        if evidence:
+            result[self.EVIDENCE] = evidence
+        return result
