@@ -17,8 +17,8 @@ Pipeline of :func:`select_pairs`
    (about 512 px on the long side, at least 2×), on a sparse grid (16 px windows, step 8,
    parabolic sub-pixel). Measured preview quality = good fraction × spatial coherence
    (:func:`.quality_model.field_quality`).
-4. **Model**: an additive logistic ridge model with per-date effects
-   (:class:`.quality_model.QualityModel`) fitted on the previews (and on full results of
+4. **Model**: a multiplicative model (per-date clear factor × ridge regression on the
+   pair features, :class:`.quality_model.QualityModel`) fitted on the previews (and on full results of
    earlier runs found in ``history_folder/pairs``) predicts the quality of every other
    candidate. A date that is fully clouded correlates badly in all its previews, so all
    its pairs are predicted poor -- no cloud mask needed. Previewed pairs keep their
@@ -563,8 +563,10 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
         X = np.array([p.features for p in pairs])
         if full_used:
             X[:, FEATURES.index("full_res")] = 1.0
+        prior = {r.iso: 1.0 - (r.cloud_fraction if np.isfinite(r.cloud_fraction) else
+                                cloud_fill) for r in recs}
         pred = model.predict(X, [p.reference_date for p in pairs],
-                             [p.secondary_date for p in pairs])
+                             [p.secondary_date for p in pairs], prior_clear=prior)
         for p, q in zip(pairs, pred):
             p.predicted_quality = float(q)
         notes.append(model.describe())

@@ -11,20 +11,23 @@ those good vectors that agree within ``tol_px`` with the median of their good
 random matches (which can have a high NCC on repeated texture) lower the second.
 A pair correlating a fully clouded image comes out near 0, a clean pair near 1.
 
-*Predicted quality* (:class:`QualityModel`) is a small additive logistic model
+*Predicted quality* (:class:`QualityModel`) is a small multiplicative model
 
-    logit(q_ij) = x_ij · beta + a_i + a_j
+    q_ij = c_i · c_j · exp(x_ij · beta)
 
-fitted by ridge least squares on logit(q) of the preview correlations (and of
-full-resolution results of earlier runs, read from ``pairs/pair_*.tif``):
-``x_ij`` are the cheap pair features of :data:`FEATURES` (cloud and invalid
-fractions of both images, sun-angle differences, baseline, season, expected
-motion against the search range, full-resolution flag) and ``a_i`` is a
-per-date effect (ridge-shrunk towards 0) learnt from every preview that
-involves date *i*. That date effect is what makes the optimiser work without
-any cloud mask: a fully clouded date has low quality in all its previews, so
-``a_i`` is strongly negative and *every* pair with that date is predicted poor,
-including the pairs that were never previewed.
+fitted on the preview correlations (and on full-resolution results of earlier
+runs, read from ``pairs/pair_*.tif``): ``c_i`` is a per-date clear factor (the
+best measured quality of any pair with date *i*, relative to the reference
+quality: a date is at least as good as its best pair), and ``beta`` a ridge
+regression of ``log(q_ij / (c_i c_j))`` on the cheap pair features of
+:data:`FEATURES` (cloud and invalid fractions of both images, sun-angle
+differences, baseline, season, expected motion against the search range,
+full-resolution flag). The date factor is what makes the optimiser work without
+any cloud mask: a fully clouded date has low quality in *all* its previews, so
+``c_i`` ≈ 0 and every pair with that date is predicted poor, including the pairs
+that were never previewed. (An additive logit model cannot do this: it predicts
+about 0.5 for a clear/clouded pair when it has seen clear/clear and
+clouded/clouded pairs.)
 
 Training rows are kept in ``quality_training.csv`` (merged across runs, written
 atomically) so the model improves as a project accumulates full results.
@@ -141,32 +144,30 @@ def pair_features(rec_i, rec_j, baseline_days, expected_px_per_year=0.0, search_
                      season, motion, float(full_res)], dtype=np.float64)
 
 
-def _logit(q):
-    q = np.clip(np.asarray(q, dtype=np.float64), 0.02, 0.98)
-    return np.log(q / (1.0 - q))
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
-
-
 class QualityModel:
-    """Additive logistic ridge model ``logit q = x·beta + a_i + a_j`` (see module doc).
+    """Multiplicative quality model ``q_ij = c_i · c_j · exp(x_ij · beta)`` (module doc).
+
+    ``c_i`` (per-date clear factor, 0..1) is the best measured quality of any training
+    pair involving date *i* relative to the reference quality (90th percentile of all
+    measured qualities): a date is at least as good as its best pair. ``beta`` is a
+    ridge regression of ``log(q_ij / (c_i c_j))`` on the standardised features, rows
+    weighted by ``c_i c_j`` (pairs with a clouded date carry no information about the
+    pair-level effects). Dates without any training pair use ``prior_clear`` (e.g.
+    1 - cloud fraction) or 1.
 
     Parameters
     ----------
-    ridge_beta : ridge penalty on the feature coefficients (features are standardised)
-    ridge_date : ridge penalty on the per-date effects (larger = more shrinkage)
+    ridge : ridge penalty on the (standardised) feature coefficients
     """
 
-    def __init__(self, ridge_beta=1.0, ridge_date=0.5):
-        self.ridge_beta = float(ridge_beta)
-        self.ridge_date = float(ridge_date)
+    def __init__(self, ridge=1.0):
+        self.ridge = float(ridge)
         self.beta = None
         self.intercept = 0.0
         self.mean = None
         self.std = None
-        self.date_effects = {}
+        self.date_effects = {}      # date -> clear factor c_i
+        self.q_ref = 1.0
         self.n_train = 0
         self.rmse = float("nan")
 
@@ -178,63 +179,69 @@ class QualityModel:
         """Fit on features ``X`` (n, len(FEATURES)), measured qualities ``q`` (n,),
         and the date keys (ISO strings) of both images of each row."""
         X = np.asarray(X, dtype=np.float64)
-        q = np.asarray(q, dtype=np.float64)
+        q = np.clip(np.asarray(q, dtype=np.float64), 0.0, 1.0)
         n = len(q)
         if n == 0:
             raise InputError("The quality model needs at least one preview or earlier result.")
-        w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+        w0 = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.q_ref = max(float(np.percentile(q, 90)), 1e-3)
+        best = {}
+        for a, b, v in zip(dates_i, dates_j, q):
+            best[a] = max(best.get(a, 0.0), v)
+            best[b] = max(best.get(b, 0.0), v)
+        self.date_effects = {k: min(v / self.q_ref, 1.0) for k, v in best.items()}
+        ci = np.array([self.date_effects[a] for a in dates_i])
+        cj = np.array([self.date_effects[b] for b in dates_j])
+        cc = ci * cj
         self.mean = X.mean(axis=0)
         self.std = X.std(axis=0)
         self.std[self.std < 1e-9] = 1.0
         Z = (X - self.mean) / self.std
-        keys = sorted(set(dates_i) | set(dates_j))
-        kidx = {k: t for t, k in enumerate(keys)}
-        D = np.zeros((n, len(keys)))
-        for r, (a, b) in enumerate(zip(dates_i, dates_j)):
-            D[r, kidx[a]] += 1.0
-            D[r, kidx[b]] += 1.0
-        A = np.hstack([np.ones((n, 1)), Z, D])
-        y = _logit(q)
-        pen = np.concatenate([[1e-6], np.full(Z.shape[1], self.ridge_beta),
-                              np.full(len(keys), self.ridge_date)])
+        y = np.log(np.clip(q / np.maximum(cc, 1e-3), 0.02, 1.5))
+        w = w0 * cc
+        A = np.hstack([np.ones((n, 1)), Z])
+        pen = np.concatenate([[1e-6], np.full(Z.shape[1], self.ridge)])
         sw = np.sqrt(w)[:, None]
-        lhs = (A * sw).T @ (A * sw) + np.diag(pen)
-        rhs = (A * sw).T @ (y * sw[:, 0])
-        coef = np.linalg.solve(lhs, rhs)
+        coef = np.linalg.solve((A * sw).T @ (A * sw) + np.diag(pen) + 1e-9 * np.eye(A.shape[1]),
+                               (A * sw).T @ (y * sw[:, 0]))
         self.intercept = float(coef[0])
-        self.beta = coef[1:1 + Z.shape[1]]
-        self.date_effects = {k: float(coef[1 + Z.shape[1] + t]) for k, t in kidx.items()}
+        self.beta = coef[1:]
+        pred = np.clip(cc * np.exp(A @ coef), 0.0, 1.0)
+        self.rmse = float(np.sqrt(np.mean((pred - q) ** 2)))
         self.n_train = n
-        pred = _sigmoid(A @ coef)
-        self.rmse = float(np.sqrt(np.mean((pred - np.clip(q, 0, 1)) ** 2)))
         return self
 
-    def predict(self, X, dates_i=None, dates_j=None):
-        """Predicted quality in [0, 1] for feature rows ``X``."""
+    def predict(self, X, dates_i=None, dates_j=None, prior_clear=None):
+        """Predicted quality in [0, 1] for feature rows ``X`` and the pairs' dates."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         if not self.fitted:
             raise RuntimeError("QualityModel.predict called before fit")
+        prior_clear = prior_clear or {}
         z = self.intercept + ((X - self.mean) / self.std) @ self.beta
-        if dates_i is not None:
-            z = z + np.array([self.date_effects.get(a, 0.0) for a in dates_i])
-        if dates_j is not None:
-            z = z + np.array([self.date_effects.get(b, 0.0) for b in dates_j])
-        return _sigmoid(z)
+        c = np.ones(len(X))
+        for dates in (dates_i, dates_j):
+            if dates is not None:
+                c = c * np.array([self.date_effects.get(d, prior_clear.get(d, 1.0))
+                                  for d in dates])
+        return np.clip(c * np.exp(z), 0.0, 1.0)
 
     def to_dict(self):
         return dict(features=list(FEATURES), intercept=self.intercept,
                     beta=[float(b) for b in (self.beta if self.beta is not None else [])],
                     mean=[float(v) for v in (self.mean if self.mean is not None else [])],
                     std=[float(v) for v in (self.std if self.std is not None else [])],
-                    date_effects=self.date_effects, n_train=self.n_train, rmse=self.rmse,
-                    ridge_beta=self.ridge_beta, ridge_date=self.ridge_date)
+                    date_clear_factors=self.date_effects, q_ref=self.q_ref,
+                    n_train=self.n_train, rmse=self.rmse, ridge=self.ridge)
 
     def describe(self):
         if not self.fitted:
             return "quality model not fitted"
-        parts = ["%s %+.2f" % (f, b) for f, b in zip(FEATURES, self.beta) if abs(b) > 0.05]
-        return "quality model on %d row(s), fit RMSE %.3f; logit coefficients: %s" % (
-            self.n_train, self.rmse, ", ".join(parts) or "all ~0")
+        parts = ["%s %+.2f" % (f, b) for f, b in zip(FEATURES, self.beta) if abs(b) > 0.02]
+        poor = sorted(d for d, c in self.date_effects.items() if c < 0.2)
+        return ("quality model on %d row(s), fit RMSE %.3f; log-quality coefficients: %s; "
+                "dates with clear factor < 0.2: %s" % (self.n_train, self.rmse,
+                                                       ", ".join(parts) or "all ~0",
+                                                       ", ".join(poor) or "none"))
 
 
 # ----------------------------------------------------------------------------- history

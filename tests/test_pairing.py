@@ -1,0 +1,248 @@
+"""Pair candidates, previews, quality model and selection strategies (core.pairing)."""
+
+import datetime as dt
+import json
+import os
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from scipy.ndimage import gaussian_filter
+
+from slidewatch.core.catalog import build_catalog
+from slidewatch.core.errors import ParameterError
+from slidewatch.core.pairing import (PAIRS_COLUMNS, candidate_pairs, connected_components,
+                                     network_summary, read_pairs_csv, select_pairs,
+                                     write_network_summary, write_pairs_csv)
+
+SHAPE = (80, 80)
+FAST = dict(preview_factor=1, preview_search=3)     # tiny images: no down-sampling
+
+
+def _ground(seed=0):
+    rng = np.random.default_rng(seed)
+    a = gaussian_filter(rng.normal(size=SHAPE), 1.5) + 0.5 * gaussian_filter(
+        rng.normal(size=SHAPE), 4.0)
+    return (a - a.min()) / (a.max() - a.min())
+
+
+def _make_stack(folder, dates, clouded=(), seed=0, tags=None):
+    """Plain GeoTIFFs named img_YYYYMMDD.tif; ``clouded`` dates are fully covered by a
+    bright cloud texture unrelated to the ground. No masks, no cloud tags."""
+    os.makedirs(folder, exist_ok=True)
+    ground = _ground(seed)
+    rng = np.random.default_rng(seed + 1)
+    for k, d in enumerate(dates):
+        img = 1000 + 3000 * ground + rng.normal(0, 15, SHAPE)
+        if d in clouded:
+            cloud = gaussian_filter(rng.normal(size=SHAPE), 3.0)
+            img = 7000 + 800 * cloud / cloud.std() + rng.normal(0, 15, SHAPE)
+        with rasterio.open(os.path.join(folder, "img_%s.tif" % d.replace("-", "")), "w",
+                           driver="GTiff", width=SHAPE[1], height=SHAPE[0], count=1,
+                           dtype="uint16", crs="EPSG:32632",
+                           transform=from_origin(300000, 5000000, 10, 10)) as dst:
+            dst.write(np.clip(img, 1, 65535).astype(np.uint16), 1)
+            if tags:
+                dst.update_tags(**tags(d))
+    return build_catalog(folder, use_cloud_metadata=False, estimate_clouds=False)
+
+
+def _dates(n, start="2019-01-01", every=5):
+    d0 = dt.date.fromisoformat(start)
+    return [(d0 + dt.timedelta(days=every * k)).isoformat() for k in range(n)]
+
+
+def _laplacian_trace(n, edges):
+    L = np.zeros((n, n))
+    for i, j in edges:
+        L[i, i] += 1
+        L[j, j] += 1
+        L[i, j] -= 1
+        L[j, i] -= 1
+    return float(np.trace(np.linalg.inv(L + np.ones((n, n)) / n)))
+
+
+def test_candidates_baselines_and_seasonal_windows(tmp_path):
+    dates = ["2019-01-01", "2019-01-11", "2019-06-01", "2020-01-05", "2020-02-15"]
+    cat = _make_stack(str(tmp_path / "s"), dates)
+    pairs = candidate_pairs(cat, min_baseline_days=5, max_baseline_days=200)
+    by = {(p.reference_date, p.secondary_date): p for p in pairs}
+    assert by[("2019-01-01", "2019-01-11")].in_range
+    p = by[("2019-01-01", "2020-01-05")]
+    assert not p.in_range and p.reason == "rejected: baseline 369 d > max 200 d"
+    seas = candidate_pairs(cat, 5, 200, seasonal_window_days=15)
+    by2 = {(p.reference_date, p.secondary_date): p for p in seas}
+    assert by2[("2019-01-01", "2020-01-05")].in_range          # anniversary pair (369 d)
+    assert not by2[("2019-01-11", "2020-02-15")].in_range       # 400 d: 35 d off the year
+    with pytest.raises(ParameterError):
+        candidate_pairs(cat, 10, 5)
+
+
+def test_budget_respected_by_every_strategy(tmp_path):
+    cat = _make_stack(str(tmp_path / "s"), _dates(16))
+    for strategy in ("optimal", "sequential", "seasonal", "random"):
+        for kw, limit in ((dict(budget_pairs_per_date=1.5), 24), (dict(budget_pairs=10,
+                                                                       budget_pairs_per_date=None), 10)):
+            sel = select_pairs(cat, strategy, previews=False, max_baseline_days=40, **kw)
+            assert len(sel.selected) <= limit, (strategy, kw)
+            assert len(sel.selected) == limit, (strategy, kw)   # enough candidates to fill it
+            assert all(p.in_range for p in sel.selected)
+    allp = select_pairs(cat, "all", previews=False, max_baseline_days=40)
+    assert len(allp.selected) == sum(p.in_range for p in allp.pairs)
+    # CPU-time budget: seconds / cost per pair
+    cpu = select_pairs(cat, "optimal", previews=False, budget_pairs_per_date=None,
+                       budget_cpu_s=21.0, pair_cost_s=2.0, max_baseline_days=40)
+    assert len(cpu.selected) == 10
+    # without a cost per pair, it is measured on a crop of one full-resolution pair
+    probe = select_pairs(cat, "optimal", previews=False, budget_pairs_per_date=None,
+                         budget_cpu_s=0.05, max_baseline_days=40)
+    cost = probe.timings["pair_cost_estimate_s"]
+    assert np.isfinite(cost) and cost > 0
+    assert len(probe.selected) == min(int(0.05 // cost), 24 * 10)
+    with pytest.raises(ParameterError, match="strategy"):
+        select_pairs(cat, "best", previews=False)
+
+
+def test_optimal_design_beats_sequential_on_its_criterion(tmp_path):
+    n = 20
+    cat = _make_stack(str(tmp_path / "s"), _dates(n))
+    opt = select_pairs(cat, "optimal", previews=False, budget_pairs_per_date=2,
+                       max_baseline_days=60)
+    seq = select_pairs(cat, "sequential", previews=False, budget_pairs_per_date=2,
+                       max_baseline_days=60)
+    assert len(opt.selected) == len(seq.selected) == 40
+    t_opt = _laplacian_trace(n, opt.selected_index_pairs())
+    t_seq = _laplacian_trace(n, seq.selected_index_pairs())
+    assert t_opt < 0.8 * t_seq          # mean variance of the series clearly lower
+    assert all(p.reason.startswith("selected: ") for p in opt.selected)
+    assert any("A-optimal gain" in p.reason for p in opt.selected)
+    assert any(p.reason.startswith("rejected: budget reached") for p in opt.pairs)
+    d = select_pairs(cat, "optimal", previews=False, budget_pairs_per_date=2,
+                     max_baseline_days=60, criterion="D")
+    assert any("D-optimal gain" in p.reason for p in d.selected)
+
+
+def test_fully_clouded_date_excluded_without_any_mask(tmp_path):
+    dates = _dates(12)
+    cloudy = dates[5]
+    cat = _make_stack(str(tmp_path / "s"), dates, clouded={cloudy})
+    assert all(not np.isfinite(r.cloud_fraction) for r in cat)     # nothing known about clouds
+    sel = select_pairs(cat, "optimal", budget_pairs_per_date=2, max_baseline_days=30, **FAST)
+    assert sel.excluded_dates == [cloudy]
+    assert not [p for p in sel.selected if cloudy in (p.reference_date, p.secondary_date)]
+    rej = [p for p in sel.pairs if p.in_range and cloudy in (p.reference_date, p.secondary_date)]
+    assert rej and all(p.reason.startswith("rejected: predicted quality") for p in rej)
+    assert any("poor in its previews" in p.reason for p in rej)
+    # clean pairs are predicted good, including pairs never previewed
+    clean = [p for p in sel.pairs if p.in_range and p not in rej]
+    assert min(p.predicted_quality for p in clean) > 3 * max(p.predicted_quality for p in rej)
+    assert any(p.preview is None for p in clean)
+    summ = network_summary(sel)
+    assert summ["n_components"] == 1 and summ["isolated_dates"] == [cloudy]
+    assert any(cloudy in pr and "excluded" in pr for pr in sel.problems)
+    # every other date has at least min_pairs_per_date pairs
+    per = {row["date"]: row["n_pairs"] for row in summ["dates"]}
+    assert all(v >= 2 for d, v in per.items() if d != cloudy)
+
+
+def test_connectivity_with_a_month_of_clouds(tmp_path):
+    dates = _dates(22)
+    month = dates[8:15]                         # 7 consecutive dates = 30 days under clouds
+    cat = _make_stack(str(tmp_path / "s"), dates, clouded=set(month))
+    sel = select_pairs(cat, "optimal", budget_pairs_per_date=1.2, min_pairs_per_date=2,
+                       max_baseline_days=45, **FAST)
+    assert len(sel.selected) <= round(1.2 * 22)
+    assert sorted(sel.excluded_dates) == month
+    clear = [k for k, d in enumerate(dates) if d not in month]
+    comps = connected_components(len(dates), sel.selected_index_pairs())
+    big = max(comps, key=len)
+    assert set(clear) <= set(big), "clear dates must form one network across the cloudy month"
+    bridges = [p for p in sel.selected if p.reference_date < month[0] and
+               p.secondary_date > month[-1]]
+    assert bridges, "a pair must bridge the cloudy month"
+    assert any(p.reason.startswith("selected: bridge") for p in sel.selected)
+    # the classic sequential network with the same budget is broken by the cloudy month:
+    # its pairs over the gap go through clouded dates
+    seq = select_pairs(cat, "sequential", budget_pairs_per_date=1.2, max_baseline_days=45,
+                       previews=False)
+    seq_bad = [p for p in seq.selected if p.reference_date in month or p.secondary_date in month]
+    assert seq_bad
+
+
+def test_determinism_with_seed(tmp_path):
+    cat = _make_stack(str(tmp_path / "s"), _dates(14), clouded={_dates(14)[4]})
+    a = select_pairs(cat, "optimal", budget_pairs_per_date=2, max_baseline_days=40, seed=3,
+                     preview_sample=10, **FAST)
+    b = select_pairs(cat, "optimal", budget_pairs_per_date=2, max_baseline_days=40, seed=3,
+                     preview_sample=10, **FAST)
+    assert [(p.key, p.selected, p.reason) for p in a.pairs] == \
+        [(p.key, p.selected, p.reason) for p in b.pairs]
+    assert [p.key for p in a.pairs if p.preview] == [p.key for p in b.pairs if p.preview]
+    r0 = select_pairs(cat, "random", previews=False, seed=0, max_baseline_days=40)
+    r0b = select_pairs(cat, "random", previews=False, seed=0, max_baseline_days=40)
+    r1 = select_pairs(cat, "random", previews=False, seed=1, max_baseline_days=40)
+    assert r0.selected_index_pairs() == r0b.selected_index_pairs()
+    assert r0.selected_index_pairs() != r1.selected_index_pairs()
+
+
+def test_pairs_csv_roundtrip_reasons_and_tolerant_reading(tmp_path):
+    cat = _make_stack(str(tmp_path / "s"), _dates(10), clouded={_dates(10)[3]})
+    sel = select_pairs(cat, "optimal", budget_pairs_per_date=2, max_baseline_days=20, **FAST)
+    path = tmp_path / "out" / "pairs.csv"
+    write_pairs_csv(sel, str(path))
+    lines = path.read_text().splitlines()
+    assert tuple(lines[0].split(",")[:8]) == PAIRS_COLUMNS
+    back = read_pairs_csv(str(path))
+    assert not back.problems
+    assert [p.key for p in back.selected] == [p.key for p in sel.selected]
+    assert all(p.reason.split(":")[0] in ("selected", "rejected") for p in back.pairs)
+    assert any(p.reason.startswith("rejected: baseline") for p in back.pairs)
+    assert back.pairs[0].reference_path == sel.pairs[0].reference_path
+    # damaged rows: reported with their line numbers, the rest is kept
+    lines.insert(3, "2019-13-01,2019-01-06,a,b,5,0.5,1,x")
+    lines.insert(5, "2019-01-06,2019-01-01,a,b,5,0.5,1,x")
+    lines.insert(7, "2019-01-01,2019-01-06,a,b,5,0.5,maybe,x")
+    path.write_text("\n".join(lines) + "\n")
+    bad = read_pairs_csv(str(path))
+    assert len(bad.problems) >= 3
+    assert any("line 4" in pr for pr in bad.problems)
+    assert any("line 6" in pr and "not after" in pr for pr in bad.problems)
+    assert len(bad.selected) == len(sel.selected)
+    # summary files
+    summ = network_summary(sel)
+    write_network_summary(summ, str(tmp_path / "out" / "network.json"),
+                          str(tmp_path / "out" / "network_dates.csv"))
+    js = json.loads((tmp_path / "out" / "network.json").read_text())
+    assert js["n_selected"] == len(sel.selected) and len(js["dates"]) == 10
+    assert (tmp_path / "out" / "network_dates.csv").read_text().startswith("date,n_pairs")
+    assert network_summary(back, dates=sel.dates)["n_selected"] == len(sel.selected)
+
+
+def test_history_of_full_results_trains_the_model(tmp_path):
+    from slidewatch.core.raster_io import write_bands
+    dates = _dates(8)
+    cat = _make_stack(str(tmp_path / "s"), dates)
+    out = tmp_path / "run"
+    rng = np.random.default_rng(0)
+    good = rng.normal(0, 0.5, (9, 9)).astype(np.float32)
+    for k, (a, b) in enumerate([(0, 1), (1, 2), (2, 3)]):
+        east = good if k < 2 else rng.uniform(-80, 80, (9, 9)).astype(np.float32)
+        ncc = np.full((9, 9), 0.9 if k < 2 else 0.2, np.float32)
+        write_bands(str(out / "pairs" / ("pair_%s_%s.tif" % (
+            dates[a].replace("-", ""), dates[b].replace("-", "")))),
+            [east, east * 0, ncc, ncc * 5, np.zeros((9, 9), np.float32)],
+            from_origin(300000, 5000000, 80, 80), "EPSG:32632",
+            ["east_m", "north_m", "ncc", "snr", "status"], tags={"SLIDEWATCH_PARAMS":
+                                                                  json.dumps({"step": 8})})
+    sel = select_pairs(cat, "optimal", budget_pairs_per_date=2, max_baseline_days=20,
+                       history_folder=str(out), **FAST)
+    rows = (out / "quality_training.csv").read_text().splitlines()
+    assert rows[0].startswith("reference_date,secondary_date,source,quality")
+    full = [r for r in rows[1:] if ",full," in r]
+    assert len(full) == 3
+    q = {r.split(",")[1]: float(r.split(",")[3]) for r in full}
+    assert q[dates[1]] > 0.8 and q[dates[3]] < 0.2
+    n_prev = sum(1 for r in rows[1:] if ",preview," in r)
+    assert n_prev == sum(1 for p in sel.pairs if p.preview is not None)
+    assert sel.model is not None and sel.model.n_train == len(rows) - 1
