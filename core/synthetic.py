@@ -316,16 +316,19 @@ class _Inverse:
         self.coeffs = None
         if self.uniform:
             return
-        # bound the variation of A near p: local max of |grad A| over the reach of |A|
-        grad = np.zeros(ax.shape, np.float32)
-        for f in (ax, ay):
-            for g in np.gradient(f.astype(np.float32)):
-                grad += np.abs(g)
+        # iterate wherever A varies within reach of p (the bounding box of the varying
+        # part, grown by the reach |A| + 3 px)
+        varying = (ax != ax.flat[0]) | (ay != ay.flat[0])
         reach = int(math.ceil(float(np.max(np.abs(ax)) + np.max(np.abs(ay))))) + 3
-        grad = ndimage.maximum_filter(grad, size=2 * reach + 1, mode="nearest")
-        self.need = grad * (np.abs(ax) + np.abs(ay)).astype(np.float32) > tol * 0.1
-        if self.need.any():
-            self.coeffs = _spline_coeffs(ax, ay)
+        self.need = np.zeros(ax.shape, bool)
+        if varying.mean() > 0.5:
+            self.need[:] = True
+        else:
+            lab, _ = ndimage.label(varying)
+            for sl in ndimage.find_objects(lab):
+                self.need[max(0, sl[0].start - reach):sl[0].stop + reach,
+                          max(0, sl[1].start - reach):sl[1].stop + reach] = True
+        self.coeffs = _spline_coeffs(ax, ay)
 
     def block(self, r0, r1):
         w = self.ax.shape[1]
@@ -481,13 +484,18 @@ def _place_landslides(specs, dem, pixel_size, rng, span_days, dates):
             de, dn, _ = _downslope(dem, pixel_size, row, col, max(3, half))
         az_deg = math.degrees(math.atan2(de, dn)) % 360.0
         # elliptical profile, long axis along the motion
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+        rad = 0.5 * max(length, width) / pixel_size + 2
+        r0, r1 = max(0, int(row - rad)), min(h, int(math.ceil(row + rad)) + 1)
+        c0, c1 = max(0, int(col - rad)), min(w, int(math.ceil(col + rad)) + 1)
+        yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float64)
         e_m = (xx - col) * pixel_size
         n_m = -(yy - row) * pixel_size
         along = e_m * de + n_m * dn
         across = -e_m * dn + n_m * de
         r = np.sqrt((along / (0.5 * length)) ** 2 + (across / (0.5 * width)) ** 2)
-        wgt = _taper(r).astype(np.float32)
+        wgt = np.zeros((h, w), np.float32)
+        if r1 > r0 and c1 > c0:
+            wgt[r0:r1, c0:c1] = _taper(r)
         weights.append(wgt)
         dirs.append((de, dn))
         v1 = float(spec.get("velocity_m_per_yr", 5.0))
@@ -819,32 +827,31 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
     noise_std = float(noise_level) * tex_mean
 
     per_date_info = []
-    scene_cache = {}
+    # Continuous scene on the ground: cubic spline of the texture (prefiltered once) times
+    # the day's terrain shading (its grid values used as cubic B-spline coefficients:
+    # C2-smooth, no prefilter) [vegetated patch: blended, with the same smooth weight, with
+    # the day's own cubic-spline vegetation texture].
+    tex_coef = ndimage.spline_filter(tex, order=3, output=np.float32, mode="mirror")
+    del tex
+    shade = None
     prog = progress.sub(0.0, 0.92)
     for t in range(n_dates):
         progress.check()
-        # scene on the padded ground grid
         az, el = sun[t]
-        key = (round(az, 6), round(el, 6))
-        if veg_pad is None and key in scene_cache:
-            coef = scene_cache[key]
-        else:
+        if shade is None or illumination_change:
             zen = math.radians(90.0 - el)
             cos_i = (np.float32(math.cos(zen)) * np.cos(slope) + np.float32(math.sin(zen))
                      * np.sin(slope) * np.cos(np.float32(math.radians(az)) - aspect))
             # gentle topographic shading (real L1C texture already has its own)
             shade = np.clip(1.0 + 0.25 * (cos_i - math.cos(zen)) / max(math.cos(zen), 0.5),
-                            0.5, 1.4)
-            scene = tex * shade.astype(np.float32)
-            if veg_pad is not None:
-                vt = fractal_texture((H, W), rng=rng_veg, beta=1.8)
-                wt = veg_pad * np.float32(rng_veg.uniform(0.6, 0.95))
-                scene = scene * (1 - wt) + wt * (tex_mean * 1.15 + 0.18 * tex_mean * vt) \
-                    * shade.astype(np.float32)
-            coef = ndimage.spline_filter(scene.astype(np.float64), order=3, mode="mirror")
-            if veg_pad is None:
-                scene_cache.clear()
-                scene_cache[key] = coef
+                            0.5, 1.4).astype(np.float32)
+            del cos_i
+        veg_coef = None
+        if veg_pad is not None:
+            vt = tex_mean * (1.15 + 0.18 * fractal_texture((H, W), rng=rng_veg, beta=1.8))
+            veg_coef = ndimage.spline_filter(vt, order=3, output=np.float32, mode="mirror")
+            veg_w = np.float32(rng_veg.uniform(0.6, 0.95))
+            del vt
         # geometry: where does each image pixel look on the ground?
         ax, ay = stack.apparent_displacement_px(t)
         inv = _Inverse(ax, ay)
@@ -854,9 +861,21 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
             x0r, x0c = inv.block(r0, r1)
             x0r += m
             x0c += m
-            img[r0:r1] = ndimage.map_coordinates(coef, np.array([x0r, x0c]), order=3,
-                                                 mode="mirror", prefilter=False)
-        del x0r, x0c, ax, ay, inv
+            coords = np.array([x0r, x0c])
+            del x0r, x0c
+            val = ndimage.map_coordinates(tex_coef, coords, order=3, mode="mirror",
+                                          prefilter=False, output=np.float32)
+            if veg_coef is not None:
+                wv = ndimage.map_coordinates(veg_pad, coords, order=3, mode="mirror",
+                                             prefilter=False, output=np.float32) * veg_w
+                vv = ndimage.map_coordinates(veg_coef, coords, order=3, mode="mirror",
+                                             prefilter=False, output=np.float32)
+                val = val * (1 - wv) + wv * vv
+            # grid values used as B-spline coefficients: a C2-smooth shading field
+            val *= ndimage.map_coordinates(shade, coords, order=3, mode="mirror",
+                                           prefilter=False, output=np.float32)
+            img[r0:r1] = val
+        del ax, ay, inv, coords, val
         # radiometry
         img = np.maximum(img, np.float32(1.0))
         img = np.float32(offset[t]) + np.float32(gain[t] * tex_mean) \
