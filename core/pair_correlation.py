@@ -31,6 +31,7 @@ import numpy as np
 from .correlation import (STATUS_MEANINGS, STATUS_VALID, correlate_prepared, normalize_params,
                           prepare, read_margin)
 from .errors import InputError, ParameterError
+from .input_checks import check_window_search, validate_pairs_csv
 from .progress import as_progress
 from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name
 
@@ -249,9 +250,11 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
     try:
         for src, p in ((rs, reference_path), (ss, secondary_path)):
             if band > src.count:
-                raise InputError("'%s' has %d band(s); band %d does not exist." %
-                                 (p, src.count, band))
+                raise InputError("'%s' has %d band(s); band %d does not exist. Choose a "
+                                 "band between 1 and %d." % (p, src.count, band, src.count))
         _check_same_grid(rs, ss, reference_path, secondary_path)
+        check_window_search((rs.height, rs.width), corr["window"], corr["search"],
+                            reference_path)
         H, W = rs.height, rs.width
         T = rs.transform
         out_h = -(-H // step)
@@ -485,6 +488,7 @@ def correlate_pairs_csv(pairs_csv, output_folder, progress=None, **params):
     """
     progress = as_progress(progress)
     pair_params(**params)  # validate before doing anything
+    validate_pairs_csv(pairs_csv)  # every bad row of a hand-edited file, with line numbers
     pairs = read_selected_pairs(pairs_csv)
     for p in pairs:
         for k in ("reference_path", "secondary_path"):
