@@ -5,6 +5,8 @@ module fails to import is reported (log) without hiding the others.
 """
 
 ALGORITHMS = [
+    "alg_catalog:CatalogAlgorithm",
+    "alg_pairing:SelectPairsAlgorithm",
     "alg_detect:DetectAlgorithm",
     "alg_synthetic_stack:SyntheticStackAlgorithm",
     "alg_pipeline:PipelineAlgorithm",

@@ -246,3 +246,48 @@ def test_history_of_full_results_trains_the_model(tmp_path):
     n_prev = sum(1 for r in rows[1:] if ",preview," in r)
     assert n_prev == sum(1 for p in sel.pairs if p.preview is not None)
     assert sel.model is not None and sel.model.n_train == len(rows) - 1
+
+
+def test_processing_algorithms_catalog_and_select_pairs(tmp_path):
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+
+    from slidewatch.processing_provider.alg_catalog import CatalogAlgorithm
+    from slidewatch.processing_provider.alg_pairing import SelectPairsAlgorithm
+
+    dates = _dates(10)
+    _make_stack(str(tmp_path / "imgs"), dates, clouded={dates[4]})
+    (tmp_path / "imgs" / "notes.tif").write_bytes(b"not a raster")     # undatable junk
+    cat_alg = CatalogAlgorithm()
+    cat_alg.initAlgorithm()
+    assert cat_alg.name() == "catalog"
+    for alg in (cat_alg, SelectPairsAlgorithm()):
+        alg.initAlgorithm()
+        for p in alg.parameterDefinitions():
+            if p.name() != "OUTPUT_FOLDER":
+                assert p.description().split(" (")[0] in alg.HELP, (alg.name(), p.name())
+    out = str(tmp_path / "out")
+    res = cat_alg.processAlgorithm({"INPUT": str(tmp_path / "imgs"), "BAND": "",
+                                    "DUPLICATES": 0, "USE_CLOUD_METADATA": True,
+                                    "COMMON_GRID": 0, "OUTPUT_FOLDER": out},
+                                   QgsProcessingContext(), QgsProcessingFeedback())
+    assert res["N_IMAGES"] == 10 and res["N_PROBLEMS"] == 1
+    assert os.path.exists(res["CATALOG"])
+    alg = SelectPairsAlgorithm()
+    alg.initAlgorithm()
+    assert alg.name() == "select_pairs"
+    params = {"CATALOG": res["CATALOG"], "STRATEGY": 0, "PAIRS_PER_DATE": 2.0, "MAX_PAIRS": 0,
+              "CPU_BUDGET_S": 0.0, "MIN_PAIRS_PER_DATE": 2, "MIN_BASELINE_DAYS": 1,
+              "MAX_BASELINE_DAYS": 20, "SEASONAL_WINDOW_DAYS": 0, "PREVIEWS": True,
+              "PREVIEW_SAMPLE": 0, "EXPECTED_VELOCITY": 0.0, "WINDOW": 32, "STEP": 8,
+              "SEARCH": 8, "CRITERION": 0, "SEED": 0, "OUTPUT_FOLDER": out}
+    r = alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
+    assert 0 < r["N_SELECTED"] <= 20
+    table = read_pairs_csv(r["PAIRS"])
+    assert not any(dates[4] in (p.reference_date, p.secondary_date) for p in table.selected)
+    summ = json.loads(open(r["SUMMARY"]).read())
+    assert summ["excluded_dates"] == [dates[4]] and summ["n_components"] == 1
+    assert os.path.exists(os.path.join(out, "network_dates.csv"))
+    assert os.path.exists(os.path.join(out, "quality_training.csv"))
+    params["MIN_BASELINE_DAYS"], params["MAX_BASELINE_DAYS"] = 300, 400
+    with pytest.raises(QgsProcessingException, match="baseline"):
+        alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
