@@ -670,8 +670,8 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
         out_folder = os.path.abspath(out_folder)
     if keep_images is None:
         keep_images = (not write) or n_dates * h * w <= 16_000_000
-    if not write:
-        keep_images = True
+    # write=False, keep_images=False: truth only (clouds, masks, fields), no rendering
+    render = bool(write or keep_images)
 
     rng = np.random.default_rng(seed)
     rng_dates, rng_dem, rng_slides, rng_geo, rng_rad, rng_cloud, rng_nod, rng_noise, \
@@ -787,20 +787,22 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
                       + (abs(float(elevation_bias or 0)) * float(np.ptp(dem)) / 1000.0))
     m = int(math.ceil(max_app)) + 8
     H, W = h + 2 * m, w + 2 * m
-    if texture == "sentinel2":
-        tex = sentinel2_texture((H, W), seed)
-        stack.params["texture_source"] = "sentinel2" if _s2_available() else "fractal"
-    else:
-        from .texture import _fractal_dn
-        tex = _fractal_dn((H, W), seed)
-        stack.params["texture_source"] = "fractal"
-    tex_mean = float(tex.mean())
-    dem_pad = ndimage.gaussian_filter(np.pad(dem, m, mode="reflect").astype(np.float64), 1.5)
-    gy, gx = np.gradient(dem_pad, pixel_size)
-    slope = np.arctan(np.hypot(gx, gy)).astype(np.float32)
-    aspect = np.arctan2(-gx, gy).astype(np.float32)  # azimuth of downslope (from north)
-    del gx, gy, dem_pad
-    veg_pad = np.pad(veg_soft, m, mode="reflect") if veg_soft is not None else None
+    tex_mean, veg_pad = 1000.0, None
+    stack.params["texture_source"] = ("sentinel2" if texture == "sentinel2" and
+                                      _s2_available() else "fractal")
+    if render:
+        if texture == "sentinel2":
+            tex = sentinel2_texture((H, W), seed)
+        else:
+            from .texture import _fractal_dn
+            tex = _fractal_dn((H, W), seed)
+        tex_mean = float(tex.mean())
+        dem_pad = ndimage.gaussian_filter(np.pad(dem, m, mode="reflect").astype(np.float64), 1.5)
+        gy, gx = np.gradient(dem_pad, pixel_size)
+        slope = np.arctan(np.hypot(gx, gy)).astype(np.float32)
+        aspect = np.arctan2(-gx, gy).astype(np.float32)  # azimuth of downslope (from north)
+        del gx, gy, dem_pad
+        veg_pad = np.pad(veg_soft, m, mode="reflect") if veg_soft is not None else None
 
     # ---- date schedule for clouds / nodata
     cand = list(range(1, n_dates))
@@ -827,59 +829,32 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
     noise_std = float(noise_level) * tex_mean
 
     per_date_info = []
-    # Continuous scene on the ground: cubic spline of the texture (prefiltered once) times
-    # the day's terrain shading (its grid values used as cubic B-spline coefficients:
-    # C2-smooth, no prefilter) [vegetated patch: blended, with the same smooth weight, with
-    # the day's own cubic-spline vegetation texture].
-    tex_coef = ndimage.spline_filter(tex, order=3, output=np.float32, mode="mirror")
-    del tex
+    # continuous scene: see _render_ground
+    if render:
+        tex_coef = ndimage.spline_filter(tex, order=3, output=np.float32, mode="mirror")
+        del tex
     shade = None
     prog = progress.sub(0.0, 0.92)
     for t in range(n_dates):
         progress.check()
         az, el = sun[t]
-        if shade is None or illumination_change:
-            zen = math.radians(90.0 - el)
-            cos_i = (np.float32(math.cos(zen)) * np.cos(slope) + np.float32(math.sin(zen))
-                     * np.sin(slope) * np.cos(np.float32(math.radians(az)) - aspect))
-            # gentle topographic shading (real L1C texture already has its own)
-            shade = np.clip(1.0 + 0.25 * (cos_i - math.cos(zen)) / max(math.cos(zen), 0.5),
-                            0.5, 1.4).astype(np.float32)
-            del cos_i
-        veg_coef = None
-        if veg_pad is not None:
-            vt = tex_mean * (1.15 + 0.18 * fractal_texture((H, W), rng=rng_veg, beta=1.8))
-            veg_coef = ndimage.spline_filter(vt, order=3, output=np.float32, mode="mirror")
-            veg_w = np.float32(rng_veg.uniform(0.6, 0.95))
-            del vt
-        # geometry: where does each image pixel look on the ground?
-        ax, ay = stack.apparent_displacement_px(t)
-        inv = _Inverse(ax, ay)
-        img = np.empty((h, w), np.float32)
-        for r0 in range(0, h, _BLOCK_ROWS):
-            r1 = min(h, r0 + _BLOCK_ROWS)
-            x0r, x0c = inv.block(r0, r1)
-            x0r += m
-            x0c += m
-            coords = np.array([x0r, x0c])
-            del x0r, x0c
-            val = ndimage.map_coordinates(tex_coef, coords, order=3, mode="mirror",
-                                          prefilter=False, output=np.float32)
-            if veg_coef is not None:
-                wv = ndimage.map_coordinates(veg_pad, coords, order=3, mode="mirror",
-                                             prefilter=False, output=np.float32) * veg_w
-                vv = ndimage.map_coordinates(veg_coef, coords, order=3, mode="mirror",
-                                             prefilter=False, output=np.float32)
-                val = val * (1 - wv) + wv * vv
-            # grid values used as B-spline coefficients: a C2-smooth shading field
-            val *= ndimage.map_coordinates(shade, coords, order=3, mode="mirror",
-                                           prefilter=False, output=np.float32)
-            img[r0:r1] = val
-        del ax, ay, inv, coords, val
-        # radiometry
-        img = np.maximum(img, np.float32(1.0))
-        img = np.float32(offset[t]) + np.float32(gain[t] * tex_mean) \
-            * (img / np.float32(tex_mean)) ** np.float32(gamma[t])
+        img = None
+        if render:
+            if shade is None or illumination_change:
+                shade = _shading(slope, aspect, az, el)
+            veg = None
+            if veg_pad is not None:
+                vt = tex_mean * (1.15 + 0.18 * fractal_texture((H, W), rng=rng_veg, beta=1.8))
+                veg = (veg_pad, ndimage.spline_filter(vt, order=3, output=np.float32,
+                                                      mode="mirror"),
+                       np.float32(rng_veg.uniform(0.6, 0.95)))
+                del vt
+            img = _render_ground(stack, t, m, tex_coef, shade, veg)
+            del veg
+            # radiometry
+            img = np.maximum(img, np.float32(1.0))
+            img = np.float32(offset[t]) + np.float32(gain[t] * tex_mean) \
+                * (img / np.float32(tex_mean)) ** np.float32(gamma[t])
         # clouds and shadows
         cmask = np.zeros((h, w), bool)
         cover = 0.0
@@ -891,15 +866,19 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
             saz = math.radians(az + 180.0)
             shift = (-math.cos(saz) * dist, math.sin(saz) * dist)  # rows, cols
             alpha, shadow, bright = _cloud_layers((h, w), cover, rng_cloud, shift)
-            img = img * (1.0 - 0.6 * shadow)
-            img = img * (1.0 - alpha) + alpha * bright
+            if render:
+                img = img * (1.0 - 0.6 * shadow)
+                img = img * (1.0 - alpha) + alpha * bright
             cmask = (alpha > 0) | (shadow > 0)
         # sensor noise, quantisation, nodata
-        if noise_std > 0:
-            img += rng_noise.standard_normal((h, w), dtype=np.float32) * np.float32(noise_std)
-        img = np.clip(np.rint(img), 1, 65535).astype(np.uint16)
+        if render:
+            if noise_std > 0:
+                img += rng_noise.standard_normal((h, w), dtype=np.float32) \
+                    * np.float32(noise_std)
+            img = np.clip(np.rint(img), 1, 65535).astype(np.uint16)
         nod = _nodata_mask((h, w), rng_nod, t) if nodata_border else np.zeros((h, w), bool)
-        img[nod] = 0
+        if render:
+            img[nod] = 0
         stack.cloud_masks[t] = cmask
         stack.valid_masks[t] = ~nod
         cloud_frac = float(cmask[~nod].mean()) if (~nod).any() else 1.0
@@ -928,6 +907,48 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
         _write_truth(stack, out_folder)
     progress.update(1.0, "Synthetic stack written")
     return stack
+
+
+def _shading(slope, aspect, az, el):
+    """Gentle topographic shading factor (float32) for sun azimuth/elevation (deg); the
+    real L1C texture already carries its own shading, so the amplitude is modest."""
+    zen = math.radians(90.0 - el)
+    cos_i = (np.float32(math.cos(zen)) * np.cos(slope) + np.float32(math.sin(zen))
+             * np.sin(slope) * np.cos(np.float32(math.radians(az)) - aspect))
+    return np.clip(1.0 + 0.25 * (cos_i - math.cos(zen)) / max(math.cos(zen), 0.5),
+                   0.5, 1.4).astype(np.float32)
+
+
+def _render_ground(stack, t, m, tex_coef, shade, veg):
+    """Noise-free ground radiance of date t on the image grid (float32): the continuous
+    scene sampled at x0, where x0 + A_t(x0) = p for every pixel p (block by block).
+
+    The continuous scene is the cubic spline of the texture (prefiltered once) times the
+    day's shading (grid values used as cubic B-spline coefficients: C2-smooth); in the
+    vegetated patch it is blended, with a smooth weight, with the day's own vegetation
+    texture (cubic spline). All arrays are on the ground grid padded by ``m`` pixels."""
+    h, w = stack.shape
+    ax, ay = stack.apparent_displacement_px(t)
+    inv = _Inverse(ax, ay)
+    img = np.empty((h, w), np.float32)
+    for r0 in range(0, h, _BLOCK_ROWS):
+        r1 = min(h, r0 + _BLOCK_ROWS)
+        x0r, x0c = inv.block(r0, r1)
+        coords = np.array([x0r + m, x0c + m])
+        del x0r, x0c
+        val = ndimage.map_coordinates(tex_coef, coords, order=3, mode="mirror",
+                                      prefilter=False, output=np.float32)
+        if veg is not None:
+            veg_pad, veg_coef, veg_w = veg
+            wv = ndimage.map_coordinates(veg_pad, coords, order=3, mode="mirror",
+                                         prefilter=False, output=np.float32) * veg_w
+            vv = ndimage.map_coordinates(veg_coef, coords, order=3, mode="mirror",
+                                         prefilter=False, output=np.float32)
+            val = val * (1 - wv) + wv * vv
+        val *= ndimage.map_coordinates(shade, coords, order=3, mode="mirror",
+                                       prefilter=False, output=np.float32)
+        img[r0:r1] = val
+    return img
 
 
 def _s2_available():

@@ -346,3 +346,16 @@ def test_parameter_errors():
         generate_stack(None, texture="nope", write=False, shape=(64, 64))
     with pytest.raises(ParameterError):
         generate_stack(None, write=True)
+
+
+def test_truth_only_mode_matches_rendered_stack():
+    """write=False, keep_images=False skips rendering but gives the same truth."""
+    kw = dict(n_dates=5, shape=(64, 64), seed=11, cloudy_date_fraction=0.6, ramp=0.3,
+              noisy_area=True)
+    full = generate_stack(None, write=False, **kw)
+    lite = generate_stack(None, write=False, keep_images=False, **kw)
+    assert lite.images is None and len(full.images) == 5
+    for name in ("east_m", "north_m", "cloud_masks", "valid_masks", "coreg_offsets_px",
+                 "ramp_coeffs_px", "landslide_labels", "noisy_mask", "dem"):
+        np.testing.assert_array_equal(getattr(lite, name), getattr(full, name), err_msg=name)
+    assert lite.fully_clouded == full.fully_clouded and lite.dates == full.dates
