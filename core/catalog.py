@@ -683,6 +683,10 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
         thumb = thumb + np.float32(offset) if offset else thumb
         thumb[bad] = np.nan
         valid_fraction = float((~bad).mean()) if bad.size else 0.0
+        if valid_fraction == 0.0:
+            problems.append("%s: no valid pixel (every pixel is nodata%s); skipped" % (
+                it["path"], " or 0" if zero_nodata else ""))
+            continue
         rec = CatalogRecord(
             path=os.path.abspath(it["path"]), date=pd.date, sensor=sensor,
             valid_fraction=round(valid_fraction, 4), band=str(bname), band_index=bidx,
