@@ -121,8 +121,14 @@ def common_grid_spec(catalog, reference=None, extent="intersection"):
         left, bottom = boxes[:, 0].max(), boxes[:, 1].max()
         right, top = boxes[:, 2].min(), boxes[:, 3].min()
         if right <= left or top <= bottom:
-            raise InputError("The images do not overlap: there is no common area. Remove the "
-                             "images outside the area of interest or use extent='union'.")
+            rb = boxes[_pick_reference(catalog, reference)]
+            apart = [r.path for r, b in zip(catalog.records, boxes)
+                     if b[0] >= rb[2] or b[2] <= rb[0] or b[1] >= rb[3] or b[3] <= rb[1]]
+            raise InputError("The images do not overlap: there is no common area%s. Remove the "
+                             "images outside the area of interest or use extent='union'." % (
+                                 (" (%s do(es) not overlap the reference image '%s')" % (
+                                     ", ".join("'%s'" % a for a in apart), ref.path))
+                                 if apart else ""))
     else:
         left, bottom = boxes[:, 0].min(), boxes[:, 1].min()
         right, top = boxes[:, 2].max(), boxes[:, 3].max()
