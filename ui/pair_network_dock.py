@@ -54,7 +54,6 @@ class PairNetworkDock(QDockWidget):
         self.sources = SeriesSources()
         self.loaded_layers = []
         self.last_clicked = None
-        self.pending = 0
         self._build()
         self.refresh()
 
@@ -118,13 +117,11 @@ class PairNetworkDock(QDockWidget):
             self.redraw()
             return False
         self.info.setText("Reading %s…" % self.sources.pairs_csv)
-        self.pending += 1
         self.runner.run("SlideWatch: reading pairs.csv", self._on_pairs, read_pair_table,
                         self.sources.pairs_csv)
         return True
 
     def _on_pairs(self, result, error):
-        self.pending -= 1
         if error is not None:
             self.pairs = []
             self.info.setText(str(error))
@@ -142,10 +139,10 @@ class PairNetworkDock(QDockWidget):
         from qgis.PyQt.QtCore import QCoreApplication
 
         deadline = time.time() + timeout_ms / 1000.0
-        while (self.pending > 0 or self.runner.busy()) and time.time() < deadline:
+        while self.runner.busy() and time.time() < deadline:
             QCoreApplication.processEvents()
             time.sleep(0.01)
-        return self.pending == 0
+        return not self.runner.busy()
 
     # ------------------------------------------------------------------ drawing
     def view(self):

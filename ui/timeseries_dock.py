@@ -42,7 +42,6 @@ class TimeSeriesDock(QDockWidget):
         self.pinned = []
         self.curves = {}
         self.last_error = None
-        self.pending = 0
         self._build()
         self.map_tool = PixelMapTool(self.canvas)
         self.map_tool.pixelClicked.connect(self.on_pixel_clicked)
@@ -153,7 +152,6 @@ class TimeSeriesDock(QDockWidget):
         if canvas_point is not None:
             self.map_tool.add_marker(canvas_point, "#FF00FF")
         self.info.setText("Reading pixel at (%.1f, %.1f)…" % (point.x(), point.y()))
-        self.pending += 1
         self.runner.run("SlideWatch: reading a pixel's time series", self._on_series,
                         read_pixel_series, self.sources, point.x(), point.y())
         geometry, label = self._detection_at(point)
@@ -162,7 +160,6 @@ class TimeSeriesDock(QDockWidget):
 
     def show_polygon_mean(self, geojson, label):
         """Read (in a task) and pin the mean series of a polygon given in the raster CRS."""
-        self.pending += 1
         self.runner.run("SlideWatch: reading a detection's mean series", self._on_polygon,
                         read_polygon_series, self.sources, geojson, label)
 
@@ -188,7 +185,6 @@ class TimeSeriesDock(QDockWidget):
         return None, None
 
     def _on_series(self, result, error):
-        self.pending -= 1
         if error is not None:
             self.last_error = error
             self._message(str(error))
@@ -205,7 +201,6 @@ class TimeSeriesDock(QDockWidget):
         self.redraw()
 
     def _on_polygon(self, result, error):
-        self.pending -= 1
         if error is not None:
             self.last_error = error
             self._message(str(error))
@@ -228,10 +223,10 @@ class TimeSeriesDock(QDockWidget):
         from qgis.PyQt.QtCore import QCoreApplication
 
         deadline = time.time() + timeout_ms / 1000.0
-        while (self.pending > 0 or self.runner.busy()) and time.time() < deadline:
+        while self.runner.busy() and time.time() < deadline:
             QCoreApplication.processEvents()
             time.sleep(0.01)
-        return self.pending == 0
+        return not self.runner.busy()
 
     # ------------------------------------------------------------------ plotting
     def component(self):

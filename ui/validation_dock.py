@@ -59,7 +59,6 @@ class ValidationDock(QDockWidget):
         self.model = None
         self.layer = None
         self.series = None
-        self.pending = 0
         self.last_error = None
         self._filling = False
         self._build()
@@ -428,14 +427,12 @@ class ValidationDock(QDockWidget):
         if crs.isValid() and self.layer.crs().isValid() and crs != self.layer.crs():
             g.transform(QgsCoordinateTransform(self.layer.crs(), crs, QgsProject.instance()))
         ident = self.model.current_id
-        self.pending += 1
         self.runner.run("SlideWatch: reading a detection's mean series",
                         lambda result, error, ident=ident: self._on_series(ident, result, error),
                         read_polygon_series, self.sources, json.loads(g.asJson()),
                         "detection %s" % ident)
 
     def _on_series(self, ident, result, error):
-        self.pending -= 1
         if self.model is None or ident != self.model.current_id:
             return
         self.plot.clear()
@@ -466,10 +463,10 @@ class ValidationDock(QDockWidget):
         from qgis.PyQt.QtCore import QCoreApplication
 
         deadline = time.time() + timeout_ms / 1000.0
-        while (self.pending > 0 or self.runner.busy()) and time.time() < deadline:
+        while self.runner.busy() and time.time() < deadline:
             QCoreApplication.processEvents()
             time.sleep(0.01)
-        return self.pending == 0
+        return not self.runner.busy()
 
     # ------------------------------------------------------------------ decisions
     def decide(self, status):
@@ -493,8 +490,8 @@ class ValidationDock(QDockWidget):
         try:
             rec = self.model.undo()
         except DecisionConflict as exc:
-            self._message(str(exc))
             self._after_change()
+            self._message(str(exc))
             return None
         except Exception as exc:
             self._message("Undo failed: %s" % exc)
