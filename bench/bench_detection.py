@@ -278,6 +278,14 @@ def run_real_null(out_root):
     res2 = detect(e3, n3, dates, gtr, crs=crs)
     out["n_detections"] = len(res2.features)
     out["n_candidates_rejected"] = len(res2.candidates_rejected or [])
+    out["candidates_rejected"] = res2.candidates_rejected
+    out["noise"] = res2.noise.as_dict()
+    # the same without the temporal-evidence rule, to report what significance alone gives
+    res3 = detect(e3, n3, dates, gtr, crs=crs, require_temporal_evidence=False)
+    out["n_detections_without_temporal_rule"] = len(res3.features)
+    out["without_rule"] = [dict(area_m2=f["area_m2"], v_mean_m_per_yr=round(f["v_mean_m_per_yr"], 1),
+                                significance_mean=round(f["significance_mean"], 1),
+                                score=round(f["score"], 3)) for f in res3.features]
     from slidewatch.core.detections_store import write_detections
     write_detections(os.path.join(out_root, "real_null", "detections.gpkg"), res2.features,
                      crs.to_wkt(), preserve=False)

@@ -21,9 +21,14 @@ Pipeline of :func:`detect` (arrays) / :func:`detect_from_folder` (SlideWatch fil
    DEM, agreement of the motion with the downslope direction weighted by the slope.
    Coherence and consistency are expressed relative to their median on stable ground.
 5. **Objects**: hysteresis on significance (seeds ``z >= z_seed`` grown into
-   ``z >= z_grow``), morphological opening/closing, holes filled, minimum area; an
-   object is kept when it has at least ``min_seed_px`` seed pixels and its score (the
-   weighted mean of its evidence, stored with each contribution) is ``>= min_score``.
+   ``z >= z_grow``, the extent also significant without smoothing, ``z >= z_edge``),
+   morphological opening/closing, holes filled, minimum area; an object is kept when it
+   has at least ``min_seed_px`` seed pixels and its score (the weighted mean of its
+   evidence, missing evidence counting as 0, stored with each contribution) is
+   ``>= min_score``. With fewer than 3 dates (a single pair) there is no temporal
+   evidence and, by default (``require_temporal_evidence``), candidates are only
+   reported (``candidates_rejected``) and not written as detections: one pair cannot
+   tell a moving slope from a local correlation artefact of the same size.
 6. **Acceleration** (:mod:`.acceleration`) of each object's mean displacement series.
 7. Polygons (``rasterio.features.shapes``) and ``detections.gpkg``
    (:mod:`.detections_store`, validations preserved across re-runs).
@@ -82,6 +87,8 @@ class DetectionParams:
     sig_full: float = 8.0
     #: slope (degrees) at which the downslope evidence reaches its full weight
     slope_full_deg: float = 10.0
+    #: objects need temporal evidence (>= 3 dates); a single pair gives candidates only
+    require_temporal_evidence: bool = True
     #: fit elevation/gradient terms when a DEM is given
     use_topography: bool = True
     #: per-pixel date rejection threshold (in date-sigmas)
@@ -570,11 +577,23 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         progress.check()
         sl = objs[k - 1]
         m = lab[sl] == k
-        vals = {name: float(np.nanmean(arr[sl][m])) for name, arr in evidence.items()}
+        # missing evidence (e.g. no temporal evidence from a single pair) counts as none
+        vals = {name: float(np.mean(np.nan_to_num(arr[sl][m], nan=0.0)))
+                for name, arr in evidence.items()}
         contrib = {name: weights[name] * vals[name] / wsum for name in weights}
         obj_score = float(sum(contrib.values()))
+        reason = None
         if obj_score < p.min_score:
+            reason = "score %.2f < %.2f" % (obj_score, p.min_score)
+        elif p.require_temporal_evidence and T < 3:
+            reason = ("only %d dates: no temporal evidence (coherence/consistency need >= 3 "
+                      "dates), a single pair cannot show that a slope is active" % T)
+        if reason:
             rejected.append({"n_pixels": int(m.sum()), "score": round(obj_score, 3),
+                             "significance_max": round(float(np.nanmax(z[sl][m])), 2),
+                             "v_mean_m_per_yr": round(float(np.nanmean(np.hypot(
+                                 ve_raw[sl][m], vn_raw[sl][m]))), 3),
+                             "reason": reason,
                              "evidence": {a: round(b, 3) for a, b in vals.items()}})
             continue
         kept += 1

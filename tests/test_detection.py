@@ -265,3 +265,13 @@ def test_processing_algorithm_writes_detections(tmp_path):
     params.update(Z_SEED=2.0, Z_GROW=3.0)
     with pytest.raises(QgsProcessingException, match="z_grow"):
         alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
+
+
+def test_single_pair_gives_candidates_but_no_detection():
+    e, n, dates, mask = make_series(seed=9, slide=dict(SLIDE, v=60.0), n=2)
+    res = detect(e, n, dates, TR)
+    assert res.features == []
+    assert len(res.candidates_rejected) == 1
+    assert "temporal evidence" in res.candidates_rejected[0]["reason"]
+    res2 = detect(e, n, dates, TR, require_temporal_evidence=False, min_score=0.3)
+    assert len(res2.features) == 1
