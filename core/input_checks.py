@@ -403,3 +403,40 @@ def check_detections_layer(gpkg, layer="detections", require_validation=True):
                          "core.detections_store.ensure_validation_fields('%s')."
                          % (layer, gpkg, ", ".join(no_val), gpkg))
     return missing
+
+
+# ----------------------------------------------------------------------------- time series
+
+def check_velocity_has_data(velocity_path, n_pairs=None, n_dates=None, min_obs=3):
+    """Raise :class:`InputError` when the velocity raster has no finite pixel at all.
+
+    Called before the detection so that an empty inversion (too few pairs per pixel,
+    clouded or empty images, a window too large for the image) is explained instead of
+    failing later with an unclear message.
+    """
+    import rasterio
+    try:
+        with rasterio.open(velocity_path) as src:
+            idx = 1
+            for i, d in enumerate(src.descriptions, start=1):
+                if d == "v_m_per_yr":
+                    idx = i
+            any_valid = False
+            for _, win in src.block_windows(idx):
+                if np.isfinite(src.read(idx, window=win)).any():
+                    any_valid = True
+                    break
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError("Cannot read the velocity raster '%s': %s. Run the inversion again."
+                         % (velocity_path, exc)) from exc
+    if any_valid:
+        return
+    extra = ""
+    if n_pairs is not None and n_dates is not None:
+        extra = " (%d pair(s) over %d date(s))" % (n_pairs, n_dates)
+    raise InputError(
+        "The inversion gave no valid pixel in '%s'%s: every pixel has fewer than %d usable "
+        "pair measurements. Add images (each pixel needs at least %d valid pairs), remove "
+        "clouded or empty images, check the 'status' band of the pair rasters (nodata, "
+        "flat texture, low NCC), or lower the inversion option min_obs."
+        % (velocity_path, extra, min_obs, min_obs))

@@ -509,9 +509,8 @@ def _step_catalog(ctx, progress):
         ctx.mark("catalog", "done", "%d image(s)" % len(catalog.records),
                  time.perf_counter() - t0)
     if len(catalog.records) < 2:
-        raise InputError("Only %d dated image(s) found in '%s': at least 2 are needed (3 or "
-                         "more for a time series). Check the file names contain dates, see "
-                         "%s." % (len(catalog.records), ctx.input_folder, out))
+        from .input_checks import require_images
+        require_images(catalog, ctx.input_folder, catalog_csv=out)  # lists skipped files
     ctx.result.paths["catalog"] = out
     ctx.result.n_dates = len(catalog.records)
     progress.update(1.0, "catalog: %d images" % len(catalog.records))
@@ -608,6 +607,11 @@ def _step_correlation(ctx, selected, catalog, progress):
     t0 = time.perf_counter()
     progress.check()
     jobs = _pair_jobs(ctx, selected, catalog)
+    if catalog.records:
+        from .input_checks import check_window_search
+        r0 = catalog.records[0]
+        check_window_search((r0.height, r0.width), ctx.params.window, ctx.params.search,
+                            r0.path)
     for job in jobs:
         for key in ("reference_path", "secondary_path"):
             if not os.path.exists(job[key]):
@@ -745,6 +749,10 @@ def _step_detection(ctx, progress):
     if unknown:
         raise ParameterError("Unknown detection option(s): %s. Known: %s." % (
             ", ".join(sorted(unknown)), ", ".join(sorted(known))))
+    from .input_checks import check_velocity_has_data
+    check_velocity_has_data(ctx.result.paths["velocity"], ctx.result.n_pairs,
+                            ctx.result.n_dates,
+                            int(ctx.params.inversion_options.get("min_obs", 3)))
     dem = _dem_path(ctx)
     p = ctx.params.step_params("detection")
     phash = params_hash(p)
