@@ -38,6 +38,7 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -416,6 +417,12 @@ def _polygons(labels, transform, n):
     return {k: {"type": "MultiPolygon", "coordinates": v} for k, v in polys.items()}
 
 
+def _nanmean(a):
+    a = np.asarray(a, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else None
+
+
 def _azimuth(ve, vn):
     return float(np.degrees(np.arctan2(ve, vn)) % 360.0)
 
@@ -607,7 +614,8 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         proj = (E[tsl][:, m] * (mve / mdir) + N[tsl][:, m] * (mvn / mdir))
         val_obj = np.isfinite(proj)
         frac = val_obj.mean(1)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN dates
             # median over the object's pixels: robust to cloud outliers on a date
             series = np.where(frac >= 0.3, np.nanmedian(proj, axis=1), np.nan)
         acc = _accel.detect_acceleration(dates, series, min_delta_bic=p.accel_min_delta_bic,
@@ -618,8 +626,8 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
             "v_mean_m_per_yr": float(np.nanmean(sp)),
             "v_p95_m_per_yr": float(np.nanpercentile(sp, 95)),
             "direction_deg": _azimuth(mve, mvn),
-            "coherence": float(np.nanmean(coh[sl][m])),
-            "consistency": float(np.nanmean(tau[sl][m])),
+            "coherence": _nanmean(coh[sl][m]),
+            "consistency": _nanmean(tau[sl][m]),
             "score": obj_score,
             "accel_flag": int(acc["accel_flag"]),
             "accel_onset_date": acc["onset_date"],
@@ -654,10 +662,10 @@ def _explain(f, vals, contrib, p, has_dem):
     parts = ["score %.2f = significance %.2f (mean |v|/noise %.1f, max %.1f) x %.2f"
              % (f["score"], vals["significance"], f["significance_mean"], f["significance_max"],
                 p.w_significance / _wsum(p, has_dem)),
-             "+ coherence %.2f (vector coherence %.2f) x %.2f"
-             % (vals["coherence"], f["coherence"], p.w_coherence / _wsum(p, has_dem)),
-             "+ consistency %.2f (Kendall tau %.2f) x %.2f"
-             % (vals["consistency"], f["consistency"], p.w_consistency / _wsum(p, has_dem))]
+             "+ coherence %.2f (vector coherence %s) x %.2f"
+             % (vals["coherence"], _fmt(f["coherence"]), p.w_coherence / _wsum(p, has_dem)),
+             "+ consistency %.2f (Kendall tau %s) x %.2f"
+             % (vals["consistency"], _fmt(f["consistency"]), p.w_consistency / _wsum(p, has_dem))]
     if has_dem:
         parts.append("+ downslope %.2f (cos angle to downslope %.2f, slope %.0f deg) x %.2f"
                      % (vals["downslope"], f["downslope_agreement"], f["slope_deg"],
@@ -668,6 +676,10 @@ def _explain(f, vals, contrib, p, has_dem):
         txt += " Acceleration from %s (%.2f -> %.2f m/yr)." % (
             f["accel_onset_date"], f["accel_v_before_m_per_yr"], f["accel_v_after_m_per_yr"])
     return txt
+
+
+def _fmt(x):
+    return "n/a" if x is None or not np.isfinite(x) else "%.2f" % x
 
 
 def _wsum(p, has_dem):
