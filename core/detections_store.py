@@ -387,6 +387,9 @@ def write_detections(path, features, crs_wkt=None, preserve=True, match_overlap=
                 raise OutputError("'%s' stayed locked by another program for %.0f s; close the "
                                   "editing session on it (or wait) and run again."
                                   % (path, lock_timeout)) from exc
+            except sqlite3.DatabaseError as exc:
+                raise OutputError("'%s' exists and is not a GeoPackage (%s). Move it away or "
+                                  "choose another output file." % (path, exc)) from exc
             prev, arch = _read_previous(path)
         new_geoms = [_geometry(ogr, f.get("geometry")) for f in features]
         # ids: keep the id of the best-matching previous polygon (any status)

@@ -166,3 +166,12 @@ def test_ensure_validation_fields_on_foreign_layer(tmp_path):
     store.record_decision(p, 7, "confirmed", "ok", "ana")
     assert store.read_detections(p)[0]["status"] == "confirmed"
     assert _ogr_ok(p) == 1
+
+
+def test_existing_non_geopackage_is_not_overwritten(tmp_path):
+    from slidewatch.core.errors import OutputError
+    p = tmp_path / "d.gpkg"
+    p.write_text("not a database, and not ours to destroy")
+    with pytest.raises(OutputError, match="not a GeoPackage"):
+        store.write_detections(str(p), feats((0, 0, 100)), CRS)
+    assert p.read_text().startswith("not a database")
