@@ -47,6 +47,18 @@ Files written in ``out_folder``
 * ``truth.npz``: all truth arrays (see :class:`SyntheticStack`; ``east_m``/``north_m``
   are stored in full, (n_dates, H, W) float32) plus ``meta_json``;
 * ``truth.json``: human-readable summary (dates, files, landslides, offsets, parameters).
+
+Usage::
+
+    st = generate_stack("/tmp/stack", n_dates=40, shape=(512, 512), seed=0)
+    dx, dy = st.pair_truth_px(0, 5)        # what a correlator should measure (px)
+    st = SyntheticStack.load("/tmp/stack")  # later, from truth.npz
+
+``generate_stack(None, write=False)`` keeps the images in memory (``st.images``);
+``write=False, keep_images=False`` computes the truth only (no rendering, fast).
+Memory stays bounded for large stacks: images are rendered and written date by date in
+blocks of rows; ``east_m``/``north_m`` are built only when accessed (use
+``ground_displacement_m(t)`` for one date).
 """
 
 import dataclasses
