@@ -339,3 +339,37 @@ def test_inversion_reuses_finished_blocks(tmp_path):
     assert info1["n_blocks"] == first["n_blocks"] == 4
     np.testing.assert_array_equal(_read_all(str(tmp_path / "a"))["velocity.tif"][0],
                                   _read_all(str(tmp_path / "b"))["velocity.tif"][0])
+
+
+# -- pair correlation over the executor: identical on threads and on the cluster -----------
+def test_correlation_tasks_identical_local_and_dask(tmp_path, cluster_executor):
+    import rasterio
+    from slidewatch.core.pipeline_tasks import correlate_pair_task
+    from slidewatch.core.synthetic import generate_stack
+
+    stack = generate_stack(str(tmp_path / "img"), n_dates=3, shape=(96, 96), seed=2,
+                           cloudy_date_fraction=0.0, fully_clouded_dates=0)
+    params = dict(window=24, step=8, search=6)
+
+    def jobs(folder):
+        return [dict(reference_path=stack.paths[i], secondary_path=stack.paths[j],
+                     reference_date=str(stack.dates[i]), secondary_date=str(stack.dates[j]),
+                     out_path=os.path.join(folder, "pair_%s_%s.tif" % (
+                         str(stack.dates[i]).replace("-", ""),
+                         str(stack.dates[j]).replace("-", ""))), params=params)
+                for i, j in ((0, 1), (0, 2), (1, 2))]
+
+    with get_executor(None, max_workers=2) as loc:
+        r_loc = loc.map(correlate_pair_task, jobs(str(tmp_path / "loc")), pass_cancel=True)
+    r_dask = cluster_executor.map(correlate_pair_task, jobs(str(tmp_path / "dask")),
+                                  pass_cancel=True)
+    assert [r["reused"] for r in r_loc + r_dask] == [False] * 6
+    for a, b in zip(r_loc, r_dask):
+        with rasterio.open(a["path"]) as sa, rasterio.open(b["path"]) as sb:
+            np.testing.assert_array_equal(sa.read(), sb.read())
+            assert sa.transform == sb.transform
+            assert sa.tags()["SLIDEWATCH_PARAMS"] == sb.tags()["SLIDEWATCH_PARAMS"]
+        assert a["valid_fraction"] == b["valid_fraction"] > 0.2
+    # resubmitting finished pairs reuses their outputs (what a retry after a dead worker does)
+    again = cluster_executor.map(correlate_pair_task, jobs(str(tmp_path / "dask")))
+    assert [r["reused"] for r in again] == [True] * 3
