@@ -359,3 +359,23 @@ def test_truth_only_mode_matches_rendered_stack():
                  "ramp_coeffs_px", "landslide_labels", "noisy_mask", "dem"):
         np.testing.assert_array_equal(getattr(lite, name), getattr(full, name), err_msg=name)
     assert lite.fully_clouded == full.fully_clouded and lite.dates == full.dates
+
+
+def test_progress_and_cancel(tmp_path):
+    from slidewatch.core.errors import Cancelled
+    from slidewatch.core.progress import Progress
+    seen = []
+    generate_stack(str(tmp_path / "a"), n_dates=3, shape=(48, 48), seed=0,
+                   progress=Progress(callback=lambda p, m: seen.append(p)))
+    assert seen and seen[-1] == 100.0 and seen == sorted(seen)
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        generate_stack(str(tmp_path / "b"), n_dates=6, shape=(48, 48), seed=0,
+                       progress=Progress(is_cancelled=cancel))
+    assert not os.path.exists(str(tmp_path / "b" / "truth.npz"))
+    assert not [f for f in os.listdir(str(tmp_path / "b")) if f.endswith(".partial")]
