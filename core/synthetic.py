@@ -801,7 +801,7 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
     H, W = h + 2 * m, w + 2 * m
     tex_mean, veg_pad = 1000.0, None
     stack.params["texture_source"] = ("sentinel2" if texture == "sentinel2" and
-                                      _s2_available() else "fractal")
+                                      (not render or _s2_available()) else "fractal")
     if render:
         if texture == "sentinel2":
             tex = sentinel2_texture((H, W), seed)
@@ -976,7 +976,7 @@ def _write_truth(stack, folder):
     meta = stack._meta()
     n = stack.n_dates
     shp = (n,) + tuple(stack.shape)
-    arrays = dict(meta_json=np.array(json.dumps(meta)), dem=stack.dem,
+    arrays = dict(meta_json=np.array(json.dumps(meta, default=_json_default)), dem=stack.dem,
                   landslide_labels=stack.landslide_labels, cloud_masks=stack.cloud_masks,
                   valid_masks=stack.valid_masks, coreg_offsets_px=stack.coreg_offsets_px,
                   noisy_mask=stack.noisy_mask, ramp_coeffs_px=stack.ramp_coeffs_px,
@@ -998,4 +998,16 @@ def _write_truth(stack, folder):
                     "dem and the compact model; reload with "
                     "slidewatch.core.synthetic.SyntheticStack.load(folder).",
         **meta)
-    write_text_atomic(os.path.join(folder, "truth.json"), json.dumps(summary, indent=1))
+    write_text_atomic(os.path.join(folder, "truth.json"),
+                      json.dumps(summary, indent=1, default=_json_default))
+
+
+def _json_default(obj):
+    """JSON for numpy scalars / arrays found in user-given parameters."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (_dt.date, _dt.datetime)):
+        return obj.isoformat()
+    return str(obj)
