@@ -119,7 +119,8 @@ def gpkg_timestamp(value=None):
 def read_detections(path, layer=LAYER):
     """Features of a detections layer as a list of dicts.
 
-    Each dict has ``fid``, ``geometry_wkt`` and every attribute (None when unset).
+    Each dict has ``fid``, ``geometry_wkt`` and every attribute (None when unset; dates
+    and date-times as ISO 8601 strings).
     Returns an empty list when the layer is empty. Raises InputError when the file or
     the layer does not exist.
     """
@@ -136,13 +137,24 @@ def read_detections(path, layer=LAYER):
                          % (path, layer))
     defn = lyr.GetLayerDefn()
     names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    types = [defn.GetFieldDefn(i).GetType() for i in range(defn.GetFieldCount())]
     out = []
     for f in lyr:
         d = {"fid": f.GetFID()}
         g = f.GetGeometryRef()
         d["geometry_wkt"] = g.ExportToWkt() if g is not None else None
         for i, n in enumerate(names):
-            d[n] = f.GetField(i) if f.IsFieldSetAndNotNull(i) else None
+            if not f.IsFieldSetAndNotNull(i):
+                d[n] = None
+            elif types[i] == ogr.OFTDate:  # ISO 8601, not OGR's YYYY/MM/DD
+                y, mo, da = f.GetFieldAsDateTime(i)[:3]
+                d[n] = "%04d-%02d-%02d" % (y, mo, da)
+            elif types[i] == ogr.OFTDateTime:
+                y, mo, da, hh, mi, ss, tz = f.GetFieldAsDateTime(i)
+                d[n] = "%04d-%02d-%02dT%02d:%02d:%06.3f%s" % (y, mo, da, hh, mi, ss,
+                                                              "Z" if tz == 100 else "")
+            else:
+                d[n] = f.GetField(i)
         out.append(d)
     ds = None
     return out

@@ -111,7 +111,7 @@ def test_polygon_attributes_of_planted_slide():
     assert abs(0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) - f["area_m2"]) < 1e-6
 
 
-def test_acceleration_of_a_detection():
+def test_acceleration_of_a_detection(tmp_path):
     slide = dict(SLIDE, v=3.0, accel=(6, 25.0))
     e, n, dates, mask = make_series(seed=3, slide=slide, n=14)
     res = detect(e, n, dates, TR)
@@ -121,6 +121,9 @@ def test_acceleration_of_a_detection():
     onset = dt.date.fromisoformat(f["accel_onset_date"])
     idx = max(i for i, d in enumerate(dates) if dt.date.fromisoformat(d) <= onset)
     assert abs(idx - 6) <= 1
+    # the onset date survives the GeoPackage round trip as ISO 8601
+    store.write_detections(str(tmp_path / "a.gpkg"), res.features, CRS)
+    assert store.read_detections(str(tmp_path / "a.gpkg"))[0]["accel_onset_date"] == f["accel_onset_date"]
 
 
 def test_bias_removal_recovers_planted_elevation_signal():

@@ -68,7 +68,7 @@ def test_validations_preserved_archived_and_restored(tmp_path):
     assert out["n_validations_kept"] == 1 and out["n_archived"] == 1
     recs = {r["id"]: r for r in store.read_detections(p)}
     assert recs[1]["status"] == "confirmed" and recs[1]["comment"] == "scarp visible"
-    assert recs[1]["validated_by"] == "ana" and recs[1]["validated_at"]
+    assert recs[1]["validated_by"] == "ana" and recs[1]["validated_at"].endswith("Z")
     assert recs[3]["status"] == "unvalidated"
     assert 4 in recs and recs[4]["status"] == "unvalidated"  # new polygon, new id
     arch = store.read_detections(p, store.ARCHIVE_LAYER)
@@ -96,7 +96,8 @@ def test_record_decision_errors(tmp_path):
         store.record_decision(str(tmp_path / "nope.gpkg"), 1, "confirmed")
     ts = store.record_decision(p, 1, "uncertain", None, "x", "2026-11-21T10:00:00+01:00")
     assert ts == "2026-11-21T09:00:00.000Z"
-    assert store.read_detections(p)[0]["status"] == "uncertain"
+    rec = store.read_detections(p)[0]
+    assert rec["status"] == "uncertain" and rec["validated_at"] == "2026-11-21T09:00:00.000Z"
 
 
 def _decide_many(path, ids, analyst, n_rounds):
