@@ -48,7 +48,7 @@ def test_plots_every_candidate_and_selected_pair(dock, outputs):
         assert p.pos().x() == date_seconds(row["reference_date"])
         assert p.pos().y() == date_seconds(row["secondary_date"])
         assert p.data()["selected"] == (row["selected"] == "true")
-        assert p.size() == (12 if row["selected"] == "true" else 7)
+        assert p.size() == (12 if row["selected"] == "true" else 9)
     dock.candidates_box.setChecked(False)
     assert len(_points(dock)) == sum(r["selected"] == "true" for r in rows)
 

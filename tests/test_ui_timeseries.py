@@ -148,8 +148,14 @@ def test_pin_compare_export(dock, outputs, tmp_path):
     dock.map_tool.handle_point(QgsPointXY(*pixel_centre(50, 10)), crs)
     assert dock.wait()
     assert len(dock.pinned) == 1 and "pin0_magnitude" in dock.curves and "east" in dock.curves
+    np.testing.assert_allclose(dock.curves["pin0_magnitude"].getData()[1],
+                               np.hypot(truth["east"][:, 22, 25], truth["north"][:, 22, 25]),
+                               rtol=1e-6)
+    dock.component_combo.setCurrentIndex(1)  # east only: pinned and current east curves
+    assert set(dock.curves) >= {"pin0_east", "east"} and "north" not in dock.curves
     np.testing.assert_allclose(dock.curves["pin0_east"].getData()[1], truth["east"][:, 22, 25],
                                rtol=1e-6)
+    dock.component_combo.setCurrentIndex(0)
     path = dock.export_csv(str(tmp_path / "series.csv"))
     rows = list(csv.DictReader(open(path)))
     assert len(rows) == 2 * len(truth["dates"])

@@ -128,9 +128,15 @@ def test_select_zooms_flashes_and_shows_series_and_explanation(folder, dock_fact
     ident = truth["detections"][1]["id"]  # the accelerating slide
     dock.select(ident)
     assert dock.wait()
+    from qgis.core import QgsCoordinateTransform
+
     geom = dock.current_geometry()
-    assert qgis_canvas.extent().contains(geom.boundingBox())
-    assert qgis_canvas.extent().width() < 20 * geom.boundingBox().width()
+    to_canvas = QgsCoordinateTransform(dock.layer.crs(),
+                                       qgis_canvas.mapSettings().destinationCrs(),
+                                       QgsProject.instance())
+    box = to_canvas.transformBoundingBox(geom.boundingBox())
+    assert qgis_canvas.extent().contains(box)
+    assert qgis_canvas.extent().width() < 20 * box.width()
     html = dock.explanation.toPlainText()
     assert "velocity significance" in html and "accelerating" in html
     assert dock.series is not None and dock.series["label"] == "detection %s" % ident

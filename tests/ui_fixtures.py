@@ -54,6 +54,8 @@ def make_output_folder(folder, shape=(60, 80), n_detections=12, seed=1, with_pai
         d2 = (1.0 * tk + 7.0 * max(tk - onset, 0.0)) * s2
         east[k] = 0.8 * d1 + 0.6 * d2 + rng.normal(0, 0.05, (h, w))
         north[k] = -0.6 * d1 - 0.8 * d2 + rng.normal(0, 0.05, (h, w))
+    plan = plan_detections(n_detections, seed, shape)
+    add_planned_motion(east, north, plan, t)
     east[0] = north[0] = 0.0
     east[:, :3, :3] = np.nan  # a nodata corner
     north[:, :3, :3] = np.nan
@@ -103,19 +105,59 @@ def make_output_folder(folder, shape=(60, 80), n_detections=12, seed=1, with_pai
     with open(os.path.join(folder, "pairs.csv"), "w", newline="") as fh:
         csv.writer(fh).writerows([header] + pairs_rows)
     truth = make_detections(os.path.join(folder, "detections.gpkg"), n_detections, seed,
-                            shape, v)
+                            shape, plan=plan)
     return dict(east=east, north=north, velocity=vel, dates=DATES, detections=truth,
                 pairs=pairs_rows)
 
 
-def make_detections(path, n, seed=1, shape=(60, 80), v=None):
-    """``n`` detections: the first two are the slides of the folder; the others small
-    squares, true or false, with evidence that separates them imperfectly."""
+def plan_detections(n, seed=1, shape=(60, 80)):
+    """``n`` detections: the first two are the planted slides; the others small squares,
+    real (a small moving patch is planted in the rasters under them) or false alarms, with
+    evidence that separates them imperfectly."""
+    rng = np.random.default_rng(seed + 100)
+    h, w = shape
+    boxes = [(14, 15, 30, 36), (37, 52, 47, 64)]
+    while len(boxes) < n:
+        r0, c0 = int(rng.integers(0, h - 5)), int(rng.integers(0, w - 5))
+        size = int(rng.integers(2, 5))
+        boxes.append((r0, c0, r0 + size, c0 + size))
+    plan = []
+    for k, box in enumerate(boxes):
+        real = k < 2 or rng.random() < 0.5
+        sig = rng.normal(4.0 if real else 2.0, 0.8)
+        coh = np.clip(rng.normal(0.8 if real else 0.45, 0.12), 0, 1)
+        cons = np.clip(rng.normal(0.7 if real else 0.5, 0.15), 0, 1)
+        down = rng.normal(0.2 if real else 0.0, 0.3)  # weakly informative
+        if k < 2:  # the two planted slides: strong, clear evidence
+            sig, coh, cons, down = 7.0 - k, 0.92, 0.85, 0.6
+        vmean = 6.0 if k == 0 else 4.5 if k == 1 else float(
+            abs(rng.normal(2.5, 0.8)) + 0.5 if real else abs(rng.normal(0.8, 0.4)))
+        plan.append(dict(k=k, box=box, real=bool(real), sig=float(sig), coh=float(coh),
+                         cons=float(cons), down=float(down), vmean=vmean))
+    return plan
+
+
+def add_planned_motion(east, north, plan, years):
+    """Plant a small steady south-east motion under the real small detections."""
+    h, w = east.shape[1:]
+    rows, cols = np.mgrid[0:h, 0:w]
+    for d in plan:
+        if d["k"] < 2 or not d["real"]:
+            continue
+        r0, c0, r1, c1 = d["box"]
+        rc, cc = (r0 + r1) / 2.0, (c0 + c1) / 2.0
+        bump = np.exp(-(((rows - rc) / max((r1 - r0) / 2.0, 1.0)) ** 2
+                        + ((cols - cc) / max((c1 - c0) / 2.0, 1.0)) ** 2))
+        for k, tk in enumerate(years):
+            east[k] += 0.7 * d["vmean"] * tk * bump
+            north[k] -= 0.7 * d["vmean"] * tk * bump
+
+
+def make_detections(path, n, seed=1, shape=(60, 80), v=None, plan=None):
+    """Write detections.gpkg from :func:`plan_detections`; returns the plan with ids."""
     from slidewatch.core.detections_store import write_detections
 
-    rng = np.random.default_rng(seed + 100)
-    feats, truth = [], []
-    h, w = shape
+    plan = plan if plan is not None else plan_detections(n, seed, shape)
 
     def square(r0, c0, r1, c1):
         x0, y0 = pixel_centre(r0, c0)
@@ -123,25 +165,18 @@ def make_detections(path, n, seed=1, shape=(60, 80), v=None):
         return {"type": "Polygon", "coordinates": [[(x0, y0), (x1, y0), (x1, y1), (x0, y1),
                                                      (x0, y0)]]}
 
-    boxes = [(14, 15, 30, 36), (37, 52, 47, 64)]
-    while len(boxes) < n:
-        r0, c0 = int(rng.integers(0, h - 5)), int(rng.integers(0, w - 5))
-        size = int(rng.integers(2, 5))
-        boxes.append((r0, c0, r0 + size, c0 + size))
-    for k, (r0, c0, r1, c1) in enumerate(boxes):
-        real = k < 2 or rng.random() < 0.5
-        sig = rng.normal(4.0 if real else 2.0, 0.8)
-        coh = np.clip(rng.normal(0.8 if real else 0.45, 0.12), 0, 1)
-        cons = np.clip(rng.normal(0.7 if real else 0.5, 0.15), 0, 1)
-        down = rng.normal(0.2 if real else 0.0, 0.3)  # weakly informative
-        ev = dict(ev_significance=float(sig * 0.1), ev_coherence=float(coh * 0.3),
-                  ev_consistency=float(cons * 0.2), ev_downslope=float(down * 0.1))
+    feats, truth = [], []
+    for d in plan:
+        k, (r0, c0, r1, c1) = d["k"], d["box"]
+        sig, coh, cons, down = d["sig"], d["coh"], d["cons"], d["down"]
+        ev = dict(ev_significance=sig * 0.1, ev_coherence=coh * 0.3,
+                  ev_consistency=cons * 0.2, ev_downslope=down * 0.1)
         score = float(sum(ev.values()))
         area = (r1 - r0) * (c1 - c0) * PIX * PIX
-        vmean = 6.0 if k == 0 else 4.5 if k == 1 else float(abs(rng.normal(2.5, 1)))
+        vmean = d["vmean"]
         feats.append(dict(geometry=square(r0, c0, r1, c1), area_m2=area,
                           v_mean_m_per_yr=vmean, v_p95_m_per_yr=vmean * 1.4,
-                          direction_deg=135.0, coherence=float(coh), score=score,
+                          direction_deg=135.0, coherence=coh, score=score,
                           accel_flag=1 if k == 1 else 0,
                           accel_onset_date="2020-06-01" if k == 1 else None,
                           score_explanation=json.dumps({"velocity significance": round(sig, 2),
@@ -149,7 +184,7 @@ def make_detections(path, n, seed=1, shape=(60, 80), v=None):
                                                         "temporal consistency": round(cons, 2),
                                                         "downslope agreement": round(down, 2)}),
                           **ev))
-        truth.append(dict(real=real, box=(r0, c0, r1, c1), score=score, **ev))
+        truth.append(dict(real=d["real"], box=d["box"], score=score, **ev))
     info = write_detections(path, feats, crs_wkt=CRS, preserve=False)
     for rec, ident in zip(truth, info["ids"]):
         rec["id"] = ident

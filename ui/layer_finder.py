@@ -146,5 +146,47 @@ def load_raster(path, name=None, project=None):
     layer = QgsRasterLayer(path, name or os.path.splitext(os.path.basename(path))[0])
     if not layer.isValid():
         return None
+    if classify_layer(layer) == "pair":
+        style_displacement(layer, 1)  # east_m
     project.addMapLayer(layer)
     return layer
+
+
+def style_displacement(layer, band=1, percentile=98.0):
+    """Diverging blue-white-red ramp on a displacement band, symmetric around 0 (the
+    ``percentile`` of |values| sets the limits), so motion in both directions reads at once."""
+    from qgis.core import (QgsColorRampShader, QgsRasterShader,
+                           QgsSingleBandPseudoColorRenderer)
+    from qgis.PyQt.QtGui import QColor
+
+    import numpy as np
+
+    limit = None
+    try:
+        import rasterio
+
+        with rasterio.open(layer_path(layer)) as src:
+            step = max(1, max(src.width, src.height) // 512)
+            data = src.read(band, out_shape=(max(1, src.height // step),
+                                             max(1, src.width // step))).astype(float)
+        finite = np.abs(data[np.isfinite(data)])
+        if finite.size:
+            limit = float(np.percentile(finite, percentile))
+    except Exception:
+        limit = None
+    if not limit or not np.isfinite(limit):
+        limit = 1.0
+    items = [QgsColorRampShader.ColorRampItem(-limit, QColor("#2166ac"), "%.2g m" % -limit),
+             QgsColorRampShader.ColorRampItem(0.0, QColor("#f7f7f7"), "0"),
+             QgsColorRampShader.ColorRampItem(limit, QColor("#b2182b"), "%.2g m" % limit)]
+    fn = QgsColorRampShader(-limit, limit)
+    fn.setColorRampType(QgsColorRampShader.Interpolated)
+    fn.setColorRampItemList(items)
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(fn)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
+    renderer.setClassificationMin(-limit)
+    renderer.setClassificationMax(limit)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+    return limit

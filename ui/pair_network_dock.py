@@ -160,6 +160,7 @@ class PairNetworkDock(QDockWidget):
         pg = self.pg
         self.plot.clear()
         self.scatter = None
+        self.highlight = None
         if self.view() == "date":
             self.plot.setAxisItems({"left": pg.DateAxisItem(orientation="left")})
             self.plot.setLabel("left", "secondary date")
@@ -180,16 +181,20 @@ class PairNetworkDock(QDockWidget):
             if p["selected"]:
                 brush, size, pen = pg.mkBrush(*rgba), 12, pg.mkPen("k", width=1.5)
             else:
-                rgba[3] = 110
-                brush, size, pen = pg.mkBrush(*rgba), 7, pg.mkPen(None)
+                rgba[3] = 140
+                brush, size, pen = pg.mkBrush(*rgba), 9, pg.mkPen(None)
             spots.append(dict(pos=(x[k], y[k]), brush=brush, size=size, pen=pen, data=p,
                               symbol="o" if p["selected"] else "t"))
         self.scatter = pg.ScatterPlotItem(hoverable=True, tip=self._tip)
         self.scatter.addPoints(spots)
         self.scatter.sigClicked.connect(self._on_clicked)
         self.plot.addItem(self.scatter)
-        self.legend.setText("● selected (outlined)   ▼ candidate not selected   colour: score "
-                            "%.2f (purple) → %.2f (yellow)" % (lo, hi))
+        self.highlight = pg.ScatterPlotItem(size=22, brush=pg.mkBrush(None),
+                                            pen=pg.mkPen("#E4002B", width=2.5))
+        self.plot.addItem(self.highlight)
+        self._show_highlight()
+        self.legend.setText("● selected pair (outlined)   ▼ candidate not selected   ◯ loaded   "
+                            "colour: score %.2f (purple) → %.2f (yellow)" % (lo, hi))
 
     @staticmethod
     def _tip(x, y, data):
@@ -203,9 +208,19 @@ class PairNetworkDock(QDockWidget):
         if len(points):
             self.load_pair(points[0].data())
 
+    def _show_highlight(self):
+        if getattr(self, "highlight", None) is None:
+            return
+        if self.last_clicked is None:
+            self.highlight.setData([])
+            return
+        x, y = self.coordinates([self.last_clicked])
+        self.highlight.setData(x=x, y=y)
+
     def load_pair(self, pair):
         """Add the pair's displacement raster to the project (if it exists)."""
         self.last_clicked = pair
+        self._show_highlight()
         folder = self.sources.pairs_dir or (
             os.path.join(self.sources.folder, "pairs") if self.sources.folder else None)
         path = pair_raster_path(folder, pair["reference_date"], pair["secondary_date"]) \

@@ -34,5 +34,7 @@ def date_plot_widget(parent=None, left_label="", background="w"):
     widget.showGrid(x=True, y=True, alpha=0.25)
     if left_label:
         widget.setLabel("left", left_label)
-    widget.addLegend(offset=(10, 10))
+    legend = widget.addLegend(offset=(10, 5), labelTextSize="8pt", verSpacing=-6)
+    legend.setColumnCount(3)
+    legend.setBrush(mod.mkBrush(255, 255, 255, 210))
     return widget

@@ -257,20 +257,24 @@ class TimeSeriesDock(QDockWidget):
         pg = self.pg
         plot = target if target is not None else self.plot
         plot.clear()
+        if plot.getPlotItem().legend is not None:
+            plot.getPlotItem().legend.clear()  # also the style entries added below
         curves = {}
         if target is None:
             self.curves = curves
         comps = ("east", "north", "magnitude") if self.component() == "all" else (self.component(),)
+        # pinned series: magnitude only when all components are shown (keeps it readable)
+        pin_comps = ("magnitude",) if self.component() == "all" else comps
         for i, s in enumerate(self.pinned):
             x = self.ph.dates_seconds(s["dates"])
-            for comp in comps:
-                pen = pg.mkPen(self.ph.PIN_COLOURS[i % len(self.ph.PIN_COLOURS)], width=2,
-                               style=Qt.PenStyle.SolidLine if comp == "magnitude" else
-                               Qt.PenStyle.DotLine)
-                name = "%s %s" % (s["label"], comp)
+            colour = self.ph.PIN_COLOURS[i % len(self.ph.PIN_COLOURS)]
+            for comp in pin_comps:
+                pen = pg.mkPen(colour, width=2, style=Qt.PenStyle.SolidLine
+                               if comp == "magnitude" else Qt.PenStyle.DotLine)
+                name = s["label"] if len(pin_comps) == 1 else "%s %s" % (s["label"], comp)
                 curves["pin%d_%s" % (i, comp)] = plot.plot(
-                    x, s[comp], pen=pen, name=name, symbol="o", symbolSize=4,
-                    symbolBrush=self.ph.PIN_COLOURS[i % len(self.ph.PIN_COLOURS)])
+                    x, s[comp], pen=pen, name=name, symbol="s", symbolSize=5,
+                    symbolBrush=colour, symbolPen=colour)
         s = self.current_series
         if s is None or s in self.pinned:
             return
@@ -283,7 +287,7 @@ class TimeSeriesDock(QDockWidget):
                 upper = plot.plot(x, y + rmse, pen=pg.mkPen(None))
                 lower = plot.plot(x, y - rmse, pen=pg.mkPen(None))
                 fill = pg.FillBetweenItem(upper, lower, brush=pg.mkBrush(
-                    self._alpha(colour, 50)))
+                    self._alpha(colour, 28)))
                 plot.addItem(fill)
             if comp in ("east", "north"):
                 self._draw_pairs(plot, curves, s, comp, colour)
@@ -292,10 +296,27 @@ class TimeSeriesDock(QDockWidget):
             if np.isfinite(line).any():
                 curves["fit_" + comp] = plot.plot(
                     x, line, pen=pg.mkPen(colour, width=1, style=Qt.PenStyle.DashLine),
-                    name="%s fitted velocity" % comp)
+                    name=None)
             curves[comp] = plot.plot(x, y, pen=pg.mkPen(colour, width=2), symbol="o",
-                                               symbolSize=6, symbolBrush=colour,
-                                               name="%s (m)" % comp)
+                                     symbolSize=6, symbolBrush=colour, symbolPen=colour,
+                                     name=comp)
+        if len(comps) and s is not None:
+            # legend entries explaining the line styles once (not per component)
+            key = comps[-1]
+            colour = self.ph.COMPONENT_COLOURS[key]
+            legend = plot.getPlotItem().legend
+            if legend is not None:
+                legend.addItem(pg.PlotDataItem(pen=pg.mkPen(colour, width=1,
+                                                            style=Qt.PenStyle.DashLine)),
+                               "fitted velocity")
+                if s["pairs"]:
+                    legend.addItem(pg.PlotDataItem(pen=pg.mkPen(self._alpha("#555555", 140))),
+                                   "pair observations")
+                if np.isfinite(rmse):
+                    legend.addItem(pg.BarGraphItem(x=[0], height=[1], width=1,
+                                                   brush=self._alpha("#555555", 60),
+                                                   pen=pg.mkPen(None)),
+                                   "± RMSE %.2g m" % rmse)
 
     @staticmethod
     def _alpha(colour, alpha):
@@ -325,8 +346,7 @@ class TimeSeriesDock(QDockWidget):
         if xs:
             curves["pairs_" + comp] = plot.plot(
                 np.array(xs), np.array(ys), connect="pairs",
-                pen=self.pg.mkPen(self._alpha(colour, 110), width=1),
-                name="%s pair observations" % comp)
+                pen=self.pg.mkPen(self._alpha(colour, 110), width=1), name=None)
 
     def _on_mouse_moved(self, event):
         pos = event[0]

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 from qgis.core import (Qgis, QgsCoordinateTransform, QgsGeometry, QgsMapLayerProxyModel,
-                       QgsProject, QgsSettings, QgsVectorLayer)
+                       QgsProject, QgsRectangle, QgsSettings, QgsVectorLayer)
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor, QKeySequence
@@ -143,8 +143,9 @@ class ValidationDock(QDockWidget):
         dl.addWidget(self.plot, 3)
         split.addWidget(self.table)
         split.addWidget(detail)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
+        split.setSizes([300, 420])
         outer.addWidget(split, 1)
 
         nav = QHBoxLayout()
@@ -374,14 +375,29 @@ class ValidationDock(QDockWidget):
             g.transform(QgsCoordinateTransform(self.layer.crs(), canvas_crs,
                                                QgsProject.instance()))
         box = g.boundingBox()
-        margin = max(box.width(), box.height()) * 1.0 + 1.0
-        box.grow(margin)
+        size = max(box.width(), box.height())
+        # context around the polygon: 3x its size, and at least 1/10 of the layer's extent
+        full = self.layer.extent()
+        if self.layer.crs().isValid() and canvas_crs.isValid() and self.layer.crs() != canvas_crs:
+            full = QgsCoordinateTransform(self.layer.crs(), canvas_crs,
+                                          QgsProject.instance()).transformBoundingBox(full)
+        half = max(1.5 * size, max(full.width(), full.height()) / 20.0, 1e-9)
+        centre = box.center()
+        box = QgsRectangle(centre.x() - half, centre.y() - half, centre.x() + half,
+                           centre.y() + half)
         self.canvas.setExtent(box)
         self.canvas.refresh()
 
     def _explanation_html(self, rec):
         parts = ["<b>Detection %s</b> — score %.3f, status <b>%s</b>"
                  % (rec["id"], _num(rec.get("score")), rec["status"])]
+        p = self.model.probability(rec["id"])
+        if p is not None:
+            drivers = ", ".join("%s %+.2f" % (name[3:] if name.startswith("ev_") else name, c)
+                                for name, c in self.model.drivers(rec["id"]))
+            parts.append("<span style='color:#1a5fb4'>Learned from the decisions so far: "
+                         "<b>P(confirm) = %.2f</b>, driven by %s (contributions to the "
+                         "log-odds)</span>" % (p, drivers))
         facts = []
         for key, label, fmt in (("area_m2", "area", "%.0f m²"),
                                 ("v_mean_m_per_yr", "mean velocity", "%.2f m/yr"),
@@ -391,7 +407,8 @@ class ValidationDock(QDockWidget):
             if np.isfinite(_num(rec.get(key))):
                 facts.append("%s %s" % (label, fmt % _num(rec.get(key))))
         if rec.get("accel_flag"):
-            facts.append("<b>accelerating</b> since %s" % (rec.get("accel_onset_date") or "?"))
+            facts.append("<b>accelerating</b> since %s"
+                         % (str(rec.get("accel_onset_date") or "?").replace("/", "-")))
         parts.append(", ".join(facts))
         explanation = parse_explanation(rec.get("score_explanation"))
         if explanation:
@@ -401,12 +418,6 @@ class ValidationDock(QDockWidget):
         if ev:
             parts.append("Evidence: " + ", ".join("%s %.3g" % (k[3:], v) for k, v in ev
                                                   if np.isfinite(v)))
-        p = self.model.probability(rec["id"])
-        if p is not None:
-            drivers = ", ".join("%s %+.2f" % (name[3:] if name.startswith("ev_") else name, c)
-                                for name, c in self.model.drivers(rec["id"]))
-            parts.append("Learned from your decisions: <b>P(confirm) = %.2f</b>; driven by %s "
-                         "(log-odds contributions)." % (p, drivers))
         if rec.get("validated_by"):
             parts.append("Validated by %s at %s%s" % (rec["validated_by"],
                                                       rec.get("validated_at") or "?",
@@ -449,6 +460,7 @@ class ValidationDock(QDockWidget):
         rec = self.model.current()
         onset = rec.get("accel_onset_date") if rec else None
         if onset:
+            onset = str(onset).replace("/", "-")  # OGR dates read as YYYY/MM/DD
             try:
                 line = self.pg.InfiniteLine(self.ph.date_seconds(onset), angle=90,
                                             pen=self.pg.mkPen("#CC0000", style=Qt.PenStyle.DashLine),

@@ -1,0 +1,271 @@
+"""Runs inside real QGIS desktop (``qgis --code scripts/screenshots.py``): opens a SlideWatch
+output folder, uses each dock as an analyst would, and saves PNGs of the main window.
+
+Environment (set by scripts/screenshots.sh):
+  SLIDEWATCH_SHOT_FOLDER  the output folder to open (a working copy: decisions are written)
+  SLIDEWATCH_SHOT_OUT     where the PNGs go (docs/screenshots)
+  SLIDEWATCH_SHOT_LOG     a log file (the shell script prints it)
+Every step is driven by a QTimer so that QGIS paints between steps; the script ends QGIS
+itself (os._exit) once the images are written, or after a failure (exit code 1).
+"""
+
+import json
+import os
+import sys
+import traceback
+
+from qgis.core import (QgsApplication, QgsCategorizedSymbolRenderer, QgsColorRampShader,
+                       QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFillSymbol,
+                       QgsPointXY, QgsProject, QgsRasterLayer, QgsRasterShader,
+                       QgsRendererCategory, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QDockWidget
+from qgis.utils import iface, plugins
+
+FOLDER = os.environ.get("SLIDEWATCH_SHOT_FOLDER", "demo_output")
+OUT = os.environ.get("SLIDEWATCH_SHOT_OUT", "docs/screenshots")
+LOG = os.environ.get("SLIDEWATCH_SHOT_LOG", "")
+STATUS_STYLE = {"unvalidated": ("#ffd400", "unvalidated"), "confirmed": ("#1a9850", "confirmed"),
+                "rejected": ("#d73027", "rejected"), "uncertain": ("#4575b4", "uncertain")}
+
+
+def log(message):
+    line = "[screenshots] %s" % message
+    print(line, flush=True)
+    if LOG:
+        with open(LOG, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+# ------------------------------------------------------------------------ layers
+def velocity_layer(path):
+    layer = QgsRasterLayer(path, "velocity (m/yr)")
+    stats = layer.dataProvider().bandStatistics(3)
+    top = max(stats.maximumValue, 1e-6)
+    ramp = [QgsColorRampShader.ColorRampItem(0.0, QColor("#f7f7f7"), "0"),
+            QgsColorRampShader.ColorRampItem(top * 0.25, QColor("#fee08b"), "%.1f" % (top * 0.25)),
+            QgsColorRampShader.ColorRampItem(top * 0.6, QColor("#f46d43"), "%.1f" % (top * 0.6)),
+            QgsColorRampShader.ColorRampItem(top, QColor("#a50026"), "%.1f m/yr" % top)]
+    fn = QgsColorRampShader(0.0, top)
+    fn.setColorRampType(QgsColorRampShader.Interpolated)
+    fn.setColorRampItemList(ramp)
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(fn)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 3, shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(top)
+    layer.setRenderer(renderer)
+    return layer
+
+
+def detections_layer(path):
+    layer = QgsVectorLayer(path + "|layername=detections", "detections", "ogr")
+    categories = []
+    for value, (colour, label) in STATUS_STYLE.items():
+        symbol = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": colour,
+                                             "outline_width": "0.8"})
+        categories.append(QgsRendererCategory(value, symbol, label))
+    layer.setRenderer(QgsCategorizedSymbolRenderer("status", categories))
+    return layer
+
+
+def open_outputs():
+    project = QgsProject.instance()
+    qgz = os.path.join(FOLDER, "slidewatch.qgz")
+    if os.path.exists(qgz):
+        project.read(qgz)
+        log("opened project %s" % qgz)
+    else:
+        vel = velocity_layer(os.path.join(FOLDER, "timeseries", "velocity.tif"))
+        det = detections_layer(os.path.join(FOLDER, "detections.gpkg"))
+        for layer in (vel, det):
+            if not layer.isValid():
+                raise RuntimeError("cannot open %s" % layer.source())
+            project.addMapLayer(layer)
+        project.setCrs(vel.crs())
+        iface.mapCanvas().setDestinationCrs(vel.crs())
+        iface.mapCanvas().setExtent(vel.extent())
+        log("added velocity and detections layers")
+    iface.mapCanvas().refresh()
+
+
+# --------------------------------------------------------------------- helpers
+def plugin():
+    p = plugins.get("slidewatch")
+    if p is None:
+        raise RuntimeError("the SlideWatch plugin is not loaded in this QGIS profile "
+                           "(run 'make install', which enables it)")
+    return p
+
+
+def show_only(dock_class):
+    """Show the given SlideWatch dock (creating it), hide the other SlideWatch docks and
+    QGIS's own panels except the layer list."""
+    from slidewatch.ui.dock_registry import DOCKS
+
+    win = iface.mainWindow()
+    for dock in win.findChildren(QDockWidget):
+        name = dock.objectName()
+        if name.startswith("SlideWatch") or name in ("Layers",):
+            continue
+        dock.hide()
+    shown = None
+    for module_name, class_name, title in DOCKS:
+        if class_name == dock_class:
+            shown = plugin().show_dock(module_name, class_name, title)
+        elif class_name in plugin().docks:
+            plugin().docks[class_name].hide()
+    win.resizeDocks([shown], [720], Qt.Orientation.Horizontal)
+    return shown
+
+
+def grab(name):
+    path = os.path.join(OUT, name)
+    image = iface.mainWindow().grab()
+    if not image.save(path, "PNG"):
+        raise RuntimeError("could not write %s" % path)
+    log("wrote %s (%dx%d)" % (path, image.width(), image.height()))
+
+
+def detections():
+    from slidewatch.ui.validation_model import load_detections
+
+    return load_detections(os.path.join(FOLDER, "detections.gpkg"))
+
+
+def raster_crs():
+    from slidewatch.ui.layer_finder import raster_crs as crs_of
+
+    return crs_of(os.path.join(FOLDER, "timeseries", "ts_east_m.tif"))
+
+
+def fastest_pixel():
+    """Map point (raster CRS) of the fastest pixel of velocity.tif (v_m_per_yr)."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(os.path.join(FOLDER, "timeseries", "velocity.tif")) as src:
+        band = list(src.descriptions).index("v_m_per_yr") + 1
+        v = src.read(band).astype(float)
+        row, col = np.unravel_index(np.nanargmax(v), v.shape)
+        x, y = src.xy(row, col)
+    return QgsPointXY(x, y)
+
+
+def centre_of(rec):
+    from qgis.core import QgsGeometry
+
+    return QgsGeometry.fromWkt(rec["geometry_wkt"]).centroid().asPoint()
+
+
+def to_canvas(point, crs):
+    canvas_crs = iface.mapCanvas().mapSettings().destinationCrs()
+    if crs == canvas_crs:
+        return QgsPointXY(point)
+    return QgsCoordinateTransform(crs, canvas_crs, QgsProject.instance()).transform(point)
+
+
+# ------------------------------------------------------------------------ steps
+def steps():
+    win = iface.mainWindow()
+    win.resize(1600, 1000)
+    win.showMaximized()
+    open_outputs()
+    yield 2500
+    recs = sorted(detections(), key=lambda r: -(r.get("score") or 0))
+    crs = raster_crs()
+
+    # 1. time-series inspector: click the fastest pixel, pin it, then click inside the
+    #    second-best detection (which also pins the detection's mean series)
+    ts = show_only("TimeSeriesDock")
+    ts.set_folder(FOLDER)
+    ts.activate_tool(True)
+    canvas_crs = iface.mapCanvas().mapSettings().destinationCrs()
+    ts.map_tool.handle_point(to_canvas(fastest_pixel(), crs), canvas_crs)
+    ts.wait()
+    yield 500
+    ts.pin_current()
+    second = recs[1] if len(recs) > 1 else recs[0]
+    ts.map_tool.handle_point(to_canvas(centre_of(second), crs), canvas_crs)
+    ts.wait()
+    yield 1500
+    grab("timeseries_inspector.png")
+
+    # 2. validation: a session in progress (learning active when enough is validated)
+    val = show_only("ValidationDock")
+    if val.model is None:
+        raise RuntimeError("validation dock has no detections layer: %s"
+                           % val.status_label.text())
+    val.analyst.setText("demo analyst")
+    # (a) at work: the best detection confirmed, now looking at the second one
+    val.select(recs[0]["id"])
+    val.comment.setText("scarp and cracks visible on the images")
+    val.decide("confirmed")
+    val.select(recs[1]["id"] if len(recs) > 1 else recs[0]["id"])
+    val.comment.setText("accelerating since early summer?")
+    val.wait()
+    yield 2500
+    grab("validation_dock.png")
+
+    # (b) learning: once >= 20 detections are confirmed/rejected, the unvalidated ones are
+    #     ranked by the probability learned from the decisions
+    truth_path = os.path.join(FOLDER, "screenshot_truth.json")
+    if os.path.exists(truth_path):  # fixture data: validate like a careful analyst would
+        truth = {int(k): v for k, v in json.load(open(truth_path)).items()}
+        order = [r["id"] for r in val.model.visible()]
+        for ident in order[:22] + order[-3:]:
+            rec = val.model.by_id[ident]
+            if rec["status"] != "unvalidated":
+                continue
+            val.model.select(ident)
+            val.model.decide("confirmed" if truth.get(ident) else "rejected",
+                             "checked on the images" if truth.get(ident) else "",
+                             "demo analyst", advance=False)
+        val.comment.clear()
+        val.reload()
+        val.status_combo.setCurrentText("unvalidated")
+        val.order_combo.setCurrentIndex(1)  # by learned probability
+        val.model.first()
+        val.fill_table()
+        val.show_current()
+        val.wait()
+        yield 2500
+        grab("validation_learning.png")
+
+    # 3. pair network: click a selected pair (loads its raster)
+    iface.mapCanvas().zoomToFullExtent()
+    pn = show_only("PairNetworkDock")
+    pn.set_folder(FOLDER)
+    pn.wait()
+    yield 500
+    selected = [p for p in pn.pairs if p["selected"]]
+    if selected:
+        layer = pn.load_pair(selected[len(selected) // 2])
+        if layer is not None:
+            iface.mapCanvas().refresh()
+    yield 2500
+    grab("pair_network.png")
+
+
+def run():
+    os.makedirs(OUT, exist_ok=True)
+    gen = steps()
+
+    def step():
+        try:
+            delay = next(gen)
+        except StopIteration:
+            log("done")
+            QgsProject.instance().setDirty(False)
+            sys.stdout.flush()
+            os._exit(0)
+        except Exception:
+            log("FAILED:\n" + traceback.format_exc())
+            os._exit(1)
+        QTimer.singleShot(delay, step)
+
+    QTimer.singleShot(3000, step)  # let QGIS finish starting (plugins, welcome page)
+
+
+run()

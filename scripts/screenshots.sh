@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Screenshots of the SlideWatch docks in real QGIS desktop under Xvfb -> docs/screenshots/.
+# Usage: scripts/screenshots.sh [output folder]   (default: demo_output/ from `make demo`;
+# when it has no time series yet, a small demo folder is generated from fixture data).
+# Works on a copy of the folder (the validation step writes decisions), in a private QGIS
+# profile with the plugin enabled, so the user's profile and data are left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+src="${1:-$root/demo_output}"
+out="$root/docs/screenshots"
+work="$root/.build/screenshots"
+profiles="$work/qgis"
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$root/.cache/numba}"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/runtime-$(id -u)}"
+mkdir -p "$out" "$work" "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+rm -rf "$work/data" "$work/log.txt"
+
+if [ -f "$src/timeseries/ts_east_m.tif" ] && [ -f "$src/detections.gpkg" ]; then
+  echo "Using the outputs in $src (copied to $work/data)"
+  cp -r "$src" "$work/data"
+else
+  echo "No SlideWatch outputs in $src: generating a small demo folder from fixture data"
+  PYTHONPATH="$root/.build/plugins:$root/tests" "$root/.venv/bin/python" - "$work/data" <<'PY'
+import json, sys
+from ui_fixtures import make_output_folder
+truth = make_output_folder(sys.argv[1], shape=(120, 160), n_detections=40, seed=3)
+json.dump({str(d["id"]): bool(d["real"]) for d in truth["detections"]},
+          open(sys.argv[1] + "/screenshot_truth.json", "w"))
+PY
+fi
+
+# private profile: plugin linked and enabled, no tips / first-run dialogs
+profile="$profiles/profiles/default"
+mkdir -p "$profile/python/plugins" "$profile/QGIS"
+ln -sfn "$root" "$profile/python/plugins/slidewatch"
+"$root/.venv/bin/python" scripts/enable_plugin.py "$profile"
+python3 - "$profile/QGIS/QGIS3.ini" <<'PY'
+import configparser, sys
+path = sys.argv[1]
+cfg = configparser.RawConfigParser()
+cfg.optionxform = str
+cfg.read(path)
+for section, key, value in (("qgis", "showTips322", "false"), ("qgis", "showTips", "false"),
+                            ("qgis", "checkVersion", "false"),
+                            ("core", "News\\disabled", "true"),
+                            ("app", "projects\\lastSaveVersion", "")):
+    if not cfg.has_section(section):
+        cfg.add_section(section)
+    cfg.set(section, key, value)
+with open(path, "w") as fh:
+    cfg.write(fh, space_around_delimiters=False)
+PY
+
+display=":$(( 90 + RANDOM % 9 ))"
+Xvfb "$display" -screen 0 1600x1000x24 -nolisten tcp >/dev/null 2>&1 &
+xvfb_pid=$!
+trap 'kill $xvfb_pid 2>/dev/null || true' EXIT
+sleep 2
+site=$("$root/.venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+set +e
+env -u QT_QPA_PLATFORM DISPLAY="$display" \
+  PYTHONPATH="$root/.build/plugins:$site" \
+  SLIDEWATCH_SHOT_FOLDER="$work/data" SLIDEWATCH_SHOT_OUT="$out" SLIDEWATCH_SHOT_LOG="$work/log.txt" \
+  timeout 300 /usr/bin/qgis --nologo --noversioncheck \
+  --profiles-path "$profiles" --profile default --code "$root/scripts/screenshots.py" \
+  >"$work/qgis_stdout.txt" 2>"$work/qgis_stderr.txt"
+rc=$?
+set -e
+cat "$work/log.txt" 2>/dev/null || true
+if [ $rc -ne 0 ] || ! grep -q "\] done" "$work/log.txt" 2>/dev/null; then
+  echo "QGIS did not finish the screenshots (exit $rc); see $work/qgis_stderr.txt" >&2
+  tail -20 "$work/qgis_stderr.txt" >&2 || true
+  exit 1
+fi
+echo "Screenshots in $out:"
+ls -1 "$out"/*.png
