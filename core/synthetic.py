@@ -406,17 +406,24 @@ def _sun_position(date_iso, lat_deg=46.0, solar_hour=10.5):
 
 
 def _make_dem(shape, pixel_size, rng):
-    """Synthetic mountain terrain (m): smooth fractal relief + regional tilt, scaled so
-    that the median slope is ~24 degrees."""
-    h, w = shape
-    f = fractal_texture(shape, rng=rng, beta=4.0).astype(np.float64)
-    f += 0.08 * fractal_texture(shape, rng=rng, beta=3.2)
-    ang = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    f += 1.5 * (np.cos(ang) * xx + np.sin(ang) * yy) / max(h, w) * 4.0
+    """Synthetic mountain terrain (m), defined in physical units so that it looks the same
+    for any image size: Gaussian random relief with spectrum (f0^2 + f^2)^(-beta/2)
+    (beta = 5.5, roll-off wavelength 1/f0 = 4 km: ridges and valleys a few km apart),
+    smoothed below ~80 m, scaled so that the median slope is ~24 degrees."""
+    from scipy.fft import irfft2, next_fast_len, rfft2
+
+    oh, ow = shape
+    h, w = next_fast_len(oh + 64, real=True), next_fast_len(ow + 64, real=True)
+    white = rng.standard_normal((h, w))
+    fy = np.fft.fftfreq(h)[:, None] / pixel_size
+    fx = np.fft.rfftfreq(w)[None, :] / pixel_size
+    f2 = fx * fx + fy * fy
+    f0, beta, cut = 1.0 / 4000.0, 5.5, 80.0
+    amp = (f0 * f0 + f2) ** (-beta / 4.0) * np.exp(-f2 * cut * cut)
+    amp[0, 0] = 0.0
+    f = irfft2(rfft2(white) * amp, s=(h, w))[32:32 + oh, 32:32 + ow]
     gy, gx = np.gradient(f, pixel_size)
-    slope = np.hypot(gx, gy)
-    scale = 0.45 / max(float(np.median(slope)), 1e-12)
+    scale = 0.45 / max(float(np.median(np.hypot(gx, gy))), 1e-12)
     dem = 1800.0 + scale * (f - f.mean())
     return dem.astype(np.float32)
 
@@ -996,7 +1003,15 @@ def _write_truth(stack, folder):
                     "ground displacement since the first date (m), cloud_masks, "
                     "valid_masks, landslide_labels, coreg_offsets_px (dx, dy per date), "
                     "dem and the compact model; reload with "
-                    "slidewatch.core.synthetic.SyntheticStack.load(folder).",
+                    "slidewatch.core.synthetic.SyntheticStack.load(folder). "
+                    "landslide_peak_displacement_m: cumulative displacement of the core "
+                    "of each landslide (id -> one value per date, metres, along "
+                    "direction_deg); the speed tapers smoothly to 0 at the border.",
+        landslide_peak_displacement_m={
+            str(ls["id"]): [round(float(v), 5) for v in stack.amplitudes_m[:, k]]
+            for k, ls in enumerate(stack.landslides)},
+        coreg_offsets_px=[[round(float(v), 6) for v in row]
+                          for row in stack.coreg_offsets_px],
         **meta)
     write_text_atomic(os.path.join(folder, "truth.json"),
                       json.dumps(summary, indent=1, default=_json_default))
