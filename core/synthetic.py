@@ -20,8 +20,9 @@ renders, date by date, a single-band (B08-like, UInt16, 0 = nodata) GeoTIFF stac
 Geometry of the rendering (exact, documented inversion)
 -------------------------------------------------------
 Pixel coordinates are (row, col) on the reference grid (the grid of every image).
-The continuous scene ``S`` is the cubic B-spline interpolant of the ground texture
-(texture × shading [× vegetation]), attached to the ground as it was at date 0.
+The continuous scene ``S_t`` is attached to the ground as it was at date 0: the cubic
+B-spline interpolant of the texture times the day's terrain shading (a C2 cubic B-spline
+field) [blended with the day's own vegetation texture in the noisy patch].
 For date t the *apparent displacement* (px) of the ground point x0 is
 
     A_t(x0) = U_t(x0) + c_t + R_t(x0) + E_t(x0)
@@ -34,7 +35,10 @@ values on the grid, ``mode="nearest"``) until the residual is below 1e-6 px (at 
 iterations; contraction since |grad A| << 1). :meth:`SyntheticStack.pair_truth_px`
 uses the very same interpolant and inversion, so the truth of a pair (i, j) at
 reference pixel q is exactly ``d = A_j(x0) - A_i(x0)`` with ``x0 + A_i(x0) = q``: the
-feature at q in image i is at q + d in image j (SPEC convention), to ~1e-6 px.
+feature at q in image i is at q + d in image j (SPEC convention), to ~1e-6 px. (Checked
+in tests/test_synthetic.py: warping image j back by d reproduces image i to the UInt16
+quantisation level on a band-limited texture; the least-squares residual shift on a
+landslide moving > 1 px is < 0.005 px, itself limited by quantisation.)
 
 Files written in ``out_folder``
 -------------------------------
@@ -114,12 +118,20 @@ class SyntheticStack:
     folder, dates (ISO str), paths (same order), transform (affine.Affine), crs (str),
     shape, pixel_size, dem (float32, m),
     landslide_labels (int32; 0 stable, k = landslide k, pixels whose speed is >= 5 % of
-    the landslide's peak speed), landslides (list of dicts, see :func:`generate_stack`),
+    the landslide's peak speed), landslides (list of dicts with keys ``id``, ``name``,
+    ``centre`` [E, N] m, ``centre_px`` [row, col], ``length_m``, ``width_m``, ``area_m2``
+    (labelled area), ``direction_deg`` (azimuth of motion, clockwise from north),
+    ``velocity_m_per_yr`` = ``velocity_before_m_per_yr``, ``velocity_after_m_per_yr``
+    (peak speeds; equal when steady), ``accel_onset_date`` (ISO or None),
+    ``accel_onset_day``, ``accel_ramp_days``, ``mean_velocity_m_per_yr`` (mean over the
+    labelled area and the whole period), ``peak_mean_velocity_m_per_yr``,
+    ``final_peak_displacement_m``),
     cloud_masks (bool (n, H, W): cloud or shadow alters the pixel), valid_masks
     (bool (n, H, W): non-zero data), coreg_offsets_px (float (n, 2): (dx, dy) px, date 0
     is (0, 0)), fully_clouded (list of date indices), noisy_mask (bool (H, W) vegetated
     decorrelating patch, all False when disabled), ramp_coeffs_px (n, 4): per-date ramp
-    (dx per image width, dx per image height, dy per width, dy per height) in px,
+    (a, b, c, d) in px: dx += a*(col-(W-1)/2)/W + b*(row-(H-1)/2)/H, dy += c*(...)/W +
+    d*(...)/H,
     elevation_coeffs_px_per_km (n, 2): (dx, dy) per km of elevation above the mean,
     slide_weights (float32 (K, H, W): speed profile of each landslide, peak 1),
     slide_dirs (K, 2): unit motion vector (east, north), amplitudes_m (n, K):
