@@ -252,6 +252,15 @@ class SyntheticStack:
             bjx, bjy = _eval_field(_spline_coeffs(ajx, ajy), x0r, x0c)
         return (bjx - aix).astype(np.float32), (bjy - aiy).astype(np.float32)
 
+    def clear_pair_mask(self, i, j, margin_px=0):
+        """bool (H, W): pixels valid and free of cloud/shadow in both images i and j
+        (eroded by ``margin_px`` pixels, e.g. half a correlation window)."""
+        ok = (self.valid_masks[i] & self.valid_masks[j]
+              & ~self.cloud_masks[i] & ~self.cloud_masks[j])
+        if margin_px > 0:
+            ok = ndimage.binary_erosion(ok, iterations=int(margin_px), border_value=0)
+        return ok
+
     def pair_truth_ground_px(self, i, j):
         """(dx, dy) float32 (H, W) of the true ground motion between dates i and j on the
         ground grid (date-0 positions), in pixels; no co-registration/ramp/bias."""

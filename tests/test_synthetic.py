@@ -209,6 +209,10 @@ def test_fully_clouded_and_cloudy_dates():
     fr = [st.cloud_masks[k].mean() for k in cloudy]
     assert all(0.02 < f < 0.95 for f in fr), fr
     assert st.cloud_masks[0].sum() == 0
+    assert st.clear_pair_mask(0, t).mean() < 0.03
+    m = st.clear_pair_mask(0, cloudy[0])
+    np.testing.assert_array_equal(m, ~st.cloud_masks[cloudy[0]] & st.valid_masks[cloudy[0]])
+    assert st.clear_pair_mask(0, cloudy[0], margin_px=4).sum() < m.sum()
     clear = [k for k in range(10) if k not in cloudy and k != t]
     assert all(st.cloud_masks[k].sum() == 0 for k in clear)
     # clouds are soft-edged: the cloud mask is wider than the saturated cloud cores
