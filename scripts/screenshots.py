@@ -48,7 +48,7 @@ def velocity_layer(path):
             QgsColorRampShader.ColorRampItem(top * 0.6, QColor("#f46d43"), "%.1f" % (top * 0.6)),
             QgsColorRampShader.ColorRampItem(top, QColor("#a50026"), "%.1f m/yr" % top)]
     fn = QgsColorRampShader(0.0, top)
-    fn.setColorRampType(QgsColorRampShader.Interpolated)
+    fn.setColorRampType(QgsColorRampShader.Type.Interpolated)
     fn.setColorRampItemList(ramp)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(fn)

@@ -148,6 +148,9 @@ def test_pin_compare_export(dock, outputs, tmp_path):
     dock.map_tool.handle_point(QgsPointXY(*pixel_centre(50, 10)), crs)
     assert dock.wait()
     assert len(dock.pinned) == 1 and "pin0_magnitude" in dock.curves and "east" in dock.curves
+    # one cross per pinned pixel (in its colour) plus the current one
+    assert len(dock.map_tool.markers) == 2
+    assert dock.pinned[0]["_marker"].color().name().upper() == "#E69F00"
     np.testing.assert_allclose(dock.curves["pin0_magnitude"].getData()[1],
                                np.hypot(truth["east"][:, 22, 25], truth["north"][:, 22, 25]),
                                rtol=1e-6)
@@ -167,6 +170,10 @@ def test_pin_compare_export(dock, outputs, tmp_path):
 
     img = QImage(png)
     assert not img.isNull() and img.width() > 50 and img.height() > 50
+    dock.map_tool.handle_point(QgsPointXY(*pixel_centre(40, 40)), crs)
+    assert dock.wait() and len(dock.map_tool.markers) == 2  # the previous current one went
+    dock.clear()
+    assert dock.map_tool.markers == [] and dock.pinned == [] and dock.curves == {}
 
 
 def test_click_inside_detection_pins_its_mean(dock, outputs):

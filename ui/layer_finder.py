@@ -48,13 +48,13 @@ def _looks_like_dates(descriptions):
 
 def classify_layer(layer):
     """'ts_east', 'ts_north', 'velocity', 'detections', 'pair' or None."""
-    from qgis.core import QgsMapLayerType
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
 
     path = layer_path(layer)
     if not path:
         return None
     name = os.path.basename(path).lower()
-    if layer.type() == QgsMapLayerType.RasterLayer:
+    if isinstance(layer, QgsRasterLayer):
         if name == "ts_east_m.tif":
             return "ts_east"
         if name == "ts_north_m.tif":
@@ -73,7 +73,7 @@ def classify_layer(layer):
             if "north" in lname:
                 return "ts_north"
         return None
-    if layer.type() == QgsMapLayerType.VectorLayer:
+    if isinstance(layer, QgsVectorLayer):
         fields = [f.name() for f in layer.fields()]
         if all(f in fields for f in DETECTION_FIELDS):
             return "detections"
@@ -180,7 +180,7 @@ def style_displacement(layer, band=1, percentile=98.0):
              QgsColorRampShader.ColorRampItem(0.0, QColor("#f7f7f7"), "0"),
              QgsColorRampShader.ColorRampItem(limit, QColor("#b2182b"), "%.2g m" % limit)]
     fn = QgsColorRampShader(-limit, limit)
-    fn.setColorRampType(QgsColorRampShader.Interpolated)
+    fn.setColorRampType(QgsColorRampShader.Type.Interpolated)
     fn.setColorRampItemList(items)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(fn)

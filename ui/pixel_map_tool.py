@@ -64,21 +64,22 @@ class PixelMapTool(QgsMapToolEmitPoint):
         marker.setCenter(canvas_point)
         marker.setColor(QColor(colour))
         marker.setIconSize(12)
-        marker.setIconType(QgsVertexMarker.ICON_CROSS)
+        marker.setIconType(QgsVertexMarker.IconType.ICON_CROSS)
         marker.setPenWidth(3)
         self.markers.append(marker)
         return marker
 
-    def clear_markers(self, keep=0):
-        """Remove markers, keeping the first ``keep`` (the pinned pixels)."""
-        while len(self.markers) > keep:
-            marker = self.markers.pop()
+    def clear_markers(self, keep=()):
+        """Remove the markers, except those in ``keep`` (the pinned pixels)."""
+        keep_ids = {id(m) for m in keep}
+        for marker in [m for m in self.markers if id(m) not in keep_ids]:
+            self.markers.remove(marker)
             try:
                 self.canvas.scene().removeItem(marker)
             except RuntimeError:
                 pass
 
     def cleanup(self):
-        self.clear_markers(0)
+        self.clear_markers()
         if self.canvas.mapTool() is self:
             self.canvas.unsetMapTool(self)

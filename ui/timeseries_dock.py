@@ -39,6 +39,7 @@ class TimeSeriesDock(QDockWidget):
         self.runner = TaskRunner()
         self.sources = SeriesSources()
         self.current_series = None
+        self.current_marker = None
         self.pinned = []
         self.curves = {}
         self.last_error = None
@@ -148,9 +149,10 @@ class TimeSeriesDock(QDockWidget):
             if not self.sources.complete():
                 self._message(self.sources.missing_message())
                 return
-        self.map_tool.clear_markers(keep=len(self.pinned))
+        self.map_tool.clear_markers(keep=[s["_marker"] for s in self.pinned if s.get("_marker")])
+        self.current_marker = None
         if canvas_point is not None:
-            self.map_tool.add_marker(canvas_point, "#FF00FF")
+            self.current_marker = self.map_tool.add_marker(canvas_point, "#FF00FF")
         self.info.setText("Reading pixel at (%.1f, %.1f)…" % (point.x(), point.y()))
         self.runner.run("SlideWatch: reading a pixel's time series", self._on_series,
                         read_pixel_series, self.sources, point.x(), point.y())
@@ -235,9 +237,11 @@ class TimeSeriesDock(QDockWidget):
     def pin_current(self):
         if self.current_series is not None and self.current_series not in self.pinned:
             self.pinned.append(self.current_series)
-            if self.map_tool.markers:
-                self.map_tool.markers[-1].setColor(
-                    self._pin_colour(len(self.pinned) - 1))
+            marker = getattr(self, "current_marker", None)
+            if marker is not None and marker in self.map_tool.markers:
+                marker.setColor(self._pin_colour(len(self.pinned) - 1))
+                self.current_series["_marker"] = marker
+                self.current_marker = None
             self.redraw()
 
     def _pin_colour(self, i):
@@ -248,7 +252,8 @@ class TimeSeriesDock(QDockWidget):
     def clear(self):
         self.pinned = []
         self.current_series = None
-        self.map_tool.clear_markers(0)
+        self.current_marker = None
+        self.map_tool.clear_markers()
         self.redraw()
 
     def redraw(self, target=None):

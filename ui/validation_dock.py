@@ -290,8 +290,8 @@ class ValidationDock(QDockWidget):
                     item.setData(Qt.ItemDataRole.UserRole, rec["id"])
                     item.setBackground(QColor(STATUS_COLOURS.get(rec["status"], "#FFFFFF")))
                     if c < 5:
-                        item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight
-                                                  | Qt.AlignmentFlag.AlignVCenter))
+                        item.setTextAlignment(Qt.AlignmentFlag.AlignRight
+                                              | Qt.AlignmentFlag.AlignVCenter)
                     self.table.setItem(r, c, item)
             self._select_row_of(self.model.current_id)
         finally:
