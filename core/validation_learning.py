@@ -169,6 +169,9 @@ def rank_unvalidated(records, feature_names, min_validated=MIN_VALIDATED, l2=1.0
         Xu = np.array([[_number(records[i].get(n)) for n in feature_names] for i in todo],
                       dtype=np.float64)
         proba = clf.predict_proba(Xu)
+        contrib = clf.contributions(Xu)
+        top = np.argsort(-np.abs(contrib), axis=1)[:, :3]
         for j, i in enumerate(todo):
-            predictions[i] = (float(proba[j]), clf.explain(Xu[j:j + 1]))
+            predictions[i] = (float(proba[j]), [(feature_names[k], float(contrib[j, k]))
+                                                for k in top[j]])
     return clf, predictions, message

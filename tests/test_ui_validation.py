@@ -343,3 +343,48 @@ def test_learning_reranks_unvalidated_after_20(tmp_path, dock_factory):
     dock.select(ranked[0])
     assert "P(confirm)" in dock.explanation.toPlainText()
     assert dock.table.item(0, 2).text() == "%.2f" % model.probability(ranked[0])
+
+
+_SESSION = """
+import sys
+from slidewatch.ui.validation_model import ValidationModel
+gpkg, who = sys.argv[1], sys.argv[2]
+ids = [int(i) for i in sys.argv[3].split(",")]
+m = ValidationModel(gpkg)
+for ident in ids:
+    m.select(ident)
+    m.decide("rejected", "from " + who, who, advance=False)
+print("ok", len(ids))
+"""
+
+
+def test_two_processes_write_the_same_file(folder):
+    """Another QGIS session (a separate process) writing decisions at the same time."""
+    import subprocess
+    import sys
+
+    from conftest import qgis_process_env
+    from slidewatch.ui.validation_model import ValidationModel
+
+    gpkg = os.path.join(folder[0], "detections.gpkg")
+    model = ValidationModel(gpkg)
+    ids = [r["id"] for r in model.visible()]
+    theirs, ours = ids[::2], ids[1::2]
+    env = qgis_process_env()
+    proc = subprocess.Popen([sys.executable, "-c", _SESSION, gpkg, "other",
+                             ",".join(str(i) for i in theirs)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for ident in ours:
+        model.select(ident)
+        model.decide("confirmed", "from us", "us", advance=False)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    model.reload()
+    for ident in theirs:
+        assert model.by_id[ident]["status"] == "rejected"
+        assert model.by_id[ident]["validated_by"] == "other"
+    for ident in ours:
+        assert model.by_id[ident]["status"] == "confirmed"
+    assert model.counts()["validated"] == len(ids)
+    with sqlite3.connect(gpkg) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -151,6 +151,42 @@ class ValidationModel:
             self.current_id = None
         return self.records
 
+    def read_states(self):
+        """{id: validation fields} straight from the file (one light read-only query, no
+        geometry), or None when that is not possible (then :meth:`reload` is used)."""
+        import sqlite3
+
+        if self.reader is not load_detections:
+            return None
+        try:
+            import pathlib
+
+            uri = pathlib.Path(self.gpkg).as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=10)
+            try:
+                rows = conn.execute('SELECT "id", "status", "comment", "validated_by", '
+                                    '"validated_at" FROM "%s"' % self.layer_name).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
+        return {row[0]: dict(status=row[1] if row[1] in STATUSES else "unvalidated",
+                             comment=row[2], validated_by=row[3],
+                             validated_at=normalize_timestamp(row[4])) for row in rows}
+
+    def refresh(self, learn=True):
+        """Bring the validation fields up to date with the file (decisions made elsewhere
+        included) without re-reading the geometries; a full :meth:`reload` when the set of
+        detections changed (the detection step was re-run) or the quick read fails."""
+        states = self.read_states()
+        if states is None or set(states) != set(self.by_id):
+            return self.reload()
+        for ident, state in states.items():
+            self.by_id[ident].update(state)
+        if learn:
+            self._learn()
+        return self.records
+
     def evidence_names(self):
         """Numeric evidence fields (``ev_*``) present in the layer."""
         if not self.records:
@@ -274,7 +310,7 @@ class ValidationModel:
             pos = items.index(ident)
             rest = items[pos + 1:] + items[:pos]
             following = rest[0] if rest else None
-        self.reload()  # re-read before writing: the state we undo to is the file's
+        self.refresh(learn=False)  # re-read before writing: undo restores the file's state
         before = self._state(self.by_id.get(ident, rec))
         analyst = analyst or default_analyst()
         timestamp = timestamp or utc_now_iso()
@@ -283,7 +319,7 @@ class ValidationModel:
                      validated_at=normalize_timestamp(stored if isinstance(stored, str)
                                                       else timestamp))
         self.undo_stack.append((ident, before, after))
-        self.reload()
+        self.refresh()
         if advance and following is not None and following in self.by_id:
             self.current_id = following
             if not self._keep(self.by_id[following]):
@@ -300,7 +336,7 @@ class ValidationModel:
         if not self.undo_stack:
             return None
         ident, before, after = self.undo_stack[-1]
-        self.reload()
+        self.refresh(learn=False)
         now = self.by_id.get(ident)
         if now is None:
             self.undo_stack.pop()
@@ -318,7 +354,7 @@ class ValidationModel:
         self.writer(self.gpkg, ident, before["status"] or "unvalidated", before.get("comment"),
                     before.get("validated_by"), before.get("validated_at"))
         self.undo_stack.pop()
-        self.reload()
+        self.refresh()
         self.current_id = ident
         return self.by_id.get(ident)
 
