@@ -234,3 +234,18 @@ def test_plugin_opens_every_dock_and_unloads_clean(recording_iface, qgis_process
         plugin.unload()
     assert recording_iface.docks == []
     assert recording_iface.mapCanvas().mapTool() is None
+
+
+def test_new_project_forgets_the_outputs(dock, outputs):
+    dock.map_tool.handle_point(QgsPointXY(*pixel_centre(22, 25)), QgsCoordinateReferenceSystem(CRS))
+    assert dock.wait() and dock.current_series is not None
+    QgsProject.instance().clear()
+    assert dock.current_series is None and dock.map_tool.markers == []
+    assert not dock.sources.complete()
+    # no SlideWatch layers in the new project and no remembered folder: the click explains
+    from qgis.core import QgsSettings
+
+    QgsSettings().remove("SlideWatch/timeseries_folder")
+    dock.map_tool.handle_point(QgsPointXY(*pixel_centre(22, 25)), QgsCoordinateReferenceSystem(CRS))
+    assert dock.wait()
+    assert "not found among the project layers" in dock.info.text()

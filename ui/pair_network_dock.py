@@ -9,7 +9,7 @@ displacement raster (pairs/pair_YYYYMMDD_YYYYMMDD.tif) into the project.
 import os
 
 import numpy as np
-from qgis.core import Qgis
+from qgis.core import Qgis, QgsProject
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog, QHBoxLayout,
                                  QLabel, QPushButton, QVBoxLayout, QWidget)
 
@@ -55,6 +55,7 @@ class PairNetworkDock(QDockWidget):
         self.loaded_layers = []
         self.last_clicked = None
         self._build()
+        QgsProject.instance().cleared.connect(self._on_project_cleared)
         self.refresh()
 
     def _build(self):
@@ -108,6 +109,13 @@ class PairNetworkDock(QDockWidget):
         if sources.pairs_csv or not self.sources.pairs_csv:
             self.sources = sources
         return self.load()
+
+    def _on_project_cleared(self):
+        self.sources = SeriesSources()
+        self.last_clicked = None
+        self.pairs = []
+        self.info.setText("")
+        self.redraw()
 
     def load(self):
         if not self.sources.pairs_csv:
@@ -250,4 +258,8 @@ class PairNetworkDock(QDockWidget):
             bar.pushMessage("SlideWatch", text, Qgis.MessageLevel.Warning, 5)
 
     def cleanup(self):
+        try:
+            QgsProject.instance().cleared.disconnect(self._on_project_cleared)
+        except (TypeError, RuntimeError):
+            pass
         self.runner.cancel_all()

@@ -47,6 +47,7 @@ class TimeSeriesDock(QDockWidget):
         self.map_tool = PixelMapTool(self.canvas)
         self.map_tool.pixelClicked.connect(self.on_pixel_clicked)
         self.map_tool.deactivated.connect(lambda: self.pick_button.setChecked(False))
+        QgsProject.instance().cleared.connect(self._on_project_cleared)
         self.refresh_sources()
 
     # ------------------------------------------------------------------------ ui
@@ -109,6 +110,13 @@ class TimeSeriesDock(QDockWidget):
                     sources = candidate
         self.set_sources(sources)
         return sources
+
+    def _on_project_cleared(self):
+        """Another project: forget the outputs found in the previous one (found again on
+        the next click)."""
+        self.sources = SeriesSources()
+        self.clear()
+        self.info.setText("")
 
     def set_sources(self, sources):
         self.sources = sources
@@ -409,6 +417,10 @@ class TimeSeriesDock(QDockWidget):
 
     # ------------------------------------------------------------------ cleanup
     def cleanup(self):
+        try:
+            QgsProject.instance().cleared.disconnect(self._on_project_cleared)
+        except (TypeError, RuntimeError):
+            pass
         self.runner.cancel_all()
         self._proxy = None
         self.map_tool.cleanup()
