@@ -85,7 +85,7 @@ INTERPOLATIONS = {"bicubic": 2, "lanczos3": 3, "lanczos4": 4, "lanczos6": 6}
 
 DEFAULTS = dict(subpixel="iterative", prefilter="none", prefilter_options=None,
                 max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.0, max_iter=20,
-                tol=1e-3, interpolation="lanczos4")
+                tol=5e-3, interpolation="lanczos4")
 
 
 @dataclass
@@ -220,7 +220,7 @@ def correlate_prepared(ref_stack, sec_stack, rows, cols, image_shape, row_offset
                          params["min_snr"], SUBPIXEL_MODES[params["subpixel"]],
                          params["max_iter"], params["tol"],
                          INTERPOLATIONS[params["interpolation"]], numba.get_num_threads(),
-                         pre, dy, dx, ncc, snr, status)
+                         bool(np.all(np.diff(lefts) > 0)), pre, dy, dx, ncc, snr, status)
     return dx, dy, ncc, snr, status
 
 
