@@ -58,6 +58,12 @@ def test_reader_pixel_equals_raster(outputs):
     np.testing.assert_allclose(s["velocity"]["v_m_per_yr"], truth["velocity"][2, r, c], rtol=1e-6)
     n_selected_rasters = len(os.listdir(os.path.join(folder, "pairs")))
     assert len(s["pairs"]) == n_selected_rasters > 0
+    assert s["network_flags"] == 4  # the fixture flags outliers on this slide
+    # where the first pair's status says "rejected", that measurement did not feed the
+    # inversion and is not shown
+    far = read_pixel_series(SeriesSources.from_folder(folder), *pixel_centre(30, 75))
+    assert len(far["pairs"]) == n_selected_rasters - 1 and far["network_flags"] == 0
+    assert all(p["status"] == 0 for p in far["pairs"])
     first = s["pairs"][0]
     i, j = truth["dates"].index(first["reference_date"]), truth["dates"].index(first["secondary_date"])
     # pair measurement ~ difference of the cumulative series (noise 3 cm)

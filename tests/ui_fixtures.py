@@ -78,6 +78,10 @@ def make_output_folder(folder, shape=(60, 80), n_detections=12, seed=1, with_pai
     write_bands(os.path.join(ts, "velocity.tif"), vel, tr, CRS,
                 descriptions=["ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr",
                               "n_obs", "rmse_m"])
+    flags = np.zeros((h, w), np.uint8)
+    flags[s1 > 0.5] |= 4  # outliers rejected on the fast slide
+    write_bands(os.path.join(ts, "network_flags.tif"), [flags], tr, CRS,
+                descriptions=["network_flags"], dtype="uint8", nodata=None)
     # pair network: all pairs up to 3 steps are candidates; 1- and 2-step pairs selected
     pairs_rows = []
     os.makedirs(os.path.join(folder, "pairs"), exist_ok=True)
@@ -97,6 +101,8 @@ def make_output_folder(folder, shape=(60, 80), n_detections=12, seed=1, with_pai
                 ncc = np.clip(0.9 - 0.05 * (j - i) + rng.normal(0, 0.02, (h, w)), 0, 1)
                 snr = 5 + rng.random((h, w))
                 status = np.zeros((h, w))
+                if i == 0 and j == 1:  # a rejected area in the first pair (status 2)
+                    status[:, 70:] = 2
                 write_bands(os.path.join(folder, "pairs", name), [pe, pn, ncc, snr, status],
                             tr, CRS, descriptions=["east_m", "north_m", "ncc", "snr", "status"],
                             tags={"REFERENCE_DATE": DATES[i], "SECONDARY_DATE": DATES[j]})

@@ -115,7 +115,8 @@ def sources_from_project(project=None):
         folder = os.path.dirname(sources.detections)
     if folder is not None:
         complete = SeriesSources.from_folder(folder)
-        for key in ("ts_east", "ts_north", "velocity", "pairs_dir", "pairs_csv", "detections"):
+        for key in ("ts_east", "ts_north", "velocity", "pairs_dir", "pairs_csv", "detections",
+                    "network_flags"):
             if getattr(sources, key) is None:
                 setattr(sources, key, getattr(complete, key))
     return sources

@@ -18,7 +18,8 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QHBoxLayou
 
 from . import layer_finder
 from .pixel_map_tool import PixelMapTool
-from .timeseries_reader import (SeriesSources, TaskRunner, fitted_velocity_line,
+from .timeseries_reader import (SeriesSources, TaskRunner, describe_network_flags,
+                                fitted_velocity_line,
                                 read_pixel_series, read_polygon_series, rows_to_csv_text,
                                 series_to_rows)
 
@@ -208,6 +209,9 @@ class TimeSeriesDock(QDockWidget):
                              v["v_sigma_m_per_yr"], v["ve_m_per_yr"], v["vn_m_per_yr"],
                              "?" if not np.isfinite(v["n_obs"]) else int(v["n_obs"]),
                              v["rmse_m"], len(result["pairs"])))
+        flags = describe_network_flags(result.get("network_flags"))
+        if flags:
+            self.info.setText(self.info.text() + ". Network: " + "; ".join(flags) + ".")
         self.redraw()
 
     def _on_polygon(self, result, error):

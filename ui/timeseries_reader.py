@@ -25,6 +25,21 @@ VELOCITY_BANDS = ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr"
                   "rmse_m")
 PAIR_BANDS = ("east_m", "north_m", "ncc", "snr", "status")
 _PAIR_NAME = re.compile(r"pair_(\d{8})_(\d{8})\.tif$", re.IGNORECASE)
+#: bits of timeseries/network_flags.tif (core/timeseries_io.py)
+NETWORK_FLAGS = ((1, "date(s) without a valid pair, bridged by the regularisation"),
+                 (2, "disconnected pair network, bridged by the regularisation"),
+                 (4, "outlier pair(s) rejected"),
+                 (8, "too few valid pairs"),
+                 (16, "solver failure"))
+
+
+def describe_network_flags(value):
+    """Human-readable list of the network flags set in ``value`` (int or NaN)."""
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        return []
+    return [text for bit, text in NETWORK_FLAGS if value & bit]
 
 
 def iso_from_compact(text):
@@ -39,7 +54,8 @@ class SeriesSources:
     """Paths of the SlideWatch outputs the inspector reads (any may be None)."""
 
     def __init__(self, ts_east=None, ts_north=None, velocity=None, pairs_dir=None,
-                 pairs_csv=None, detections=None):
+                 pairs_csv=None, detections=None, network_flags=None):
+        self.network_flags = network_flags
         self.ts_east = ts_east
         self.ts_north = ts_north
         self.velocity = velocity
@@ -58,7 +74,8 @@ class SeriesSources:
                    ts_north=existing("timeseries", "ts_north_m.tif"),
                    velocity=existing("timeseries", "velocity.tif"),
                    pairs_dir=existing("pairs"), pairs_csv=existing("pairs.csv"),
-                   detections=existing("detections.gpkg"))
+                   detections=existing("detections.gpkg"),
+                   network_flags=existing("timeseries", "network_flags.tif"))
 
     @property
     def folder(self):
@@ -191,10 +208,12 @@ def list_pairs(sources):
     return out
 
 
-def read_pair_observations(sources, x, y, selected_only=False):
+def read_pair_observations(sources, x, y, selected_only=False, valid_only=False):
     """The pairwise measurements at map (x, y) (raster CRS): list of dicts with
     reference_date, secondary_date, east_m, north_m, ncc, status, selected, path.
-    Pixels outside a pair raster or with NaN displacement are left out."""
+    Pixels outside a pair raster or with NaN displacement are left out; with
+    ``selected_only`` the pairs not selected in pairs.csv, with ``valid_only`` the
+    measurements whose status is not 0 (valid)."""
     import rasterio
 
     obs = []
@@ -216,6 +235,9 @@ def read_pair_observations(sources, x, y, selected_only=False):
         got = dict(zip([n for n, i in zip(PAIR_BANDS, idx) if i is not None], values))
         if not (np.isfinite(got["east_m"]) and np.isfinite(got["north_m"])):
             continue
+        status = got.get("status", 0.0)
+        if valid_only and np.isfinite(status) and status != 0:
+            continue
         obs.append(dict(reference_date=pair["reference_date"],
                         secondary_date=pair["secondary_date"], east_m=got["east_m"],
                         north_m=got["north_m"], ncc=got.get("ncc", np.nan),
@@ -229,7 +251,9 @@ def read_pixel_series(sources, x, y, with_pairs=True):
 
     Returns a dict: ``x, y, row, col, dates`` (ISO strings), ``east, north, magnitude``
     (numpy float arrays, metres, cumulative since the first date), ``velocity`` (dict of the
-    velocity.tif bands, NaN when absent) and ``pairs`` (see :func:`read_pair_observations`).
+    velocity.tif bands, NaN when absent), ``network_flags`` (int bit field of
+    network_flags.tif, or None) and ``pairs``: the valid measurements of the selected pairs
+    at that point, i.e. what fed the inversion (see :func:`read_pair_observations`).
     Raises InputError when the point is outside the rasters.
     """
     import rasterio
@@ -262,9 +286,15 @@ def read_pixel_series(sources, x, y, with_pairs=True):
     result = dict(x=float(x), y=float(y), row=int(row), col=int(col),
                   dates=series["east_dates"], east=east, north=north,
                   magnitude=np.hypot(east, north), velocity=velocity, pairs=[],
-                  label="pixel (row %d, col %d)" % (row, col))
+                  network_flags=None, label="pixel (row %d, col %d)" % (row, col))
+    if sources.network_flags:
+        with rasterio.open(sources.network_flags) as src:
+            values, _r, _c = _sample(src, x, y, [1])
+        if values is not None and np.isfinite(values[0]):
+            result["network_flags"] = int(values[0])
     if with_pairs and sources.pairs_dir:
-        result["pairs"] = read_pair_observations(sources, x, y)
+        result["pairs"] = read_pair_observations(sources, x, y, selected_only=True,
+                                                 valid_only=True)
     return result
 
 
