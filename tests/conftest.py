@@ -65,8 +65,30 @@ def qgis_process_command():
     return os.environ.get("SLIDEWATCH_QGIS_PROCESS", "/usr/bin/qgis_process.bin")
 
 
+_QGIS_PROCESS_CONFIG = []
+
+
+def _qgis_process_config_path():
+    """A private QGIS settings folder in which the SlideWatch plugin is enabled.
+
+    qgis_process (3.22) loads only the plugins enabled in its profile; pytest-qgis points
+    QGIS_CUSTOM_CONFIG_PATH at an empty temporary folder, so the subprocess gets its own.
+    """
+    if not _QGIS_PROCESS_CONFIG:
+        import tempfile
+
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        from enable_plugin import enable
+
+        folder = tempfile.mkdtemp(prefix="slidewatch-qgis-process-")
+        enable(os.path.join(folder, "profiles", "default"))
+        _QGIS_PROCESS_CONFIG.append(folder)
+    return _QGIS_PROCESS_CONFIG[0]
+
+
 def qgis_process_env():
     env = dict(os.environ)
+    env["QGIS_CUSTOM_CONFIG_PATH"] = _qgis_process_config_path()
     env["QT_QPA_PLATFORM"] = "offscreen"
     env["QGIS_PLUGINPATH"] = os.path.join(ROOT, ".build", "plugins")
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.join(ROOT, ".build", "plugins"),
