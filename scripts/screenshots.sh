@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Screenshots of the SlideWatch docks in real QGIS desktop under Xvfb -> docs/screenshots/.
-# Usage: scripts/screenshots.sh [output folder]   (default: demo_output/ from `make demo`;
+# Usage: scripts/screenshots.sh [output folder]   (default: demo_output/results from `make demo`;
 # when it has no time series yet, a small demo folder is generated from fixture data).
 # Works on a copy of the folder (the validation step writes decisions), in a private QGIS
 # profile with the plugin enabled, so the user's profile and data are left alone.
@@ -16,6 +16,10 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/runtime-$(id -u)}"
 mkdir -p "$out" "$work" "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 rm -rf "$work/data" "$work/log.txt"
 
+# `make demo` writes its outputs into demo_output/results
+if [ ! -f "$src/timeseries/ts_east_m.tif" ] && [ -f "$src/results/timeseries/ts_east_m.tif" ]; then
+  src="$src/results"
+fi
 if [ -f "$src/timeseries/ts_east_m.tif" ] && [ -f "$src/detections.gpkg" ]; then
   echo "Using the outputs in $src (copied to $work/data)"
   cp -r "$src" "$work/data"

@@ -255,3 +255,27 @@ def test_new_project_forgets_the_outputs(dock, outputs):
     dock.map_tool.handle_point(QgsPointXY(*pixel_centre(22, 25)), QgsCoordinateReferenceSystem(CRS))
     assert dock.wait()
     assert "not found among the project layers" in dock.info.text()
+
+
+def test_hover_shows_the_values_of_the_nearest_date(dock, outputs):
+    from qgis.PyQt.QtCore import QPointF
+    from qgis.PyQt.QtWidgets import QApplication
+    from slidewatch.ui.plot_helpers import date_seconds
+
+    folder, truth = outputs
+    dock.setFloating(True)
+    dock.resize(700, 500)
+    dock.show()
+    QApplication.processEvents()
+    dock.map_tool.handle_point(QgsPointXY(*pixel_centre(22, 25)), QgsCoordinateReferenceSystem(CRS))
+    assert dock.wait()
+    QApplication.processEvents()
+    k = 4
+    vb = dock.plot.getPlotItem().vb
+    vb.autoRange()
+    scene = vb.mapViewToScene(QPointF(date_seconds(truth["dates"][k]) + 3 * 86400, 0.0))
+    dock._on_mouse_moved((scene,))
+    text = dock.hover.text()
+    assert text.startswith(truth["dates"][k])
+    assert "east %.3f m" % truth["east"][k, 22, 25] in text
+    dock.hide()
