@@ -18,7 +18,8 @@ An acceleration is flagged when all of these hold:
 3. it is an increase of practical size: ``v2 >= min_ratio * max(v1, 0)`` (default 1.5)
    and ``v2 - v1 >= min_increase`` m/yr.
 
-The breakpoint is searched continuously (fine grid in time plus every acquisition
+Outlying dates are dropped first (robust residual test, see
+:func:`detect_acceleration`). The breakpoint is searched continuously (fine grid in time plus every acquisition
 date); ``onset_date`` is the estimated breakpoint date itself and ``onset_index`` the
 last acquisition on or before it.
 """
@@ -63,7 +64,72 @@ def _bic(rss, n, k):
 
 
 def detect_acceleration(dates, displacement, min_segment=3, min_delta_bic=10.0, min_t=3.0,
-                        min_ratio=1.5, min_increase=0.0):
+                        min_ratio=1.5, min_increase=0.0, outlier_k=4.0, max_rejections=0.2):
+    """Test a 1-D displacement series for a significant velocity increase.
+
+    Outlying dates (e.g. a cloud-contaminated date) are removed first with
+    :func:`despike` (``outlier_k`` robust sigmas, at most ``max_rejections`` of the
+    dates). See :func:`_detect` for the parameters and the returned dict
+    (``n_rejected`` says how many dates were dropped).
+    """
+    dates = list(dates)
+    y = np.asarray(displacement, dtype=np.float64).copy()
+    t = _to_years(dates)
+    y, rejected = despike(t, y, outlier_k, max_rejections)
+    out = _detect(dates, y, min_segment, min_delta_bic, min_t, min_ratio, min_increase)
+    out.pop("_residuals", None)
+    out["n_rejected"] = rejected
+    return out
+
+
+def despike(t, y, k=4.0, max_fraction=0.2):
+    """Drop isolated outlying samples of a displacement series (NaN them).
+
+    Each sample is compared with the straight line through its two valid neighbours in
+    time (extrapolated from the two nearest at the ends): a smooth motion, accelerating
+    or not, predicts its samples well, a cloud-contaminated date does not. The worst
+    sample beyond ``k`` robust sigmas (1.4826 x MAD of these prediction errors) is
+    removed, repeatedly, at most ``max_fraction`` of the valid samples.
+    Returns (cleaned copy, number removed).
+    """
+    t = np.asarray(t, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).copy()
+    budget = int(max_fraction * np.isfinite(y).sum())
+    removed = 0
+    while removed < budget:
+        idx = np.flatnonzero(np.isfinite(y))
+        if idx.size < 5:
+            break
+        tt, yy = t[idx], y[idx]
+        pred = np.empty(idx.size)
+        for i in range(idx.size):
+            if i == 0:
+                a, b = 1, 2
+            elif i == idx.size - 1:
+                a, b = idx.size - 3, idx.size - 2
+            else:
+                a, b = i - 1, i + 1
+            pred[i] = yy[a] + (yy[b] - yy[a]) * (tt[i] - tt[a]) / (tt[b] - tt[a])
+        e = yy - pred
+        sc = 1.4826 * np.median(np.abs(e - np.median(e)))
+        if not sc > 0:
+            break
+        worst = int(np.argmax(np.abs(e)))
+        if abs(e[worst]) <= k * sc or idx[worst] == 0:
+            # the first date is the reference (zero by construction): never removed
+            if idx[worst] == 0:
+                e[worst] = 0.0
+                worst = int(np.argmax(np.abs(e)))
+                if abs(e[worst]) <= k * sc:
+                    break
+            else:
+                break
+        y[idx[worst]] = np.nan
+        removed += 1
+    return y, removed
+
+
+def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, min_increase):
     """Test a 1-D displacement series for a significant velocity increase.
 
     Parameters
@@ -121,6 +187,9 @@ def detect_acceleration(dates, displacement, min_segment=3, min_delta_bic=10.0, 
         se = float("inf")
     tval = float(c2[2] / se) if se > 0 else (float("inf") if c2[2] > 0 else 0.0)
     out.update(v_before_m_per_yr=v1, v_after_m_per_yr=v2, delta_bic=dbic, t_increase=tval)
+    res_all = np.full(y_all.shape, np.nan)
+    res_all[idx] = y - A2 @ c2
+    out["_residuals"] = res_all
     flag = (dbic >= min_delta_bic and tval >= min_t and v2 >= min_ratio * max(v1, 0.0)
             and (v2 - v1) >= min_increase and v2 > 0)
     if flag:

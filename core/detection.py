@@ -612,6 +612,7 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         # mean displacement series projected on the object's direction of motion
         tsl = (slice(None),) + tuple(sl)
         proj = (E[tsl][:, m] * (mve / mdir) + N[tsl][:, m] * (mvn / mdir))
+        proj = np.where(fit["valid"][tsl][:, m], proj, np.nan)  # per-pixel outlier dates out
         val_obj = np.isfinite(proj)
         frac = val_obj.mean(1)
         with np.errstate(all="ignore"), warnings.catch_warnings():
