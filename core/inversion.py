@@ -29,10 +29,14 @@ Weights
 * robust (IRLS): standardised residual of a pair ``z = sqrt((z_e^2 + z_n^2) / 2)`` with
   ``z_c = sqrt(prior) * r_c / s_c`` and ``s_c = 1.4826 * MAD * sqrt(n / (n - p))`` (the
   leverage-corrected median absolute deviation, floored at ``sigma_floor``). ``robust=
-  "tukey"`` (default): ``n_huber`` Huber iterations (k = 1.345, scale re-estimated each
-  time) from the weighted least-squares start, then Tukey biweight (c = 4.685) iterations
-  with the scale frozen, until the solution changes by less than ``tol`` sigma or
-  ``max_iter``. ``"huber"``: Huber only. ``"none"``: one weighted least-squares solve.
+  "tukey"`` (default): from the weighted least-squares start, ``n_start`` L1 iterations
+  (IRLS weights ``1 / max(z, 0.1)``, scale re-estimated each time: an L1 fit is not
+  dragged by a few gross outliers the way least squares is), then Tukey biweight
+  (c = 4.685) iterations (scale re-estimated at every iteration), until the solution
+  changes by less than ``tol`` sigma or ``max_iter`` iterations in all. If Tukey leaves
+  fewer than half of the pairs (or fewer than ``min_obs``) with a non-zero weight -- no
+  clear majority to trust -- the L1 estimate is kept instead. ``"huber"``: Huber
+  (k = 1.345) iterations only. ``"none"``: one weighted least-squares solve.
   East and north share the robust weight: a mismatched pair is wrong in both.
 
 Gaps and disconnected networks
@@ -231,25 +235,25 @@ def prior_weights(east, north, ncc=None, snr=None, status=None, weighting="ncc",
 
 
 # ---------------------------------------------------------------------------- core
-def _check_params(robust, min_obs, max_iter, n_huber):
+def _check_params(robust, min_obs, max_iter, n_start):
     if robust not in ROBUST_MODES:
         raise ParameterError("robust must be one of %s (got %r)." % (", ".join(ROBUST_MODES),
                                                                    robust))
     if int(min_obs) < 1:
         raise ParameterError("min_obs must be >= 1 (got %r)." % min_obs)
-    if int(max_iter) < 1 or int(n_huber) < 0:
-        raise ParameterError("max_iter must be >= 1 and n_huber >= 0.")
+    if int(max_iter) < 1 or int(n_start) < 0:
+        raise ParameterError("max_iter must be >= 1 and n_start >= 0.")
 
 
 def invert_arrays(east, north, wprior, pi, pj, dates64, lam=DEFAULT_LAM, lam2=DEFAULT_LAM2,
-                  robust="tukey", min_obs=3, max_iter=12, n_huber=3, c_huber=1.345,
+                  robust="tukey", min_obs=3, max_iter=12, n_start=5, c_huber=1.345,
                   c_tukey=4.685, tol=1e-3, sigma_floor=1e-4, Q=None):
     """Low-level call: (n_pairs, n_pix) float32 arrays -> raw kernel outputs.
 
     Returns ``cum_e, cum_n`` (n_dates, n_pix) float32 and ``stats`` (7, n_pix) float64
     rows ve, vn, sigma_ve, sigma_vn, n_obs, rmse, flags.
     """
-    _check_params(robust, min_obs, max_iter, n_huber)
+    _check_params(robust, min_obs, max_iter, n_start)
     east = np.ascontiguousarray(east, dtype=np.float32)
     north = np.ascontiguousarray(north, dtype=np.float32)
     wprior = np.ascontiguousarray(wprior, dtype=np.float32)
@@ -265,7 +269,7 @@ def invert_arrays(east, north, wprior, pi, pj, dates64, lam=DEFAULT_LAM, lam2=DE
         return out_ce, out_cn, stats
     K.invert_block(east, north, wprior, np.asarray(pi, np.int64), np.asarray(pj, np.int64),
                    t_years, np.ascontiguousarray(Q, np.float64), int(min_obs),
-                   ROBUST_MODES[robust], int(n_huber), int(max_iter), float(c_huber),
+                   ROBUST_MODES[robust], int(n_start), int(max_iter), float(c_huber),
                    float(c_tukey), float(tol), float(sigma_floor), out_ce, out_cn, stats)
     return out_ce, out_cn, stats
 
@@ -333,7 +337,7 @@ def _final_weights(e, n, wp, pi, pj, ce, cn, robust):
 def invert_network(east, north, ref_dates, sec_dates, ncc=None, snr=None, status=None,
                    dates=None, lam=DEFAULT_LAM, lam2=DEFAULT_LAM2, robust="tukey",
                    weighting="ncc", min_obs=3, min_ncc=None, min_snr=None, max_iter=12,
-                   n_huber=3, tol=1e-3, sigma_floor=1e-4, lam_sample=400):
+                   n_start=5, tol=1e-3, sigma_floor=1e-4, lam_sample=400):
     """Invert pair displacements into cumulative displacement time series per pixel.
 
     Parameters
@@ -372,7 +376,7 @@ def invert_network(east, north, ref_dates, sec_dates, ncc=None, snr=None, status
         info["lambda_grid"] = [float(g) for g in grid]
         info["lambda_gcv"] = [float(s) for s in scores]
     ce, cn, st = invert_arrays(e2, n2, w2, pi, pj, dates64, lam, lam2, robust, min_obs,
-                               max_iter, n_huber, tol=tol, sigma_floor=sigma_floor)
+                               max_iter, n_start, tol=tol, sigma_floor=sigma_floor)
     return result_from_kernel(ce, cn, st, dates64, spatial, lam, lam2, info)
 
 

@@ -151,8 +151,8 @@ def _robust_scale(nv, wp, r, tmp, floor, corr):
 @njit(cache=True, nogil=True)
 def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
                 min_obs, robust, n_huber, max_iter, c_huber, c_tukey, tol, sigma_floor,
-                ii, jj, wp, w, ye, yn, re, rn, tmp, N, L, be, bn, xe, xn, xe0, xn0, g, z,
-                parent, has_obs, out_ce, out_cn, out_stats):
+                ii, jj, wp, w, ye, yn, re, rn, tmp, N, L, be, bn, xe, xn, xe0, xn0, xl_e, xl_n,
+                g, z, parent, has_obs, out_ce, out_cn, out_stats):
     """Invert one pixel. out_stats: ve, vn, sve, svn, n_obs, rmse, flags."""
     n_pairs = east.shape[0]
     nan = np.nan
@@ -221,21 +221,31 @@ def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
         return
     se = sigma_floor
     sn = sigma_floor
+    have_l1 = False
     if robust != ROBUST_NONE:
         for it in range(max_iter):
             _residuals(m, nv, ii, jj, ye, yn, xe, xn, re, rn)
             huber_phase = robust == ROBUST_HUBER or it < n_huber
-            if huber_phase or it == n_huber:
-                # scale re-estimated while in the Huber phase, then frozen for Tukey
-                se = _robust_scale(nv, wp, re, tmp, sigma_floor, corr)
-                sn = _robust_scale(nv, wp, rn, tmp, sigma_floor, corr)
+            # robust scale of the current residuals, re-estimated at every iteration
+            se = _robust_scale(nv, wp, re, tmp, sigma_floor, corr)
+            sn = _robust_scale(nv, wp, rn, tmp, sigma_floor, corr)
+            if robust == ROBUST_TUKEY and it == n_huber:
+                # keep the L1 start: fallback if Tukey would reject most pairs
+                for a in range(m):
+                    xl_e[a] = xe[a]
+                    xl_n[a] = xn[a]
+                have_l1 = True
             for q in range(nv):
                 sw = np.sqrt(wp[q])
                 ze = sw * re[q] / se
                 zn = sw * rn[q] / sn
                 zz = np.sqrt(0.5 * (ze * ze + zn * zn))
-                if huber_phase:
+                if robust == ROBUST_HUBER:
                     rw = 1.0 if zz <= c_huber else c_huber / zz
+                elif huber_phase:
+                    # L1 start (IRLS weights 1/|z|, bounded): breaks down far later than
+                    # least squares, so Tukey starts near the bulk of the good pairs
+                    rw = 1.0 / (zz if zz > 0.1 else 0.1)
                 else:
                     if zz >= c_tukey:
                         rw = 0.0
@@ -260,6 +270,26 @@ def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
                     dmax = d2
             if dmax < tol and (robust == ROBUST_HUBER or it > n_huber):
                 break
+        if have_l1:
+            n_pos = 0
+            for q in range(nv):
+                if w[q] > 0.0:
+                    n_pos += 1
+            if n_pos < min_obs or 2 * n_pos < nv:
+                # Tukey rejected most pairs (no clear majority): keep the L1 estimate
+                _residuals(m, nv, ii, jj, ye, yn, xl_e, xl_n, re, rn)
+                se = _robust_scale(nv, wp, re, tmp, sigma_floor, corr)
+                sn = _robust_scale(nv, wp, rn, tmp, sigma_floor, corr)
+                for q in range(nv):
+                    sw = np.sqrt(wp[q])
+                    ze = sw * re[q] / se
+                    zn = sw * rn[q] / sn
+                    zz = np.sqrt(0.5 * (ze * ze + zn * zn))
+                    w[q] = wp[q] / (zz if zz > 0.1 else 0.1)
+                ok = _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn)
+                if not ok:
+                    out_stats[6, pix] = flags | FLAG_SOLVER
+                    return
     # ---- final statistics
     _residuals(m, nv, ii, jj, ye, yn, xe, xn, re, rn)
     n_used = 0
@@ -348,6 +378,8 @@ def invert_block(east, north, wprior, pi, pj, t_years, Q, min_obs, robust, n_hub
         xn = np.empty(m)
         xe0 = np.empty(m)
         xn0 = np.empty(m)
+        xl_e = np.empty(m)
+        xl_n = np.empty(m)
         g = np.empty(m)
         z = np.empty(m)
         parent = np.empty(n_dates, np.int64)
@@ -358,7 +390,8 @@ def invert_block(east, north, wprior, pi, pj, t_years, Q, min_obs, robust, n_hub
             _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
                         min_obs, robust, n_huber, max_iter, c_huber, c_tukey, tol,
                         sigma_floor, ii, jj, wp, w, ye, yn, re, rn, tmp, N, L, be, bn,
-                        xe, xn, xe0, xn0, g, z, parent, has_obs, out_ce, out_cn, out_stats)
+                        xe, xn, xe0, xn0, xl_e, xl_n, g, z, parent, has_obs, out_ce, out_cn,
+                        out_stats)
 
 
 @njit(cache=True, nogil=True, parallel=True)

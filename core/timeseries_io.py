@@ -160,7 +160,20 @@ def find_pair_rasters(source, pairs_csv=None):
     return out
 
 
-def _read_pairs_csv(path):
+def stack_dates_from_csv(path):
+    """Every date named in a pairs.csv (selected or not): the dates of the stack."""
+    out = set()
+    for ref, sec in _read_pairs_csv(path, selected_only=False):
+        for d in (ref, sec):
+            try:
+                out.add(np.datetime64(d, "D"))
+            except ValueError:
+                raise InputError("Unreadable date '%s' in '%s' (expected YYYY-MM-DD)."
+                                 % (d, path)) from None
+    return sorted(out)
+
+
+def _read_pairs_csv(path, selected_only=True):
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -171,7 +184,7 @@ def _read_pairs_csv(path):
                          "secondary_date, selected)." % path)
     out = []
     for r in rows:
-        if "selected" in r and not _truthy(r["selected"]):
+        if selected_only and "selected" in r and not _truthy(r["selected"]):
             continue
         out.append((str(r["reference_date"]).strip()[:10], str(r["secondary_date"]).strip()[:10]))
     return out
@@ -253,13 +266,16 @@ def _weights_block(data, weighting, min_ncc, min_snr):
 def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEFAULT_LAM2,
                         robust="tukey", weighting="ncc", min_obs=3, min_ncc=None,
                         min_snr=None, block_size=256, lam_sample=400, pairs_csv=None,
-                        max_iter=12, progress=None):
+                        max_iter=12, dates=None, progress=None):
     """Invert every pixel of a stack of pair rasters; write the ``timeseries/`` files.
 
     Parameters are those of :func:`slidewatch.core.inversion.invert_network` plus
     ``source`` / ``pairs_csv`` (see :func:`find_pair_rasters`), ``output_folder`` (the
     files go to ``output_folder/timeseries/``) and ``block_size`` (pixels per block side;
-    memory grows with ``n_pairs * block_size^2``). Returns :class:`TimeseriesOutputs`.
+    memory grows with ``n_pairs * block_size^2``). Output dates are the dates of the pair
+    rasters, plus every date of the pairs.csv when one is used (a date whose pairs were all
+    deselected or failed is bridged by the regularisation and flagged), plus ``dates``.
+    Returns :class:`TimeseriesOutputs`.
     """
     progress = as_progress(progress)
     if int(block_size) < 1:
@@ -272,8 +288,18 @@ def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEF
     pairs = find_pair_rasters(source, pairs_csv)
     if len(pairs) < 1:
         raise InputError("No usable pair raster found in '%s'." % source)
+    csv_path = str(source) if str(source).lower().endswith(".csv") else pairs_csv
+    all_dates = None
+    if csv_path or dates is not None:
+        # the output dates: every date of the stack (pairs.csv rows, selected or not) and
+        # any requested date; dates without a usable pair are bridged by the regularisation
+        all_dates = [p.reference_date for p in pairs] + [p.secondary_date for p in pairs]
+        if csv_path:
+            all_dates += stack_dates_from_csv(csv_path)
+        if dates is not None:
+            all_dates += list(inv.to_datetime64(dates))
     dates64, pi, pj = inv.network_dates([p.reference_date for p in pairs],
-                                        [p.secondary_date for p in pairs])
+                                        [p.secondary_date for p in pairs], all_dates)
     dates_iso = [inv.iso(d) for d in dates64]
     progress.info("Inverting %d pairs over %d dates (%s to %s)."
                   % (len(pairs), len(dates64), dates_iso[0], dates_iso[-1]))

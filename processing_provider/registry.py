@@ -12,4 +12,5 @@ ALGORITHMS = [
     "alg_pipeline:PipelineAlgorithm",
     "alg_correlate_pair:CorrelatePairAlgorithm",
     "alg_correlate_pairs:CorrelatePairsAlgorithm",
+    "alg_invert:InvertTimeseriesAlgorithm",
 ]
