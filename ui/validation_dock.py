@@ -129,7 +129,8 @@ class ValidationDock(QDockWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # Interactive, not ResizeToContents: the latter re-measures every row at each change
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._on_table_selection)
         detail = QWidget(split)
@@ -276,25 +277,46 @@ class ValidationDock(QDockWidget):
         self.fill_table()
 
     def fill_table(self):
+        """Show the visible records; only rows whose content changed are rewritten (a
+        decision on a list of thousands stays instant)."""
         items = self.model.visible()
-        self._filling = True
-        try:
-            self.table.setRowCount(len(items))
-            for r, rec in enumerate(items):
-                p = self.model.probability(rec["id"])
-                values = [str(rec["id"]), "%.3f" % _num(rec.get("score")),
+        rows = []
+        for rec in items:
+            p = self.model.probability(rec["id"])
+            rows.append((rec["id"], rec["status"],
+                         (str(rec["id"]), "%.3f" % _num(rec.get("score")),
                           "" if p is None else "%.2f" % p, "%.0f" % _num(rec.get("area_m2")),
-                          "%.2f" % _num(rec.get("v_mean_m_per_yr")), rec["status"]]
+                          "%.2f" % _num(rec.get("v_mean_m_per_yr")), rec["status"])))
+        cache = getattr(self, "_row_cache", [])
+        self._filling = True
+        self.table.setUpdatesEnabled(False)
+        try:
+            resize = self.table.rowCount() != len(rows)
+            if resize:
+                self.table.setRowCount(len(rows))
+                cache = []
+            for r, row in enumerate(rows):
+                if r < len(cache) and cache[r] == row:
+                    continue
+                ident, status, values = row
+                colour = QColor(STATUS_COLOURS.get(status, "#FFFFFF"))
                 for c, text in enumerate(values):
-                    item = QTableWidgetItem(text)
-                    item.setData(Qt.ItemDataRole.UserRole, rec["id"])
-                    item.setBackground(QColor(STATUS_COLOURS.get(rec["status"], "#FFFFFF")))
-                    if c < 5:
-                        item.setTextAlignment(Qt.AlignmentFlag.AlignRight
-                                              | Qt.AlignmentFlag.AlignVCenter)
-                    self.table.setItem(r, c, item)
+                    item = self.table.item(r, c)
+                    if item is None:
+                        item = QTableWidgetItem()
+                        if c < 5:
+                            item.setTextAlignment(Qt.AlignmentFlag.AlignRight
+                                                  | Qt.AlignmentFlag.AlignVCenter)
+                        self.table.setItem(r, c, item)
+                    item.setText(text)
+                    item.setData(Qt.ItemDataRole.UserRole, ident)
+                    item.setBackground(colour)
+            self._row_cache = rows
+            if resize:
+                self.table.resizeColumnsToContents()
             self._select_row_of(self.model.current_id)
         finally:
+            self.table.setUpdatesEnabled(True)
             self._filling = False
         self.update_progress()
 
