@@ -39,7 +39,7 @@ profile="$profiles/profiles/default"
 mkdir -p "$profile/python/plugins" "$profile/QGIS"
 ln -sfn "$root" "$profile/python/plugins/slidewatch"
 "$root/.venv/bin/python" scripts/enable_plugin.py "$profile"
-python3 - "$profile/QGIS/QGIS3.ini" <<'PY'
+/usr/bin/python3 - "$profile/QGIS/QGIS3.ini" <<'PY'
 import configparser, sys
 path = sys.argv[1]
 cfg = configparser.RawConfigParser()
