@@ -85,9 +85,10 @@ def detect_acceleration(dates, displacement, min_segment=3, min_delta_bic=10.0, 
 def despike(t, y, k=4.0, max_fraction=0.2):
     """Drop isolated outlying samples of a displacement series (NaN them).
 
-    Each sample is compared with the straight line through its two valid neighbours in
-    time (extrapolated from the two nearest at the ends): a smooth motion, accelerating
-    or not, predicts its samples well, a cloud-contaminated date does not. The worst
+    Each interior sample is compared with the straight line through its two valid
+    neighbours in time: a smooth motion, accelerating or not, predicts its samples well,
+    a cloud-contaminated date does not. The first and last samples are never removed
+    (at the ends a spike cannot be told from a change of velocity). The worst
     sample beyond ``k`` robust sigmas (1.4826 x MAD of these prediction errors) is
     removed, repeatedly, at most ``max_fraction`` of the valid samples.
     Returns (cleaned copy, number removed).
@@ -101,29 +102,16 @@ def despike(t, y, k=4.0, max_fraction=0.2):
         if idx.size < 5:
             break
         tt, yy = t[idx], y[idx]
-        pred = np.empty(idx.size)
-        for i in range(idx.size):
-            if i == 0:
-                a, b = 1, 2
-            elif i == idx.size - 1:
-                a, b = idx.size - 3, idx.size - 2
-            else:
-                a, b = i - 1, i + 1
-            pred[i] = yy[a] + (yy[b] - yy[a]) * (tt[i] - tt[a]) / (tt[b] - tt[a])
-        e = yy - pred
+        # interior samples only: the ends cannot be told from a change of velocity
+        pred = yy[:-2] + (yy[2:] - yy[:-2]) * (tt[1:-1] - tt[:-2]) / (tt[2:] - tt[:-2])
+        e = yy[1:-1] - pred
         sc = 1.4826 * np.median(np.abs(e - np.median(e)))
         if not sc > 0:
             break
-        worst = int(np.argmax(np.abs(e)))
-        if abs(e[worst]) <= k * sc or idx[worst] == 0:
-            # the first date is the reference (zero by construction): never removed
-            if idx[worst] == 0:
-                e[worst] = 0.0
-                worst = int(np.argmax(np.abs(e)))
-                if abs(e[worst]) <= k * sc:
-                    break
-            else:
-                break
+        w = int(np.argmax(np.abs(e)))
+        if abs(e[w]) <= k * sc:
+            break
+        worst = w + 1
         y[idx[worst]] = np.nan
         removed += 1
     return y, removed
