@@ -59,6 +59,7 @@ def atomic_output(final_path):
     tmp = temporary_name(final_path)
     try:
         yield tmp
+        _verify_complete(tmp, final_path)
         os.replace(tmp, final_path)
     except OSError as exc:
         _remove_quietly(tmp)
@@ -69,6 +70,45 @@ def atomic_output(final_path):
     finally:
         # rasterio may leave an .aux.xml beside the temporary file
         _remove_quietly(tmp + ".aux.xml")
+
+
+_RASTER_EXTS = (".tif", ".tiff")
+
+
+def _verify_complete(tmp, final_path):
+    """Make sure ``tmp`` is completely on disk before it gets its final name.
+
+    GDAL reports some write failures (a full disk in particular) only as logged errors,
+    and a file system may report ENOSPC only when the data is flushed: so the file is
+    fsync'ed (an OSError here becomes an :class:`OutputError`) and GeoTIFFs are read back
+    block by block; a file that cannot be read back is never renamed.
+    """
+    if not os.path.isfile(tmp):
+        return  # the writer produced nothing: os.replace reports it
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if not final_path.lower().endswith(_RASTER_EXTS):
+        return
+    import rasterio
+    try:
+        with rasterio.open(tmp) as src:
+            for i in range(1, src.count + 1):
+                for _, win in src.block_windows(i):
+                    src.read(i, window=win)
+    except Exception as exc:
+        import shutil
+        folder = os.path.dirname(final_path)
+        try:
+            full = shutil.disk_usage(folder).free < 1024 * 1024
+        except OSError:
+            full = False
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device") from exc
+        raise OutputError("Writing '%s' did not complete (%s). Check free disk space and "
+                          "permissions, then run again." % (final_path, exc)) from exc
 
 
 def _remove_quietly(path):
