@@ -284,6 +284,115 @@ def _all_finite(buf):
     return acc == 0.0
 
 
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _template_clean(ref, t0, l0, h, w, nk, wd, tn, gxa, gya):
+    """NaN-free template: normalised copy, kernel-derivative gradients, Hessian."""
+    C = ref.shape[0]
+    for c in range(C):
+        for i in range(h):
+            rr = ref[c, t0 + i]
+            o = tn[c, i]
+            gx = gxa[c, i]
+            gy = gya[c, i]
+            for j in range(w):
+                o[j] = rr[l0 + j]
+                gx[j] = 0.0
+                gy[j] = 0.0
+            for k in range(1, nk + 1):
+                wk = np.float32(wd[k - 1])
+                up = ref[c, t0 + i + k]
+                dn = ref[c, t0 + i - k]
+                for j in range(w):
+                    gx[j] += wk * (rr[l0 + j + k] - rr[l0 + j - k])
+                    gy[j] += wk * (up[l0 + j] - dn[l0 + j])
+    hxx = 0.0
+    hxy = 0.0
+    hyy = 0.0
+    for c in range(C):
+        f = tn[c].ravel()
+        n = f.size
+        s1 = 0.0
+        for k in range(n):
+            s1 += f[k]
+        m = s1 / n
+        q = 0.0
+        for k in range(n):
+            d = f[k] - m
+            q += d * d
+        if not q > 0.0:
+            return 0.0, 0.0, 0.0, False
+        inv = np.float32(1.0 / math.sqrt(q / n))
+        gx = gxa[c].ravel()
+        gy = gya[c].ravel()
+        for k in range(n):
+            gx[k] *= inv
+            gy[k] *= inv
+            hxx += gx[k] * gx[k]
+            hxy += gx[k] * gy[k]
+            hyy += gy[k] * gy[k]
+    return hxx, hxy, hyy, _normalize(tn, gxa, True)
+
+
+@njit(cache=True, nogil=True)
+def _template_masked(ref, t0, l0, h, w, nk, wd, tn, gxa, gya):
+    """Template with invalid pixels: gradients NaN where a tap is invalid."""
+    C = ref.shape[0]
+    for c in range(C):
+        for i in range(h):
+            for j in range(w):
+                gx = 0.0
+                gy = 0.0
+                for k in range(1, nk + 1):
+                    gx += wd[k - 1] * (ref[c, t0 + i, l0 + j + k] - ref[c, t0 + i, l0 + j - k])
+                    gy += wd[k - 1] * (ref[c, t0 + i + k, l0 + j] - ref[c, t0 + i - k, l0 + j])
+                x = ref[c, t0 + i, l0 + j]
+                if gx == gx and gy == gy and x == x:
+                    gxa[c, i, j] = gx
+                    gya[c, i, j] = gy
+                else:
+                    gxa[c, i, j] = np.nan
+                    gya[c, i, j] = np.nan
+                tn[c, i, j] = x
+    for c in range(C):
+        n = 0
+        s1 = 0.0
+        for i in range(h):
+            for j in range(w):
+                if gxa[c, i, j] == gxa[c, i, j]:
+                    n += 1
+                    s1 += tn[c, i, j]
+        if n < 8:
+            return 0.0, 0.0, 0.0, False
+        m = s1 / n
+        q = 0.0
+        for i in range(h):
+            for j in range(w):
+                if gxa[c, i, j] == gxa[c, i, j]:
+                    q += (tn[c, i, j] - m) * (tn[c, i, j] - m)
+        if not q > 0.0:
+            return 0.0, 0.0, 0.0, False
+        inv = 1.0 / math.sqrt(q / n)
+        for i in range(h):
+            for j in range(w):
+                gxa[c, i, j] *= inv
+                gya[c, i, j] *= inv
+    if not _normalize(tn, gxa, False):
+        return 0.0, 0.0, 0.0, False
+    hxx = 0.0
+    hxy = 0.0
+    hyy = 0.0
+    for c in range(C):
+        for i in range(h):
+            for j in range(w):
+                gx = gxa[c, i, j]
+                if gx == gx:
+                    gy = gya[c, i, j]
+                    hxx += gx * gx
+                    hxy += gx * gy
+                    hyy += gy * gy
+    return hxx, hxy, hyy, True
+
+
 @njit(cache=True, nogil=True)
 def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2, tmp,
             wy, wx, res):
@@ -310,62 +419,23 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2
             sgn = 1.0 if k % 2 == 1 else -1.0
             xk = math.pi * k / a
             wy[k - 1] = sgn / k * math.sin(xk) / xk
-    clean = True
+    # fast path: no invalid pixel in the template and its ring of nk pixels
+    tot = 0.0
     for c in range(C):
-        for i in range(h):
-            for j in range(w):
-                gx = 0.0
-                gy = 0.0
-                for k in range(1, nk + 1):
-                    gx += wy[k - 1] * (ref[c, t0 + i, l0 + j + k] - ref[c, t0 + i, l0 + j - k])
-                    gy += wy[k - 1] * (ref[c, t0 + i + k, l0 + j] - ref[c, t0 + i - k, l0 + j])
-                x = ref[c, t0 + i, l0 + j]
-                if gx == gx and gy == gy and x == x:
-                    gxa[c, i, j] = gx
-                    gya[c, i, j] = gy
-                else:
-                    gxa[c, i, j] = np.nan
-                    gya[c, i, j] = np.nan
-                    clean = False
-                tn[c, i, j] = x
-    # normalise the template; scale its gradients by the same factor
-    for c in range(C):
-        n = 0
-        s1 = 0.0
-        for i in range(h):
-            for j in range(w):
-                if gxa[c, i, j] == gxa[c, i, j]:
-                    n += 1
-                    s1 += tn[c, i, j]
-        if n < 8:
+        for i in range(-nk, h + nk):
+            rr = ref[c, t0 + i]
+            for j in range(-nk, w + nk):
+                tot += rr[l0 + j] * 0.0
+    if tot == 0.0:
+        hxx, hxy, hyy, ok = _template_clean(ref, t0, l0, h, w, nk, wy, tn, gxa, gya)
+        if not ok:
             return
-        m = s1 / n
-        q = 0.0
-        for i in range(h):
-            for j in range(w):
-                if gxa[c, i, j] == gxa[c, i, j]:
-                    q += (tn[c, i, j] - m) * (tn[c, i, j] - m)
-        if not q > 0.0:
+        clean = True
+    else:
+        hxx, hxy, hyy, ok = _template_masked(ref, t0, l0, h, w, nk, wy, tn, gxa, gya)
+        if not ok:
             return
-        inv = 1.0 / math.sqrt(q / n)
-        for i in range(h):
-            for j in range(w):
-                gxa[c, i, j] *= inv
-                gya[c, i, j] *= inv
-    if not _normalize(tn, gxa, clean):
-        return
-    hxx = 0.0
-    hxy = 0.0
-    hyy = 0.0
-    for c in range(C):
-        for i in range(h):
-            for j in range(w):
-                gx = gxa[c, i, j]
-                if gx == gx:
-                    gy = gya[c, i, j]
-                    hxx += gx * gx
-                    hxy += gx * gy
-                    hyy += gy * gy
+        clean = False
     det = hxx * hyy - hxy * hxy
     if not (det > 1e-9 * (hxx + hyy) * (hxx + hyy)):
         return
