@@ -3,7 +3,8 @@
 from qgis.core import QgsApplication
 
 EXPECTED_ALGORITHMS = {
-    "synthetic_stack",
+    "synthetic_stack", "catalog", "select_pairs", "correlate_pair", "correlate_pairs",
+    "invert_timeseries", "detect", "pipeline",
 }
 
 
