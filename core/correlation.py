@@ -30,6 +30,15 @@ Estimator
       towards integer shifts (pixel locking) -- use only for previews.
     * ``"none"``: integer peak.
 
+Performance
+    Numba kernels, parallel (``prange``) over rows of window centres, ``nogil``, cached.
+    When the centres are closer than the window width (any step < width, including the
+    dense mode ``step=1``), the windows of one row of centres share the integer-search
+    work: for every shift the products of the reference rows and the shifted secondary
+    rows are summed per column once for the whole row, and each window's numerator is a
+    difference of prefix sums (cost per window and shift ~``height * step`` instead of
+    ``height * width``). Windows touching invalid pixels fall back to the masked NCC.
+
 Rules for invalid data (never a silent 0: the value is NaN and ``status`` says why)
     NaN in either image is an invalid pixel. A template with more than ``max_nodata``
     invalid fraction is ``STATUS_NODATA``; shifts whose common valid area is smaller
