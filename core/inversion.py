@@ -28,7 +28,10 @@ Weights
   ``status != 0``, east or north is NaN, ``ncc < min_ncc`` or ``snr < min_snr``.
 * robust (IRLS): standardised residual of a pair ``z = sqrt((z_e^2 + z_n^2) / 2)`` with
   ``z_c = sqrt(prior) * r_c / s_c`` and ``s_c = 1.4826 * MAD * sqrt(n / (n - p))`` (the
-  leverage-corrected median absolute deviation, floored at ``sigma_floor``). ``robust=
+  leverage-corrected median absolute deviation, floored at ``sigma_floor`` = 1 cm: no
+  correlation offset is that precise (0.001 px of a 10 m pixel), and the floor keeps
+  noise-free or nearly exact pixels from rejecting good pairs over rounding-level
+  residuals). ``robust=
   "tukey"`` (default): from the weighted least-squares start, ``n_start`` L1 iterations
   (IRLS weights ``1 / max(z, 0.1)``, scale re-estimated each time: an L1 fit is not
   dragged by a few gross outliers the way least squares is), then Tukey biweight
@@ -247,7 +250,7 @@ def _check_params(robust, min_obs, max_iter, n_start):
 
 def invert_arrays(east, north, wprior, pi, pj, dates64, lam=DEFAULT_LAM, lam2=DEFAULT_LAM2,
                   robust="tukey", min_obs=3, max_iter=12, n_start=5, c_huber=1.345,
-                  c_tukey=4.685, tol=1e-3, sigma_floor=1e-4, Q=None):
+                  c_tukey=4.685, tol=1e-3, sigma_floor=0.01, Q=None):
     """Low-level call: (n_pairs, n_pix) float32 arrays -> raw kernel outputs.
 
     Returns ``cum_e, cum_n`` (n_dates, n_pix) float32 and ``stats`` (7, n_pix) float64
@@ -326,8 +329,8 @@ def _final_weights(e, n, wp, pi, pj, ce, cn, robust):
     with np.errstate(invalid="ignore"):
         ae = np.where(wp > 0, np.abs(sw * re), np.nan)
         an = np.where(wp > 0, np.abs(sw * rn), np.nan)
-        se = np.maximum(1.4826 * np.nanmedian(ae, axis=0), 1e-4)
-        sn = np.maximum(1.4826 * np.nanmedian(an, axis=0), 1e-4)
+        se = np.maximum(1.4826 * np.nanmedian(ae, axis=0), 0.01)
+        sn = np.maximum(1.4826 * np.nanmedian(an, axis=0), 0.01)
         z = np.sqrt(0.5 * ((sw * re / se) ** 2 + (sw * rn / sn) ** 2))
         rw = np.where(z < 4.685, (1 - (z / 4.685) ** 2) ** 2, 0.0)
     w = np.where(np.isfinite(rw) & (wp > 0), wp * rw, 0.0).astype(np.float32)
@@ -337,7 +340,7 @@ def _final_weights(e, n, wp, pi, pj, ce, cn, robust):
 def invert_network(east, north, ref_dates, sec_dates, ncc=None, snr=None, status=None,
                    dates=None, lam=DEFAULT_LAM, lam2=DEFAULT_LAM2, robust="tukey",
                    weighting="ncc", min_obs=3, min_ncc=None, min_snr=None, max_iter=12,
-                   n_start=5, tol=1e-3, sigma_floor=1e-4, lam_sample=400):
+                   n_start=5, tol=1e-3, sigma_floor=0.01, lam_sample=400):
     """Invert pair displacements into cumulative displacement time series per pixel.
 
     Parameters
