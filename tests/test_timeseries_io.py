@@ -158,3 +158,41 @@ def test_input_errors(tmp_path):
                           e + 8, e, TRANSFORM, CRS, "2021-03-01", "2021-05-01")
     with pytest.raises(InputError, match="not on the grid"):
         tio.invert_pair_rasters(str(folder), str(tmp_path / "x"))
+
+
+def test_processing_algorithm_writes_outputs_and_cancels_cleanly(tmp_path):
+    from qgis.core import (QgsProcessingContext, QgsProcessingException,
+                           QgsProcessingFeedback)
+
+    from slidewatch.processing_provider.alg_invert import InvertTimeseriesAlgorithm
+
+    folder, tr_e, tr_n, dates, pairs = _stack(tmp_path, seed=4)
+    alg = InvertTimeseriesAlgorithm()
+    alg.initAlgorithm()
+    assert alg.name() == "invert_timeseries"
+    for p in alg.parameterDefinitions():
+        if p.name() != "OUTPUT_FOLDER":
+            assert p.description().split(" (")[0] in alg.HELP, p.name()
+    out = str(tmp_path / "alg")
+    params = {"INPUT": str(folder), "PAIRS_CSV": None, "LAMBDA": 1.0, "AUTO_LAMBDA": False,
+              "ROBUST": 0, "WEIGHTING": 0, "MIN_OBS": 3, "LAMBDA2": 0.0, "BLOCK_SIZE": 16,
+              "OUTPUT_FOLDER": out}
+    fb = QgsProcessingFeedback()
+    res = alg.processAlgorithm(params, QgsProcessingContext(), fb)
+    assert res["TS_EAST"] == os.path.join(out, "timeseries", "ts_east_m.tif")
+    for key in ("TS_EAST", "TS_NORTH", "VELOCITY", "NETWORK_FLAGS"):
+        assert os.path.exists(res[key])
+    assert _read(res["TS_EAST"])[1] == [str(d) for d in dates]
+    assert fb.progress() == pytest.approx(100.0)
+    # cancelled run: a clear exception and no file in a fresh output folder
+    fb2 = QgsProcessingFeedback()
+    fb2.cancel()
+    params["OUTPUT_FOLDER"] = str(tmp_path / "cancelled")
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        alg.processAlgorithm(params, QgsProcessingContext(), fb2)
+    ts = tmp_path / "cancelled" / "timeseries"
+    assert not ts.exists() or os.listdir(ts) == []
+    # a wrong input becomes an actionable message
+    params.update(INPUT=str(tmp_path / "missing"), OUTPUT_FOLDER=out)
+    with pytest.raises(QgsProcessingException, match="neither a folder"):
+        alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
