@@ -331,7 +331,13 @@ def main(argv=None):
                    precision=sp, recall=sr, baseline_precision=bp, baseline_recall=br)
     if not a.skip_real:
         real = run_real_null(a.out)
-        print("\nreal null pair:", json.dumps(real))
+        short = {k: v for k, v in real.items() if k != "candidates_rejected"}
+        reasons = {}
+        for c in real.get("candidates_rejected", []):
+            key = "score below minimum" if c["reason"].startswith("score") else "no temporal evidence"
+            reasons[key] = reasons.get(key, 0) + 1
+        short["rejected_by_reason"] = reasons
+        print("\nreal null pair:", json.dumps(short))
         summary["real_null"] = real
     summary["elapsed_s"] = time.time() - t0
     print("\nelapsed %.1f s" % summary["elapsed_s"])

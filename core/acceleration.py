@@ -89,8 +89,8 @@ def despike(t, y, k=4.0, max_fraction=0.2):
     neighbours in time: a smooth motion, accelerating or not, predicts its samples well,
     a cloud-contaminated date does not. The first and last samples are never removed
     (at the ends a spike cannot be told from a change of velocity). The worst
-    sample beyond ``k`` robust sigmas (1.4826 x MAD of these prediction errors) is
-    removed, repeatedly, at most ``max_fraction`` of the valid samples.
+    sample beyond ``k`` robust sigmas (1.4826 x MAD of these prediction errors, at least
+    half the median step between consecutive samples) is removed, repeatedly, at most ``max_fraction`` of the valid samples.
     Returns (cleaned copy, number removed).
     """
     t = np.asarray(t, dtype=np.float64)
@@ -106,6 +106,9 @@ def despike(t, y, k=4.0, max_fraction=0.2):
         pred = yy[:-2] + (yy[2:] - yy[:-2]) * (tt[1:-1] - tt[:-2]) / (tt[2:] - tt[:-2])
         e = yy[1:-1] - pred
         sc = 1.4826 * np.median(np.abs(e - np.median(e)))
+        # floor: half the typical step between consecutive samples, so that a smooth
+        # (nearly noise-free) series never loses samples to its own curvature
+        sc = max(sc, 0.5 * float(np.median(np.abs(np.diff(yy)))))
         if not sc > 0:
             break
         w = int(np.argmax(np.abs(e)))
@@ -160,7 +163,6 @@ def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, m
         if best is None or rss2 < best[1]:
             best = (tb, rss2, c2, A2)
     tb, rss2, c2, A2 = best
-    jb = int(np.flatnonzero(t <= tb + 1e-9)[-1])
     bic1 = _bic(rss1, n, 2)
     bic2 = _bic(rss2, n, 4)
     dbic = float(bic1 - bic2)
@@ -181,7 +183,8 @@ def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, m
     flag = (dbic >= min_delta_bic and tval >= min_t and v2 >= min_ratio * max(v1, 0.0)
             and (v2 - v1) >= min_increase and v2 > 0)
     if flag:
-        onset = int(idx[jb])
+        # last acquisition (of all dates, including rejected ones) on or before the break
+        onset = int(np.flatnonzero(np.isfinite(t_all) & (t_all <= tb + 1e-9))[-1])
         out["accel_flag"] = True
         out["onset_index"] = onset
         out["onset_years"] = float(tb)
