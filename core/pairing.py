@@ -304,32 +304,41 @@ class _Design:
 
 # ----------------------------------------------------------------------------- previews
 
-def preview_pairs(pairs, n_dates, sample, rng):
-    """Indices (into ``pairs``) of the candidates to preview: next and next-but-one date
-    of every date first (so every date is seen at least twice), then random ones."""
+def preview_pairs(pairs, n_dates, sample, rng, n_long=None):
+    """Indices (into ``pairs``) of the candidates to preview, in this order until
+    ``sample`` is reached: every date with its next date (so every date is seen in two
+    previews, its neighbours on both sides), ``n_long`` (default ``n_dates // 2``) random
+    pairs among the longer half of the baselines (they measure how fast the fastest
+    ground moves), every date with its next-but-one date, then random pairs."""
     by_ij = {(p.i, p.j): k for k, p in enumerate(pairs) if p.in_range}
-    chosen = []
-    seen = set()
-    for gap in (1, 2):
-        layer = []
-        for i in range(n_dates):
-            # nearest in-range partner at rank `gap` after i
-            partners = [j for j in range(i + 1, n_dates) if (i, j) in by_ij]
-            if len(partners) >= gap:
-                k = by_ij[(i, partners[gap - 1])]
-                if k not in seen:
-                    layer.append(k)
-        if len(chosen) + len(layer) > sample:
-            layer = sorted(rng.choice(layer, size=max(0, sample - len(chosen)),
-                                      replace=False).tolist())
-        chosen += layer
+    partners = {i: [] for i in range(n_dates)}
+    for (i, j) in sorted(by_ij):
+        partners[i].append(j)
+    chosen, seen = [], set()
+
+    def add(layer):
+        layer = [k for k in layer if k not in seen]
+        room = sample - len(chosen)
+        if room <= 0:
+            return
+        if len(layer) > room:
+            layer = sorted(rng.choice(layer, size=room, replace=False).tolist())
+        chosen.extend(layer)
         seen.update(layer)
-        if len(chosen) >= sample:
-            return chosen
-    rest = [k for k in by_ij.values() if k not in seen]
-    extra = max(0, min(sample - len(chosen), len(rest)))
-    if extra:
-        chosen += sorted(rng.choice(rest, size=extra, replace=False).tolist())
+
+    add([by_ij[(i, partners[i][0])] for i in range(n_dates) if partners[i]])
+    inr = sorted(by_ij.values())
+    if inr:
+        med = float(np.median([pairs[k].baseline_days for k in inr]))
+        longs = [k for k in inr if pairs[k].baseline_days >= med and k not in seen]
+        m = min(len(longs), n_dates // 2 if n_long is None else int(n_long))
+        if m:
+            add(sorted(rng.choice(longs, size=m, replace=False).tolist()))
+    add([by_ij[(i, partners[i][1])] for i in range(n_dates) if len(partners[i]) > 1])
+    rest = [k for k in inr if k not in seen]
+    if rest and len(chosen) < sample:
+        add(sorted(rng.choice(rest, size=min(len(rest), sample - len(chosen)),
+                              replace=False).tolist()))
     return chosen
 
 
@@ -410,7 +419,13 @@ def _run_previews(catalog, pairs, idx, factor, window, step, search, ncc_min, pr
         t_corr += time.perf_counter() - t0
         n_windows += res.dx.size
         q = field_quality(res.dx, res.dy, res.ncc, res.status, ncc_min=ncc_min, tol_px=1.0)
-        q["blocks"] = _block_fractions(q.pop("mask"), blocks)
+        mask = q.pop("mask")
+        q["blocks"] = _block_fractions(mask, blocks)
+        if mask.sum() >= 10:
+            ddx = res.dx[mask] - np.median(res.dx[mask])
+            ddy = res.dy[mask] - np.median(res.dy[mask])
+            # fastest motion seen (99th percentile of the de-meaned vectors), full-res px
+            q["motion_px"] = float(np.percentile(np.hypot(ddx, ddy), 99)) * factor
         results[pk] = q
         progress.update((k + 1) / len(idx), "preview %s / %s: quality %.2f" % (
             p.reference_date, p.secondary_date, q["quality"]))
@@ -444,7 +459,8 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
                  preview_step=8, preview_search=None, window=32, step=8, search=8,
                  expected_velocity_m_per_yr=None, criterion="A", min_quality=0.03,
                  min_quality_rel=0.1, pair_cost_s=None, seed=0, history_folder=None,
-                 training_csv=None, ncc_min=0.5, blocks=4, progress=None):
+                 training_csv=None, ncc_min=0.5, blocks=4, motion_error_fraction=0.2,
+                 progress=None):
     """Choose the pairs to correlate; see the module documentation.
 
     Parameters
@@ -511,7 +527,7 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
         H, W = recs[0].height, recs[0].width
         factor = int(preview_factor or max(2, int(math.ceil(max(H, W) / 512.0))))
         psearch = int(preview_search or max(3, int(math.ceil(search / factor)) + 1))
-        sample = int(preview_sample if preview_sample is not None else 2 * n)
+        sample = int(preview_sample if preview_sample is not None else n - 1 + n // 2)
         idx = preview_pairs(pairs, n, max(0, min(sample, len(inr))), rng)
         preview_results, n_win, t_corr = _run_previews(
             catalog, pairs, idx, factor, preview_window, preview_step, psearch, ncc_min,
@@ -611,17 +627,22 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
         if not seen[d]:
             cf = recs[d].cloud_fraction
             clear[d] = 1.0 - (cf if np.isfinite(cf) else cloud_fill)
+    # motion-dependent error: sigma_p^2 = sigma_c^2 + (gamma * v * dt)^2 (see module doc)
+    v_px, sigma_c = _motion_model(pairs, preview_results, exp_px, q_min, notes, pixel)
     usable = []
     for k in inr:
         p = pairs[k]
         p.score = round(p.predicted_quality, 4)
+        ratio = motion_error_fraction * v_px * (p.baseline_days / 365.25) / sigma_c
+        p.extra["motion_factor"] = 1.0 / (1.0 + ratio * ratio)
         if p.preview is not None:
             qb = np.minimum(p.preview["blocks"] / bref, 1.0)
         else:
             cc = clear[p.i] * clear[p.j]
             qb = np.minimum(cc * (p.predicted_quality / q_ref) / max(float(cc.mean()), 0.05), 1.0)
         qb = np.clip(qb, 0.0, 1.0)
-        p.block_weights = np.where(qb * q_ref >= q_min, qb / (1.1 - qb), 0.0)
+        p.block_weights = np.where(qb * q_ref >= q_min, qb / (1.1 - qb), 0.0) * \
+            p.extra["motion_factor"]
         p.weight = float(p.block_weights.mean())
         motion = p.features[FEATURES.index("motion_ratio")]
         if motion > 1.0:
@@ -719,6 +740,36 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
                   q_ref=q_ref, q_min=q_min)
     return PairSelection([r.iso for r in recs], [r.path for r in recs], pairs, strategy,
                          budget, problems, notes, timings, model, excluded, params)
+
+
+def _motion_model(pairs, preview_results, exp_px, q_min, notes, pixel):
+    """(fastest velocity in px/yr, correlation noise in px) for the motion error term.
+
+    The velocity is ``expected_velocity_m_per_yr`` when given, otherwise the slope of the
+    previews' 99th-percentile motion against their baseline (least squares with an
+    intercept, the noise floor); the noise is a third of that intercept (floored at
+    0.05 px)."""
+    rows = [(pairs[k].baseline_days / 365.25, q["motion_px"]) for k, q in
+            preview_results.items() if "motion_px" in q and q["quality"] >= q_min]
+    sigma_c, v_fit = 0.05, 0.0
+    if len(rows) >= 5:
+        t, m = np.array(rows).T
+        if np.ptp(t) > 0.05:
+            A = np.vstack([np.ones_like(t), t]).T
+            (a, b), *_ = np.linalg.lstsq(A, m, rcond=None)
+            sigma_c = max(0.05, float(a) / 3.0)
+            v_fit = max(float(b), 0.0)
+    if exp_px:
+        v = float(exp_px)
+        notes.append("motion error term: expected velocity %.2f px/yr (given), correlation "
+                     "noise %.2f px" % (v, sigma_c))
+    else:
+        v = v_fit
+        if rows:
+            notes.append("motion error term: fastest motion estimated from the previews "
+                         "%.2f px/yr (%.1f m/yr), correlation noise %.2f px" % (
+                             v, v * pixel if np.isfinite(pixel) else float("nan"), sigma_c))
+    return v, sigma_c
 
 
 def _training_row(p, q, source):
