@@ -28,7 +28,8 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
         "<b>pairs.csv</b> (optional): only its selected pairs are used, and all of its "
         "dates are output (dates without a usable pair are bridged).<br>"
         "<b>Regularisation weight</b>: dimensionless weight of the velocity-change penalty "
-        "(default 1; larger = smoother series; 0 = none).<br>"
+        "(default 30; larger = smoother series; 1-10 follows abrupt changes of velocity "
+        "more closely; 0 = none).<br>"
         "<b>Choose the regularisation automatically</b>: generalised cross-validation on a "
         "sample of pixels (overrides the weight above).<br>"
         "<b>Second-order regularisation weight</b> (advanced): optional penalty on changes of acceleration.<br>"
@@ -68,7 +69,7 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             self.PAIRS_CSV, self.tr("pairs.csv (optional: selected pairs only)"),
             extension="csv", optional=True))
-        self.addParameter(Num(self.LAMBDA, self.tr("Regularisation weight"), Num.Double, 1.0,
+        self.addParameter(Num(self.LAMBDA, self.tr("Regularisation weight"), Num.Double, 30.0,
                               minValue=0.0))
         self.addParameter(QgsProcessingParameterBoolean(
             self.AUTO, self.tr("Choose the regularisation automatically (GCV)"), False))
