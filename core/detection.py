@@ -216,7 +216,8 @@ def fit_velocity(east, north, t, stable=None, outlier_k=4.0, min_dates=4):
     # and of the pixel's own robust residual scale (so that a non-linear, e.g.
     # accelerating, motion is not mistaken for outliers)
     rr = np.hypot(re, rn)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without any valid date
         pix_scale = np.nanmedian(np.where(valid, rr, np.nan), axis=0) / 1.18
     ref = np.maximum(ds[:, None, None], np.nan_to_num(pix_scale)[None])
     valid2 = valid & ~(rr / ref > outlier_k * 1.18)  # 1.18: median of a unit 2-D Rayleigh
