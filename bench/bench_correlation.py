@@ -182,7 +182,7 @@ def text_hist(frac, bins=10, width=40):
 
 
 # --------------------------------------------------------------------------- real null test
-def null_test(tag, **options):
+def null_test(tag, window=WINDOW, **options):
     from slidewatch.core import pair_correlation as pc
     os.makedirs(OUT, exist_ok=True)
     ongrid = os.path.join(OUT, "tgt_on_ref_grid.tif")
@@ -190,7 +190,7 @@ def null_test(tag, **options):
         pc.reproject_to_grid(TGT, REF, ongrid, resampling="cubic")
     out = os.path.join(OUT, "pairs", "pair_20160608_20160529_null_%s.tif" % tag)
     t = time.perf_counter()
-    info = pc.correlate_pair_rasters(REF, ongrid, out, window=WINDOW, step=STEP,
+    info = pc.correlate_pair_rasters(REF, ongrid, out, window=window, step=STEP,
                                      search=SEARCH, stable="median",
                                      reference_date="2016-06-08",
                                      secondary_date="2016-05-29", **options)
@@ -321,13 +321,24 @@ def main():
         print("  %-20s %8.1f us   (OpenCV/this %.1fx, skimage/this %.1fx)" % (
             m, summary[m]["us"], summary["opencv"]["us"] / summary[m]["us"],
             summary["skimage"]["us"] / summary[m]["us"]))
+    run_null_tests(summary)
+    with open(os.path.join(OUT, "bench_correlation.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+
+
+NULL_CONFIGS = (("defaults", dict(window=WINDOW)),
+                ("gaussian_hp1", dict(window=WINDOW, prefilter="gaussian_hp",
+                                      prefilter_options={"sigma": 1.0})),
+                ("w64_gaussian_hp1", dict(window=64, prefilter="gaussian_hp",
+                                          prefilter_options={"sigma": 1.0})))
+
+
+def run_null_tests(summary, configs=NULL_CONFIGS):
     summary["null_test"] = {}
-    for tag, opts in (("defaults", {}),
-                      ("gaussian_hp1", dict(prefilter="gaussian_hp",
-                                            prefilter_options={"sigma": 1.0}))):
+    for tag, opts in configs:
         print("\n5) real null test [%s %s] (ref grid, tgt reprojected onto it with cubic "
-              "resampling, window %d, step %d, search %d, stable-ground median removed)"
-              % (tag, opts, WINDOW, STEP, SEARCH))
+              "resampling, step %d, search %d, stable-ground median removed)"
+              % (tag, opts, STEP, SEARCH))
         nt = null_test(tag, **opts)
         i = nt["info"]
         print("  median offset over the overlap (removed): dx %.3f px, dy %.3f px "
@@ -349,15 +360,17 @@ def main():
         d.update(median_dx_px=i["median_dx_px"], median_dy_px=i["median_dy_px"],
                  p68_by_ncc={str(k): v for k, v in nt["p68_by_ncc"].items()})
         summary["null_test"][tag] = d
-    with open(os.path.join(OUT, "bench_correlation.json"), "w") as fh:
-        json.dump(summary, fh, indent=1)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer", nargs=2)
+    ap.add_argument("--null-only", action="store_true",
+                    help="only the real null test (all configurations)")
     a = ap.parse_args()
     if a.peer:
         peer_main(*a.peer)
+    elif a.null_only:
+        run_null_tests({})
     else:
         main()
