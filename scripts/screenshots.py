@@ -16,7 +16,8 @@ import traceback
 
 from qgis.core import (QgsApplication, QgsCategorizedSymbolRenderer, QgsColorRampShader,
                        QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFillSymbol,
-                       QgsPointXY, QgsProject, QgsRasterLayer, QgsRasterShader,
+                       QgsPointXY, QgsProject, QgsProjectBadLayerHandler, QgsRasterLayer,
+                       QgsRasterShader,
                        QgsRendererCategory, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QColor
@@ -70,10 +71,21 @@ def detections_layer(path):
     return layer
 
 
+class _QuietBadLayers(QgsProjectBadLayerHandler):
+    """Layers the project cannot find (e.g. the input images of a moved copy) stay
+    unavailable instead of opening QGIS's modal "Handle unavailable layers" dialog."""
+
+    def handleBadLayers(self, layers):  # noqa: N802
+        log("%d layer(s) of the project not found (left unavailable)" % len(layers))
+
+
 def open_outputs():
     project = QgsProject.instance()
     qgz = os.path.join(FOLDER, "slidewatch.qgz")
     if os.path.exists(qgz):
+        global _HANDLER
+        _HANDLER = _QuietBadLayers()
+        project.setBadLayerHandler(_HANDLER)
         project.read(qgz)
         log("opened project %s" % qgz)
     else:
@@ -121,6 +133,8 @@ def show_only(dock_class):
 
 
 def grab(name):
+    iface.messageBar().clearWidgets()  # start-up notices (fonts of a style...) hide the map
+    QgsApplication.processEvents()
     path = os.path.join(OUT, name)
     image = iface.mainWindow().grab()
     if not image.save(path, "PNG"):
@@ -203,7 +217,7 @@ def steps():
     val.comment.setText("scarp and cracks visible on the images")
     val.decide("confirmed")
     val.select(recs[1]["id"] if len(recs) > 1 else recs[0]["id"])
-    val.comment.setText("accelerating since early summer?")
+    val.comment.setText("compare with the images before deciding")
     val.wait()
     yield 2500
     grab("validation_dock.png")
@@ -241,7 +255,8 @@ def steps():
     yield 500
     selected = [p for p in pn.pairs if p["selected"]]
     if selected:
-        layer = pn.load_pair(selected[len(selected) // 2])
+        best = max(selected, key=lambda p: p["score"] if p["score"] == p["score"] else -1)
+        layer = pn.load_pair(best)
         if layer is not None:
             iface.mapCanvas().refresh()
     yield 2500

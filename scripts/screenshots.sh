@@ -14,7 +14,7 @@ profiles="$work/qgis"
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$root/.cache/numba}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/runtime-$(id -u)}"
 mkdir -p "$out" "$work" "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-rm -rf "$work/data" "$work/log.txt"
+rm -rf "$work/data" "$work/images" "$work/log.txt"
 
 # `make demo` writes its outputs into demo_output/results
 if [ ! -f "$src/timeseries/ts_east_m.tif" ] && [ -f "$src/results/timeseries/ts_east_m.tif" ]; then
@@ -23,6 +23,8 @@ fi
 if [ -f "$src/timeseries/ts_east_m.tif" ] && [ -f "$src/detections.gpkg" ]; then
   echo "Using the outputs in $src (copied to $work/data)"
   cp -r "$src" "$work/data"
+  # the project written by the pipeline refers to ../images (the inputs): link them
+  if [ -d "$src/../images" ]; then ln -sfn "$(cd "$src/../images" && pwd)" "$work/images"; fi
 else
   echo "No SlideWatch outputs in $src: generating a small demo folder from fixture data"
   PYTHONPATH="$root/.build/plugins:$root/tests" "$root/.venv/bin/python" - "$work/data" <<'PY'
