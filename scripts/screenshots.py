@@ -27,6 +27,8 @@ from qgis.utils import iface, plugins
 FOLDER = os.environ.get("SLIDEWATCH_SHOT_FOLDER", "demo_output")
 OUT = os.environ.get("SLIDEWATCH_SHOT_OUT", "docs/screenshots")
 LOG = os.environ.get("SLIDEWATCH_SHOT_LOG", "")
+#: "learning": only the learned-ranking picture (needs >= 20 validated: fixture folder)
+ONLY = os.environ.get("SLIDEWATCH_SHOT_ONLY", "")
 STATUS_STYLE = {"unvalidated": ("#ffd400", "unvalidated"), "confirmed": ("#1a9850", "confirmed"),
                 "rejected": ("#d73027", "rejected"), "uncertain": ("#4575b4", "uncertain")}
 
@@ -190,21 +192,22 @@ def steps():
     recs = sorted(detections(), key=lambda r: -(r.get("score") or 0))
     crs = raster_crs()
 
-    # 1. time-series inspector: click the fastest pixel, pin it, then click inside the
-    #    second-best detection (which also pins the detection's mean series)
-    ts = show_only("TimeSeriesDock")
-    ts.set_folder(FOLDER)
-    ts.activate_tool(True)
-    canvas_crs = iface.mapCanvas().mapSettings().destinationCrs()
-    ts.map_tool.handle_point(to_canvas(fastest_pixel(), crs), canvas_crs)
-    ts.wait()
-    yield 500
-    ts.pin_current()
-    second = recs[1] if len(recs) > 1 else recs[0]
-    ts.map_tool.handle_point(to_canvas(centre_of(second), crs), canvas_crs)
-    ts.wait()
-    yield 1500
-    grab("timeseries_inspector.png")
+    if not ONLY:
+        # 1. time-series inspector: click the fastest pixel, pin it, then click inside the
+        #    second-best detection (which also pins the detection's mean series)
+        ts = show_only("TimeSeriesDock")
+        ts.set_folder(FOLDER)
+        ts.activate_tool(True)
+        canvas_crs = iface.mapCanvas().mapSettings().destinationCrs()
+        ts.map_tool.handle_point(to_canvas(fastest_pixel(), crs), canvas_crs)
+        ts.wait()
+        yield 500
+        ts.pin_current()
+        second = recs[1] if len(recs) > 1 else recs[0]
+        ts.map_tool.handle_point(to_canvas(centre_of(second), crs), canvas_crs)
+        ts.wait()
+        yield 1500
+        grab("timeseries_inspector.png")
 
     # 2. validation: a session in progress (learning active when enough is validated)
     val = show_only("ValidationDock")
@@ -212,15 +215,16 @@ def steps():
         raise RuntimeError("validation dock has no detections layer: %s"
                            % val.status_label.text())
     val.analyst.setText("demo analyst")
-    # (a) at work: the best detection confirmed, now looking at the second one
-    val.select(recs[0]["id"])
-    val.comment.setText("scarp and cracks visible on the images")
-    val.decide("confirmed")
-    val.select(recs[1]["id"] if len(recs) > 1 else recs[0]["id"])
-    val.comment.setText("compare with the images before deciding")
-    val.wait()
-    yield 2500
-    grab("validation_dock.png")
+    if not ONLY:
+        # (a) at work: the best detection confirmed, now looking at the second one
+        val.select(recs[0]["id"])
+        val.comment.setText("scarp and cracks visible on the images")
+        val.decide("confirmed")
+        val.select(recs[1]["id"] if len(recs) > 1 else recs[0]["id"])
+        val.comment.setText("compare with the images before deciding")
+        val.wait()
+        yield 2500
+        grab("validation_dock.png")
 
     # (b) learning: once >= 20 detections are confirmed/rejected, the unvalidated ones are
     #     ranked by the probability learned from the decisions
@@ -247,6 +251,8 @@ def steps():
         yield 2500
         grab("validation_learning.png")
 
+    if ONLY:
+        return
     # 3. pair network: click a selected pair (loads its raster)
     iface.mapCanvas().zoomToFullExtent()
     pn = show_only("PairNetworkDock")
