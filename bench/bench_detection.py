@@ -207,7 +207,12 @@ def run_synthetic(n_scenes, out_root, noise):
             if ls.get("accel_onset_date"):
                 ti = onset_index(st.dates, ls["accel_onset_date"])
                 di = onset_index(st.dates, f["accel_onset_date"]) if f["accel_flag"] else None
-                accel.append(dict(scene=s, slide=k, truth_idx=ti, det_idx=di,
+                err = ((_dt.date.fromisoformat(f["accel_onset_date"])
+                        - _dt.date.fromisoformat(ls["accel_onset_date"])).days
+                       if f["accel_flag"] else None)
+                accel.append(dict(scene=s, slide=k, truth_idx=ti, det_idx=di, error_days=err,
+                                  truth_date=ls["accel_onset_date"],
+                                  det_date=f["accel_onset_date"] if f["accel_flag"] else None,
                                   ok=(di is not None and abs(di - ti) <= 1)))
             elif f["accel_flag"]:
                 false_accel += 1
@@ -325,8 +330,9 @@ def main(argv=None):
           "flagged: %d; false accel flags on steady slides: %d"
           % (len(accel), n_acc_ok, sum(a_["det_idx"] is not None for a_ in accel), false_accel))
     for a_ in accel:
-        print("  scene %d slide %d truth idx %s detected idx %s" % (a_["scene"], a_["slide"],
-                                                                  a_["truth_idx"], a_["det_idx"]))
+        print("  scene %d slide %d truth idx %s (%s) detected idx %s (%s, %s days)"
+              % (a_["scene"], a_["slide"], a_["truth_idx"], a_["truth_date"], a_["det_idx"],
+                 a_["det_date"], a_["error_days"]))
     summary = dict(rows=rows, totals=tot, accel=accel, false_accel=false_accel,
                    precision=sp, recall=sr, baseline_precision=bp, baseline_recall=br)
     if not a.skip_real:

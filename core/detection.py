@@ -102,6 +102,8 @@ class DetectionParams:
     accel_min_delta_bic: float = 10.0
     accel_min_t: float = 3.0
     accel_min_ratio: float = 1.5
+    #: fraction of an object's pixels (the fastest) whose median series is tested
+    accel_core_fraction: float = 0.5
 
     def validate(self):
         if self.z_grow <= 0 or self.z_seed < self.z_grow:
@@ -614,6 +616,10 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         tsl = (slice(None),) + tuple(sl)
         proj = (E[tsl][:, m] * (mve / mdir) + N[tsl][:, m] * (mvn / mdir))
         proj = np.where(fit["valid"][tsl][:, m], proj, np.nan)  # per-pixel outlier dates out
+        if p.accel_core_fraction < 1.0 and np.isfinite(sp).sum() >= 10:
+            # the faster core of the object carries the signal; its tapered edges mostly noise
+            core = sp >= np.nanquantile(sp, 1.0 - p.accel_core_fraction)
+            proj = proj[:, core]
         val_obj = np.isfinite(proj)
         frac = val_obj.mean(1)
         with np.errstate(all="ignore"), warnings.catch_warnings():
