@@ -279,3 +279,12 @@ def test_hover_shows_the_values_of_the_nearest_date(dock, outputs):
     assert text.startswith(truth["dates"][k])
     assert "east %.3f m" % truth["east"][k, 22, 25] in text
     dock.hide()
+
+
+def test_quick_clicks_show_the_last_pixel(dock, outputs):
+    crs = QgsCoordinateReferenceSystem(CRS)
+    for rc in ((10, 10), (20, 20), (30, 31)):
+        dock.map_tool.handle_point(QgsPointXY(*pixel_centre(*rc)), crs)
+    assert dock.wait()
+    assert (dock.current_series["row"], dock.current_series["col"]) == (30, 31)
+    assert len(dock.map_tool.markers) == 1

@@ -163,7 +163,10 @@ class TimeSeriesDock(QDockWidget):
         if canvas_point is not None:
             self.current_marker = self.map_tool.add_marker(canvas_point, "#FF00FF")
         self.info.setText("Reading pixel at (%.1f, %.1f)…" % (point.x(), point.y()))
-        self.runner.run("SlideWatch: reading a pixel's time series", self._on_series,
+        self._request = getattr(self, "_request", 0) + 1
+        request = self._request
+        self.runner.run("SlideWatch: reading a pixel's time series",
+                        lambda result, error: self._on_series(result, error, request),
                         read_pixel_series, self.sources, point.x(), point.y())
         geometry, label = self._detection_at(point)
         if geometry is not None:
@@ -195,7 +198,9 @@ class TimeSeriesDock(QDockWidget):
                 return json.loads(geom.asJson()), "detection %s (mean)" % ident
         return None, None
 
-    def _on_series(self, result, error):
+    def _on_series(self, result, error, request=None):
+        if request is not None and request != self._request:
+            return  # a later click superseded this read (results may arrive out of order)
         if error is not None:
             self.last_error = error
             self._message(str(error))
