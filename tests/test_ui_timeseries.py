@@ -288,3 +288,14 @@ def test_quick_clicks_show_the_last_pixel(dock, outputs):
     assert dock.wait()
     assert (dock.current_series["row"], dock.current_series["col"]) == (30, 31)
     assert len(dock.map_tool.markers) == 1
+
+
+def test_missing_pyqtgraph_says_how_to_install(monkeypatch):
+    import sys
+
+    from slidewatch.ui import pyqtgraph_import
+
+    monkeypatch.setattr(pyqtgraph_import, "_module", None)
+    monkeypatch.setitem(sys.modules, "pyqtgraph", None)  # makes the import fail
+    with pytest.raises(ImportError, match="python3-pyqtgraph"):
+        pyqtgraph_import.pg()
