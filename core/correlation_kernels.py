@@ -190,6 +190,11 @@ def _masked_ncc(ref, sec, t0, l0, h, w, u, v, min_count, min_var):
     vs = sss - ss * ss / n
     if vr <= min_var * n or vs <= min_var * n:
         return -np.inf, 1
+    # rounding-level variance (e.g. a flat area after a high-pass prefilter) is flat too:
+    # same floor as the template's (found by tests/test_fuzz.py)
+    if (vr <= 1e-12 * ((sr / n) * (sr / n) + 1.0) * n
+            or vs <= 1e-12 * ((ss / n) * (ss / n) + 1.0) * n):
+        return -np.inf, 1
     return (srs - sr * ss / n) / math.sqrt(vr * vs), 2
 
 
@@ -452,8 +457,12 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2
         else:
             bx = 0.0
             by = 0.0
-            cc = 0.0
             nn = 0
+            sy = 0.0
+            st = 0.0
+            syy = 0.0
+            stt = 0.0
+            syt = 0.0
             for c in range(C):
                 for i in range(h):
                     for j in range(w):
@@ -464,8 +473,17 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2
                             e = y - t
                             bx += g * e
                             by += gya[c, i, j] * e
-                            cc += y * t
                             nn += 1
+                            sy += y
+                            st += t
+                            syy += y * y
+                            stt += t * t
+                            syt += y * t
+            # the two windows were normalised over slightly different pixel sets: the
+            # NCC is the correlation coefficient over the common valid pixels
+            vy = syy - sy * sy / max(nn, 1)
+            vt = stt - st * st / max(nn, 1)
+            cc = (syt - sy * st / max(nn, 1)) / math.sqrt(vy * vt) * nn if vy > 0 and vt > 0 else np.nan
         if nn < 8:
             return
         res[2] = cc / nn
@@ -654,7 +672,9 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
                     ssum2 += (sat2[c, u + h, v + w] - sat2[c, u, v + w]
                               - sat2[c, u + h, v] + sat2[c, u, v])
                 svar = ssum2 - ssum * ssum / ntpl
-                if svar <= min_var * ntpl or svar <= 1e-9 * ssum2:
+                ms = ssum / ntpl + off
+                if (svar <= min_var * ntpl or svar <= 1e-9 * ssum2
+                        or svar <= 1e-12 * (ms * ms + 1.0) * ntpl):
                     surf[u, v] = -np.inf
                 else:
                     if has_num:
@@ -721,7 +741,8 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
     else:
         _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2, tmp,
                 wy, wx, res)
-        if res[3] != 1.0:
+        if res[3] != 1.0 or not abs(res[2]) <= 1.0 + 1e-4:
+            # an NCC outside [-1, 1] means the refined windows were ill-conditioned
             out[4] = ST_REFINE_FAILED
             return
         out[0] = dyi + res[0]

@@ -100,9 +100,10 @@ def apply_prefilter(image, name="none", options=None):
         size = int(opts["size"])
         m, frac = _nan_box(x, valid, size)
         m2, _ = _nan_box(x * x, valid, size)
-        sd = np.sqrt(np.maximum(m2 - m * m, 0.0))
-        eps = 1e-6 * np.abs(m) + 1e-12  # local, so blocks equal the whole image
-        out = ((x - m) / (sd + eps))[None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sd = np.sqrt(np.maximum(m2 - m * m, 0.0))
+            eps = 1e-6 * np.abs(m) + 1e-12  # local, so blocks equal the whole image
+            out = ((x - m) / (sd + eps))[None]
     else:  # orientation
         xf = np.where(valid, x, 0.0)
         gx = ndimage.sobel(xf, axis=1, mode="constant", cval=0.0)
