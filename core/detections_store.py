@@ -38,6 +38,7 @@ Safety rules
   GeoPackage is a single self-contained file that QGIS/OGR read normally.
 """
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -83,9 +84,32 @@ _SQL_TYPES = {"status": "TEXT", "comment": "TEXT", "validated_by": "TEXT",
 
 
 def _ogr():
-    from osgeo import ogr, osr  # noqa: F401
-    ogr.UseExceptions()
+    from osgeo import ogr
     return ogr
+
+
+@contextlib.contextmanager
+def _gdal_exceptions():
+    """GDAL/OGR/OSR exceptions on inside the block, the caller's setting restored after.
+
+    ``UseExceptions`` is process-wide: switching it on for good would change the
+    behaviour of QGIS and of other plugins running in the same Python.
+    """
+    from osgeo import gdal, ogr, osr
+    mods = (gdal, ogr, osr)
+    prev = [m.GetUseExceptions() for m in mods]
+    for m in mods:
+        m.UseExceptions()
+    try:
+        yield
+    finally:
+        # GDAL keeps a stack of error handlers: undo in the reverse order
+        for m, p in reversed(list(zip(mods, prev))):
+            if not p:
+                try:
+                    m.DontUseExceptions()
+                except RuntimeError:  # unusual mixed set-ups: leave it rather than fail
+                    pass
 
 
 def _ogr_type(ogr, name):
@@ -117,6 +141,17 @@ def gpkg_timestamp(value=None):
 # --------------------------------------------------------------------------- reading
 
 def read_detections(path, layer=LAYER):
+    """Features of a detections layer as a list of dicts.
+
+    Each dict has ``fid``, ``geometry_wkt`` and every attribute (None when unset; dates
+    and date-times as ISO 8601 strings). Returns an empty list when the layer is empty.
+    Raises InputError when the file or the layer does not exist.
+    """
+    with _gdal_exceptions():
+        return _read_detections(path, layer)
+
+
+def _read_detections(path, layer):
     """Features of a detections layer as a list of dicts.
 
     Each dict has ``fid``, ``geometry_wkt`` and every attribute (None when unset; dates
@@ -356,6 +391,13 @@ def _read_previous(path):
 
 def write_detections(path, features, crs_wkt=None, preserve=True, match_overlap=0.5,
                      run_info=None, lock_timeout=60.0):
+    with _gdal_exceptions():
+        return _write_detections(path, features, crs_wkt, preserve, match_overlap, run_info,
+                                 lock_timeout)
+
+
+def _write_detections(path, features, crs_wkt=None, preserve=True, match_overlap=0.5,
+                      run_info=None, lock_timeout=60.0):
     """Write ``features`` to ``path`` (layer ``detections``), atomically.
 
     Parameters
@@ -376,7 +418,6 @@ def write_detections(path, features, crs_wkt=None, preserve=True, match_overlap=
     """
     ogr = _ogr()
     from osgeo import osr
-    osr.UseExceptions()
     if not 0.0 < float(match_overlap) <= 1.0:
         raise ParameterError("match_overlap must be in (0, 1]; got %r." % (match_overlap,))
     path = os.path.abspath(path)
@@ -449,7 +490,6 @@ def write_detections(path, features, crs_wkt=None, preserve=True, match_overlap=
                 r["archived_at"] = now
 
         from osgeo import gdal
-        gdal.UseExceptions()
         ds = gdal.GetDriverByName("GPKG").Create(tmp, 0, 0, 0, gdal.GDT_Unknown)
         if ds is None:
             raise OutputError("Cannot create '%s'." % tmp)
@@ -642,3 +682,6 @@ def record_decision(gpkg, fid_or_id, status, comment=None, analyst=None, timesta
             conn.close()
     raise OutputError("Could not record the decision in '%s': the file kept being replaced "
                       "(%s)." % (gpkg, last_exc))
+
+
+write_detections.__doc__ = _write_detections.__doc__

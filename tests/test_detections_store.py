@@ -176,3 +176,14 @@ def test_existing_non_geopackage_is_not_overwritten(tmp_path):
     with pytest.raises(OutputError, match="not a GeoPackage"):
         store.write_detections(str(p), feats((0, 0, 100)), CRS)
     assert p.read_text().startswith("not a database")
+
+
+def test_gdal_exception_mode_of_the_caller_is_left_alone(tmp_path):
+    from osgeo import gdal, ogr, osr
+    before = (gdal.GetUseExceptions(), ogr.GetUseExceptions(), osr.GetUseExceptions())
+    p = str(tmp_path / "d.gpkg")
+    store.write_detections(p, feats((0, 0, 100)), CRS)
+    store.read_detections(p)
+    with pytest.raises(InputError):
+        store.read_detections(str(tmp_path / "missing.gpkg"))
+    assert (gdal.GetUseExceptions(), ogr.GetUseExceptions(), osr.GetUseExceptions()) == before
