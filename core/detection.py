@@ -526,6 +526,8 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
                 stable = user_stable
         progress.update(0.3 + 0.3 * it, "Noise model (pass %d)" % (it + 1))
     stable_final = stable if stable is not None else some
+    report["stable_source"] = ("%s minus pixels moving after a first pass (robust fit)"
+                               % ("stable-area mask" if user_stable is not None else "whole scene"))
 
     # ---- temporal evidence on lightly smoothed series
     if p.smooth_px > 0:
