@@ -278,3 +278,21 @@ def test_single_pair_gives_candidates_but_no_detection():
     assert "temporal evidence" in res.candidates_rejected[0]["reason"]
     res2 = detect(e, n, dates, TR, require_temporal_evidence=False, min_score=0.3)
     assert len(res2.features) == 1
+
+
+def test_stable_mask_raster_is_used_and_checked(tmp_path):
+    e, n, dates, mask = make_series(seed=10, slide=SLIDE)
+    ts = write_folder(str(tmp_path), e, n, dates)
+    stable = np.ones(mask.shape, np.float32)
+    stable[30:60, 30:60] = 0  # the area around the slide is not known to be stable
+    mpath = str(tmp_path / "stable.tif")
+    write_bands(mpath, [stable], TR, CRS, descriptions=["stable"])
+    res = detect_from_folder(ts, stable_mask_path=mpath, out_gpkg=str(tmp_path / "d.gpkg"))
+    assert len(res.features) == 1
+    assert res.bias_report["stable_source"].startswith("stable-area mask")
+    assert not res.noise.stable[40, 40]
+    tiny = np.zeros(mask.shape, np.float32)
+    tiny[:5, :5] = 1
+    write_bands(mpath, [tiny], TR, CRS, descriptions=["stable"])
+    with pytest.raises(InputError, match="stable"):
+        detect_from_folder(ts, stable_mask_path=mpath, out_gpkg=str(tmp_path / "d.gpkg"))
