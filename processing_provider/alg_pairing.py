@@ -48,7 +48,8 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
         "<b>Correlation window</b>, <b>Correlation step</b>, <b>Correlation search range</b> "
         "(px): the correlation parameters you will use (for the cost estimate and the motion "
         "check).<br>"
-        "<b>Design criterion</b>: A (mean variance of the time series) or D (log det).<br>"
+        "<b>Design criterion</b>: D (log det of the network information, default: many "
+        "independent paths between dates) or A (mean variance of the time series).<br>"
         "<b>Seed</b>: same seed, same selection.<br>"
         "<b>Output folder</b>: receives pairs.csv and the summaries; its "
         "<code>pairs/pair_*.tif</code> from earlier runs, if any, train the quality model "
@@ -108,7 +109,7 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
         self.addParameter(Num(self.SEARCH, self.tr("Correlation search range (px)"),
                               Num.Integer, 8, minValue=1))
         self.addParameter(QgsProcessingParameterEnum(
-            self.CRITERION, self.tr("Design criterion"), self.CRITERIA, defaultValue=0))
+            self.CRITERION, self.tr("Design criterion"), self.CRITERIA, defaultValue=1))
         self.addParameter(Num(self.SEED, self.tr("Seed"), Num.Integer, 0, minValue=0))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Output folder")))

@@ -108,7 +108,7 @@ def test_optimal_design_beats_sequential_on_its_criterion(tmp_path):
     n = 20
     cat = _make_stack(str(tmp_path / "s"), _dates(n))
     opt = select_pairs(cat, "optimal", previews=False, budget_pairs_per_date=2,
-                       max_baseline_days=60)
+                       max_baseline_days=60, criterion="A")
     seq = select_pairs(cat, "sequential", previews=False, budget_pairs_per_date=2,
                        max_baseline_days=60)
     assert len(opt.selected) == len(seq.selected) == 40
@@ -279,7 +279,7 @@ def test_processing_algorithms_catalog_and_select_pairs(tmp_path):
               "CPU_BUDGET_S": 0.0, "MIN_PAIRS_PER_DATE": 2, "MIN_BASELINE_DAYS": 1,
               "MAX_BASELINE_DAYS": 20, "SEASONAL_WINDOW_DAYS": 0, "PREVIEWS": True,
               "PREVIEW_SAMPLE": 0, "EXPECTED_VELOCITY": 0.0, "WINDOW": 32, "STEP": 8,
-              "SEARCH": 8, "CRITERION": 0, "SEED": 0, "OUTPUT_FOLDER": out}
+              "SEARCH": 8, "CRITERION": 1, "SEED": 0, "OUTPUT_FOLDER": out}
     r = alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
     assert 0 < r["N_SELECTED"] <= 20
     table = read_pairs_csv(r["PAIRS"])
