@@ -48,7 +48,7 @@ _FALSE = ("0", "false", "no", "n", "f", "")
 
 def _listing(items, limit=MAX_LISTED):
     items = list(items)
-    text = "; ".join(str(i) for i in items[:limit])
+    text = "; ".join(str(i).rstrip(". ") for i in items[:limit])
     if len(items) > limit:
         text += "; ... and %d more" % (len(items) - limit)
     return text
@@ -126,7 +126,7 @@ def require_images(catalog, source, catalog_csv=None, minimum=2):
         msg += " Skipped: %s." % _listing(problems)
     hints = []
     text = " ".join(problems).lower()
-    if not problems or "date" in text and "duplicate" not in text:
+    if "undatable" in text or "no date" in text:
         hints.append("put the acquisition date in each file name (YYYYMMDD or YYYY-MM-DD, or "
                      "a Sentinel-2/Landsat product name) or in a DATE tag")
     if "duplicate" in text:
