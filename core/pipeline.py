@@ -530,13 +530,24 @@ def _step_grid(ctx, catalog, progress):
     ctx.log("grid: " + report.message)
     folder = ctx.path("common_grid")
     p = ctx.params.step_params("grid")
+    phash = params_hash(p)
+    inputs_fp = fingerprint(catalog.paths)
+    entry = ctx.manifest.entry("grid") or {}
+    same = entry.get("params_hash") == phash and entry.get("inputs") == inputs_fp
+    # to_common_grid reuses copies newer than their source; copies made with other grid
+    # parameters (or from other inputs) must be redone
     new = cg.to_common_grid(catalog, folder, extent=ctx.params.grid_extent,
                             resampling=ctx.params.grid_resampling, progress=progress,
-                            overwrite=ctx.params.force)
-    ctx.manifest.record("grid", params_hash(p), fingerprint(catalog.paths),
-                        new.paths, p)
-    ctx.mark("grid", "done", "%d image(s) warped onto one grid in %s" % (
-        len(new.records), os.path.relpath(folder, ctx.output_folder)), time.perf_counter() - t0)
+                            overwrite=ctx.params.force or not same)
+    ctx.manifest.record("grid", phash, inputs_fp, new.paths, p)
+    if same and not ctx.params.force:
+        ctx.mark("grid", "skipped", "warped copies in %s up to date"
+                 % os.path.relpath(folder, ctx.output_folder))
+    else:
+        ctx.mark("grid", "done", "%d image(s) warped onto one grid in %s (%s)" % (
+            len(new.records), os.path.relpath(folder, ctx.output_folder),
+            "no previous run" if not entry else "parameters or inputs changed"),
+            time.perf_counter() - t0)
     ctx.result.paths["common_grid"] = folder
     return new
 

@@ -276,3 +276,39 @@ def test_qgis_process_headless_command(stack_folder, tmp_path):
                  "slidewatch.qgz", "overview.png", "slidewatch.log"):
         assert os.path.exists(os.path.join(out, name)), name
     assert "PROJECT:" in res.stdout
+
+
+def test_images_on_different_grids_are_warped_once(tmp_path):
+    """One image cropped by a few pixels: the pipeline warps every image onto a common grid
+    (common_grid/), and a re-run reuses the copies."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from slidewatch.core.synthetic import generate_stack
+
+    folder = tmp_path / "images"
+    stack = generate_stack(str(folder), n_dates=5, shape=(112, 112), seed=4,
+                           cloudy_date_fraction=0.0, fully_clouded_dates=0)
+    path = stack.paths[2]
+    with rasterio.open(path) as src:
+        win = Window(3, 2, src.width - 3, src.height - 2)
+        data = src.read(window=win)
+        prof = src.profile
+        prof.update(width=win.width, height=win.height,
+                    transform=src.window_transform(win))
+        tags = src.tags()
+    os.remove(path)
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+        dst.update_tags(**tags)
+    out = str(tmp_path / "results")
+    res = run_pipeline(str(folder), out, PipelineParams(step=8))
+    assert res.steps["grid"]["status"] == "done"
+    warped = sorted(os.listdir(os.path.join(out, "common_grid")))
+    assert len(warped) == 5
+    with rasterio.open(os.path.join(out, "common_grid", warped[0])) as a, \
+            rasterio.open(os.path.join(out, "common_grid", warped[2])) as b:
+        assert a.transform == b.transform and a.shape == b.shape
+    res = run_pipeline(str(folder), out, PipelineParams(step=8))
+    assert res.steps["grid"]["status"] == "skipped"
+    assert res.steps["correlation"]["status"] == "skipped"
