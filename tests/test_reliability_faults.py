@@ -286,3 +286,47 @@ def test_two_writers_at_once(tmp_path):
         parity = (ident - 1) % 2
         assert status == ("rejected" if parity else "confirmed"), ident
         assert comment == "w%d r2" % parity and who == "w%d" % parity
+
+
+# -- what the user sees in Processing and headless ---------------------------------------------
+@pytest.fixture()
+def provider(qgis_iface, qgis_processing):
+    from slidewatch.plugin import SlideWatchPlugin
+    plugin = SlideWatchPlugin(qgis_iface)
+    plugin.initProcessing()
+    yield
+    plugin.unload()
+
+
+def test_cancel_in_processing_says_how_to_resume(images, tmp_path, provider):
+    from qgis.core import (QgsApplication, QgsProcessingAlgorithm, QgsProcessingContext,
+                           QgsProcessingException, QgsProcessingFeedback)
+    paths = sorted(os.path.join(images, f) for f in os.listdir(images))
+    alg = QgsApplication.processingRegistry().createAlgorithmById("slidewatch:correlate_pair")
+    feedback = QgsProcessingFeedback()
+    feedback.cancel()
+    out = str(tmp_path / "pair_20200101_20200301.tif")
+    with pytest.raises(QgsProcessingException) as info:
+        QgsProcessingAlgorithm.run(alg, {"REFERENCE": paths[0], "SECONDARY": paths[1],
+                                         "WINDOW": 16, "SEARCH": 4, "OUTPUT": out},
+                                   QgsProcessingContext(), feedback, {}, False)
+    msg = str(info.value)
+    assert "was cancelled" in msg and "Run it again to resume" in msg
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_headless_bad_input_is_a_message_not_a_traceback(tmp_path):
+    """qgis_process (the headless entry point) on a folder with one image: exit code != 0,
+    the actionable message is printed, no Python traceback."""
+    from conftest import qgis_process_command, qgis_process_env
+    stack(str(tmp_path / "in"), n=1)
+    if not os.path.exists(qgis_process_command()):
+        pytest.skip("qgis_process not installed")
+    proc = subprocess.run([qgis_process_command(), "run", "slidewatch:pipeline", "--",
+                           "INPUT=%s" % (tmp_path / "in"),
+                           "OUTPUT_FOLDER=%s" % (tmp_path / "out")],
+                          capture_output=True, text=True, env=qgis_process_env(), timeout=120)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Only 1 usable dated image" in text and "add more images" in text, text[-2000:]
+    assert "Traceback" not in text, text[-2000:]
