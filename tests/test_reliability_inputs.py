@@ -162,6 +162,19 @@ def test_only_empty_images_left_is_explained(tmp_path):
     assert "nan_20200601.tif: no valid pixel" in msg and "remove the empty images" in msg
 
 
+def test_too_few_valid_pairs_per_pixel_is_explained(tmp_path):
+    """Two usable images (one pair) and the default min_obs of 3: the inversion cannot give
+    any pixel; said before the detection, with what to do (not 'no valid pixel')."""
+    inp = tmp_path / "in"
+    stack(inp, n=2)
+    write(inp / "z_20200601.tif", np.zeros((120, 120)), nodata=0)
+    with pytest.raises(InputError) as info:
+        _run(inp, tmp_path / "out")
+    msg = str(info.value)
+    assert "The inversion gave no valid pixel" in msg and "velocity.tif" in msg
+    assert "(1 pair(s) over 2 date(s))" in msg and "lower the inversion option min_obs" in msg
+
+
 def test_fully_clouded_image_gives_no_value_not_a_wrong_one(tmp_path):
     """A flat white (cloud) image: its pairs have no valid window (status says why), the
     log names them, and the other pairs still give the right displacement."""
