@@ -64,19 +64,22 @@ def _bic(rss, n, k):
 
 
 def detect_acceleration(dates, displacement, min_segment=3, min_delta_bic=10.0, min_t=3.0,
-                        min_ratio=1.5, min_increase=0.0, outlier_k=4.0, max_rejections=0.2):
+                        min_ratio=1.5, min_increase=0.0, outlier_k=4.0, max_rejections=0.2,
+                        sigma=None):
     """Test a 1-D displacement series for a significant velocity increase.
 
     Outlying dates (e.g. a cloud-contaminated date) are removed first with
     :func:`despike` (``outlier_k`` robust sigmas, at most ``max_rejections`` of the
-    dates). See :func:`_detect` for the parameters and the returned dict
+    dates). ``sigma``: optional per-date noise (any unit; only the ratios matter): the
+    fits are then weighted least squares with weights 1/sigma^2, so that noisier (e.g.
+    partly clouded) dates count less. See :func:`_detect` for the returned dict
     (``n_rejected`` says how many dates were dropped).
     """
     dates = list(dates)
     y = np.asarray(displacement, dtype=np.float64).copy()
     t = _to_years(dates)
     y, rejected = despike(t, y, outlier_k, max_rejections)
-    out = _detect(dates, y, min_segment, min_delta_bic, min_t, min_ratio, min_increase)
+    out = _detect(dates, y, min_segment, min_delta_bic, min_t, min_ratio, min_increase, sigma)
     out.pop("_residuals", None)
     out["n_rejected"] = rejected
     return out
@@ -120,7 +123,8 @@ def despike(t, y, k=4.0, max_fraction=0.2):
     return y, removed
 
 
-def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, min_increase):
+def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, min_increase,
+            sigma=None):
     """Test a 1-D displacement series for a significant velocity increase.
 
     Parameters
@@ -139,17 +143,25 @@ def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, m
     t_all = _to_years(dates)
     y_all = np.asarray(displacement, dtype=np.float64)
     ok = np.isfinite(y_all) & np.isfinite(t_all)
+    if sigma is not None:
+        sig_all = np.asarray(sigma, dtype=np.float64)
+        ok &= np.isfinite(sig_all) & (sig_all > 0)
     idx = np.flatnonzero(ok)
     t, y = t_all[ok], y_all[ok]
     n = t.size
+    if sigma is not None and n:
+        w = 1.0 / sig_all[ok] ** 2
+        sw = np.sqrt(w / w.mean())
+    else:
+        sw = np.ones(n)
     out = {"accel_flag": False, "onset_date": None, "onset_index": None,
            "v_before_m_per_yr": float("nan"), "v_after_m_per_yr": float("nan"),
            "v_linear_m_per_yr": float("nan"), "delta_bic": float("nan"),
            "t_increase": float("nan"), "n_dates": int(n)}
     if n < 3:
         return out
-    A1 = np.column_stack([np.ones(n), t])
-    c1, rss1 = _fit(A1, y)
+    A1 = np.column_stack([np.ones(n), t]) * sw[:, None]
+    c1, rss1 = _fit(A1, y * sw)
     out["v_linear_m_per_yr"] = float(c1[1])
     if n < 2 * min_segment + 1:
         return out
@@ -158,8 +170,8 @@ def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, m
     # min_segment dates before it and the one that leaves min_segment dates after it
     lo, hi = t[min_segment - 1], t[n - min_segment]
     for tb in np.unique(np.concatenate([np.linspace(lo, hi, 200), t[(t >= lo) & (t <= hi)]])):
-        A2 = np.column_stack([np.ones(n), t, np.maximum(t - tb, 0.0)])
-        c2, rss2 = _fit(A2, y)
+        A2 = np.column_stack([np.ones(n), t, np.maximum(t - tb, 0.0)]) * sw[:, None]
+        c2, rss2 = _fit(A2, y * sw)
         if best is None or rss2 < best[1]:
             best = (tb, rss2, c2, A2)
     tb, rss2, c2, A2 = best
@@ -178,7 +190,7 @@ def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, m
     tval = float(c2[2] / se) if se > 0 else (float("inf") if c2[2] > 0 else 0.0)
     out.update(v_before_m_per_yr=v1, v_after_m_per_yr=v2, delta_bic=dbic, t_increase=tval)
     res_all = np.full(y_all.shape, np.nan)
-    res_all[idx] = y - A2 @ c2
+    res_all[idx] = y - (A2 / sw[:, None]) @ c2
     out["_residuals"] = res_all
     flag = (dbic >= min_delta_bic and tval >= min_t and v2 >= min_ratio * max(v1, 0.0)
             and (v2 - v1) >= min_increase and v2 > 0)

@@ -628,8 +628,13 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN dates
             # median over the object's pixels: robust to cloud outliers on a date
             series = np.where(frac >= 0.3, np.nanmedian(proj, axis=1), np.nan)
+        # per-date noise of the object's series: date noise on stable ground, larger
+        # where few of the object's pixels are valid (clouds)
+        with np.errstate(all="ignore"):
+            ser_sigma = fit["date_sigma"] / np.sqrt(np.maximum(frac, 1e-3))
         acc = _accel.detect_acceleration(dates, series, min_delta_bic=p.accel_min_delta_bic,
-                                         min_t=p.accel_min_t, min_ratio=p.accel_min_ratio)
+                                         min_t=p.accel_min_t, min_ratio=p.accel_min_ratio,
+                                         sigma=ser_sigma)
         zz = z[sl][m]
         f = {
             "area_m2": float(m.sum() * px_area),
