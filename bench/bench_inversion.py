@@ -190,7 +190,9 @@ def scale_child(folder, out_folder, block):
     print(json.dumps(dict(seconds=dt, n_pairs=res.n_pairs, n_dates=len(res.dates),
                           lam=res.lam,
                           self_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                          / 1024.0)))
+                          / 1024.0,
+                          cpu_s=resource.getrusage(resource.RUSAGE_SELF).ru_utime
+                          + resource.getrusage(resource.RUSAGE_SELF).ru_stime)))
 
 
 def run_scale(size, block):
@@ -211,6 +213,7 @@ def run_scale(size, block):
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     return dict(wall_s=wall, inner_s=info["seconds"], peak_rss_mb=info["self_peak_rss_mb"],
+                cpu_s=info["cpu_s"],
                 children_max_rss_mb=peak_kb / 1024.0,
                 rss_before_mb=before / 1024.0, n_pairs=info["n_pairs"], n_dates=info["n_dates"],
                 size=size, block=block)
@@ -269,14 +272,20 @@ def main():
     truth_s = make_truth(dates, a.speed_pixels, seed=11)
     e, n, ncc, _ = make_observations(truth_s, pi, pj, "ncc", 0.10, seed=12)
     best = []
+    cpu = []
     for _ in range(3):
+        c0 = time.process_time()
         _, dt, _ = run_ours(dates, pi, pj, e, n, ncc)
         best.append(dt)
+        cpu.append(time.process_time() - c0)
     pps = a.speed_pixels / min(best)
     print()
     print("speed, ours default on %d pixels (40 dates / 120 pairs): %.0f pixels/s "
           "(best of 3: %.2f s; runs %s)" % (a.speed_pixels, pps, min(best),
                                              ", ".join("%.2f" % b for b in best)))
+    print("  CPU time of the fastest run: %.2f s (%.0f pixels per CPU-second); load avg %s"
+          % (cpu[int(np.argmin(best))], a.speed_pixels / cpu[int(np.argmin(best))],
+             os.getloadavg()))
     tic = [r for r in rows if r[1].startswith("TICOI")]
     if tic:
         tp = np.mean([r[3] for r in tic])
@@ -285,9 +294,10 @@ def main():
         print()
         s = run_scale(a.scale_size, a.block)
         print("scale: %dx%d grid x %d pairs (%d dates) from GeoTIFFs, block %d: wall %.1f s "
-              "(inside %.1f s), child peak RSS %.0f MB" % (s["size"], s["size"], s["n_pairs"],
-                                                          s["n_dates"], s["block"], s["wall_s"],
-                                                          s["inner_s"], s["peak_rss_mb"]))
+              "(inside %.1f s), child CPU time %.1f s (user+sys), child peak RSS %.0f MB, load "
+              "avg after %s" % (s["size"], s["size"], s["n_pairs"], s["n_dates"], s["block"],
+                                s["wall_s"], s["inner_s"], s["cpu_s"], s["peak_rss_mb"],
+                                os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -275,11 +275,21 @@ def invert_arrays(east, north, wprior, pi, pj, dates64, lam=DEFAULT_LAM, lam2=DE
     stats = np.empty((7, n_pix), np.float64)
     if n_pix == 0:
         return out_ce, out_cn, stats
-    K.invert_block(east, north, wprior, np.asarray(pi, np.int64), np.asarray(pj, np.int64),
-                   t_years, np.ascontiguousarray(Q, np.float64), int(min_obs),
+    pi = np.asarray(pi, np.int64)
+    pj = np.asarray(pj, np.int64)
+    # the normal matrices are banded: a pair couples dates up to its index span apart, the
+    # regularisation up to 2 (first order) or 3 (second order) dates apart
+    bw = max(int(np.max(np.abs(pj - pi))) if pi.size else 1, _q_bandwidth(Q))
+    K.invert_block(east, north, wprior, pi, pj,
+                   t_years, np.ascontiguousarray(Q, np.float64), int(bw), int(min_obs),
                    ROBUST_MODES[robust], int(n_start), int(max_iter), float(c_huber),
                    float(c_tukey), float(tol), float(sigma_floor), out_ce, out_cn, stats)
     return out_ce, out_cn, stats
+
+
+def _q_bandwidth(Q):
+    nz = np.nonzero(np.asarray(Q))
+    return int(np.max(np.abs(nz[0] - nz[1]))) if nz[0].size else 0
 
 
 def choose_lambda(east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2, grid=LAMBDA_GRID,

@@ -44,35 +44,42 @@ def _find(parent, a):
 
 
 @njit(cache=True, nogil=True)
-def _cholesky(N, L, m):
-    """Lower Cholesky factor of N[:m, :m] into L. Returns False if not positive definite."""
+def _cholesky(N, L, m, bw):
+    """Lower Cholesky factor of the band matrix N[:m, :m] (half bandwidth ``bw``: N[i, j] = 0
+    for |i - j| > bw) into L; only the band of L is written and read. Cost O(m bw^2).
+    Returns False if N is not positive definite."""
     for j in range(m):
+        k0 = j - bw if j > bw else 0
         s = N[j, j]
-        for k in range(j):
+        for k in range(k0, j):
             s -= L[j, k] * L[j, k]
         if not (s > 1e-300):
             return False
         ljj = np.sqrt(s)
         L[j, j] = ljj
-        for i in range(j + 1, m):
+        i1 = j + bw + 1 if j + bw + 1 < m else m
+        for i in range(j + 1, i1):
             t = N[i, j]
-            for k in range(j):
+            ks = i - bw if i - bw > k0 else k0
+            for k in range(ks, j):
                 t -= L[i, k] * L[j, k]
             L[i, j] = t / ljj
     return True
 
 
 @njit(cache=True, nogil=True)
-def _chol_solve(L, b, x, m):
-    """Solve (L L^T) x = b."""
+def _chol_solve(L, b, x, m, bw):
+    """Solve (L L^T) x = b with the band Cholesky factor L."""
     for i in range(m):
         t = b[i]
-        for k in range(i):
+        k0 = i - bw if i > bw else 0
+        for k in range(k0, i):
             t -= L[i, k] * x[k]
         x[i] = t / L[i, i]
     for i in range(m - 1, -1, -1):
         t = x[i]
-        for k in range(i + 1, m):
+        k1 = i + bw + 1 if i + bw + 1 < m else m
+        for k in range(i + 1, k1):
             t -= L[k, i] * x[k]
         x[i] = t / L[i, i]
 
@@ -83,12 +90,15 @@ def _median(a, n):
 
 
 @njit(cache=True, nogil=True)
-def _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn):
-    """Assemble N = Q + A^T W A, b = A^T W y, factorise and solve. Returns success."""
+def _solve_weighted(Q, m, bw, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn):
+    """Assemble N = Q + A^T W A, b = A^T W y (band of half width bw), factorise, solve.
+    Returns success."""
     for a in range(m):
         be[a] = 0.0
         bn[a] = 0.0
-        for b in range(m):
+        b0 = a - bw if a > bw else 0
+        b1 = a + bw + 1 if a + bw + 1 < m else m
+        for b in range(b0, b1):
             N[a, b] = Q[a, b]
     for q in range(nv):
         wq = w[q]
@@ -107,10 +117,10 @@ def _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn):
         if i >= 0 and j >= 0:
             N[i, j] -= wq
             N[j, i] -= wq
-    if not _cholesky(N, L, m):
+    if not _cholesky(N, L, m, bw):
         return False
-    _chol_solve(L, be, xe, m)
-    _chol_solve(L, bn, xn, m)
+    _chol_solve(L, be, xe, m, bw)
+    _chol_solve(L, bn, xn, m, bw)
     return True
 
 
@@ -149,7 +159,7 @@ def _robust_scale(nv, wp, r, tmp, floor, corr):
 
 
 @njit(cache=True, nogil=True)
-def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
+def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, bw, m, n_dates,
                 min_obs, robust, n_huber, max_iter, c_huber, c_tukey, tol, sigma_floor,
                 ii, jj, wp, w, ye, yn, re, rn, tmp, N, L, be, bn, xe, xn, xe0, xn0, xl_e, xl_n,
                 g, z, parent, has_obs, out_ce, out_cn, out_stats):
@@ -215,7 +225,7 @@ def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
         red = 1
     corr = np.sqrt(nv / red)
     # ---- IRLS
-    ok = _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn)
+    ok = _solve_weighted(Q, m, bw, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn)
     if not ok:
         out_stats[6, pix] = flags | FLAG_SOLVER
         return
@@ -256,7 +266,7 @@ def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
             for a in range(m):
                 xe0[a] = xe[a]
                 xn0[a] = xn[a]
-            ok = _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn)
+            ok = _solve_weighted(Q, m, bw, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn)
             if not ok:
                 out_stats[6, pix] = flags | FLAG_SOLVER
                 return
@@ -286,7 +296,7 @@ def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
                     zn = sw * rn[q] / sn
                     zz = np.sqrt(0.5 * (ze * ze + zn * zn))
                     w[q] = wp[q] / (zz if zz > 0.1 else 0.1)
-                ok = _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn)
+                ok = _solve_weighted(Q, m, bw, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn)
                 if not ok:
                     out_stats[6, pix] = flags | FLAG_SOLVER
                     return
@@ -327,7 +337,7 @@ def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
         ve += g[a] * xe[a]
         vn += g[a] * xn[a]
     # posterior variance of the slope: sigma0^2 g^T N^-1 g (N of the last iteration)
-    _chol_solve(L, g, z, m)
+    _chol_solve(L, g, z, m, bw)
     gng = 0.0
     for a in range(m):
         gng += g[a] * z[a]
@@ -346,13 +356,14 @@ def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def invert_block(east, north, wprior, pi, pj, t_years, Q, min_obs, robust, n_huber,
+def invert_block(east, north, wprior, pi, pj, t_years, Q, bw, min_obs, robust, n_huber,
                  max_iter, c_huber, c_tukey, tol, sigma_floor, out_ce, out_cn, out_stats):
     """Invert every pixel of a block.
 
     east, north, wprior : (n_pairs, n_pix) float32 (wprior <= 0 or NaN: pair not used)
     pi, pj : (n_pairs,) int64 date indices (reference, secondary) into t_years
     Q : (n_dates-1, n_dates-1) float64 regularisation normal matrix (shared)
+    bw : half bandwidth of the normal matrices: max(date-index span of the pairs, band of Q)
     out_ce, out_cn : (n_dates, n_pix) float32 cumulative displacement
     out_stats : (7, n_pix) float64 = ve, vn (m/yr), sigma ve, sigma vn, n_obs, rmse, flags
     """
@@ -387,7 +398,7 @@ def invert_block(east, north, wprior, pi, pj, t_years, Q, min_obs, robust, n_hub
         start = c * _CHUNK
         stop = min(start + _CHUNK, n_pix)
         for pix in range(start, stop):
-            _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, m, n_dates,
+            _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, bw, m, n_dates,
                         min_obs, robust, n_huber, max_iter, c_huber, c_tukey, tol,
                         sigma_floor, ii, jj, wp, w, ye, yn, re, rn, tmp, N, L, be, bn,
                         xe, xn, xe0, xn0, xl_e, xl_n, g, z, parent, has_obs, out_ce, out_cn,
@@ -404,6 +415,7 @@ def gcv_block(east, north, wfinal, pi, pj, Q1, Q2, lams, out_gcv):
     """
     n_pairs, n_pix = east.shape
     m = Q1.shape[0]
+    bw = m
     n_l = lams.shape[0]
     for pix in prange(n_pix):
         ii = np.empty(n_pairs, np.int64)
@@ -445,7 +457,7 @@ def gcv_block(east, north, wfinal, pi, pj, Q1, Q2, lams, out_gcv):
             for a in range(m):
                 for b in range(m):
                     Q[a, b] = lam * Q1[a, b] + Q2[a, b]
-            if not _solve_weighted(Q, m, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn):
+            if not _solve_weighted(Q, m, bw, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn):
                 continue
             _residuals(m, nv, ii, jj, ye, yn, xe, xn, re, rn)
             rss = 0.0
@@ -456,7 +468,7 @@ def gcv_block(east, north, wfinal, pi, pj, Q1, Q2, lams, out_gcv):
             for a in range(m):
                 for b in range(m):
                     col[b] = Q[b, a]
-                _chol_solve(L, col, sol, m)
+                _chol_solve(L, col, sol, m, bw)
                 tr_reg += sol[a]
             # the m unknowns are shared by nv observations (per component)
             dof = nv - (m - tr_reg)

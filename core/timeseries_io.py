@@ -41,6 +41,8 @@ from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, band_index_by_descrip
 PAIR_BANDS = ("east_m", "north_m", "ncc", "snr", "status")
 _PAIR_NAME = re.compile(r"pair_(\d{8})_(\d{8})", re.IGNORECASE)
 TS_FOLDER = "timeseries"
+#: GDAL block cache (MB) while inverting: bounds the memory next to the pair blocks
+GDAL_CACHE_MB = 384
 FLAGS_DESCRIPTION = ("bit field: 1 = date(s) without valid pair bridged by regularisation; "
                      "2 = disconnected network bridged by regularisation; 4 = outlier pair(s) "
                      "rejected; 8 = too few valid pairs (NaN); 16 = solver failure (NaN)")
@@ -389,6 +391,9 @@ def _run_blocks(stack, paths, dates_iso, pi, pj, dates64, Q, tags, block_size, r
     nd = len(dates_iso)
     blocks = _blocks(h, w, block_size)
     with ExitStack() as es:
+        # bounded GDAL block cache: inputs are read once per block (windows follow the
+        # 256-pixel tiles by default), outputs are flushed block by block
+        es.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         tmp = {k: es.enter_context(atomic_output(p)) for k, p in paths.items()}
         fprof = lambda count: _profile(h, w, count, "float32", stack.crs, stack.transform,
                                        np.nan)
