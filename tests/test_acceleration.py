@@ -63,3 +63,16 @@ def test_short_or_gappy_series_handled():
     y[[2, 5, 12]] = np.nan
     r = detect_acceleration(dates, y)
     assert r["accel_flag"] and abs(r["onset_index"] - 8) <= 1
+
+
+def test_per_date_sigma_downweights_noisy_dates():
+    dates = _dates(18)
+    t = _t(dates)
+    rng = np.random.default_rng(6)
+    y = 1.0 * t + np.where(t > t[11], 8.0 * (t - t[11]), 0.0) + rng.normal(0, 0.03, t.size)
+    y[[4, 5, 6]] += 1.5  # three consecutive cloud-contaminated dates (despike cannot help)
+    sigma = np.full(t.size, 0.03)
+    sigma[[4, 5, 6]] = 3.0
+    r = detect_acceleration(dates, y, sigma=sigma, max_rejections=0)
+    assert r["accel_flag"] and abs(r["onset_index"] - 11) <= 1
+    assert abs(r["v_before_m_per_yr"] - 1.0) < 0.5
