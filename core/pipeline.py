@@ -637,6 +637,14 @@ def _step_correlation(ctx, selected, catalog, progress):
         for j in todo:
             _remove(j["out_path"])
     reused = len(jobs) - len(todo)
+    if todo and catalog.records:
+        # a full disk is reported before hours of work: 5 float32 bands per pair on the
+        # grid of window centres, counted at half size (deflate compresses them)
+        from .input_checks import check_free_space
+        r0 = catalog.records[0]
+        cells = -(-r0.height // int(ctx.params.step)) * -(-r0.width // int(ctx.params.step))
+        check_free_space(ctx.path("pairs"), len(todo) * cells * 5 * 4 * 0.5,
+                         "%d pair raster(s)" % len(todo))
     ctx.result.paths["pairs"] = [j["out_path"] for j in jobs]
     ctx.result.pairs_reused = reused
     if not todo:
