@@ -484,3 +484,26 @@ def test_detections_layer_missing_validation_fields(tmp_path):
     with pytest.raises(InputError) as info:
         ic.check_detections_layer(gpkg, layer="nope")
     assert "has no layer 'nope'" in str(info.value)
+
+
+def test_not_enough_free_space_is_reported_before_correlating(tmp_path, monkeypatch):
+    """The pipeline checks the free space for the pair rasters before correlating."""
+    import collections
+    import shutil as _shutil
+    inp = tmp_path / "in"
+    stack(inp, n=3)
+    real = _shutil.disk_usage
+    usage = collections.namedtuple("usage", "total used free")
+
+    def tiny(path):
+        u = real(path)
+        return usage(u.total, u.used, 1000) if "out" in str(path) else u
+
+    monkeypatch.setattr(ic.shutil, "disk_usage", tiny)
+    with pytest.raises(OutputError) as info:
+        _run(inp, tmp_path / "out")
+    msg = str(info.value)
+    assert "Not enough free disk space" in msg and "3 pair raster(s)" in msg
+    assert "Free some space or choose another output folder" in msg
+    assert not os.path.exists(tmp_path / "out" / "pairs") or not os.listdir(
+        tmp_path / "out" / "pairs")
