@@ -182,7 +182,7 @@ def text_hist(frac, bins=10, width=40):
 
 
 # --------------------------------------------------------------------------- real null test
-def null_test(tag, window=WINDOW, **options):
+def null_test(tag, window=WINDOW, stable="median", **options):
     from slidewatch.core import pair_correlation as pc
     os.makedirs(OUT, exist_ok=True)
     ongrid = os.path.join(OUT, "tgt_on_ref_grid.tif")
@@ -191,7 +191,7 @@ def null_test(tag, window=WINDOW, **options):
     out = os.path.join(OUT, "pairs", "pair_20160608_20160529_null_%s.tif" % tag)
     t = time.perf_counter()
     info = pc.correlate_pair_rasters(REF, ongrid, out, window=window, step=STEP,
-                                     search=SEARCH, stable="median",
+                                     search=SEARCH, stable=stable,
                                      reference_date="2016-06-08",
                                      secondary_date="2016-05-29", **options)
     wall = time.perf_counter() - t
@@ -330,19 +330,27 @@ NULL_CONFIGS = (("defaults", dict(window=WINDOW)),
                 ("gaussian_hp1", dict(window=WINDOW, prefilter="gaussian_hp",
                                       prefilter_options={"sigma": 1.0})),
                 ("w64_gaussian_hp1", dict(window=64, prefilter="gaussian_hp",
-                                          prefilter_options={"sigma": 1.0})))
+                                          prefilter_options={"sigma": 1.0})),
+                ("gaussian_hp1_plane", dict(window=WINDOW, prefilter="gaussian_hp",
+                                            prefilter_options={"sigma": 1.0}, stable="plane")),
+                ("w64_gaussian_hp1_plane", dict(window=64, prefilter="gaussian_hp",
+                                                prefilter_options={"sigma": 1.0},
+                                                stable="plane")))
 
 
 def run_null_tests(summary, configs=NULL_CONFIGS):
     summary["null_test"] = {}
     for tag, opts in configs:
         print("\n5) real null test [%s %s] (ref grid, tgt reprojected onto it with cubic "
-              "resampling, step %d, search %d, stable-ground median removed)"
+              "resampling, step %d, search %d, stable-ground correction)"
               % (tag, opts, STEP, SEARCH))
         nt = null_test(tag, **opts)
         i = nt["info"]
         print("  median offset over the overlap (removed): dx %.3f px, dy %.3f px "
               "(%d valid windows)" % (i["median_dx_px"], i["median_dy_px"], i["n_stable"]))
+        if i.get("plane_dx_px"):
+            print("  robust plane removed instead (d = c0 + c1*col + c2*row): dx %s, dy %s"
+                  % (["%.4g" % v for v in i["plane_dx_px"]], ["%.4g" % v for v in i["plane_dy_px"]]))
         print("  68th percentile of |d| on valid (clear) windows after correction: %.3f px"
               % nt["p68_px"])
         for th, (v, f) in nt["p68_by_ncc"].items():
@@ -367,10 +375,13 @@ if __name__ == "__main__":
     ap.add_argument("--peer", nargs=2)
     ap.add_argument("--null-only", action="store_true",
                     help="only the real null test (all configurations)")
+    ap.add_argument("--configs", default="",
+                    help="with --null-only: comma-separated configuration tags")
     a = ap.parse_args()
     if a.peer:
         peer_main(*a.peer)
     elif a.null_only:
-        run_null_tests({})
+        sel = [c for c in NULL_CONFIGS if not a.configs or c[0] in a.configs.split(",")]
+        run_null_tests({}, sel)
     else:
         main()

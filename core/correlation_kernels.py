@@ -280,13 +280,43 @@ def _residual_clean(b2, tn, gxa, gya):
     return bx, by, cc
 
 
-@njit(cache=True, nogil=True)
+#: fastmath flags that let LLVM vectorise reductions but keep NaN/inf semantics
+#: (no "nnan"/"ninf"): a NaN anywhere still propagates into the sum.
+_FM_SAFE = {"reassoc", "contract", "arcp", "nsz"}
+
+
+@njit(cache=True, nogil=True, fastmath=_FM_SAFE, error_model="numpy")
 def _all_finite(buf):
     f = buf.ravel()
     acc = 0.0
     for k in range(f.size):
         acc += f[k] * 0.0
     return acc == 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=_FM_SAFE, error_model="numpy")
+def _region_sum(A, r0, c0, nr, nc):
+    """Sum of A[:, r0:r0+nr, c0:c0+nc] in float64 (NaN if any pixel is NaN); vectorised."""
+    acc = 0.0
+    for c in range(A.shape[0]):
+        for i in range(nr):
+            row = A[c, r0 + i]
+            for j in range(nc):
+                acc += row[c0 + j]
+    return acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FM_SAFE, error_model="numpy")
+def _region_ss(A, r0, c0, nr, nc, m):
+    """Sum of (A - m)^2 over a NaN-free region (vectorised)."""
+    acc = 0.0
+    for c in range(A.shape[0]):
+        for i in range(nr):
+            row = A[c, r0 + i]
+            for j in range(nc):
+                d = row[c0 + j] - m
+                acc += d * d
+    return acc
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -400,7 +430,7 @@ def _template_masked(ref, t0, l0, h, w, nk, wd, tn, gxa, gya):
 
 @njit(cache=True, nogil=True)
 def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2, tmp,
-            wy, wx, res):
+            wy, wx, res, fy0, fx0):
     """Inverse-compositional Lucas-Kanade on the translation; res = [fy, fx, ncc, ok, it].
 
     The reference window (exact samples) is the template: normalised to zero mean and
@@ -408,6 +438,8 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2
     Hessian are computed once. Each iteration resamples the secondary at ``P + f``
     (separable kernel of half-width ``a``, float32), normalises it the same way, and
     updates ``f -= H^-1 sum(g e)``. NaN-free windows take vectorised branch-free loops.
+    ``(fy0, fx0)``: starting fraction (from the parabola through the NCC peak), which
+    saves about one iteration (~6 us) per window.
     """
     C = ref.shape[0]
     res[3] = 0.0
@@ -425,13 +457,8 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2
             xk = math.pi * k / a
             wy[k - 1] = sgn / k * math.sin(xk) / xk
     # fast path: no invalid pixel in the template and its ring of nk pixels
-    tot = 0.0
-    for c in range(C):
-        for i in range(-nk, h + nk):
-            rr = ref[c, t0 + i]
-            for j in range(-nk, w + nk):
-                tot += rr[l0 + j] * 0.0
-    if tot == 0.0:
+    tot = _region_sum(ref, t0 - nk, l0 - nk, h + 2 * nk, w + 2 * nk)
+    if tot == tot:
         hxx, hxy, hyy, ok = _template_clean(ref, t0, l0, h, w, nk, wy, tn, gxa, gya)
         if not ok:
             return
@@ -444,8 +471,8 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2
     det = hxx * hyy - hxy * hxy
     if not (det > 1e-9 * (hxx + hyy) * (hxx + hyy)):
         return
-    fy = 0.0
-    fx = 0.0
+    fy = fy0
+    fx = fx0
     for it in range(max_iter):
         _warp(sec, t0 + dyi + fy, l0 + dxi + fx, h, w, a, b2, tmp, wy, wx)
         clean2 = clean and _all_finite(b2)
@@ -587,12 +614,7 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
     out[3] = np.nan
     ntpl = C * h * w
     # --- template validity and statistics (one pass; NaN propagates into the sum)
-    tsum = 0.0
-    for c in range(C):
-        for i in range(h):
-            rr = ref[c, t0 + i]
-            for j in range(w):
-                tsum += rr[l0 + j]
+    tsum = _region_sum(ref, t0, l0, h, w)
     nbad = 0
     if tsum != tsum:
         tsum = 0.0
@@ -609,25 +631,23 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
             return
     n_ok = ntpl - nbad
     tmean = tsum / n_ok
-    tvar = 0.0
-    for c in range(C):
-        for i in range(h):
-            for j in range(w):
-                x = ref[c, t0 + i, l0 + j]
-                if x == x:
-                    tvar += (x - tmean) * (x - tmean)
+    if nbad == 0:
+        tvar = _region_ss(ref, t0, l0, h, w, tmean)
+    else:
+        tvar = 0.0
+        for c in range(C):
+            for i in range(h):
+                for j in range(w):
+                    x = ref[c, t0 + i, l0 + j]
+                    if x == x:
+                        tvar += (x - tmean) * (x - tmean)
     if tvar <= min_var * n_ok or tvar <= 1e-12 * (tmean * tmean + 1.0) * n_ok:
         out[4] = ST_FLAT
         return
     # --- search area validity (one pass)
     hs = h + 2 * s
     ws = w + 2 * s
-    sall = 0.0
-    for c in range(C):
-        for i in range(hs):
-            sr = sec[c, t0 - s + i]
-            for j in range(ws):
-                sall += sr[l0 - s + j]
+    sall = _region_sum(sec, t0 - s, l0 - s, hs, ws)
     sbad = 0 if sall == sall else 1
     ns = 2 * s + 1
     if nbad == 0 and sbad == 0:
@@ -739,8 +759,17 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
         out[0] = dyi + _parabola(surf[bu - 1, bv], best, surf[bu + 1, bv])
         out[1] = dxi + _parabola(surf[bu, bv - 1], best, surf[bu, bv + 1])
     else:
+        # start at the parabola estimate (one iteration fewer on average); near an integer
+        # (|offset| <= 0.1 px, where starting at 0 costs no extra iteration) start exactly
+        # at the integer so that identical windows give exactly zero displacement
+        fy0 = _parabola(surf[bu - 1, bv], best, surf[bu + 1, bv])
+        fx0 = _parabola(surf[bu, bv - 1], best, surf[bu, bv + 1])
+        if abs(fy0) <= 0.1:
+            fy0 = 0.0
+        if abs(fx0) <= 0.1:
+            fx0 = 0.0
         _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2, tmp,
-                wy, wx, res)
+                wy, wx, res, fy0, fx0)
         if res[3] != 1.0 or not abs(res[2]) <= 1.0 + 1e-4:
             # an NCC outside [-1, 1] means the refined windows were ill-conditioned
             out[4] = ST_REFINE_FAILED
