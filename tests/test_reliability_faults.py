@@ -32,7 +32,7 @@ def _env():
     return env
 
 
-def _python(code, *args, timeout=120):
+def _python(code, *args, timeout=600):
     """Run ``code`` in a fresh Python; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)] + [str(a) for a in args],
                           capture_output=True, text=True, env=_env(), timeout=timeout)
@@ -274,7 +274,7 @@ def test_two_writers_at_once(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), gpkg, str(k),
                                str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=_env()) for k in (0, 1)]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=600) for p in procs]
     for p, (o, e) in zip(procs, outs):
         assert p.returncode == 0 and "ok" in o, e
     with sqlite3.connect(gpkg) as conn:
