@@ -132,6 +132,8 @@ def run_mode(args):
 
     images = make_images(os.path.join(args.folder, "images_%d" % args.size), args.dates,
                          args.size)
+    if args.mode == "generate":
+        return
     out = os.path.join(args.folder, "out_%s_%d" % (args.mode, args.size))
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(os.path.join(out, "pairs"))
@@ -200,7 +202,9 @@ def main():
     if args.single_pair:
         args.size, args.dates, args.pairs = args.single_pair, 2, 1
     results = []
-    for mode in args.modes.split(","):
+    # the images are made in a process of their own, so that the peak RSS of the measured
+    # processes is not that of the image generation
+    for mode in ["generate"] + args.modes.split(","):
         cmd = [sys.executable, os.path.abspath(__file__), "--mode", mode]
         for k in ("size", "dates", "pairs", "step", "window", "search", "workers", "folder"):
             cmd += ["--%s" % k, str(getattr(args, k))]
@@ -208,9 +212,11 @@ def main():
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
+        if proc.returncode != 0 or (not lines and mode != "generate"):
             print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
             raise SystemExit("mode %s failed" % mode)
+        if mode == "generate":
+            continue
         r = json.loads(lines[-1][7:])
         r["process_s"] = time.perf_counter() - t0
         results.append(r)
