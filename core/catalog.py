@@ -38,7 +38,6 @@ Cloud fraction, in order of preference (``cloud_source`` column):
 import csv
 import datetime as _dt
 import glob
-import hashlib
 import io
 import os
 import re

@@ -69,7 +69,6 @@ reached ..."), written to ``pairs.csv``.
 """
 
 import csv
-import datetime as _dt
 import io
 import json
 import math

@@ -71,7 +71,6 @@ def field_quality(dx, dy, ncc, status=None, ncc_min=0.5, tol_px=1.0):
     Returns a dict with ``quality``, ``good_fraction``, ``coherence``,
     ``valid_fraction``, ``ncc_median`` and ``n``.
     """
-    from scipy.ndimage import median_filter
     dx = np.asarray(dx, dtype=np.float64)
     dy = np.asarray(dy, dtype=np.float64)
     ncc = np.asarray(ncc, dtype=np.float64)
@@ -89,9 +88,7 @@ def field_quality(dx, dy, ncc, status=None, ncc_min=0.5, tol_px=1.0):
                     valid_fraction=float(valid.mean()),
                     ncc_median=float(np.median(ncc[valid])) if valid.any() else float("nan"),
                     n=n)
-    # NaN-aware 3x3 median of good neighbours: fill non-good with a far sentinel pair of
-    # values of alternating sign so that they rarely become the median; simpler and
-    # robust: compute medians with NaN via sliding windows.
+    # coherence: agreement with the NaN-aware median of the good 3x3 neighbours
     coh = _coherent(dx, dy, good, tol_px)
     coherence = float(coh.sum()) / ng
     gf = ng / float(n)
