@@ -73,7 +73,7 @@ class CatalogAlgorithm(SlideWatchAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("N_IMAGES", self.tr("Number of images")))
         self.addOutput(QgsProcessingOutputNumber("N_PROBLEMS", self.tr("Number of problems")))
 
-    def run(self, parameters, context, feedback, progress):
+    def compute(self, parameters, context, feedback, progress):
         from ..core.catalog import build_catalog, write_catalog_csv
         from ..core.common_grid import check_grids, require_common_grid, to_common_grid
         from ..core.errors import InputError

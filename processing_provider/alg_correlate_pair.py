@@ -111,7 +111,7 @@ class CorrelatePairAlgorithm(SlideWatchAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT, self.tr("Pair raster")))
 
-    def run(self, parameters, context, feedback, progress):
+    def compute(self, parameters, context, feedback, progress):
         from ..core.errors import InputError
         from ..core.pair_correlation import correlate_pair_rasters
 

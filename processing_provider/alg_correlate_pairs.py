@@ -37,7 +37,7 @@ class CorrelatePairsAlgorithm(SlideWatchAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("N_SKIPPED",
                                                  self.tr("Pairs skipped (up to date)")))
 
-    def run(self, parameters, context, feedback, progress):
+    def compute(self, parameters, context, feedback, progress):
         from ..core.pair_correlation import correlate_pairs_csv
 
         csv_path = self.parameterAsFile(parameters, self.PAIRS, context)

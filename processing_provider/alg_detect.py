@@ -80,7 +80,7 @@ class DetectAlgorithm(SlideWatchAlgorithm):
             self.EVIDENCE, self.tr("Evidence raster"), optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber(self.N_DET, self.tr("Number of detections")))
 
-    def run(self, parameters, context, feedback, progress):
+    def compute(self, parameters, context, feedback, progress):
         from ..core.detection import detect_from_folder
         from ..core.errors import ParameterError
 

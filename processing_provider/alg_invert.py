@@ -95,7 +95,7 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
                             (self.VELOCITY, "Velocity"), (self.FLAGS, "Network flags")):
             self.addOutput(QgsProcessingOutputFile(name, self.tr(label)))
 
-    def run(self, parameters, context, feedback, progress):
+    def compute(self, parameters, context, feedback, progress):
         from ..core.timeseries_io import invert_pair_rasters
 
         source = self.parameterAsFile(parameters, self.INPUT, context)

@@ -117,7 +117,7 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
         self.addOutput(QgsProcessingOutputString("SUMMARY", self.tr("network_summary.json")))
         self.addOutput(QgsProcessingOutputNumber("N_SELECTED", self.tr("Selected pairs")))
 
-    def run(self, parameters, context, feedback, progress):
+    def compute(self, parameters, context, feedback, progress):
         from ..core.catalog import read_catalog_csv
         from ..core.pairing import (network_summary, select_pairs, write_network_summary,
                                     write_pairs_csv)

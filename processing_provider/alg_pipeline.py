@@ -219,7 +219,7 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
             retries=self.parameterAsInt(parameters, "RETRIES", context),
             force=self.parameterAsBool(parameters, "FORCE", context))
 
-    def run(self, parameters, context, feedback, progress):
+    def compute(self, parameters, context, feedback, progress):
         from ..core.pipeline import STEPS, run_pipeline
 
         inp = self.parameterAsFile(parameters, self.INPUT, context)

@@ -47,7 +47,7 @@ class SyntheticStackAlgorithm(SlideWatchAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Output folder")))
 
-    def run(self, parameters, context, feedback, progress):
+    def compute(self, parameters, context, feedback, progress):
         from ..core.synthetic import generate_stack
 
         size = self.parameterAsInt(parameters, self.SIZE, context)

@@ -1,7 +1,8 @@
 """Base class shared by every SlideWatch Processing algorithm.
 
 Subclasses declare NAME, DISPLAY_NAME, GROUP, GROUP_ID, HELP and NEEDS, implement
-``initAlgorithm`` and ``run(parameters, context, feedback, progress)``. This class does
+``initAlgorithm`` and ``compute(parameters, context, feedback, progress)`` (not ``run``:
+that name belongs to ``QgsProcessingAlgorithm.run``, which ``processing.run`` calls). This class does
 what every algorithm needs the same way:
 
 - ``canExecute`` reports missing/incompatible Python modules and how to install them;
@@ -16,6 +17,7 @@ still loads, and lists every algorithm, when numba or rasterio is missing.
 """
 
 import os
+import traceback
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtCore import QCoreApplication
@@ -89,7 +91,7 @@ class SlideWatchAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(problem)
         progress = feedback_progress(feedback)
         try:
-            return self.run(parameters, context, feedback, progress)
+            return self.compute(parameters, context, feedback, progress)
         except Cancelled:
             raise QgsProcessingException(
                 self.tr("%s was cancelled. Finished outputs are kept; nothing partial was "
@@ -101,5 +103,5 @@ class SlideWatchAlgorithm(QgsProcessingAlgorithm):
                 self.tr("Out of memory in %s. Reduce the block size (advanced parameters) "
                         "or close other programs, then run again.") % self.displayName())
 
-    def run(self, parameters, context, feedback, progress):
+    def compute(self, parameters, context, feedback, progress):
         raise NotImplementedError("subclasses implement run()")

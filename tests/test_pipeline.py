@@ -207,10 +207,6 @@ def _run_algorithm(params):
     return res
 
 
-@pytest.mark.xfail(reason="processing.run() calls alg.run(parameters, context, feedback, "
-                          "config, catch) which SlideWatchAlgorithm.run(...) shadows "
-                          "(processing_provider/base.py, reported to the lead)",
-                   raises=TypeError, strict=False)
 def test_processing_run_entry_point(provider, stack_folder, tmp_path):
     import processing
     res = processing.run("slidewatch:pipeline", {"INPUT": stack_folder,
