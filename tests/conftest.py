@@ -50,6 +50,17 @@ def recording_iface(qgis_iface):
     return RecordingIface(qgis_iface)
 
 
+@pytest.fixture()
+def provider(qgis_iface, qgis_processing):
+    """The SlideWatch provider registered as qgis_process does (initProcessing only)."""
+    from slidewatch.plugin import SlideWatchPlugin
+
+    plugin = SlideWatchPlugin(qgis_iface)
+    plugin.initProcessing()
+    yield plugin.provider
+    plugin.unload()
+
+
 @pytest.fixture(scope="session")
 def real_pair_paths():
     """The real Sentinel-2 pair (no motion) from ../shared/data, or skip if absent."""

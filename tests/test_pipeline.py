@@ -184,13 +184,6 @@ def test_bad_parameters_are_reported(stack_folder, tmp_path):
 
 
 # -- the Processing algorithm and the project -----------------------------------------------
-@pytest.fixture()
-def provider(qgis_iface, qgis_processing):
-    from slidewatch.plugin import SlideWatchPlugin
-    plugin = SlideWatchPlugin(qgis_iface)
-    plugin.initProcessing()
-    yield
-    plugin.unload()
 
 
 def _run_algorithm(params):

@@ -289,13 +289,6 @@ def test_two_writers_at_once(tmp_path):
 
 
 # -- what the user sees in Processing and headless ---------------------------------------------
-@pytest.fixture()
-def provider(qgis_iface, qgis_processing):
-    from slidewatch.plugin import SlideWatchPlugin
-    plugin = SlideWatchPlugin(qgis_iface)
-    plugin.initProcessing()
-    yield
-    plugin.unload()
 
 
 def test_cancel_in_processing_says_how_to_resume(images, tmp_path, provider):

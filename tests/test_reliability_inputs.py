@@ -29,13 +29,6 @@ def _log(out):
 
 
 # -- the Processing algorithms --------------------------------------------------------------
-@pytest.fixture()
-def provider(qgis_iface, qgis_processing):
-    from slidewatch.plugin import SlideWatchPlugin
-    plugin = SlideWatchPlugin(qgis_iface)
-    plugin.initProcessing()
-    yield
-    plugin.unload()
 
 
 def _alg_error(alg_id, params):
