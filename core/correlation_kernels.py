@@ -112,6 +112,22 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
             if tx == 0.0:
                 for j in range(W):
                     t[j] = row[ix + j]
+            elif nt == 8:
+                # Lanczos-4 (default): all taps in one pass (one store per output sample)
+                w0 = np.float32(wx[0])
+                w1 = np.float32(wx[1])
+                w2 = np.float32(wx[2])
+                w3 = np.float32(wx[3])
+                w4 = np.float32(wx[4])
+                w5 = np.float32(wx[5])
+                w6 = np.float32(wx[6])
+                w7 = np.float32(wx[7])
+                o0 = ix - 3
+                for j in range(W):
+                    p = o0 + j
+                    t[j] = (((w0 * row[p] + w1 * row[p + 1]) + (w2 * row[p + 2] + w3 * row[p + 3]))
+                            + ((w4 * row[p + 4] + w5 * row[p + 5])
+                               + (w6 * row[p + 6] + w7 * row[p + 7])))
             else:
                 for j in range(W):
                     t[j] = 0.0
@@ -126,6 +142,26 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
                 t = tmp[i]
                 for j in range(W):
                     o[j] = t[j]
+            elif nt == 8:
+                w0 = np.float32(wy[0])
+                w1 = np.float32(wy[1])
+                w2 = np.float32(wy[2])
+                w3 = np.float32(wy[3])
+                w4 = np.float32(wy[4])
+                w5 = np.float32(wy[5])
+                w6 = np.float32(wy[6])
+                w7 = np.float32(wy[7])
+                t0_ = tmp[i]
+                t1_ = tmp[i + 1]
+                t2_ = tmp[i + 2]
+                t3_ = tmp[i + 3]
+                t4_ = tmp[i + 4]
+                t5_ = tmp[i + 5]
+                t6_ = tmp[i + 6]
+                t7_ = tmp[i + 7]
+                for j in range(W):
+                    o[j] = (((w0 * t0_[j] + w1 * t1_[j]) + (w2 * t2_[j] + w3 * t3_[j]))
+                            + ((w4 * t4_[j] + w5 * t5_[j]) + (w6 * t6_[j] + w7 * t7_[j])))
             else:
                 for j in range(W):
                     o[j] = 0.0
