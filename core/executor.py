@@ -506,12 +506,9 @@ def parse_scheduler(scheduler):
 
 
 def _worker_python():
-    """A Python interpreter for spawned worker processes.
-
-    Inside QGIS (qgis_process, the desktop), ``sys.executable`` is the QGIS binary, which
-    cannot run multiprocessing's spawn bootstrap: use the plugin's ``.venv`` Python (which
-    has numba and dask), else ``python3``.
-    """
+    """None in a normal Python process; inside QGIS (qgis_process, the desktop), where
+    ``sys.executable`` is the QGIS binary, the Python that would have to run the workers
+    (the plugin's ``.venv`` Python, else ``python3``)."""
     exe = sys.executable or ""
     if os.path.basename(exe).startswith("python"):
         return None
@@ -560,10 +557,16 @@ def get_executor(scheduler=None, max_workers=None, retries=DEFAULT_RETRIES, time
     if kind == "client":
         return DaskExecutor(value, owns=(), retries=retries)
     if kind == "local-cluster":
-        import multiprocessing
-        exe = _worker_python()
-        if exe:
-            multiprocessing.set_executable(exe)
+        if _worker_python() is not None:
+            # inside QGIS / qgis_process, multiprocessing cannot start a clean Python
+            # interpreter for the worker processes (QGIS's embedded interpreter state leaks
+            # into them): workers must be started outside, and QGIS connects as a client
+            raise ParameterError(
+                "'%s' (a local cluster of worker processes) cannot be started from inside "
+                "QGIS or qgis_process. Start one in a terminal ('dask scheduler' and "
+                "'dask worker tcp://127.0.0.1:8786 --nthreads 1', with PYTHONPATH pointing to "
+                "the plugin folder's parent) and give its address 'tcp://127.0.0.1:8786', "
+                "or leave the scheduler empty to use local threads." % scheduler)
         cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
                                            processes=True, dashboard_address=None,
                                            silence_logs=logging.ERROR)

@@ -65,7 +65,8 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         "<code>{\"max_baseline_days\": 200}</code> for the pairing.<br>"
         "<i>Dask scheduler</i>: empty = local threads; 'tcp://host:8786' to run the "
         "correlations and inversion blocks on an existing Dask cluster (workers need the "
-        "same paths: shared storage); 'local:2' starts a local cluster of 2 processes.<br>"
+        "same paths: shared storage), e.g. a local cluster started in a terminal with "
+        "'dask scheduler' and 'dask worker tcp://127.0.0.1:8786' (see docs/scaling.md).<br>"
         "<i>Local threads</i>: 0 = all CPUs. <i>Retries</i>: re-tries of a failed task. "
         "<i>Recompute everything</i>: ignore up-to-date outputs.")
 

@@ -254,9 +254,6 @@ def test_qgis_process_headless_command(stack_folder, tmp_path):
 
     out = str(tmp_path / "results")
     env = qgis_process_env()
-    # pytest-qgis points QGIS_CUSTOM_CONFIG_PATH at a temporary profile where the plugin is
-    # not enabled; qgis_process must use the user's profile (make install enables it there)
-    env.pop("QGIS_CUSTOM_CONFIG_PATH", None)
     res = subprocess.run([qgis_process_command(), "run", "slidewatch:pipeline", "--",
                           "INPUT=%s" % stack_folder, "OUTPUT_FOLDER=%s" % out],
                          env=env, capture_output=True, text=True, timeout=600)
