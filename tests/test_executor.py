@@ -373,3 +373,13 @@ def test_correlation_tasks_identical_local_and_dask(tmp_path, cluster_executor):
     # resubmitting finished pairs reuses their outputs (what a retry after a dead worker does)
     again = cluster_executor.map(correlate_pair_task, jobs(str(tmp_path / "dask")))
     assert [r["reused"] for r in again] == [True] * 3
+
+
+def test_local_cluster_refused_inside_qgis(monkeypatch):
+    """QGIS's embedded interpreter cannot spawn worker processes: clear message instead."""
+    monkeypatch.setattr(sys, "executable", "/usr/bin/qgis_process.bin")
+    with pytest.raises(ParameterError, match="cannot be started from inside QGIS"):
+        get_executor("local:2")
+    # local threads still work there
+    with get_executor("") as ex:
+        assert ex.map(abs, [-1, -2]) == [1, 2]
