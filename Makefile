@@ -10,7 +10,7 @@ PLUGINS := $(BUILD)/plugins
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 QGIS_PROFILE := $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-gdal python3-rasterio python3-scipy \
-	python3-pyqtgraph python3-venv python3-pip xvfb xauth x11-utils imagemagick sqlite3
+	python3-pyqtgraph python3-pil python3-venv python3-pip xvfb xauth x11-utils imagemagick sqlite3
 
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 export QT_QPA_PLATFORM ?= offscreen
