@@ -93,7 +93,11 @@ SUBPIXEL_MODES = {"none": 0, "parabola": 1, "iterative": 2}
 #: Resampling kernels of the iterative refinement -> kernel half-width.
 INTERPOLATIONS = {"bicubic": 2, "lanczos3": 3, "lanczos4": 4, "lanczos6": 6}
 
-DEFAULTS = dict(subpixel="iterative", prefilter="none", prefilter_options=None,
+#: Default options. ``prefilter="gaussian_hp"`` (sigma 1 px) since issue 3 round 2: on the
+#: real Sentinel-2 null pair it lowers the 68th percentile of the residual from 0.237 to
+#: 0.140 px (window 32) and gives 18 % more valid windows; on synthetic shifts it costs
+#: little (RMSE 0.005 -> 0.007 px). Use ``prefilter="none"`` for raw intensities.
+DEFAULTS = dict(subpixel="iterative", prefilter="gaussian_hp", prefilter_options=None,
                 max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.0, max_iter=20,
                 tol=0.02, interpolation="lanczos4")
 
@@ -265,7 +269,8 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
     rows, cols : optional explicit window centres (pixel indices); default every
         ``step`` pixels starting at ``step // 2``
     subpixel : "iterative" (default), "parabola" or "none"
-    prefilter : "none", "gaussian_hp", "wallis", "orientation"; prefilter_options: dict
+    prefilter : "gaussian_hp" (default, sigma 1 px), "none", "wallis", "orientation";
+        prefilter_options: dict
     max_nodata : tolerated invalid fraction in a window (0.1)
     min_std : windows flatter than this (image units, after prefilter) are STATUS_FLAT
     min_ncc : peaks below are STATUS_LOW_NCC (0.3); min_snr : below is STATUS_LOW_SNR (1.0)

@@ -410,8 +410,9 @@ def _robust_plane(d, r, c, w, n_iter=8, k=3.0):
             break
         coef = np.linalg.lstsq(A[keep] * w[keep, None], d[keep] * w[keep], rcond=None)[0]
         res = d - A @ coef
-        sig = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
-        new = np.abs(res) <= max(k * sig, 1e-6)
+        med = np.median(res[keep])
+        sig = 1.4826 * np.median(np.abs(res[keep] - med))
+        new = np.abs(res - med) <= max(k * sig, 1e-6)
         if np.array_equal(new, keep):
             break
         keep = new

@@ -11,7 +11,8 @@ name            what
 ==============  =====================================================================
 ``none``        the image itself (1 channel)
 ``gaussian_hp`` Gaussian high-pass: ``x - G_sigma * x`` (1 channel). Removes slow
-                illumination/haze gradients (option ``sigma``, pixels, default 3).
+                illumination/haze gradients (option ``sigma``, pixels, default 1: best
+                of 1 / 3 on the real Sentinel-2 null pair, see docs/benchmarks.md).
 ``wallis``      Wallis filter: ``(x - local mean) / (local std + eps)`` over a square
                 ``size`` (default 15) window (1 channel). Equalises local contrast,
                 the usual pre-processing of GIV / feature tracking.
@@ -29,7 +30,7 @@ from .errors import ParameterError
 
 PREFILTERS = ("none", "gaussian_hp", "wallis", "orientation")
 
-_DEFAULTS = {"gaussian_hp": {"sigma": 3.0}, "wallis": {"size": 15}, "orientation": {}}
+_DEFAULTS = {"gaussian_hp": {"sigma": 1.0}, "wallis": {"size": 15}, "orientation": {}}
 
 
 def _options(name, options):

@@ -170,3 +170,42 @@ def test_zero_is_nodata(pair, tmp_path):
     bands, _ = read_pair(out)
     top = (np.arange(bands["status"].shape[0]) * 8 + 4 + 8) <= 40
     assert np.all(bands["status"][top] != 0)
+
+
+def test_fit_stable_plane_robust():
+    rng = np.random.default_rng(3)
+    rows = rng.uniform(0, 3000, 2000)
+    cols = rng.uniform(0, 4000, 2000)
+    dx = 0.2 + 1e-4 * cols - 5e-5 * rows + rng.normal(0, 0.02, rows.size)
+    dy = -0.1 + 3e-5 * rows + rng.normal(0, 0.02, rows.size)
+    dx[:150] += 3.0  # a moving slope / mismatches: rejected as outliers
+    ncc = np.full(rows.size, 0.9)
+    p = pc.fit_stable_plane(dx, dy, rows, cols, ncc)
+    tol = np.array([0.01, 5e-6, 5e-6])
+    assert np.all(np.abs(np.array(p["dx"]) - [0.2, 1e-4, -5e-5]) < tol)
+    assert np.all(np.abs(np.array(p["dy"]) - [-0.1, 0.0, 3e-5]) < tol)
+    assert p["n_inliers"][0] < rows.size - 140
+
+
+def test_stable_plane_correction(pair, tmp_path):
+    raw = str(tmp_path / "raw" / "pair_20200101_20200111.tif")
+    out = str(tmp_path / "pair_20200101_20200111.tif")
+    os.makedirs(os.path.dirname(raw))
+    pc.correlate_pair_rasters(pair["ref"], pair["sec"], raw, window=32, step=8, search=4)
+    info = pc.correlate_pair_rasters(pair["ref"], pair["sec"], out, window=32, step=8,
+                                     search=4, stable="plane")
+    cx, cy = info["plane_dx_px"], info["plane_dy_px"]
+    assert cx[0] + cx[1] * 100 + cx[2] * 100 == pytest.approx(pair["dx"], abs=0.02)
+    b0, _ = read_pair(raw)
+    b1, src = read_pair(out)
+    ok = b1["status"] == 0
+    assert abs(np.median(b1["east_m"][ok])) < 0.05 and abs(np.median(b1["north_m"][ok])) < 0.05
+    k, q = np.mgrid[0:b0["status"].shape[0], 0:b0["status"].shape[1]]
+    r, c = k * 8 + 4, q * 8 + 4
+    exp_e = b0["east_m"] - 10.0 * (cx[0] + cx[1] * c + cx[2] * r)
+    exp_n = b0["north_m"] + 10.0 * (cy[0] + cy[1] * c + cy[2] * r)
+    assert np.allclose(b1["east_m"][ok], exp_e[ok], atol=1e-4)
+    assert np.allclose(b1["north_m"][ok], exp_n[ok], atol=1e-4)
+    assert json.loads(src.tags()["STABLE_PLANE_DX_PX"]) == pytest.approx(cx)
+    with pytest.raises(Exception):
+        pc.pair_params(stable="quadric")
