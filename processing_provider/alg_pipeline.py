@@ -20,8 +20,9 @@ from .base import SlideWatchAlgorithm, feedback_progress
 GRID_EXTENTS = ("intersection", "union", "reference")
 RESAMPLINGS = ("cubic", "bilinear", "lanczos", "nearest", "average")
 STRATEGIES = ("optimal", "sequential", "seasonal", "all", "random")
-SUBPIXELS = ("iterative", "parabola", "none")
-PREFILTERS = ("none", "gaussian_hp", "wallis", "orientation")
+#: "default" = the correlation module's own default (not passed)
+SUBPIXELS = ("default", "iterative", "parabola", "none")
+PREFILTERS = ("default", "none", "gaussian_hp", "wallis", "orientation")
 ROBUST = ("tukey", "huber", "none")
 WEIGHTINGS = ("ncc", "none")
 
@@ -53,7 +54,8 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         "<i>Pairing strategy</i>: optimal (quality model + optimal design, default), "
         "sequential, seasonal, all, random. <i>Pairs per date</i>: budget (3).<br>"
         "<i>Correlation window / step / search</i>: window size (32 px), output spacing "
-        "(8 px), largest displacement searched (8 px). <i>Sub-pixel</i>, <i>pre-filter</i>, "
+        "(8 px), largest displacement searched (8 px). <i>Sub-pixel</i>, <i>pre-filter</i> "
+        "(default: the correlation module's own default), "
         "<i>minimum NCC</i>: see the correlation algorithm.<br>"
         "<i>Inversion lambda</i>: regularisation (empty = default, 'auto' = generalised "
         "cross-validation). <i>Robust</i>: tukey, huber or none. <i>Weighting</i>: ncc or "
@@ -176,6 +178,7 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         corr = {"subpixel": enum("SUBPIXEL", SUBPIXELS), "prefilter": enum("PREFILTER",
                                                                           PREFILTERS),
                 "min_ncc": self.parameterAsDouble(parameters, "MIN_NCC", context)}
+        corr = {k: v for k, v in corr.items() if v != "default"}
         corr.update(self._json(parameters, "CORRELATION_OPTIONS", context))
         det = {"z_seed": self.parameterAsDouble(parameters, "Z_SEED", context),
                "z_grow": self.parameterAsDouble(parameters, "Z_GROW", context),
