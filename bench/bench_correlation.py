@@ -155,9 +155,16 @@ def run_peers(cases, rows, cols):
 def ours(ref, sec, rows, cols, **opt):
     from slidewatch.core.correlation import correlate
     t = time.perf_counter()
+    c = time.process_time()
     r = correlate(ref, sec, window=WINDOW, search=SEARCH, rows=rows, cols=cols, **opt)
     us = (time.perf_counter() - t) / r.status.size * 1e6
+    # CPU seconds of all threads of this process (numba threads included) per estimate
+    CPU_US.setdefault(opt.get("subpixel", "iterative") + opt.get("prefilter", ""),
+                      []).append((time.process_time() - c) / r.status.size * 1e6)
     return r, us
+
+
+CPU_US = {}
 
 
 def stats(dx, dy, tdx, tdy):
@@ -261,7 +268,7 @@ def main():
     peers = run_peers(cases, rows, cols)
     print("peer versions: %s" % peers["versions"])
 
-    methods = ["slidewatch", "slidewatch_parabola", "opencv", "skimage"]
+    methods = ["slidewatch", "slidewatch_raw", "slidewatch_parabola", "opencv", "skimage"]
     agg = {m: {"n1": [], "n5c": [], "sw": []} for m in methods}
     us = {m: [] for m in methods}
     correlate_warm = ours(*cases["n1_0"], rows, cols)  # compile / load the numba cache
@@ -274,6 +281,9 @@ def main():
         r, t_us = ours(ref, sec, rows, cols)
         agg["slidewatch"][grp].append((r.dx.ravel(), r.dy.ravel(), tdx, tdy))
         us["slidewatch"].append(t_us)
+        r, t_us = ours(ref, sec, rows, cols, prefilter="none")
+        agg["slidewatch_raw"][grp].append((r.dx.ravel(), r.dy.ravel(), tdx, tdy))
+        us["slidewatch_raw"].append(t_us)
         r, t_us = ours(ref, sec, rows, cols, subpixel="parabola")
         agg["slidewatch_parabola"][grp].append((r.dx.ravel(), r.dy.ravel(), tdx, tdy))
         us["slidewatch_parabola"].append(t_us)
@@ -316,19 +326,32 @@ def main():
         print("  %s: chi2 %.1f, max deviation %.1f %%, rmse over sweep %.4f px" % (
             m, chi2, 100 * maxdev, summary[m]["sweep"]["rmse"]))
         print(text)
-    print("\n4) speed (median over cases, us per estimate, same windows)")
+    print("\n4) speed (median over cases, us per estimate, same windows; slidewatch = "
+          "defaults incl. gaussian_hp prefilter, slidewatch_raw = prefilter none)")
     for m in methods:
         print("  %-20s %8.1f us   (OpenCV/this %.1fx, skimage/this %.1fx)" % (
             m, summary[m]["us"], summary["opencv"]["us"] / summary[m]["us"],
             summary["skimage"]["us"] / summary[m]["us"]))
-    run_null_tests(summary)
+    summary["cpu_us"] = {k: float(np.median(v)) for k, v in CPU_US.items()}
+    print("  CPU time (time.process_time, all threads) per estimate, median over cases: %s"
+          % ", ".join("%s %.1f us" % (k, v) for k, v in summary["cpu_us"].items()))
+    run_null_tests(summary, [c for c in NULL_CONFIGS
+                             if not NULL_SELECTION or c[0] in NULL_SELECTION])
     with open(os.path.join(OUT, "bench_correlation.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
 
 
-NULL_CONFIGS = (("defaults", dict(window=WINDOW)),
+NULL_SELECTION = []  # --configs
+
+NULL_CONFIGS = (("raw", dict(window=WINDOW, prefilter="none")),
+                ("defaults", dict(window=WINDOW)),
                 ("gaussian_hp1", dict(window=WINDOW, prefilter="gaussian_hp",
                                       prefilter_options={"sigma": 1.0})),
+                ("plane", dict(window=WINDOW, stable="plane")),
+                ("gaussian_hp3_plane", dict(window=WINDOW, prefilter="gaussian_hp",
+                                            prefilter_options={"sigma": 3.0}, stable="plane")),
+                ("wallis_plane", dict(window=WINDOW, prefilter="wallis", stable="plane")),
+                ("w64_plane", dict(window=64, stable="plane")),
                 ("w64_gaussian_hp1", dict(window=64, prefilter="gaussian_hp",
                                           prefilter_options={"sigma": 1.0})),
                 ("gaussian_hp1_plane", dict(window=WINDOW, prefilter="gaussian_hp",
@@ -376,11 +399,13 @@ if __name__ == "__main__":
     ap.add_argument("--null-only", action="store_true",
                     help="only the real null test (all configurations)")
     ap.add_argument("--configs", default="",
-                    help="with --null-only: comma-separated configuration tags")
+                    help="comma-separated null-test configuration tags (default: all)")
     a = ap.parse_args()
     if a.peer:
         peer_main(*a.peer)
-    elif a.null_only:
+        sys.exit(0)
+    NULL_SELECTION = [t for t in a.configs.split(",") if t]
+    if a.null_only:
         sel = [c for c in NULL_CONFIGS if not a.configs or c[0] in a.configs.split(",")]
         run_null_tests({}, sel)
     else:
