@@ -24,6 +24,7 @@ STRATEGIES = ("optimal", "sequential", "seasonal", "all", "random")
 SUBPIXELS = ("default", "iterative", "parabola", "none")
 PREFILTERS = ("default", "none", "gaussian_hp", "wallis", "orientation")
 ROBUST = ("tukey", "huber", "none")
+STABLE_GROUND = ("median", "plane", "none")
 WEIGHTINGS = ("ncc", "none")
 
 
@@ -56,7 +57,11 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         "<i>Correlation window / step / search</i>: window size (32 px), output spacing "
         "(8 px), largest displacement searched (8 px). <i>Sub-pixel</i>, <i>pre-filter</i> "
         "(default: the correlation module's own default), "
-        "<i>minimum NCC</i>: see the correlation algorithm.<br>"
+        "<i>minimum NCC</i>: see the correlation algorithm. <i>Stable-ground "
+        "correction</i>: median (default) removes each pair's median offset over the "
+        "scene (the co-registration error of the two dates; assumes most of the scene is "
+        "stable), plane removes a robust plane (rotation/scale misregistration), none keeps "
+        "the raw offsets.<br>"
         "<i>Inversion lambda</i>: regularisation (empty = default, 'auto' = generalised "
         "cross-validation). <i>Robust</i>: tukey, huber or none. <i>Weighting</i>: ncc or "
         "none. <i>Rows per inversion task</i>: rows of the pair grid per task.<br>"
@@ -111,6 +116,8 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         adv(E("PREFILTER", self.tr("Pre-filter"), list(PREFILTERS), False, 0))
         adv(Num("MIN_NCC", self.tr("Minimum NCC of a valid window"), Num.Double, 0.3,
                 minValue=-1.0, maxValue=1.0))
+        adv(E("STABLE_GROUND", self.tr("Stable-ground correction of each pair"),
+              list(STABLE_GROUND), False, STABLE_GROUND.index(d.stable_ground)))
         adv(S("CORRELATION_OPTIONS", self.tr("Further correlation options (JSON)"), "",
               optional=True))
         adv(S("INVERSION_LAMBDA", self.tr("Inversion lambda (empty = default, 'auto')"), "",
@@ -209,6 +216,7 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
             window=self.parameterAsInt(parameters, "WINDOW", context),
             step=self.parameterAsInt(parameters, "STEP", context),
             search=self.parameterAsInt(parameters, "SEARCH", context),
+            stable_ground=enum("STABLE_GROUND", STABLE_GROUND),
             correlation_options=corr,
             inversion_lambda=(self.parameterAsString(parameters, "INVERSION_LAMBDA", context)
                               or "").strip() or None,
