@@ -350,19 +350,27 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                     sdx = np.concatenate(samples_dx) if samples_dx else np.zeros(0)
                     sdy = np.concatenate(samples_dy) if samples_dy else np.zeros(0)
                     n_stable = int(sdx.size)
-                    if n_stable == 0:
+                    if n_stable == 0 and n_valid == 0:
+                        # nothing valid at all (e.g. a fully clouded date): the pair stays
+                        # all-NaN with its status codes; there is no offset to remove
+                        progress.info("correlation: no valid window in '%s' / '%s'; no "
+                                      "stable-ground correction needed"
+                                      % (reference_path, secondary_path))
+                        os.replace(stage, tmp)
+                    elif n_stable == 0:
                         raise InputError(
                             "No valid window over stable ground in '%s' / '%s': the median "
                             "offset cannot be removed. Use stable='none' or a larger stable "
                             "mask." % (reference_path, secondary_path))
-                    med_dx = float(np.median(sdx))
-                    med_dy = float(np.median(sdy))
-                    if tag_params["stable"] == "plane":
-                        plane = fit_stable_plane(sdx, sdy, np.concatenate(samples_r),
-                                                 np.concatenate(samples_c),
-                                                 np.concatenate(samples_ncc))
-                    _apply_offset(stage, tmp, med_dx, med_dy, T, n_stable, block_rows, progress,
-                                  plane=plane, step=step)
+                    if n_stable:
+                        med_dx = float(np.median(sdx))
+                        med_dy = float(np.median(sdy))
+                        if tag_params["stable"] == "plane":
+                            plane = fit_stable_plane(sdx, sdy, np.concatenate(samples_r),
+                                                     np.concatenate(samples_c),
+                                                     np.concatenate(samples_ncc))
+                        _apply_offset(stage, tmp, med_dx, med_dy, T, n_stable, block_rows,
+                                      progress, plane=plane, step=step)
             finally:
                 if stage != tmp:
                     for p in (stage, stage + ".aux.xml"):

@@ -118,6 +118,24 @@ def test_stable_median_correction(pair, tmp_path):
     assert not glob.glob(str(tmp_path / ".*partial*"))
 
 
+def test_stable_correction_of_a_pair_without_any_valid_window(pair, tmp_path):
+    """A fully clouded date: the pair is written all-NaN with non-zero status, not an error
+    (only a stable mask that excludes every valid window is an error)."""
+    cloud = write(tmp_path / "cloud_20200121.tif", np.full(pair["ref_arr"].shape, 9000.0))
+    out = str(tmp_path / "pair_20200101_20200121.tif")
+    for stable in ("median", "plane"):
+        info = pc.correlate_pair_rasters(pair["ref"], cloud, out, window=32, step=8,
+                                         search=4, stable=stable)
+        assert info["n_valid"] == 0 and info["n_stable"] == 0
+        bands, _src = read_pair(out)
+        assert not np.isfinite(bands["east_m"]).any() and (bands["status"] != 0).all()
+    nowhere = write(tmp_path / "stable_none.tif", np.zeros(pair["ref_arr"].shape))
+    with pytest.raises(InputError, match="stable"):
+        pc.correlate_pair_rasters(pair["ref"], pair["sec"], str(tmp_path / "p2.tif"),
+                                  window=32, step=8, search=4, stable="median",
+                                  stable_mask=nowhere)
+
+
 def test_resumability(pair, tmp_path):
     out = str(tmp_path / "pair_20200101_20200111.tif")
     params = dict(window=32, step=10, search=4)

@@ -194,10 +194,11 @@ def test_cancel_correlation_inversion_detection_then_resume(reference_run, tmp_p
     with pytest.raises(Cancelled):
         correlate_pair_rasters(row["reference_path"], row["secondary_path"], out,
                                progress=_cancel_after(1), block_rows=2, window=16, step=8,
-                               search=4)
+                               search=4, stable="median")
     assert os.listdir(str(tmp_path / "corr")) == []
+    # same parameters as the pipeline run (its default stable-ground correction included)
     correlate_pair_rasters(row["reference_path"], row["secondary_path"], out, block_rows=2,
-                           window=16, step=8, search=4)
+                           window=16, step=8, search=4, stable="median")
     np.testing.assert_array_equal(read_all(out), read_all(ref_pair))
     # inversion
     pair_dir = str(tmp_path / "pairs")
