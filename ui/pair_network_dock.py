@@ -142,15 +142,8 @@ class PairNetworkDock(QDockWidget):
         self.redraw()
 
     def wait(self, timeout_ms=20000):
-        import time
-
-        from qgis.PyQt.QtCore import QCoreApplication
-
-        deadline = time.time() + timeout_ms / 1000.0
-        while self.runner.busy() and time.time() < deadline:
-            QCoreApplication.processEvents()
-            time.sleep(0.01)
-        return not self.runner.busy()
+        """Process events until the reads finished (tests, scripts)."""
+        return self.runner.wait(timeout_ms)
 
     # ------------------------------------------------------------------ drawing
     def view(self):

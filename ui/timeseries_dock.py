@@ -237,15 +237,7 @@ class TimeSeriesDock(QDockWidget):
 
     def wait(self, timeout_ms=20000):
         """Process events until the reads finished (tests, scripts)."""
-        import time
-
-        from qgis.PyQt.QtCore import QCoreApplication
-
-        deadline = time.time() + timeout_ms / 1000.0
-        while self.runner.busy() and time.time() < deadline:
-            QCoreApplication.processEvents()
-            time.sleep(0.01)
-        return not self.runner.busy()
+        return self.runner.wait(timeout_ms)
 
     # ------------------------------------------------------------------ plotting
     def component(self):

@@ -480,6 +480,18 @@ class TaskRunner:
     def busy(self):
         return bool(self.tasks)
 
+    def wait(self, timeout_ms=20000):
+        """Process Qt events until every read finished (tests, scripts); False on timeout."""
+        import time
+
+        from qgis.PyQt.QtCore import QCoreApplication
+
+        deadline = time.time() + timeout_ms / 1000.0
+        while self.busy() and time.time() < deadline:
+            QCoreApplication.processEvents()
+            time.sleep(0.01)
+        return not self.busy()
+
     def cancel_all(self):
         for task in list(self.tasks):
             try:

@@ -492,15 +492,8 @@ class ValidationDock(QDockWidget):
                 pass
 
     def wait(self, timeout_ms=20000):
-        import time
-
-        from qgis.PyQt.QtCore import QCoreApplication
-
-        deadline = time.time() + timeout_ms / 1000.0
-        while self.runner.busy() and time.time() < deadline:
-            QCoreApplication.processEvents()
-            time.sleep(0.01)
-        return not self.runner.busy()
+        """Process events until the reads finished (tests, scripts)."""
+        return self.runner.wait(timeout_ms)
 
     # ------------------------------------------------------------------ decisions
     def decide(self, status):
