@@ -63,8 +63,8 @@ class SlideWatchPlugin:
 
     def report_missing_dependencies(self):
         """Tell the user, once per session, what is missing and how to install it."""
-        problems = deps.missing("core") + [p for p in deps.missing("ui")
-                                           if p not in deps.missing("core")]
+        core_problems = deps.missing("core")
+        problems = core_problems + [p for p in deps.missing("ui") if p not in core_problems]
         if not problems:
             return None
         message = "SlideWatch: %s. Install with: %s" % ("; ".join(problems),

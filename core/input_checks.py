@@ -31,6 +31,7 @@ import uuid
 import numpy as np
 
 from .errors import InputError, OutputError, ParameterError
+from .raster_io import ensure_writable_folder
 
 __all__ = ["scan_image_folder", "require_images", "check_window_search",
            "check_band_index", "sanitize_array", "check_writable_folder",
@@ -226,11 +227,7 @@ def check_writable_folder(folder):
     running as root. Raises :class:`OutputError` naming the folder and the remedy.
     """
     folder = os.path.abspath(str(folder))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise OutputError("Cannot create output folder '%s': %s. Choose a folder you can "
-                          "write to." % (folder, exc.strerror or exc)) from exc
+    ensure_writable_folder(folder)  # creates it; permission bits
     probe = os.path.join(folder, ".slidewatch_write_test_%s" % uuid.uuid4().hex[:8])
     try:
         with open(probe, "wb") as fh:

@@ -163,28 +163,6 @@ def write_bands(path, bands, transform, crs, descriptions=None, tags=None,
                 dst.update_tags(**{k: str(v) for k, v in tags.items()})
 
 
-def read_band(path, band=1, window=None, masked_zero=False):
-    """Read one band as float32 with nodata (and optionally 0) turned into NaN."""
-    import rasterio
-
-    try:
-        with rasterio.open(path) as src:
-            if band < 1 or band > src.count:
-                raise InputError("'%s' has %d band(s); band %d does not exist. Choose a band "
-                                 "between 1 and %d." % (path, src.count, band, src.count))
-            arr = src.read(band, window=window).astype(np.float32)
-            nodata = src.nodata
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError("Cannot read raster '%s': %s. Check that the file is a complete, "
-                         "valid raster." % (path, exc)) from exc
-    if nodata is not None and not np.isnan(nodata):
-        arr[arr == nodata] = np.nan
-    if masked_zero:
-        arr[arr == 0] = np.nan
-    arr[~np.isfinite(arr)] = np.nan
-    return arr
-
-
 def band_index_by_description(src, description):
     """1-based index of the band whose description is ``description`` (rasterio dataset)."""
     for i, d in enumerate(src.descriptions, start=1):
