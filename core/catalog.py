@@ -608,10 +608,17 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
 
     # masks by date (generic masks: same date in the name)
     mask_by_date = {}
+    item_dates = {it["parsed"].date for it in items if it["parsed"].ok}
     for mpath in masks:
         pd = date_from_path(mpath, read_tags=False)
         if pd.ok:
             mask_by_date.setdefault(pd.date, []).append(mpath)
+        if not pd.ok or pd.date not in item_dates:
+            # taken as a mask because of its name, but it masks no image: say so (it may be
+            # an image with an unlucky name)
+            notes.append("%s: its name marks it as a cloud/quality mask, but no image has %s; "
+                         "ignored (rename it if it is an image)" % (
+                             mpath, "its date " + pd.date.isoformat() if pd.ok else "a date"))
 
     # ---- read each image (header + thumbnail)
     records, thumbs = [], []

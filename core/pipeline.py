@@ -47,7 +47,7 @@ import numpy as np
 
 from .errors import Cancelled, InputError, ParameterError, SlideWatchError
 from .progress import Progress, as_progress
-from .raster_io import ensure_writable_folder, write_text_atomic
+from .raster_io import ensure_writable_folder, remove_stale_partials, write_text_atomic
 
 __all__ = ["PipelineParams", "PipelineResult", "run_pipeline", "STEPS", "MANIFEST_NAME",
            "LOG_NAME", "params_from_dict"]
@@ -399,6 +399,10 @@ def run_pipeline(input_folder, output_folder, params=None, scheduler=None, progr
     result = PipelineResult(output_folder=output_folder)
     result.log = log.lines
     log("=== SlideWatch pipeline: %s -> %s" % (input_folder, output_folder))
+    stale = remove_stale_partials(output_folder)
+    if stale:
+        log("Removed %d temporary file(s) left by an interrupted earlier run (e.g. %s)."
+            % (len(stale), os.path.relpath(stale[0], output_folder)))
     executor = None
     try:
         executor = get_executor(scheduler, max_workers=params.max_workers,

@@ -9,6 +9,7 @@ leaves a truncated file under the final name.
 import contextlib
 import errno
 import os
+import time
 import uuid
 
 import numpy as np
@@ -24,6 +25,31 @@ def temporary_name(final_path):
     """A hidden temporary path beside ``final_path`` (same file system)."""
     folder, name = os.path.split(os.path.abspath(final_path))
     return os.path.join(folder, ".%s.%s.partial" % (name, uuid.uuid4().hex[:8]))
+
+
+def remove_stale_partials(folder, older_than_s=3600.0):
+    """Delete hidden temporary files (``.<name>.<id>.partial*``) left in ``folder`` and its
+    sub-folders by a run that was killed before it could clean up.
+
+    Only files older than ``older_than_s`` seconds are removed, so the temporary files of a
+    run still writing into the same folder are left alone. Returns the removed paths.
+    """
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    now = time.time()
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if not (name.startswith(".") and ".partial" in name):
+                continue
+            path = os.path.join(root, name)
+            try:
+                if now - os.path.getmtime(path) >= older_than_s:
+                    os.remove(path)
+                    removed.append(path)
+            except OSError:
+                pass  # vanished or not ours to remove: leave it
+    return removed
 
 
 def ensure_writable_folder(folder):

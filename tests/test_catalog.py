@@ -182,6 +182,20 @@ def test_cloud_estimate_without_masks(tmp_path):
     assert cf[3] > 0.9 and max(cf[:3] + cf[4:]) < 0.05
 
 
+def test_mask_named_file_without_an_image_is_reported(tmp_path):
+    base = _texture((40, 40), 2)
+    _write(tmp_path / "img_20190101.tif", base)
+    _write(tmp_path / "img_20190111.tif", base)
+    _write(tmp_path / "cloud_20190101.tif", np.zeros((40, 40), np.uint8))   # a real mask
+    _write(tmp_path / "cloud_20190601.tif", base)   # an image with an unlucky name
+    cat = build_catalog(str(tmp_path))
+    assert [r.iso for r in cat] == ["2019-01-01", "2019-01-11"]
+    assert cat[0].cloud_source.startswith("mask:cloud_20190101")
+    text = "\n".join(cat.notes)
+    assert "cloud_20190601.tif" in text and "rename it if it is an image" in text
+    assert "cloud_20190101.tif: its name" not in text
+
+
 def test_grid_mismatch_reported_and_common_grid(tmp_path):
     big = _texture((60, 60), 9).astype(np.float32)
     # image A: full; image B: the same ground, origin shifted by 10 px east / 5 px south

@@ -162,8 +162,20 @@ def test_sigkill_at_the_rename_leaves_no_final_file(images, reference_run, tmp_p
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert not os.path.exists(os.path.join(out, "timeseries", "velocity.tif"))
     _assert_nothing_truncated(out)
-    run_pipeline(images, out, fast_params())
+    leftovers = [os.path.join(r, f) for r, _d, fs in os.walk(out) for f in fs
+                 if f.startswith(".") and ".partial" in f]
+    assert leftovers, "the killed run should have left its complete temporary file"
+    old = time.time() - 2 * 3600
+    for path in leftovers:
+        os.utime(path, (old, old))
+    # a fresh temporary file (another run still writing) must not be touched
+    fresh = os.path.join(out, ".other.tif.0123abcd.partial")
+    open(fresh, "wb").close()
+    result = run_pipeline(images, out, fast_params())
     _assert_same_outputs(reference_run, out)
+    assert not any(os.path.exists(p) for p in leftovers)
+    assert os.path.exists(fresh)
+    assert any("left by an interrupted earlier run" in line for line in result.log)
 
 
 # -- cancel in each core step ----------------------------------------------------------------
