@@ -628,7 +628,8 @@ def record_decision(gpkg, fid_or_id, status, comment=None, analyst=None, timesta
         with ``key="fid"`` the GeoPackage feature id instead.
     status : one of ``unvalidated``, ``confirmed``, ``rejected``, ``uncertain``.
     comment, analyst : free text (None stores NULL).
-    timestamp : datetime or ISO 8601 string; None = now (UTC).
+    timestamp : datetime or ISO 8601 string; None = now (UTC); ``""`` stores NULL (only
+        with status ``unvalidated``: an undo back to a never-validated state).
     timeout : seconds to wait for another writer before giving up.
 
     Returns the stored timestamp. Raises ParameterError (bad status/key), InputError
@@ -640,7 +641,13 @@ def record_decision(gpkg, fid_or_id, status, comment=None, analyst=None, timesta
         raise ParameterError("key must be 'id' or 'fid'; got %r." % (key,))
     if not os.path.exists(gpkg):
         raise InputError("Detections file '%s' does not exist." % gpkg)
-    ts = gpkg_timestamp(timestamp)
+    if timestamp == "":
+        if status != "unvalidated":
+            raise ParameterError("An empty decision time is only allowed when resetting a "
+                                 "detection to 'unvalidated' (got status '%s')." % status)
+        ts = None
+    else:
+        ts = gpkg_timestamp(timestamp)
     last_exc = None
     deadline = time.monotonic() + timeout
     while True:

@@ -94,6 +94,9 @@ def test_record_decision_errors(tmp_path):
         store.record_decision(p, 99, "confirmed", "", "x")
     with pytest.raises(InputError):
         store.record_decision(str(tmp_path / "nope.gpkg"), 1, "confirmed")
+    with pytest.raises(ParameterError, match="unvalidated"):
+        store.record_decision(p, 1, "confirmed", "", "x", "")
+    assert store.record_decision(p, 1, "unvalidated", None, None, "") is None
     ts = store.record_decision(p, 1, "uncertain", None, "x", "2026-11-21T10:00:00+01:00")
     assert ts == "2026-11-21T09:00:00.000Z"
     rec = store.read_detections(p)[0]

@@ -159,6 +159,7 @@ def test_undo_restores_the_previous_state(folder, dock_factory):
     dock.undo()
     stored = _read(gpkg)
     assert stored[second]["status"] == "unvalidated" and not stored[second]["validated_by"]
+    assert stored[second]["validated_at"] is None      # back to never-validated, not stamped
     assert stored[first]["status"] == "rejected" and stored[first]["comment"] == "first look"
     assert dock.model.current_id == second
     dock.undo()

@@ -349,10 +349,13 @@ class ValidationModel:
                 "Detection %s was changed by %s at %s after your decision; undo refused so "
                 "that their decision is not lost." % (ident, now.get("validated_by") or "someone",
                                                      now.get("validated_at") or "?"))
-        # record_decision cannot store a NULL timestamp: restoring an unvalidated item
-        # stamps validated_at with the time of the undo (validated_by stays empty)
-        self.writer(self.gpkg, ident, before["status"] or "unvalidated", before.get("comment"),
-                    before.get("validated_by"), before.get("validated_at"))
+        # a never-validated item gets its NULL timestamp back ("" = store NULL)
+        status = before["status"] or "unvalidated"
+        stamp = before.get("validated_at")
+        if not stamp:
+            stamp = "" if status == "unvalidated" else None
+        self.writer(self.gpkg, ident, status, before.get("comment"),
+                    before.get("validated_by"), stamp)
         self.undo_stack.pop()
         self.refresh()
         self.current_id = ident
