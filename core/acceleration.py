@@ -19,9 +19,28 @@ An acceleration is flagged when all of these hold:
    and ``v2 - v1 >= min_increase`` m/yr.
 
 Outlying dates are dropped first (robust residual test, see
-:func:`detect_acceleration`). The breakpoint is searched continuously (fine grid in time plus every acquisition
-date); ``onset_date`` is the estimated breakpoint date itself and ``onset_index`` the
-last acquisition on or before it.
+:func:`detect_acceleration`). The breakpoint is searched continuously (fine grid in time
+plus every acquisition date).
+
+Onset date. The hinge of M2 is the intersection of the two velocity lines. When the
+velocity rises gradually (over weeks, as real slopes and the synthetic generator do),
+the hinge lies in the middle of the rise, not at its start -- but the start is what an
+analyst wants as an early warning ("the velocity started to increase on ..."). Once a
+flag is raised, the onset is therefore estimated with a third, continuous model
+(:func:`fit_ramp_onset`):
+
+- M3, constant velocity ``v1`` until ``t0``, rising linearly to ``v2`` over ``R`` days,
+  constant after: ``d(t) = a + v1 t + (v2 - v1) G(t - t0; R)`` with ``G(s) = 0`` for
+  ``s <= 0``, ``s^2 / 2R`` during the ramp and ``s - R/2`` after (``R = 0`` is the hinge);
+  ``t0`` (fine grid) and ``R`` (0 to ``max_ramp_days``) are profiled, ``a, v1, v2`` are
+  weighted least squares with the same date weights and despiked dates as the test.
+
+``onset_date`` is ``t0`` (the start of the rise), ``onset_index`` the last acquisition
+on or before it, ``onset_hinge_date`` the M2 breakpoint, ``ramp_days`` the fitted R, and
+``onset_earliest``/``onset_latest`` the range of ``t0`` whose best fit is within
+``Delta chi^2 <= 4`` (residual variance scaled; about a 95 % interval for one parameter)
+of the best: dates inside a cloud gap, or with noise comparable to the velocity change
+times the revisit interval, cannot be told apart and the interval says so.
 """
 
 import datetime as _dt
@@ -65,21 +84,23 @@ def _bic(rss, n, k):
 
 def detect_acceleration(dates, displacement, min_segment=3, min_delta_bic=10.0, min_t=3.0,
                         min_ratio=1.5, min_increase=0.0, outlier_k=4.0, max_rejections=0.2,
-                        sigma=None):
+                        sigma=None, max_ramp_days=60.0):
     """Test a 1-D displacement series for a significant velocity increase.
 
     Outlying dates (e.g. a cloud-contaminated date) are removed first with
     :func:`despike` (``outlier_k`` robust sigmas, at most ``max_rejections`` of the
     dates). ``sigma``: optional per-date noise (any unit; only the ratios matter): the
     fits are then weighted least squares with weights 1/sigma^2, so that noisier (e.g.
-    partly clouded) dates count less. See :func:`_detect` for the returned dict
-    (``n_rejected`` says how many dates were dropped).
+    partly clouded) dates count less. ``max_ramp_days``: longest velocity rise fitted
+    for the onset (0 = report the hinge of the two-segment model). See :func:`_detect`
+    for the returned dict (``n_rejected`` says how many dates were dropped).
     """
     dates = list(dates)
     y = np.asarray(displacement, dtype=np.float64).copy()
     t = _to_years(dates)
     y, rejected = despike(t, y, outlier_k, max_rejections)
-    out = _detect(dates, y, min_segment, min_delta_bic, min_t, min_ratio, min_increase, sigma)
+    out = _detect(dates, y, min_segment, min_delta_bic, min_t, min_ratio, min_increase, sigma,
+                  max_ramp_days)
     out.pop("_residuals", None)
     out["n_rejected"] = rejected
     return out
@@ -124,7 +145,7 @@ def despike(t, y, k=4.0, max_fraction=0.2):
 
 
 def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, min_increase,
-            sigma=None):
+            sigma=None, max_ramp_days=60.0):
     """Test a 1-D displacement series for a significant velocity increase.
 
     Parameters
@@ -134,8 +155,10 @@ def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, m
 
     Returns
     -------
-    dict with ``accel_flag`` (bool), ``onset_date`` (ISO string of the breakpoint, or
-    None), ``onset_index`` (last acquisition on or before it, or None), ``v_before_m_per_yr``,
+    dict with ``accel_flag`` (bool), ``onset_date`` (ISO string of the start of the
+    velocity rise, or None), ``onset_index`` (last acquisition on or before it, or None),
+    ``onset_hinge_date``, ``ramp_days``, ``onset_earliest``, ``onset_latest`` (see the
+    module docstring; None when not flagged), ``v_before_m_per_yr``,
     ``v_after_m_per_yr`` (M2 segment velocities, NaN when not fitted),
     ``v_linear_m_per_yr`` (M1 velocity), ``delta_bic`` and ``t_increase``.
     """
@@ -157,7 +180,8 @@ def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, m
     out = {"accel_flag": False, "onset_date": None, "onset_index": None,
            "v_before_m_per_yr": float("nan"), "v_after_m_per_yr": float("nan"),
            "v_linear_m_per_yr": float("nan"), "delta_bic": float("nan"),
-           "t_increase": float("nan"), "n_dates": int(n)}
+           "t_increase": float("nan"), "n_dates": int(n), "onset_hinge_date": None,
+           "ramp_days": None, "onset_earliest": None, "onset_latest": None}
     if n < 3:
         return out
     A1 = np.column_stack([np.ones(n), t]) * sw[:, None]
@@ -195,15 +219,90 @@ def _detect(dates, displacement, min_segment, min_delta_bic, min_t, min_ratio, m
     flag = (dbic >= min_delta_bic and tval >= min_t and v2 >= min_ratio * max(v1, 0.0)
             and (v2 - v1) >= min_increase and v2 > 0)
     if flag:
-        # last acquisition (of all dates, including rejected ones) on or before the break
-        onset = int(np.flatnonzero(np.isfinite(t_all) & (t_all <= tb + 1e-9))[-1])
+        ramp = fit_ramp_onset(t, y, sw, max_ramp_days / DAYS_PER_YEAR, min_segment)
+        t0 = ramp["t0"] if ramp is not None else tb
+        # last acquisition (of all dates, including rejected ones) on or before the onset
+        onset = int(np.flatnonzero(np.isfinite(t_all) & (t_all <= t0 + 1e-9))[-1])
         out["accel_flag"] = True
         out["onset_index"] = onset
-        out["onset_years"] = float(tb)
+        out["onset_years"] = float(t0)
+        out["onset_hinge_years"] = float(tb)
         d0 = dates[0]
         if isinstance(d0, str) or isinstance(d0, (_dt.date, np.datetime64)):
             base = _dt.date.fromisoformat(str(d0)[:10])
-            out["onset_date"] = (base + _dt.timedelta(days=int(round(tb * DAYS_PER_YEAR)))).isoformat()
+
+            def iso(x):
+                return (base + _dt.timedelta(days=int(round(x * DAYS_PER_YEAR)))).isoformat()
+            out["onset_date"] = iso(t0)
+            out["onset_hinge_date"] = iso(tb)
+            if ramp is not None:
+                out["onset_earliest"] = iso(ramp["t0_lo"])
+                out["onset_latest"] = iso(ramp["t0_hi"])
         else:
             out["onset_date"] = None
+        if ramp is not None:
+            out["ramp_days"] = float(ramp["ramp"] * DAYS_PER_YEAR)
     return out
+
+
+def _ramp_shape(s, ramp):
+    """Integral of a velocity step smoothed into a linear rise of duration ``ramp``."""
+    if ramp <= 0:
+        return np.maximum(s, 0.0)
+    return np.where(s <= 0, 0.0, np.where(s < ramp, s * s / (2.0 * ramp), s - ramp / 2.0))
+
+
+def fit_ramp_onset(t, y, sw=None, max_ramp=60.0 / DAYS_PER_YEAR, min_segment=3, n_grid=300,
+                   n_ramps=7, delta_chi2=4.0):
+    """Start of a gradual velocity increase (model M3 of the module docstring).
+
+    t : times (years) of the valid samples, increasing; y : displacement; sw : square
+    roots of the (relative) weights, or None. The onset ``t0`` is searched between the
+    first date and the date leaving ``min_segment`` dates after it; the ramp duration
+    ``R`` on ``n_ramps`` values from 0 to ``max_ramp`` (years). Only increases
+    (``v2 > v1``) are considered. Returns None when nothing can be fitted, else a dict
+    ``t0``, ``ramp`` (years), ``v_before``, ``v_after``, ``rss`` and the interval
+    ``t0_lo``, ``t0_hi`` of onsets whose best weighted RSS is within ``delta_chi2``
+    residual variances of the minimum.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n = t.size
+    if n < 2 * min_segment + 1:
+        return None
+    sw = np.ones(n) if sw is None else np.asarray(sw, dtype=np.float64)
+    yw = y * sw
+    lo, hi = t[0], t[n - min_segment]
+    t0s = np.unique(np.concatenate([np.linspace(lo, hi, n_grid), t[(t >= lo) & (t <= hi)]]))
+    ramps = np.linspace(0.0, max(max_ramp, 0.0), max(int(n_ramps), 1)) if max_ramp > 0 else [0.0]
+    best_rss = np.full(t0s.size, np.inf)
+    best_par = [None] * t0s.size
+    base = np.column_stack([np.ones(n), t]) * sw[:, None]           # (n, 2)
+    for R in ramps:
+        g = _ramp_shape(t[None, :] - t0s[:, None], R) * sw[None, :]  # (m, n)
+        # batched normal equations of [1, t, g] for every t0
+        A = np.concatenate([np.broadcast_to(base, (t0s.size, n, 2)), g[:, :, None]], axis=2)
+        M = np.einsum("mni,mnj->mij", A, A)
+        b = np.einsum("mni,n->mi", A, yw)
+        det = np.linalg.det(M)
+        ok = np.abs(det) > 1e-12 * np.abs(M).max(axis=(1, 2)) ** 3
+        c = np.full((t0s.size, 3), np.nan)
+        if ok.any():
+            c[ok] = np.linalg.solve(M[ok], b[ok][:, :, None])[:, :, 0]
+        r = yw[None, :] - np.einsum("mni,mi->mn", A, np.nan_to_num(c))
+        rss = (r * r).sum(1)
+        rss[~ok | ~(c[:, 2] > 0)] = np.inf
+        better = rss < best_rss
+        for i in np.flatnonzero(better):
+            best_par[i] = (float(R), c[i].copy())
+        best_rss = np.where(better, rss, best_rss)
+    if not np.isfinite(best_rss).any():
+        return None
+    i = int(np.argmin(best_rss))
+    rmin = float(best_rss[i])
+    s2 = max(rmin / max(n - 5, 1), 1e-12)
+    inside = np.flatnonzero(best_rss <= rmin + delta_chi2 * s2)
+    R, c = best_par[i]
+    return {"t0": float(t0s[i]), "ramp": R, "v_before": float(c[1]),
+            "v_after": float(c[1] + c[2]), "rss": rmin,
+            "t0_lo": float(t0s[inside.min()]), "t0_hi": float(t0s[inside.max()])}
