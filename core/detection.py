@@ -102,6 +102,8 @@ class DetectionParams:
     accel_min_delta_bic: float = 10.0
     accel_min_t: float = 3.0
     accel_min_ratio: float = 1.5
+    #: longest gradual velocity rise (days) fitted for the onset date (0 = hinge date)
+    accel_max_ramp_days: float = 60.0
     #: fraction of an object's pixels (the fastest) whose median series is tested
     accel_core_fraction: float = 0.5
 
@@ -634,7 +636,8 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
             ser_sigma = fit["date_sigma"] / np.sqrt(np.maximum(frac, 1e-3))
         acc = _accel.detect_acceleration(dates, series, min_delta_bic=p.accel_min_delta_bic,
                                          min_t=p.accel_min_t, min_ratio=p.accel_min_ratio,
-                                         sigma=ser_sigma)
+                                         sigma=ser_sigma,
+                                         max_ramp_days=p.accel_max_ramp_days)
         zz = z[sl][m]
         f = {
             "area_m2": float(m.sum() * px_area),
@@ -649,6 +652,9 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
             "accel_v_before_m_per_yr": acc["v_before_m_per_yr"] if acc["accel_flag"] else None,
             "accel_v_after_m_per_yr": acc["v_after_m_per_yr"] if acc["accel_flag"] else None,
             "accel_delta_bic": acc["delta_bic"],
+            "accel_onset_earliest": acc["onset_earliest"],
+            "accel_onset_latest": acc["onset_latest"],
+            "accel_ramp_days": acc["ramp_days"],
             "ev_significance": contrib["significance"],
             "ev_coherence": contrib["coherence"],
             "ev_consistency": contrib["consistency"],
@@ -688,8 +694,9 @@ def _explain(f, vals, contrib, p, has_dem):
     txt = " ".join(parts) + ". Mean velocity %.2f m/yr towards %.0f deg, noise %.2f m/yr." % (
         f["v_mean_m_per_yr"], f["direction_deg"], f["noise_sigma_m_per_yr"])
     if f["accel_flag"]:
-        txt += " Acceleration from %s (%.2f -> %.2f m/yr)." % (
-            f["accel_onset_date"], f["accel_v_before_m_per_yr"], f["accel_v_after_m_per_yr"])
+        txt += " Acceleration from %s (%.2f -> %.2f m/yr; onset between %s and %s)." % (
+            f["accel_onset_date"], f["accel_v_before_m_per_yr"], f["accel_v_after_m_per_yr"],
+            f.get("accel_onset_earliest"), f.get("accel_onset_latest"))
     return txt
 
 

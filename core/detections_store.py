@@ -72,7 +72,9 @@ EXTRA_FIELDS = [
     ("n_pixels", "Integer"), ("significance_max", "Real"), ("significance_mean", "Real"),
     ("noise_sigma_m_per_yr", "Real"), ("consistency", "Real"), ("downslope_agreement", "Real"),
     ("slope_deg", "Real"), ("accel_v_before_m_per_yr", "Real"),
-    ("accel_v_after_m_per_yr", "Real"), ("accel_delta_bic", "Real"), ("run_id", "String"),
+    ("accel_v_after_m_per_yr", "Real"), ("accel_delta_bic", "Real"),
+    ("accel_onset_earliest", "Date"), ("accel_onset_latest", "Date"),
+    ("accel_ramp_days", "Real"), ("run_id", "String"),
     ("detected_at", "String"),
 ]
 ALL_FIELDS = SPEC_FIELDS + EVIDENCE_FIELDS + EXTRA_FIELDS

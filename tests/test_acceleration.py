@@ -76,3 +76,46 @@ def test_per_date_sigma_downweights_noisy_dates():
     r = detect_acceleration(dates, y, sigma=sigma, max_rejections=0)
     assert r["accel_flag"] and abs(r["onset_index"] - 11) <= 1
     assert abs(r["v_before_m_per_yr"] - 1.0) < 0.5
+
+
+def test_gradual_rise_onset_is_the_start_not_the_middle():
+    # velocity rises linearly from 2 to 20 m/yr over 60 days starting on day 240; dates
+    # every 12 days: the hinge of two straight segments sits mid-rise (~30 days late),
+    # the ramp model recovers the start of the rise
+    from slidewatch.core.synthetic import _cum_displacement
+    dates = _dates(45, step=12)
+    days = np.array([(dt.date.fromisoformat(d) - dt.date.fromisoformat(dates[0])).days
+                     for d in dates], float)
+    y = _cum_displacement(days, 2.0, 20.0, 240, 60.0)
+    y = y + np.random.default_rng(7).normal(0, 0.01, y.size)
+    r = detect_acceleration(dates, y, max_ramp_days=90)
+    assert r["accel_flag"]
+    start = dt.date.fromisoformat(dates[0]) + dt.timedelta(days=240)
+    err = (dt.date.fromisoformat(r["onset_date"]) - start).days
+    hinge_err = (dt.date.fromisoformat(r["onset_hinge_date"]) - start).days
+    assert abs(err) <= 12, err
+    assert hinge_err > 18  # the hinge is late by about half the rise
+    assert 40 <= r["ramp_days"] <= 80
+    assert r["onset_earliest"] <= start.isoformat() <= r["onset_latest"]
+    # max_ramp_days=0 reports the hinge
+    r0 = detect_acceleration(dates, y, max_ramp_days=0)
+    assert r0["onset_date"] == r0["onset_hinge_date"] and r0["ramp_days"] == 0.0
+
+
+def test_onset_interval_widens_over_a_cloud_gap():
+    dates = _dates(20, step=15)
+    t = _t(dates)
+    rng = np.random.default_rng(8)
+    y = 1.0 * t + np.where(t > t[10], 12.0 * (t - t[10]), 0.0) + rng.normal(0, 0.02, t.size)
+    r_full = detect_acceleration(dates, y, max_rejections=0)
+    y_gap = y.copy()
+    y_gap[[8, 9, 10, 11, 12]] = np.nan  # onset hidden in a cloudy period
+    r_gap = detect_acceleration(dates, y_gap, max_rejections=0)
+    assert r_full["accel_flag"] and r_gap["accel_flag"]
+
+    def width(r):
+        return (dt.date.fromisoformat(r["onset_latest"])
+                - dt.date.fromisoformat(r["onset_earliest"])).days
+    assert width(r_gap) > width(r_full) + 20
+    # the estimate and its interval stay within the gap's bounding acquisitions
+    assert dates[7] <= r_gap["onset_earliest"] <= r_gap["onset_date"] <= r_gap["onset_latest"] <= dates[13]
