@@ -46,7 +46,7 @@ from scipy import ndimage
 from . import acceleration as _accel
 from .bias_removal import remove_bias, summarize_report, terrain_derivatives
 from .errors import InputError, ParameterError
-from .noise_model import local_noise, nan_gaussian, robust_sigma
+from .noise_model import correlation_area, local_noise, nan_gaussian, robust_sigma
 from .progress import as_progress
 
 try:  # numba is a core dependency; keep a numpy fallback for robustness
@@ -90,6 +90,10 @@ class DetectionParams:
     slope_full_deg: float = 10.0
     #: objects need temporal evidence (>= 3 dates); a single pair gives candidates only
     require_temporal_evidence: bool = True
+    #: minimum number of independent observations of an object: (object area / noise
+    #: correlation area, at most its pixel count) x (number of independent intervals,
+    #: T - 1); the correlation area is measured on stable ground
+    min_independent_obs: float = 3.0
     #: fit elevation/gradient terms when a DEM is given
     use_topography: bool = True
     #: per-pixel date rejection threshold (in date-sigmas)
@@ -582,6 +586,12 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         grow &= np.nan_to_num(z_raw, nan=0.0) >= p.z_edge
     min_px = max(1, int(np.ceil(p.min_area_m2 / px_area)))
     lab, n = cleanup_mask(grow, seeds, min_px, p.morph_px, p.min_seed_px)
+    # spatial correlation of the noise: how many pixels make one independent observation
+    with np.errstate(all="ignore"):
+        corr_area = float(np.mean([correlation_area(fit[c] / sigma, stable_final)
+                                   for c in ("ve", "vn")]))
+    noise.correlation_area_px = corr_area
+    ve_u, vn_u = fit["ve"], fit["vn"]
     features, rejected = [], []
     final = np.zeros((H, W), np.int32)
     ve_raw, vn_raw = fit["ve"], fit["vn"]
@@ -595,9 +605,32 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         vals = {name: float(np.mean(np.nan_to_num(arr[sl][m], nan=0.0)))
                 for name, arr in evidence.items()}
         contrib = {name: weights[name] * vals[name] / wsum for name in weights}
+        n_pix = int(m.sum())
+        n_eff_space = min(float(n_pix), n_pix / corr_area)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            n_int = max(float(np.nanmedian(fit["n_dates"][sl][m])) - 1.0, 1.0)
+        n_indep = n_eff_space * n_int
+        # spatial coherence of the (unsmoothed) velocity vectors inside the object, and
+        # what pure noise with n_eff_space independent vectors would give (1/sqrt(n))
+        vu_e, vu_n = ve_u[sl][m], vn_u[sl][m]
+        okv = np.isfinite(vu_e) & np.isfinite(vu_n)
+        sp_coh = (float(np.hypot(vu_e[okv].sum(), vu_n[okv].sum()) / np.hypot(vu_e[okv], vu_n[okv]).sum())
+                  if okv.any() and np.hypot(vu_e[okv], vu_n[okv]).sum() > 0 else 0.0)
+        sp_coh0 = min(0.95, 1.0 / np.sqrt(max(n_eff_space, 1.0)))
+        if T < 3:
+            # no temporal evidence: the spatial coherence of the vectors, relative to that
+            # of noise at this number of independent vectors, stands in for the coherence
+            vals["coherence"] = float(np.clip((sp_coh - sp_coh0) / (1.0 - sp_coh0), 0.0, 1.0))
+            contrib = {name: weights[name] * vals[name] / wsum for name in weights}
         obj_score = float(sum(contrib.values()))
         reason = None
-        if obj_score < p.min_score:
+        if n_indep < p.min_independent_obs:
+            reason = ("%.1f independent observation(s) < %.1f: %.1f noise-correlation cell(s) "
+                      "of %.0f px x %d interval(s); too few to tell motion from a "
+                      "correlation artefact" % (n_indep, p.min_independent_obs, n_eff_space,
+                                                corr_area, int(n_int)))
+        elif obj_score < p.min_score:
             reason = "score %.2f < %.2f" % (obj_score, p.min_score)
         elif p.require_temporal_evidence and T < 3:
             reason = ("only %d dates: no temporal evidence (coherence/consistency need >= 3 "
@@ -608,6 +641,8 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
                              "v_mean_m_per_yr": round(float(np.nanmean(np.hypot(
                                  ve_raw[sl][m], vn_raw[sl][m]))), 3),
                              "reason": reason,
+                             "independent_obs": round(n_indep, 2),
+                             "spatial_coherence": round(sp_coh, 3),
                              "evidence": {a: round(b, 3) for a, b in vals.items()}})
             continue
         kept += 1
@@ -660,6 +695,8 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
             "ev_consistency": contrib["consistency"],
             "ev_downslope": contrib.get("downslope"),
             "n_pixels": int(m.sum()),
+            "independent_obs": float(n_indep),
+            "spatial_coherence": sp_coh,
             "significance_max": float(np.nanmax(zz)),
             "significance_mean": float(np.nanmean(zz)),
             "noise_sigma_m_per_yr": float(np.nanmean(sigma[sl][m])),
