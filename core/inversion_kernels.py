@@ -8,8 +8,9 @@ weight times robust IRLS weight) the normal matrix is
     N = Q + sum_p w_p a_p a_p^T,      a_p = e_{j_p} - e_{i_p}
 
 where ``Q`` is the (shared) regularisation normal matrix. Each ``a_p`` has at most two
-non-zero entries, so assembling ``N`` is O(n_pairs); it is then factorised by a dense
-Cholesky (n_dates <= ~200 keeps this small). East and north share the robust weights
+non-zero entries, so assembling ``N`` is O(n_pairs); ``N`` is banded (half bandwidth =
+the longest pair span in dates, or the band of ``Q`` if wider) and is factorised by a band
+Cholesky in O(m bw^2). East and north share the robust weights
 (an outlier pair is a bad match in both components), hence one factorisation per
 iteration serves both components.
 
@@ -90,6 +91,64 @@ def _median(a, n):
 
 
 @njit(cache=True, nogil=True)
+def _gather(pix, east, north, wprior, pi, pj, ii, jj, w, ye, yn):
+    """Copy the usable observations of pixel ``pix`` (weight > 0, finite values) to the
+    front of the work arrays, weights normalised to a mean of 1 (lambda is relative to a
+    unit-weight pair). Returns their number."""
+    nv = 0
+    wsum = 0.0
+    for p in range(east.shape[0]):
+        wq = wprior[p, pix]
+        e = east[p, pix]
+        nn = north[p, pix]
+        if wq > 0.0 and np.isfinite(wq) and np.isfinite(e) and np.isfinite(nn):
+            ii[nv] = pi[p]
+            jj[nv] = pj[p]
+            w[nv] = wq
+            ye[nv] = e
+            yn[nv] = nn
+            wsum += wq
+            nv += 1
+    for q in range(nv):
+        w[q] = w[q] * nv / wsum
+    return nv
+
+
+@njit(cache=True, nogil=True)
+def _work(n_pairs, m, n_vec, n_mat):
+    """Per-chunk work arrays: 2 int rows and 8 float rows of length n_pairs (pair
+    indices, weights, observations, residuals), ``n_vec`` rows of length m, ``n_mat``
+    (m, m) matrices (zeroed: the band routines read only the band they wrote)."""
+    return (np.empty((2, n_pairs), np.int64), np.empty((8, n_pairs)),
+            np.empty((n_vec, m)), np.zeros((n_mat, m, m)))
+
+
+@njit(cache=True, nogil=True)
+def _band_inverse_trace(L, Q, Z, m, bw, qbw):
+    """tr(N^-1 Q) from the band Cholesky factor L of N (N = L L^T, half bandwidth bw) and
+    a symmetric Q of half bandwidth qbw <= bw, in O(m bw^2): only the band of
+    Z = N^-1 is needed, computed by the Takahashi recursion
+    Z_ij = delta_ij / L_ii^2 - sum_{k>i} (L_ki / L_ii) Z_kj (i <= j, rows from the last)."""
+    for i in range(m - 1, -1, -1):
+        k1 = i + bw + 1 if i + bw + 1 < m else m
+        lii = L[i, i]
+        for j in range(k1 - 1, i - 1, -1):
+            s = 1.0 / (lii * lii) if j == i else 0.0
+            for k in range(i + 1, k1):
+                zkj = Z[k, j] if k >= j else Z[j, k]
+                s -= (L[k, i] / lii) * zkj
+            Z[j, i] = s
+            Z[i, j] = s
+    tr = 0.0
+    for a in range(m):
+        b0 = a - qbw if a > qbw else 0
+        b1 = a + qbw + 1 if a + qbw + 1 < m else m
+        for b in range(b0, b1):
+            tr += Z[a, b] * Q[b, a]
+    return tr
+
+
+@njit(cache=True, nogil=True)
 def _solve_weighted(Q, m, bw, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn):
     """Assemble N = Q + A^T W A, b = A^T W y (band of half width bw), factorise, solve.
     Returns success."""
@@ -164,23 +223,9 @@ def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, bw, m, n_dates,
                 ii, jj, wp, w, ye, yn, re, rn, tmp, N, L, be, bn, xe, xn, xe0, xn0, xl_e, xl_n,
                 g, z, parent, has_obs, out_ce, out_cn, out_stats):
     """Invert one pixel. out_stats: ve, vn, sve, svn, n_obs, rmse, flags."""
-    n_pairs = east.shape[0]
     nan = np.nan
-    # ---- gather usable observations
-    nv = 0
-    wsum = 0.0
-    for p in range(n_pairs):
-        wq = wprior[p, pix]
-        e = east[p, pix]
-        nn = north[p, pix]
-        if wq > 0.0 and np.isfinite(wq) and np.isfinite(e) and np.isfinite(nn):
-            ii[nv] = pi[p]
-            jj[nv] = pj[p]
-            wp[nv] = wq
-            ye[nv] = e
-            yn[nv] = nn
-            wsum += wq
-            nv += 1
+    # ---- usable observations, prior weights normalised to a mean of 1
+    nv = _gather(pix, east, north, wprior, pi, pj, ii, jj, wp, ye, yn)
     for k in range(n_dates):
         out_ce[k, pix] = nan
         out_cn[k, pix] = nan
@@ -190,9 +235,7 @@ def _invert_one(pix, east, north, wprior, pi, pj, t_years, Q, bw, m, n_dates,
     if nv < min_obs or nv == 0:
         out_stats[6, pix] = FLAG_TOO_FEW
         return
-    # prior weights normalised to mean 1 (lambda is relative to a unit-weight pair)
     for q in range(nv):
-        wp[q] = wp[q] * nv / wsum
         w[q] = wp[q]
     # ---- network topology: gaps and connected components
     flags = 0
@@ -372,27 +415,12 @@ def invert_block(east, north, wprior, pi, pj, t_years, Q, bw, min_obs, robust, n
     m = n_dates - 1
     n_chunks = (n_pix + _CHUNK - 1) // _CHUNK
     for c in prange(n_chunks):
-        ii = np.empty(n_pairs, np.int64)
-        jj = np.empty(n_pairs, np.int64)
-        wp = np.empty(n_pairs)
-        w = np.empty(n_pairs)
-        ye = np.empty(n_pairs)
-        yn = np.empty(n_pairs)
-        re = np.empty(n_pairs)
-        rn = np.empty(n_pairs)
-        tmp = np.empty(n_pairs)
-        N = np.empty((m, m))
-        L = np.zeros((m, m))
-        be = np.empty(m)
-        bn = np.empty(m)
-        xe = np.empty(m)
-        xn = np.empty(m)
-        xe0 = np.empty(m)
-        xn0 = np.empty(m)
-        xl_e = np.empty(m)
-        xl_n = np.empty(m)
-        g = np.empty(m)
-        z = np.empty(m)
+        iw, pw, mw, mats = _work(n_pairs, m, 11, 2)
+        ii, jj = iw[0], iw[1]
+        wp, w, ye, yn, re, rn, tmp = pw[0], pw[1], pw[2], pw[3], pw[4], pw[5], pw[6]
+        be, bn, xe, xn, xe0, xn0, xl_e, xl_n, g, z = (mw[0], mw[1], mw[2], mw[3], mw[4],
+                                                      mw[5], mw[6], mw[7], mw[8], mw[9])
+        N, L = mats[0], mats[1]
         parent = np.empty(n_dates, np.int64)
         has_obs = np.empty(n_dates, np.int64)
         start = c * _CHUNK
@@ -406,56 +434,35 @@ def invert_block(east, north, wprior, pi, pj, t_years, Q, bw, min_obs, robust, n
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def gcv_block(east, north, wfinal, pi, pj, Q1, Q2, lams, out_gcv):
+def gcv_block(east, north, wfinal, pi, pj, Q1, Q2, bw, qbw, lams, out_gcv):
     """Generalised cross-validation score per (lambda, pixel) with fixed weights.
 
     For each lambda: x = argmin sum w r^2 + x^T (lam Q1 + Q2) x; the GCV score is
     n * RSS_w / (n - tr(H))^2 with tr(H) = tr(N^-1 A^T W A) = m - tr(N^-1 Q),
-    summed over east and north (same H). out_gcv: (n_lams, n_pix), NaN if unusable.
+    summed over east and north (same H). ``bw``: half bandwidth of the normal matrices,
+    ``qbw``: that of Q1 and Q2. Cost per (lambda, pixel) O(n_pairs + m bw^2).
+    out_gcv: (n_lams, n_pix), NaN if unusable.
     """
     n_pairs, n_pix = east.shape
     m = Q1.shape[0]
-    bw = m
     n_l = lams.shape[0]
     for pix in prange(n_pix):
-        ii = np.empty(n_pairs, np.int64)
-        jj = np.empty(n_pairs, np.int64)
-        w = np.empty(n_pairs)
-        ye = np.empty(n_pairs)
-        yn = np.empty(n_pairs)
-        re = np.empty(n_pairs)
-        rn = np.empty(n_pairs)
-        N = np.empty((m, m))
-        L = np.zeros((m, m))
-        be = np.empty(m)
-        bn = np.empty(m)
-        xe = np.empty(m)
-        xn = np.empty(m)
-        col = np.empty(m)
-        sol = np.empty(m)
-        Q = np.empty((m, m))
-        nv = 0
-        wsum = 0.0
-        for p in range(n_pairs):
-            wq = wfinal[p, pix]
-            if wq > 0.0 and np.isfinite(wq) and np.isfinite(east[p, pix]) and np.isfinite(north[p, pix]):
-                ii[nv] = pi[p]
-                jj[nv] = pj[p]
-                w[nv] = wq
-                ye[nv] = east[p, pix]
-                yn[nv] = north[p, pix]
-                wsum += wq
-                nv += 1
+        iw, pw, mw, mats = _work(n_pairs, m, 4, 4)
+        ii, jj = iw[0], iw[1]
+        w, ye, yn, re, rn = pw[0], pw[1], pw[2], pw[3], pw[4]
+        be, bn, xe, xn = mw[0], mw[1], mw[2], mw[3]
+        N, L, Q, Z = mats[0], mats[1], mats[2], mats[3]
         for li in range(n_l):
             out_gcv[li, pix] = np.nan
+        nv = _gather(pix, east, north, wfinal, pi, pj, ii, jj, w, ye, yn)
         if nv < 3:
             continue
-        for q in range(nv):
-            w[q] = w[q] * nv / wsum
         for li in range(n_l):
             lam = lams[li]
             for a in range(m):
-                for b in range(m):
+                b0 = a - bw if a > bw else 0
+                b1 = a + bw + 1 if a + bw + 1 < m else m
+                for b in range(b0, b1):
                     Q[a, b] = lam * Q1[a, b] + Q2[a, b]
             if not _solve_weighted(Q, m, bw, nv, ii, jj, w, ye, yn, N, L, be, bn, xe, xn):
                 continue
@@ -463,13 +470,7 @@ def gcv_block(east, north, wfinal, pi, pj, Q1, Q2, lams, out_gcv):
             rss = 0.0
             for q in range(nv):
                 rss += w[q] * (re[q] * re[q] + rn[q] * rn[q])
-            # tr(N^-1 Q) column by column
-            tr_reg = 0.0
-            for a in range(m):
-                for b in range(m):
-                    col[b] = Q[b, a]
-                _chol_solve(L, col, sol, m, bw)
-                tr_reg += sol[a]
+            tr_reg = _band_inverse_trace(L, Q, Z, m, bw, qbw)
             # the m unknowns are shared by nv observations (per component)
             dof = nv - (m - tr_reg)
             if dof <= 0.0:

@@ -10,9 +10,12 @@ does not redo finished work.
   (through the correlation raster driver of :mod:`.pair_correlation`).
 - :func:`invert_rows_task`: one band of rows of the pair grid -> a part file
   (cumulative east/north per date, velocity bands, flags), assembled by
-  :func:`assemble_timeseries` into the SPEC ``timeseries/`` files. The per-pixel maths is
-  exactly :func:`.inversion.invert_arrays`, as in :func:`.timeseries_io.invert_pair_rasters`
-  (pixels are independent), so the result does not depend on how rows are split.
+  :func:`assemble_timeseries` into the SPEC ``timeseries/`` files. Reading, weighting,
+  inverting and writing are the public helpers of :mod:`.timeseries_io`
+  (:class:`~.timeseries_io.PairStack`, :func:`~.timeseries_io.select_lambda`,
+  :func:`~.timeseries_io.invert_window`, :class:`~.timeseries_io.TimeseriesWriter`), the
+  same as in :func:`.timeseries_io.invert_pair_rasters` (pixels are independent), so the
+  result does not depend on how rows are split.
 """
 
 import json
@@ -26,7 +29,7 @@ from .errors import Cancelled, InputError
 from .progress import Progress
 
 __all__ = ["correlate_pair_task", "inversion_jobs", "invert_rows_task",
-           "invert_pairs_over_executor", "assemble_timeseries", "timeseries_tags",
+           "invert_pairs_over_executor", "assemble_timeseries",
            "PART_FOLDER"]
 
 #: hidden folder (under timeseries/) holding the inversion parts while a run is under way
@@ -113,45 +116,34 @@ def invert_rows_task(job, cancelled=None):
     Memory: ``n_pairs x rows x block_cols x 5`` float32 per chunk of columns.
     """
     from . import inversion as inv
-    from .timeseries_io import _PairStack, _weights_block
+    from . import timeseries_io as tio
 
     part = job["part_path"]
     r0, r1 = job["rows"]
     if os.path.exists(part):
         return {"part": part, "rows": (r0, r1), "reused": True}
     p = job["params"]
-    pairs = _pairs_from_job(job)
-    dates64, pi, pj = inv.network_dates([x.reference_date for x in pairs],
-                                        [x.secondary_date for x in pairs])
-    nd = len(dates64)
-    Q = inv.regularisation_matrix(dates64, p["lam"], p["lam2"])
+    settings = {k: p[k] for k in tio.WINDOW_SETTINGS}
     width = job["width"]
-    out = np.full((2 * nd + 7, r1 - r0, width), np.nan, np.float32)
-    stack = _PairStack(pairs)
-    try:
+    with tio.PairStack(_pairs_from_job(job)) as stack:
         if stack.width != width or stack.height != job["height"]:
             raise InputError("Pair raster '%s' changed size during the inversion (%dx%d, "
                              "expected %dx%d). Run the pipeline again."
-                             % (pairs[0].path, stack.width, stack.height, width, job["height"]))
+                             % (stack.first_path, stack.width, stack.height, width,
+                                job["height"]))
+        dates64, pi, pj = stack.network()
+        nd = len(dates64)
+        Q = inv.regularisation_matrix(dates64, p["lam"], p["lam2"])
+        out = np.full((2 * nd + 7, r1 - r0, width), np.nan, np.float32)
         for c0 in range(0, width, job["block_cols"]):
             if cancelled is not None and cancelled():
                 raise Cancelled()
             c1 = min(c0 + job["block_cols"], width)
-            data = stack.read(((r0, r1), (c0, c1)))
-            n = data.shape[1]
-            wp = _weights_block(data, p["weighting"], p["min_ncc"], p["min_snr"]).reshape(n, -1)
-            ce, cn, st = inv.invert_arrays(data[0].reshape(n, -1), data[1].reshape(n, -1), wp,
-                                           pi, pj, dates64, robust=p["robust"],
-                                           min_obs=p["min_obs"], max_iter=p["max_iter"], Q=Q)
-            del data, wp
-            v, vs = inv.velocity_magnitude(st[0], st[1], st[2], st[3])
-            bh, bw = r1 - r0, c1 - c0
-            out[:nd, :, c0:c1] = ce.reshape(nd, bh, bw)
-            out[nd:2 * nd, :, c0:c1] = cn.reshape(nd, bh, bw)
-            vel = np.stack([st[0], st[1], v, vs, st[4], st[5], st[6]]).astype(np.float32)
-            out[2 * nd:, :, c0:c1] = vel.reshape(7, bh, bw)
-    finally:
-        stack.close()
+            ce, cn, bands = tio.invert_window(stack, ((r0, r1), (c0, c1)), pi, pj, dates64, Q,
+                                              **settings)
+            out[:nd, :, c0:c1] = ce
+            out[nd:2 * nd, :, c0:c1] = cn
+            out[2 * nd:, :, c0:c1] = bands
     os.makedirs(os.path.dirname(part), exist_ok=True)
     tmp = os.path.join(os.path.dirname(part), ".%s.%s.partial.npy" % (
         os.path.basename(part), uuid.uuid4().hex[:8]))
@@ -166,60 +158,16 @@ def invert_rows_task(job, cancelled=None):
 
 def assemble_timeseries(jobs, out_dir, dates_iso, transform, crs, tags, progress=None):
     """Write ``ts_east_m.tif``, ``ts_north_m.tif``, ``velocity.tif`` and
-    ``network_flags.tif`` (same layout and tags as :mod:`.timeseries_io`) from the parts,
-    atomically, then remove the parts. Memory: one part at a time."""
-    import contextlib
-
-    import rasterio
-    from rasterio.windows import Window
-
-    from . import inversion as inv
+    ``network_flags.tif`` (:class:`.timeseries_io.TimeseriesWriter`: same layout and tags
+    as :func:`.timeseries_io.invert_pair_rasters`) from the parts, atomically, then remove
+    the parts. Memory: one part at a time."""
     from .progress import as_progress
-    from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output
-    from .timeseries_io import FLAGS_DESCRIPTION
+    from .timeseries_io import TimeseriesWriter
 
     progress = as_progress(progress)
     h, w = jobs[0]["height"], jobs[0]["width"]
     nd = len(dates_iso)
-    paths = dict(ts_east=os.path.join(out_dir, "ts_east_m.tif"),
-                 ts_north=os.path.join(out_dir, "ts_north_m.tif"),
-                 velocity=os.path.join(out_dir, "velocity.tif"),
-                 flags=os.path.join(out_dir, "network_flags.tif"))
-
-    def profile(count, dtype, nodata):
-        prof = dict(GTIFF_FLOAT_OPTIONS, height=h, width=w, count=count, dtype=dtype, crs=crs,
-                    transform=transform)
-        if nodata is not None:
-            prof["nodata"] = nodata
-        if h < 256 or w < 256:
-            prof.update(tiled=False)
-            prof.pop("blockxsize")
-            prof.pop("blockysize")
-        if dtype != "float32":
-            prof["predictor"] = 2
-        return prof
-
-    str_tags = {k: str(v) for k, v in tags.items()}
-    with contextlib.ExitStack() as es:
-        tmp = {k: es.enter_context(atomic_output(p)) for k, p in paths.items()}
-        dst_e = es.enter_context(rasterio.open(tmp["ts_east"], "w", **profile(nd, "float32",
-                                                                           np.nan)))
-        dst_n = es.enter_context(rasterio.open(tmp["ts_north"], "w", **profile(nd, "float32",
-                                                                            np.nan)))
-        dst_v = es.enter_context(rasterio.open(tmp["velocity"], "w", **profile(6, "float32",
-                                                                            np.nan)))
-        dst_f = es.enter_context(rasterio.open(tmp["flags"], "w", **profile(1, "uint8", None)))
-        for dst, comp in ((dst_e, "east"), (dst_n, "north")):
-            for i, d in enumerate(dates_iso, start=1):
-                dst.set_band_description(i, d)
-                dst.update_tags(i, DATE=d)
-            dst.update_tags(**str_tags, COMPONENT=comp, UNITS="m",
-                            CONTENT="cumulative %s displacement since %s" % (comp, dates_iso[0]))
-        for i, d in enumerate(inv.VELOCITY_BANDS, start=1):
-            dst_v.set_band_description(i, d)
-        dst_v.update_tags(**str_tags)
-        dst_f.set_band_description(1, "network_flags")
-        dst_f.update_tags(**str_tags, FLAGS=FLAGS_DESCRIPTION)
+    with TimeseriesWriter(out_dir, dates_iso, h, w, transform, crs, tags) as tw:
         for k, job in enumerate(jobs):
             progress.check()
             r0, r1 = job["rows"]
@@ -229,32 +177,15 @@ def assemble_timeseries(jobs, out_dir, dates_iso, transform, crs, tags, progress
                                  "folder '%s' and run again." % (
                                      job["part_path"], arr.shape, (2 * nd + 7, r1 - r0, w),
                                      os.path.dirname(job["part_path"])))
-            win = Window(0, r0, w, r1 - r0)
-            dst_e.write(arr[:nd], window=win)
-            dst_n.write(arr[nd:2 * nd], window=win)
-            dst_v.write(arr[2 * nd:2 * nd + 6], window=win)
-            flags = np.nan_to_num(arr[2 * nd + 6], nan=0.0).astype(np.uint8)
-            dst_f.write(flags[None], window=win)
+            tw.write(r0, 0, arr[:nd], arr[nd:2 * nd], arr[2 * nd:])
             progress.update((k + 1) / len(jobs), "writing time series %d/%d" % (k + 1, len(jobs)))
-        for dst in (dst_e, dst_n, dst_v, dst_f):
-            dst.close()
     part_dir = os.path.dirname(jobs[0]["part_path"])
     shutil.rmtree(part_dir, ignore_errors=True)
     try:
         os.rmdir(os.path.dirname(part_dir))
     except OSError:
         pass
-    return paths
-
-
-def timeseries_tags(dates_iso, params, pair_names):
-    """Dataset tags of the time-series files (same keys as :mod:`.timeseries_io`)."""
-    full = dict(params, n_pairs=len(pair_names), n_dates=len(dates_iso), pairs=pair_names)
-    return dict(DATES=",".join(dates_iso), FIRST_DATE=dates_iso[0],
-                LAMBDA=float(params["lam"]), LAMBDA2=float(params["lam2"]),
-                ROBUST=params["robust"], WEIGHTING=params["weighting"],
-                MIN_OBS=int(params["min_obs"]), N_PAIRS=len(pair_names),
-                SLIDEWATCH_PARAMS=json.dumps(full))
+    return tw.paths
 
 
 def invert_pairs_over_executor(pair_paths, output_folder, executor, params, block_rows=64,
@@ -273,10 +204,8 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
     """
     import hashlib
 
-    import rasterio
-
-    from . import inversion as inv
     from . import timeseries_io as tio
+    from .inversion import iso
     from .progress import as_progress
 
     progress = as_progress(progress)
@@ -284,30 +213,17 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
     if not pair_paths:
         raise InputError("No pair raster to invert. Run the correlation first.")
     ip = dict(params)
-    pairs = []
-    for path in pair_paths:
-        if not os.path.exists(path):
-            raise InputError("Pair raster '%s' does not exist. Run the correlation first."
-                             % path)
-        ref, sec = tio._pair_dates(path)
-        pairs.append(tio.PairRaster(path, ref, sec))
-    pairs.sort(key=lambda r: (r.reference_date, r.secondary_date, r.path))
-    dates64, pi, pj = inv.network_dates([x.reference_date for x in pairs],
-                                        [x.secondary_date for x in pairs])
-    dates_iso = [inv.iso(d) for d in dates64]
-    with rasterio.open(pairs[0].path) as src:
-        height, width, transform, crs = src.height, src.width, src.transform, src.crs
-    if ip["lam"] == "auto":
-        stack = tio._PairStack(pairs)
-        try:
-            lam, _info = tio._auto_lambda(stack, pi, pj, dates64, ip["lam2"], ip["robust"],
-                                          ip["weighting"], ip["min_ncc"], ip["min_snr"],
-                                          ip["min_obs"], lam_sample)
-        finally:
-            stack.close()
-        ip["lam"] = float(lam)
+    pairs = tio.pair_rasters_from_paths(pair_paths)
+    with tio.PairStack(pairs) as stack:
+        dates64, pi, pj = stack.network()
+        height, width, transform, crs = stack.height, stack.width, stack.transform, stack.crs
+        lam, lam_info = tio.select_lambda(stack, ip["lam"], pi, pj, dates64, ip["lam2"],
+                                          ip["robust"], ip["weighting"], ip["min_ncc"],
+                                          ip["min_snr"], ip["min_obs"], lam_sample)
+    dates_iso = [iso(d) for d in dates64]
+    if lam_info:
         log("inversion: regularisation chosen by generalised cross-validation: lam = %g" % lam)
-    ip["lam"] = float(ip["lam"])
+    ip["lam"] = float(lam)
     key_src = json.dumps([run_key, sorted(ip.items(), key=lambda kv: kv[0]),
                           [os.path.abspath(p.path) for p in pairs],
                           [(os.path.getsize(p.path), os.path.getmtime(p.path)) for p in pairs],
@@ -325,7 +241,7 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
     reused = sum(1 for r in results if r["reused"])
     if reused:
         log("inversion: %d row block(s) reused from an interrupted run" % reused)
-    tags = timeseries_tags(dates_iso, ip, [os.path.basename(x.path) for x in pairs])
+    tags = tio.timeseries_tags(dates_iso, ip, [os.path.basename(x.path) for x in pairs])
     paths = assemble_timeseries(jobs, ts_dir, dates_iso, transform, crs, tags,
                                 progress=progress.sub(0.9, 1.0))
     return dict(paths=paths, lam=ip["lam"], dates=dates_iso, n_pairs=len(pairs),

@@ -27,6 +27,7 @@ import csv
 import json
 import os
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ def _date_from_name(name, which):
         return None
 
 
-def _pair_dates(path):
+def pair_dates(path):
+    """(reference, secondary) datetime64[D] of a pair raster: its REFERENCE_DATE /
+    SECONDARY_DATE tags, else the dates of its name ``pair_YYYYMMDD_YYYYMMDD``."""
     import rasterio
     try:
         with rasterio.open(path) as src:
@@ -103,6 +106,22 @@ def _pair_dates(path):
                              "pair_YYYYMMDD_YYYYMMDD.tif. Re-create it with SlideWatch."
                              % (path, key))
         out.append(d)
+    return out
+
+
+_pair_dates = pair_dates  # older private name (tests/test_executor.py)
+
+
+def pair_rasters_from_paths(paths):
+    """:class:`PairRaster` list (sorted by dates) for explicit pair raster paths."""
+    out = []
+    for path in paths:
+        if not os.path.exists(path):
+            raise InputError("Pair raster '%s' does not exist. Run the correlation first."
+                             % path)
+        ref, sec = pair_dates(path)
+        out.append(PairRaster(path, ref, sec))
+    out.sort(key=lambda r: (r.reference_date, r.secondary_date, r.path))
     return out
 
 
@@ -151,7 +170,7 @@ def find_pair_rasters(source, pairs_csv=None):
                              "of the correlation step." % pair_dir)
     out = []
     for p in paths:
-        ref, sec = _pair_dates(p)
+        ref, sec = pair_dates(p)
         if ref == sec:
             continue
         if sec < ref:
@@ -193,8 +212,13 @@ def _read_pairs_csv(path, selected_only=True):
 
 
 # --------------------------------------------------------------------------- reading
-class _PairStack:
-    """Open pair rasters on one grid; reads windows of the five bands."""
+class PairStack:
+    """Open pair rasters on one grid; reads windows of the five bands.
+
+    Use as a context manager (or call :meth:`close`). ``height``, ``width``,
+    ``transform``, ``crs`` describe the common grid; a raster on another grid raises
+    InputError.
+    """
 
     def __init__(self, pairs):
         import rasterio
@@ -225,8 +249,21 @@ class _PairStack:
         self.height, self.width = src0.height, src0.width
         self.transform, self.crs = src0.transform, src0.crs
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def network(self, dates=None):
+        """``(dates64, pi, pj)`` of the stack (see :func:`.inversion.network_dates`)."""
+        return inv.network_dates([p.reference_date for p in self.pairs],
+                                 [p.secondary_date for p in self.pairs], dates)
+
     def read(self, window):
-        """(east, north, ncc, snr, status) arrays (n_pairs, h, w) float32 for a window."""
+        """(east, north, ncc, snr, status) arrays (n_pairs, h, w) float32 for a window
+        ``((r0, r1), (c0, c1))``."""
         from rasterio.windows import Window
         (r0, r1), (c0, c1) = window
         win = Window(c0, r0, c1 - c0, r1 - r0)
@@ -258,89 +295,26 @@ def _blocks(height, width, block):
     return out
 
 
-def _weights_block(data, weighting, min_ncc, min_snr):
+#: keyword settings of :func:`invert_window` (besides the network and Q)
+WINDOW_SETTINGS = ("robust", "weighting", "min_obs", "min_ncc", "min_snr", "max_iter")
+
+
+def window_weights(data, weighting="ncc", min_ncc=None, min_snr=None):
+    """Prior weights (n_pairs, h, w) of a window read by :meth:`PairStack.read`."""
     east, north, ncc, snr, status = data
     status = np.where(np.isfinite(status), status, 1)
     return inv.prior_weights(east, north, ncc, snr, status, weighting, min_ncc, min_snr)
 
 
-# --------------------------------------------------------------------------- driver
-def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEFAULT_LAM2,
-                        robust="tukey", weighting="ncc", min_obs=3, min_ncc=None,
-                        min_snr=None, block_size=256, lam_sample=400, pairs_csv=None,
-                        max_iter=12, dates=None, progress=None):
-    """Invert every pixel of a stack of pair rasters; write the ``timeseries/`` files.
-
-    Parameters are those of :func:`slidewatch.core.inversion.invert_network` plus
-    ``source`` / ``pairs_csv`` (see :func:`find_pair_rasters`), ``output_folder`` (the
-    files go to ``output_folder/timeseries/``) and ``block_size`` (pixels per block side;
-    memory grows with ``n_pairs * block_size^2``). Output dates are the dates of the pair
-    rasters, plus every date of the pairs.csv when one is used (a date whose pairs were all
-    deselected or failed is bridged by the regularisation and flagged), plus ``dates``.
-    Returns :class:`TimeseriesOutputs`.
-    """
-    progress = as_progress(progress)
-    if int(block_size) < 1:
-        raise ParameterError("block_size must be >= 1 (got %r)." % block_size)
-    block_size = int(block_size)
-    inv._check_params(robust, min_obs, max_iter, 3)
-    if weighting not in inv.WEIGHTINGS:
-        raise ParameterError("weighting must be one of %s (got %r)."
-                             % (", ".join(inv.WEIGHTINGS), weighting))
-    pairs = find_pair_rasters(source, pairs_csv)
-    if len(pairs) < 1:
-        raise InputError("No usable pair raster found in '%s'." % source)
-    csv_path = str(source) if str(source).lower().endswith(".csv") else pairs_csv
-    all_dates = None
-    if csv_path or dates is not None:
-        # the output dates: every date of the stack (pairs.csv rows, selected or not) and
-        # any requested date; dates without a usable pair are bridged by the regularisation
-        all_dates = [p.reference_date for p in pairs] + [p.secondary_date for p in pairs]
-        if csv_path:
-            all_dates += stack_dates_from_csv(csv_path)
-        if dates is not None:
-            all_dates += list(inv.to_datetime64(dates))
-    dates64, pi, pj = inv.network_dates([p.reference_date for p in pairs],
-                                        [p.secondary_date for p in pairs], all_dates)
-    dates_iso = [inv.iso(d) for d in dates64]
-    progress.info("Inverting %d pairs over %d dates (%s to %s)."
-                  % (len(pairs), len(dates64), dates_iso[0], dates_iso[-1]))
-    out_dir = os.path.join(os.path.abspath(str(output_folder)), TS_FOLDER)
-    stack = _PairStack(pairs)
-    try:
-        info = {}
-        if isinstance(lam, str):
-            if lam != "auto":
-                raise ParameterError("lam must be a number >= 0 or 'auto' (got %r)." % lam)
-            lam, info = _auto_lambda(stack, pi, pj, dates64, lam2, robust, weighting, min_ncc,
-                                     min_snr, min_obs, lam_sample)
-            progress.info("Regularisation chosen by generalised cross-validation: lam = %g"
-                          % lam)
-        Q = inv.regularisation_matrix(dates64, lam, lam2)
-        paths = dict(ts_east=os.path.join(out_dir, "ts_east_m.tif"),
-                     ts_north=os.path.join(out_dir, "ts_north_m.tif"),
-                     velocity=os.path.join(out_dir, "velocity.tif"),
-                     flags=os.path.join(out_dir, "network_flags.tif"))
-        params = dict(lam=float(lam), lam2=float(lam2), robust=robust, weighting=weighting,
-                      min_obs=int(min_obs), min_ncc=min_ncc, min_snr=min_snr,
-                      max_iter=int(max_iter), n_pairs=len(pairs), n_dates=len(dates64),
-                      pairs=[os.path.basename(p.path) for p in pairs])
-        tags = dict(DATES=",".join(dates_iso), FIRST_DATE=dates_iso[0],
-                    LAMBDA=float(lam), LAMBDA2=float(lam2), ROBUST=robust,
-                    WEIGHTING=weighting, MIN_OBS=int(min_obs), N_PAIRS=len(pairs),
-                    SLIDEWATCH_PARAMS=json.dumps(params))
-        _run_blocks(stack, paths, dates_iso, pi, pj, dates64, Q, tags, block_size, robust,
-                    weighting, min_ncc, min_snr, min_obs, max_iter, progress)
-    finally:
-        stack.close()
-    return TimeseriesOutputs(paths["ts_east"], paths["ts_north"], paths["velocity"],
-                             paths["flags"], dates_iso, float(lam), float(lam2), len(pairs),
-                             info)
-
-
-def _auto_lambda(stack, pi, pj, dates64, lam2, robust, weighting, min_ncc, min_snr, min_obs,
-                 sample):
-    """GCV on pixels from up to 5 windows spread over the raster."""
+def select_lambda(stack, lam, pi, pj, dates64, lam2=inv.DEFAULT_LAM2, robust="tukey",
+                  weighting="ncc", min_ncc=None, min_snr=None, min_obs=3,
+                  sample=inv.DEFAULT_LAM_SAMPLE):
+    """The lambda of a raster run: ``lam`` if it is a number, else ("auto") the GCV choice
+    of :func:`.inversion.choose_lambda` on ``sample`` pixels drawn from up to 5 windows of
+    64 x 64 pixels spread over the grid (centre and the four quarter points).
+    Returns ``(lam, info)`` as :func:`.inversion.resolve_lambda`."""
+    if not (isinstance(lam, str) and lam.strip().lower() == "auto"):
+        return inv.resolve_lambda(lam, None, None, None, pi, pj, dates64)
     h, w = stack.height, stack.width
     s = max(1, min(64, h, w))
     centres = [(h // 2, w // 2), (h // 4, w // 4), (h // 4, 3 * w // 4), (3 * h // 4, w // 4),
@@ -354,18 +328,65 @@ def _auto_lambda(stack, pi, pj, dates64, lam2, robust, weighting, min_ncc, min_s
             continue
         seen.add((r0, c0))
         data = stack.read(((r0, r0 + s), (c0, c0 + s)))
-        wp = _weights_block(data, weighting, min_ncc, min_snr)
         n = data.shape[1]
         es.append(data[0].reshape(n, -1))
         ns.append(data[1].reshape(n, -1))
-        ws.append(wp.reshape(n, -1))
-    e = np.concatenate(es, axis=1)
-    n = np.concatenate(ns, axis=1)
-    wpr = np.concatenate(ws, axis=1)
-    lam, grid, scores = inv.choose_lambda(e, n, wpr, pi, pj, dates64, lam2=lam2, sample=sample,
-                                          robust=robust, min_obs=min_obs)
-    return lam, dict(lambda_grid=[float(g) for g in grid],
-                     lambda_gcv=[float(x) for x in scores])
+        ws.append(window_weights(data, weighting, min_ncc, min_snr).reshape(n, -1))
+    return inv.resolve_lambda(lam, np.concatenate(es, axis=1), np.concatenate(ns, axis=1),
+                              np.concatenate(ws, axis=1), pi, pj, dates64, lam2, robust,
+                              min_obs, sample)
+
+
+def invert_window(stack, window, pi, pj, dates64, Q, robust="tukey", weighting="ncc",
+                  min_obs=3, min_ncc=None, min_snr=None, max_iter=12):
+    """Invert every pixel of a window ``((r0, r1), (c0, c1))`` of a :class:`PairStack`.
+
+    ``pi``, ``pj``, ``dates64``: the network (:meth:`PairStack.network`); ``Q``: the
+    regularisation matrix (:func:`.inversion.regularisation_matrix` with the resolved
+    lambda, see :func:`select_lambda`). Returns float32 arrays ``cum_east``,
+    ``cum_north`` (n_dates, h, w) and ``bands`` (7, h, w): the six
+    :data:`.inversion.VELOCITY_BANDS` then the network flags. Pixels are independent,
+    so results do not depend on how a raster is split into windows.
+    """
+    return invert_window_data(stack.read(window), pi, pj, dates64, Q, robust, weighting,
+                              min_obs, min_ncc, min_snr, max_iter)
+
+
+def invert_window_data(data, pi, pj, dates64, Q, robust="tukey", weighting="ncc", min_obs=3,
+                       min_ncc=None, min_snr=None, max_iter=12):
+    """:func:`invert_window` on a window already read by :meth:`PairStack.read`
+    (``data``: (5, n_pairs, h, w))."""
+    n, bh, bw = data.shape[1:]
+    wp = window_weights(data, weighting, min_ncc, min_snr).reshape(n, -1)
+    ce, cn, st = inv.invert_arrays(data[0].reshape(n, -1), data[1].reshape(n, -1), wp, pi, pj,
+                                   dates64, robust=robust, min_obs=min_obs, max_iter=max_iter,
+                                   Q=Q)
+    del wp
+    v, vs = inv.velocity_magnitude(st[0], st[1], st[2], st[3])
+    bands = np.stack([st[0], st[1], v, vs, st[4], st[5], st[6]]).astype(np.float32)
+    nd = len(dates64)
+    return ce.reshape(nd, bh, bw), cn.reshape(nd, bh, bw), bands.reshape(7, bh, bw)
+
+
+# --------------------------------------------------------------------------- writing
+def timeseries_paths(out_dir):
+    """The four output files of a time-series folder."""
+    return dict(ts_east=os.path.join(out_dir, "ts_east_m.tif"),
+                ts_north=os.path.join(out_dir, "ts_north_m.tif"),
+                velocity=os.path.join(out_dir, "velocity.tif"),
+                flags=os.path.join(out_dir, "network_flags.tif"))
+
+
+def timeseries_tags(dates_iso, params, pair_names):
+    """Dataset tags of the time-series files. ``params``: lam (number), lam2, robust,
+    weighting, min_obs and any other parameter (all go to SLIDEWATCH_PARAMS)."""
+    full = dict(params, n_pairs=len(pair_names), n_dates=len(dates_iso),
+                pairs=list(pair_names))
+    return dict(DATES=",".join(dates_iso), FIRST_DATE=dates_iso[0],
+                LAMBDA=float(params["lam"]), LAMBDA2=float(params["lam2"]),
+                ROBUST=params["robust"], WEIGHTING=params["weighting"],
+                MIN_OBS=int(params["min_obs"]), N_PAIRS=len(pair_names),
+                SLIDEWATCH_PARAMS=json.dumps(full, default=str))
 
 
 def _profile(height, width, count, dtype, crs, transform, nodata):
@@ -382,67 +403,154 @@ def _profile(height, width, count, dtype, crs, transform, nodata):
     return prof
 
 
-def _run_blocks(stack, paths, dates_iso, pi, pj, dates64, Q, tags, block_size, robust,
-                weighting, min_ncc, min_snr, min_obs, max_iter, progress):
-    import rasterio
-    from rasterio.windows import Window
+class TimeseriesWriter:
+    """Context manager writing the ``timeseries/`` files window by window, atomically.
 
-    h, w = stack.height, stack.width
-    nd = len(dates_iso)
-    blocks = _blocks(h, w, block_size)
-    with ExitStack() as es:
-        # bounded GDAL block cache: inputs are read once per block (windows follow the
-        # 256-pixel tiles by default), outputs are flushed block by block
-        es.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
-        tmp = {k: es.enter_context(atomic_output(p)) for k, p in paths.items()}
-        fprof = lambda count: _profile(h, w, count, "float32", stack.crs, stack.transform,
-                                       np.nan)
-        dst_e = es.enter_context(rasterio.open(tmp["ts_east"], "w", **fprof(nd)))
-        dst_n = es.enter_context(rasterio.open(tmp["ts_north"], "w", **fprof(nd)))
-        dst_v = es.enter_context(rasterio.open(tmp["velocity"], "w", **fprof(6)))
-        dst_f = es.enter_context(rasterio.open(
-            tmp["flags"], "w", **_profile(h, w, 1, "uint8", stack.crs, stack.transform, None)))
-        for dst, comp in ((dst_e, "east"), (dst_n, "north")):
-            for i, d in enumerate(dates_iso, start=1):
+    ``with TimeseriesWriter(out_dir, dates_iso, height, width, transform, crs, tags) as
+    tw: tw.write(r0, c0, cum_east, cum_north, bands)`` (arrays as returned by
+    :func:`invert_window`). The files appear under their final names only when the
+    block exits without an exception; ``tw.paths`` gives them.
+    """
+
+    def __init__(self, out_dir, dates_iso, height, width, transform, crs, tags):
+        self.paths = timeseries_paths(out_dir)
+        self.dates_iso = list(dates_iso)
+        self.height, self.width = int(height), int(width)
+        self.transform, self.crs = transform, crs
+        self.tags = {k: str(v) for k, v in tags.items()}
+        self._es = None
+
+    def __enter__(self):
+        import rasterio
+        self._es = ExitStack()
+        try:
+            self._open(self._es, rasterio)
+        except BaseException:
+            self._es.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def _open(self, es, rasterio):
+        h, w, nd = self.height, self.width, len(self.dates_iso)
+        tmp = {k: es.enter_context(atomic_output(p)) for k, p in self.paths.items()}
+
+        def prof(count, dtype="float32", nodata=np.nan):
+            return _profile(h, w, count, dtype, self.crs, self.transform, nodata)
+
+        self.dst_e = es.enter_context(rasterio.open(tmp["ts_east"], "w", **prof(nd)))
+        self.dst_n = es.enter_context(rasterio.open(tmp["ts_north"], "w", **prof(nd)))
+        self.dst_v = es.enter_context(rasterio.open(tmp["velocity"], "w", **prof(6)))
+        self.dst_f = es.enter_context(rasterio.open(tmp["flags"], "w",
+                                                    **prof(1, "uint8", None)))
+        first = self.dates_iso[0]
+        for dst, comp in ((self.dst_e, "east"), (self.dst_n, "north")):
+            for i, d in enumerate(self.dates_iso, start=1):
                 dst.set_band_description(i, d)
                 dst.update_tags(i, DATE=d)
-            dst.update_tags(**{k: str(v) for k, v in tags.items()},
-                            COMPONENT=comp, UNITS="m",
-                            CONTENT="cumulative %s displacement since %s" % (comp, dates_iso[0]))
+            dst.update_tags(**self.tags, COMPONENT=comp, UNITS="m",
+                            CONTENT="cumulative %s displacement since %s" % (comp, first))
         for i, d in enumerate(inv.VELOCITY_BANDS, start=1):
-            dst_v.set_band_description(i, d)
-        dst_v.update_tags(**{k: str(v) for k, v in tags.items()})
-        dst_f.set_band_description(1, "network_flags")
-        dst_f.update_tags(**{k: str(v) for k, v in tags.items()}, FLAGS=FLAGS_DESCRIPTION)
+            self.dst_v.set_band_description(i, d)
+        self.dst_v.update_tags(**self.tags)
+        self.dst_f.set_band_description(1, "network_flags")
+        self.dst_f.update_tags(**self.tags, FLAGS=FLAGS_DESCRIPTION)
 
-        pool = es.enter_context(ThreadPoolExecutor(max_workers=1))
-        future = pool.submit(stack.read, blocks[0])
-        for bi, blk in enumerate(blocks):
+    def write(self, r0, c0, cum_east, cum_north, bands):
+        from rasterio.windows import Window
+        bh, bw = bands.shape[1], bands.shape[2]
+        win = Window(c0, r0, bw, bh)
+        self.dst_e.write(cum_east, window=win)
+        self.dst_n.write(cum_north, window=win)
+        self.dst_v.write(bands[:6], window=win)
+        flags = np.nan_to_num(bands[6], nan=0.0).astype(np.uint8)
+        self.dst_f.write(flags[None], window=win)
+
+    def __exit__(self, *exc):
+        # datasets close before the atomic renames (ExitStack unwinds in reverse order)
+        return self._es.__exit__(*exc)
+
+
+# --------------------------------------------------------------------------- driver
+def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEFAULT_LAM2,
+                        robust="tukey", weighting="ncc", min_obs=3, min_ncc=None,
+                        min_snr=None, block_size=256, lam_sample=inv.DEFAULT_LAM_SAMPLE,
+                        pairs_csv=None, max_iter=12, dates=None, progress=None):
+    """Invert every pixel of a stack of pair rasters; write the ``timeseries/`` files.
+
+    Parameters are those of :func:`slidewatch.core.inversion.invert_network` plus
+    ``source`` / ``pairs_csv`` (see :func:`find_pair_rasters`), ``output_folder`` (the
+    files go to ``output_folder/timeseries/``) and ``block_size`` (pixels per block side;
+    memory grows with ``n_pairs * block_size^2``). ``lam="auto"`` (default) chooses the
+    regularisation once for the whole stack by generalised cross-validation on
+    ``lam_sample`` pixels (:func:`select_lambda`). Output dates are the dates of the pair
+    rasters, plus every date of the pairs.csv when one is used (a date whose pairs were all
+    deselected or failed is bridged by the regularisation and flagged), plus ``dates``.
+    Returns :class:`TimeseriesOutputs`.
+    """
+    import rasterio
+
+    progress = as_progress(progress)
+    if int(block_size) < 1:
+        raise ParameterError("block_size must be >= 1 (got %r)." % block_size)
+    block_size = int(block_size)
+    inv.check_params(robust, min_obs, max_iter)
+    if weighting not in inv.WEIGHTINGS:
+        raise ParameterError("weighting must be one of %s (got %r)."
+                             % (", ".join(inv.WEIGHTINGS), weighting))
+    pairs = find_pair_rasters(source, pairs_csv)
+    if len(pairs) < 1:
+        raise InputError("No usable pair raster found in '%s'." % source)
+    csv_path = str(source) if str(source).lower().endswith(".csv") else pairs_csv
+    all_dates = None
+    if csv_path or dates is not None:
+        # the output dates: every date of the stack (pairs.csv rows, selected or not) and
+        # any requested date; dates without a usable pair are bridged by the regularisation
+        all_dates = [p.reference_date for p in pairs] + [p.secondary_date for p in pairs]
+        if csv_path:
+            all_dates += stack_dates_from_csv(csv_path)
+        if dates is not None:
+            all_dates += list(inv.to_datetime64(dates))
+    settings = dict(robust=robust, weighting=weighting, min_obs=int(min_obs), min_ncc=min_ncc,
+                    min_snr=min_snr, max_iter=int(max_iter))
+    out_dir = os.path.join(os.path.abspath(str(output_folder)), TS_FOLDER)
+    with PairStack(pairs) as stack:
+        dates64, pi, pj = stack.network(all_dates)
+        dates_iso = [inv.iso(d) for d in dates64]
+        progress.info("Inverting %d pairs over %d dates (%s to %s)."
+                      % (len(pairs), len(dates64), dates_iso[0], dates_iso[-1]))
+        lam, info = select_lambda(stack, lam, pi, pj, dates64, lam2, robust, weighting,
+                                  min_ncc, min_snr, min_obs, lam_sample)
+        if info:
+            progress.info("Regularisation chosen by generalised cross-validation: lam = %g"
+                          % lam)
+        Q = inv.regularisation_matrix(dates64, lam, lam2)
+        tags = timeseries_tags(dates_iso, dict(settings, lam=float(lam), lam2=float(lam2)),
+                               [os.path.basename(p.path) for p in pairs])
+        blocks = _blocks(stack.height, stack.width, block_size)
+        # bounded GDAL block cache: inputs are read once per block (windows follow the
+        # 256-pixel tiles by default), outputs are flushed block by block
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
+                TimeseriesWriter(out_dir, dates_iso, stack.height, stack.width,
+                                 stack.transform, stack.crs, tags) as tw, \
+                ThreadPoolExecutor(max_workers=1) as pool:
+            # the pair rasters are read in a background thread: the next block is read
+            # while the current one is inverted (reading releases the GIL)
+            future = pool.submit(stack.read, blocks[0])
+            for bi, blk in enumerate(blocks):
+                progress.check()
+                data = future.result()
+                if bi + 1 < len(blocks):
+                    future = pool.submit(stack.read, blocks[bi + 1])
+                ce, cn, bands = invert_window_data(data, pi, pj, dates64, Q, **settings)
+                del data
+                tw.write(blk[0][0], blk[1][0], ce, cn, bands)
+                progress.update((bi + 1) / len(blocks), "Inverted block %d/%d"
+                                % (bi + 1, len(blocks)))
             progress.check()
-            data = future.result()
-            if bi + 1 < len(blocks):
-                future = pool.submit(stack.read, blocks[bi + 1])
-            (r0, r1), (c0, c1) = blk
-            bh, bw = r1 - r0, c1 - c0
-            n = data.shape[1]
-            wp = _weights_block(data, weighting, min_ncc, min_snr).reshape(n, -1)
-            ce, cn, st = inv.invert_arrays(data[0].reshape(n, -1), data[1].reshape(n, -1), wp,
-                                           pi, pj, dates64, robust=robust, min_obs=min_obs,
-                                           max_iter=max_iter, Q=Q)
-            del data, wp
-            v, vs = inv.velocity_magnitude(st[0], st[1], st[2], st[3])
-            vel = np.stack([st[0], st[1], v, vs, st[4], st[5]]).astype(np.float32)
-            win = Window(c0, r0, bw, bh)
-            dst_e.write(ce.reshape(nd, bh, bw), window=win)
-            dst_n.write(cn.reshape(nd, bh, bw), window=win)
-            dst_v.write(vel.reshape(6, bh, bw), window=win)
-            dst_f.write(st[6].astype(np.uint8).reshape(1, bh, bw), window=win)
-            progress.update((bi + 1) / len(blocks), "Inverted block %d/%d" % (bi + 1,
-                                                                              len(blocks)))
-        progress.check()
-        # close the datasets before the atomic renames (ExitStack closes in reverse order)
-        for dst in (dst_e, dst_n, dst_v, dst_f):
-            dst.close()
+        paths = tw.paths
+    return TimeseriesOutputs(paths["ts_east"], paths["ts_north"], paths["velocity"],
+                             paths["flags"], dates_iso, float(lam), float(lam2), len(pairs),
+                             info)
 
 
 def write_pair_raster(path, east, north, ncc, snr, status, transform, crs, reference_date,
