@@ -234,8 +234,25 @@ def correlate_prepared(ref_stack, sec_stack, rows, cols, image_shape, row_offset
                          params["min_snr"], SUBPIXEL_MODES[params["subpixel"]],
                          params["max_iter"], params["tol"],
                          INTERPOLATIONS[params["interpolation"]], numba.get_num_threads(),
-                         bool(np.all(np.diff(lefts) > 0)), pre, dy, dx, ncc, snr, status)
+                         bool(np.all(np.diff(lefts) > 0)), row_groups(rows, h), pre, dy,
+                         dx, ncc, snr, status)
     return dx, dy, ncc, snr, status
+
+
+def row_groups(rows, height):
+    """Chunk id of every row of window centres for the shared integer search.
+
+    Rows evenly spaced by ``d < height`` (their windows overlap) are grouped by
+    ``row // (K.ROW_GROUP * d)`` (image coordinates: the same groups whichever block of
+    rows is passed, provided blocks start at multiples of ``K.ROW_GROUP`` rows of the
+    default centres, as :func:`slidewatch.core.pair_correlation.correlate_pair_rasters`
+    does); other rows are chunks of their own.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    d = np.diff(rows)
+    if rows.size > 1 and np.all(d == d[0]) and 0 < d[0] < height:
+        return rows // (K.ROW_GROUP * int(d[0]))
+    return np.arange(rows.size, dtype=np.int64)
 
 
 def pad_image(image, margin):

@@ -110,8 +110,9 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
             row = A[c, r_lo + r]
             t = tmp[r]
             if tx == 0.0:
+                rp = row[ix:ix + W]
                 for j in range(W):
-                    t[j] = row[ix + j]
+                    t[j] = rp[j]
             elif nt == 8:
                 # Lanczos-4 (default): all taps in one pass (one store per output sample)
                 w0 = np.float32(wx[0])
@@ -122,20 +123,22 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
                 w5 = np.float32(wx[5])
                 w6 = np.float32(wx[6])
                 w7 = np.float32(wx[7])
-                o0 = ix - 3
+                # slice first: non-negative indices let LLVM drop the wrap-around checks
+                # and vectorise (measured ~4x faster than indexing row[ix - 3 + j])
+                rp = row[ix - 3:ix + W + 5]
                 for j in range(W):
-                    p = o0 + j
-                    t[j] = (((w0 * row[p] + w1 * row[p + 1]) + (w2 * row[p + 2] + w3 * row[p + 3]))
-                            + ((w4 * row[p + 4] + w5 * row[p + 5])
-                               + (w6 * row[p + 6] + w7 * row[p + 7])))
+                    t[j] = (((w0 * rp[j] + w1 * rp[j + 1]) + (w2 * rp[j + 2] + w3 * rp[j + 3]))
+                            + ((w4 * rp[j + 4] + w5 * rp[j + 5])
+                               + (w6 * rp[j + 6] + w7 * rp[j + 7])))
             else:
                 for j in range(W):
                     t[j] = 0.0
                 for b in range(nt):
                     wb = np.float32(wx[b])
                     off = ix + b - a + 1
+                    rp = row[off:off + W]
                     for j in range(W):
-                        t[j] += wb * row[off + j]
+                        t[j] += wb * rp[j]
         for i in range(H):
             o = out[c, i]
             if ty == 0.0:
@@ -336,9 +339,10 @@ def _region_sum(A, r0, c0, nr, nc):
     acc = 0.0
     for c in range(A.shape[0]):
         for i in range(nr):
-            row = A[c, r0 + i]
+            # sliced rows: non-negative indices, no wrap-around checks, so LLVM vectorises
+            row = A[c, r0 + i, c0:c0 + nc]
             for j in range(nc):
-                acc += row[c0 + j]
+                acc += row[j]
     return acc
 
 
@@ -348,9 +352,9 @@ def _region_ss(A, r0, c0, nr, nc, m):
     acc = 0.0
     for c in range(A.shape[0]):
         for i in range(nr):
-            row = A[c, r0 + i]
+            row = A[c, r0 + i, c0:c0 + nc]
             for j in range(nc):
-                d = row[c0 + j] - m
+                d = row[j] - m
                 acc += d * d
     return acc
 
@@ -361,21 +365,22 @@ def _template_clean(ref, t0, l0, h, w, nk, wd, tn, gxa, gya):
     C = ref.shape[0]
     for c in range(C):
         for i in range(h):
-            rr = ref[c, t0 + i]
+            # sliced rows (non-negative indices: vectorised, see _region_sum)
+            rr = ref[c, t0 + i, l0 - nk:l0 + w + nk]
             o = tn[c, i]
             gx = gxa[c, i]
             gy = gya[c, i]
             for j in range(w):
-                o[j] = rr[l0 + j]
+                o[j] = rr[nk + j]
                 gx[j] = 0.0
                 gy[j] = 0.0
             for k in range(1, nk + 1):
                 wk = np.float32(wd[k - 1])
-                up = ref[c, t0 + i + k]
-                dn = ref[c, t0 + i - k]
+                up = ref[c, t0 + i + k, l0:l0 + w]
+                dn = ref[c, t0 + i - k, l0:l0 + w]
                 for j in range(w):
-                    gx[j] += wk * (rr[l0 + j + k] - rr[l0 + j - k])
-                    gy[j] += wk * (up[l0 + j] - dn[l0 + j])
+                    gx[j] += wk * (rr[nk + j + k] - rr[nk + j - k])
+                    gy[j] += wk * (up[j] - dn[j])
     hxx = 0.0
     hxy = 0.0
     hyy = 0.0
@@ -579,65 +584,93 @@ def _parabola(cm, c0, cp):
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract", "arcp"}, error_model="numpy")
-def _strip_dots(ref, sec, t0, lefts, qsel, h, w, s, cst, Rs, Ss, colsum, prefix, pbad, num):
-    """Integer-search numerators of all windows of one row of centres, sharing work.
+def _group_dots(Rs, Ss, bnd, rseg0, rseg1, lq, w, s, segsum, colsum, num):
+    """Integer-search numerators of all windows of a chunk, sharing work both ways.
 
-    For every shift (u, v), ``colsum[j] = sum_i (R[t0+i, j] - cst) (S[t0+i+u-s, j+v-s]
-    - cst)`` is computed once for all columns of the strip and each window's numerator
-    is a difference of prefix sums of ``colsum``: the cost per window and shift is about
-    ``h * step`` instead of ``h * w`` multiply-adds (neighbouring windows overlap when
-    step < width). NaN pixels propagate (such windows use the masked path instead).
-    ``prefix``/``pbad`` are unused (kept for the signature).
+    ``Rs`` (C, nrow, ncol) / ``Ss`` (C, nrow + 2s, ncol + 2s): the chunk's reference rows
+    and secondary search rows, offset by the chunk constant. The rows are cut into
+    segments at every window top and bottom (``bnd``, increasing, relative to ``Rs``);
+    window row ``r`` covers segments ``rseg0[r] .. rseg1[r] - 1`` and window ``q``
+    columns ``lq[q] .. lq[q] + w - 1``. For every shift (u, v):
+
+    * ``segsum[k, j] = sum over the rows i of segment k of Rs[i, j] * Ss[i + u, j + v]``
+      (float32): each product of the chunk is computed once per shift, however many
+      windows (vertically and horizontally) contain it;
+    * per window row the column sums over its ``h`` rows are the sum of its segments,
+      and each window's numerator the sum of its ``w`` column sums (float64):
+      ``num[u * ns + v, r * nq + q]``.
+
+    NaN pixels propagate into the columns / segments that contain them, so they only
+    spoil windows that contain an invalid pixel (those use the masked path instead).
+    The result of a window depends only on the chunk's rows and columns, which the
+    caller derives from the window grid alone (block/halo seams stay bit-identical).
     """
-    C = ref.shape[0]
+    C = Rs.shape[0]
+    ncol = Rs.shape[2]
     ns = 2 * s + 1
-    nq = qsel.shape[0]
-    jmin = lefts[qsel[0]]
-    jmax = lefts[qsel[nq - 1]] + w
-    ncol = jmax - jmin
-    for c in range(C):
-        for i in range(h):
-            for j in range(ncol):
-                Rs[c, i, j] = ref[c, t0 + i, jmin + j] - cst
-        for i in range(h + 2 * s):
-            for j in range(ncol + 2 * s):
-                Ss[c, i, j] = sec[c, t0 - s + i, jmin - s + j] - cst
+    nseg = bnd.shape[0] - 1
+    nr = rseg0.shape[0]
+    nq = lq.shape[0]
     for u in range(ns):
         for v in range(ns):
-            for j in range(ncol):
-                colsum[j] = 0.0
-            for c in range(C):
-                # four rows per pass: 4 products per load/store of colsum (the loop is
-                # load/store bound; measured ~1.5x faster than one row per pass)
-                i = 0
-                while i + 4 <= h:
-                    r0 = Rs[c, i]
-                    r1 = Rs[c, i + 1]
-                    r2 = Rs[c, i + 2]
-                    r3 = Rs[c, i + 3]
-                    s0 = Ss[c, i + u]
-                    s1 = Ss[c, i + u + 1]
-                    s2 = Ss[c, i + u + 2]
-                    s3 = Ss[c, i + u + 3]
+            sh = u * ns + v
+            for k in range(nseg):
+                seg = segsum[k]
+                for j in range(ncol):
+                    seg[j] = 0.0
+                end = bnd[k + 1]
+                for c in range(C):
+                    # four rows per pass: 4 products per load/store of seg (the loop is
+                    # load/store bound)
+                    i = bnd[k]
+                    while i + 4 <= end:
+                        r0 = Rs[c, i]
+                        r1 = Rs[c, i + 1]
+                        r2 = Rs[c, i + 2]
+                        r3 = Rs[c, i + 3]
+                        s0 = Ss[c, i + u]
+                        s1 = Ss[c, i + u + 1]
+                        s2 = Ss[c, i + u + 2]
+                        s3 = Ss[c, i + u + 3]
+                        for j in range(ncol):
+                            seg[j] += ((r0[j] * s0[j + v] + r1[j] * s1[j + v])
+                                       + (r2[j] * s2[j + v] + r3[j] * s3[j + v]))
+                        i += 4
+                    while i < end:
+                        rr = Rs[c, i]
+                        sr = Ss[c, i + u]
+                        for j in range(ncol):
+                            seg[j] += rr[j] * sr[j + v]
+                        i += 1
+            for r in range(nr):
+                k0 = rseg0[r]
+                k1 = rseg1[r]
+                if k1 - k0 == 1:
+                    cs = segsum[k0]
+                else:
+                    cs = colsum
+                    a0 = segsum[k0]
+                    a1 = segsum[k0 + 1]
                     for j in range(ncol):
-                        colsum[j] += ((r0[j] * s0[j + v] + r1[j] * s1[j + v])
-                                      + (r2[j] * s2[j + v] + r3[j] * s3[j + v]))
-                    i += 4
-                while i < h:
-                    rr = Rs[c, i]
-                    sr = Ss[c, i + u]
-                    for j in range(ncol):
-                        colsum[j] += rr[j] * sr[j + v]
-                    i += 1
-            # each window's numerator: sum of its w column sums (a vectorised reduction;
-            # measured faster than prefix sums, and a NaN column, i.e. an invalid pixel,
-            # only spoils the windows that contain it)
-            for k in range(nq):
-                l0 = lefts[qsel[k]] - jmin
-                acc = 0.0
-                for j in range(w):
-                    acc += colsum[l0 + j]
-                num[k, u, v] = acc
+                        cs[j] = a0[j] + a1[j]
+                    k = k0 + 2
+                    while k + 2 <= k1:
+                        a0 = segsum[k]
+                        a1 = segsum[k + 1]
+                        for j in range(ncol):
+                            cs[j] += a0[j] + a1[j]
+                        k += 2
+                    if k < k1:
+                        a0 = segsum[k]
+                        for j in range(ncol):
+                            cs[j] += a0[j]
+                base = r * nq
+                for q in range(nq):
+                    l0 = lq[q]
+                    acc = 0.0
+                    for j in range(w):
+                        acc += cs[l0 + j]
+                    num[sh, base + q] = acc
 
 
 @njit(cache=True, nogil=True, fastmath=_FM_SAFE, error_model="numpy")
@@ -652,9 +685,9 @@ def _strip_colsums(sec, r0, c0, h, ns, ncol, cst, col1, col2):
         a2[j] = 0.0
     for c in range(C):
         for i in range(h):
-            row = sec[c, r0 + i]
+            row = sec[c, r0 + i, c0:c0 + ncol]
             for j in range(ncol):
-                x = row[c0 + j] - cst
+                x = row[j] - cst
                 a1[j] += x
                 a2[j] += x * x
     # next row shifts by sliding: add the entering row, remove the leaving one (float64,
@@ -668,13 +701,33 @@ def _strip_colsums(sec, r0, c0, h, ns, ncol, cst, col1, col2):
             a1[j] = p1[j]
             a2[j] = p2[j]
         for c in range(C):
-            rin = sec[c, r0 + u - 1 + h]
-            rout = sec[c, r0 + u - 1]
+            rin = sec[c, r0 + u - 1 + h, c0:c0 + ncol]
+            rout = sec[c, r0 + u - 1, c0:c0 + ncol]
             for j in range(ncol):
-                x = rin[c0 + j] - cst
-                y = rout[c0 + j] - cst
+                x = rin[j] - cst
+                y = rout[j] - cst
                 a1[j] += x - y
                 a2[j] += x * x - y * y
+
+
+@njit(cache=True, nogil=True, fastmath=_FM_SAFE, error_model="numpy")
+def _surface_shared(pre_num, s1, s2, ns, n, tmean, cst, tnorm, min_var, surf):
+    """NCC surface from shared numerators ``pre_num`` (offset by ``cst``) and the sums of
+    the secondary window ``s1`` (of S - cst) and ``s2`` (of its square) of every shift;
+    shifts with a flat secondary window get -inf. Branch-free so that LLVM vectorises it
+    (NaN-free inputs: fast path only)."""
+    for u in range(ns):
+        for v in range(ns):
+            ssum = s1[u, v]
+            ssum2 = s2[u, v]
+            svar = ssum2 - ssum * ssum / n
+            ms = ssum / n + cst
+            # sum (R - tmean)(S - mS) = sum R'S' - n (tmean - cst)(mS - cst)
+            num = pre_num[u, v] - n * (tmean - cst) * (ssum / n)
+            val = num / (tnorm * math.sqrt(max(svar, 1e-300)))
+            bad = ((svar <= min_var * n) | (svar <= 1e-9 * ssum2)
+                   | (svar <= 1e-12 * (ms * ms + 1.0) * n))
+            surf[u, v] = -np.inf if bad else val
 
 
 @njit(cache=True, nogil=True)
@@ -684,7 +737,7 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
     """Estimate one window; out = [dy, dx, ncc, snr, status].
 
     ``has_num``: ``pre_num[u, v]`` already holds ``sum((R - cst) * (S_uv - cst))`` for
-    this window (shared strip computation, see :func:`_strip_dots`); valid only when
+    this window (shared chunk computation, see :func:`_group_dots`); valid only when
     the window and its search area hold no NaN (fast path). Then ``col1[u, lq + j]`` /
     ``col2[u, lq + j]`` also hold the per-column sums of ``(S - cst)`` and its square over
     the ``h`` rows of row shift ``u`` (:func:`_strip_colsums`), and the secondary window
@@ -750,18 +803,18 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
             # secondary statistics of all shifts from the strip's column sums: sliding
             # sums over w columns (stored in sat[0] / sat2[0] as [u, v])
             for u in range(ns):
-                c1 = col1[u]
-                c2 = col2[u]
+                c1 = col1[u, lq:lq + w + ns - 1]
+                c2 = col2[u, lq:lq + w + ns - 1]
                 a1 = 0.0
                 a2 = 0.0
                 for j in range(w):
-                    a1 += c1[lq + j]
-                    a2 += c2[lq + j]
+                    a1 += c1[j]
+                    a2 += c2[j]
                 sat[0, u, 0] = a1
                 sat2[0, u, 0] = a2
                 for v in range(1, ns):
-                    a1 += c1[lq + v - 1 + w] - c1[lq + v - 1]
-                    a2 += c2[lq + v - 1 + w] - c2[lq + v - 1]
+                    a1 += c1[v - 1 + w] - c1[v - 1]
+                    a2 += c2[v - 1 + w] - c2[v - 1]
                     sat[0, u, v] = a1
                     sat2[0, u, v] = a2
         # summed-area tables of (S - off) and its square
@@ -782,14 +835,13 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
                     sat[c, i + 1, j + 1] = sat[c, i, j + 1] + rs
                     sat2[c, i + 1, j + 1] = sat2[c, i, j + 1] + rs2
         tnorm = math.sqrt(tvar)
-        if not has_num:
+        if has_num:
+            _surface_shared(pre_num, sat[0], sat2[0], ns, ntpl, tmean, cst, tnorm, min_var,
+                            surf)
+        else:
             _surface_dots(T, Sw, ns, surf)
-        for u in range(ns):
-            for v in range(ns):
-                if has_num:
-                    ssum = sat[0, u, v]
-                    ssum2 = sat2[0, u, v]
-                else:
+            for u in range(ns):
+                for v in range(ns):
                     ssum = 0.0
                     ssum2 = 0.0
                     for c in range(C):
@@ -797,18 +849,13 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
                                  + sat[c, u, v])
                         ssum2 += (sat2[c, u + h, v + w] - sat2[c, u, v + w]
                                   - sat2[c, u + h, v] + sat2[c, u, v])
-                svar = ssum2 - ssum * ssum / ntpl
-                ms = ssum / ntpl + off
-                if (svar <= min_var * ntpl or svar <= 1e-9 * ssum2
-                        or svar <= 1e-12 * (ms * ms + 1.0) * ntpl):
-                    surf[u, v] = -np.inf
-                else:
-                    if has_num:
-                        # sum (R - tmean)(S - mS) = sum R'S' - n (tmean - cst)(mS - cst)
-                        num = pre_num[u, v] - ntpl * (tmean - cst) * (ssum / ntpl)
+                    svar = ssum2 - ssum * ssum / ntpl
+                    ms = ssum / ntpl + off
+                    if (svar <= min_var * ntpl or svar <= 1e-9 * ssum2
+                            or svar <= 1e-12 * (ms * ms + 1.0) * ntpl):
+                        surf[u, v] = -np.inf
                     else:
-                        num = surf[u, v]
-                    surf[u, v] = num / (tnorm * math.sqrt(svar))
+                        surf[u, v] = surf[u, v] / (tnorm * math.sqrt(svar))
     else:
         min_count = (1.0 - max_invalid) * ntpl
         nflat = 0
@@ -887,18 +934,53 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
 
 
 # --------------------------------------------------------------------------- all windows
+#: Window rows per chunk of the shared path (vertical sharing of the integer-search
+#: products): rows of centres are grouped by ``row // (ROW_GROUP * step)`` in image
+#: coordinates, and the block-wise driver cuts blocks at multiples of it.
+ROW_GROUP = 8
+
+#: Window columns per chunk of the shared path (bounds the chunk buffers: ~0.5 MB at
+#: step 8-10, window 32, so that a chunk's rows stay in the L2 cache).
+CHUNK_COLS = 64
+
+
+@njit(cache=True, nogil=True)
+def _scratch(C, h, w, s, a):
+    """Per-thread scratch buffers of :func:`_one_window`: (T, Sw, sat, sat2, surf, tn,
+    gxa, gya, b2, tmp, wy, wx, res, out)."""
+    ns = 2 * s + 1
+    return (np.empty((C, h, w), np.float32),
+            np.empty((C, h + 2 * s, w + 2 * s), np.float32),
+            np.empty((C, h + 2 * s + 1, w + 2 * s + 1), np.float64),
+            np.empty((C, h + 2 * s + 1, w + 2 * s + 1), np.float64),
+            np.empty((ns, ns), np.float64),
+            np.empty((C, h, w), np.float32),
+            np.empty((C, h, w), np.float32),
+            np.empty((C, h, w), np.float32),
+            np.empty((C, h, w), np.float32),
+            np.empty((h + 2 * a, w), np.float32),
+            np.empty(2 * a, np.float64),
+            np.empty(2 * a, np.float64),
+            np.zeros(5, np.float64),
+            np.empty(5, np.float64))
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def correlate_grid(ref, sec, tops, lefts, h, w, s, max_invalid, min_var, min_ncc, min_snr,
-                   mode, max_iter, tol, interp_a, nthreads, shared, pre_status, dy, dx, ncc,
-                   snr, status):
+                   mode, max_iter, tol, interp_a, nthreads, shared, row_group, pre_status,
+                   dy, dx, ncc, snr, status):
     """Correlate the windows whose top-left corners are ``tops`` x ``lefts`` (padded coords).
 
     ``pre_status`` (len(tops), len(lefts)) int8: non-zero entries are not computed and
     keep that status (e.g. window outside the image). Outputs are filled in place.
-    ``shared``: when the centres are closer than the window width, rows of centres are
-    processed as strips sharing the integer-search products (:func:`_strip_dots`),
-    parallel over rows; otherwise windows are independent, parallel over chunks.
-    ``lefts`` must be increasing.
+    ``shared``: when the centres are closer than the window width, the windows are
+    processed in chunks (consecutive window rows with the same ``row_group`` id x
+    :data:`CHUNK_COLS` window columns) that share the integer-search products
+    (:func:`_group_dots`), parallel over chunks; otherwise windows are independent,
+    parallel over chunks of windows. ``lefts`` must be increasing; ``row_group`` (one
+    int per row, non-decreasing) must depend on the window grid only (not on how a
+    raster is cut into blocks), so that every window's result is bit-identical however
+    the rows are blocked.
     """
     C = ref.shape[0]
     nr = tops.shape[0]
@@ -907,29 +989,33 @@ def correlate_grid(ref, sec, tops, lefts, h, w, s, max_invalid, min_var, min_ncc
     nchunks = min(total, 8 * nthreads)
     if nchunks < 1:
         return
-    ns = 2 * s + 1
     step_c = lefts[1] - lefts[0] if nc > 1 else w
     if shared and step_c < w and nc > 1:
-        for r in prange(nr):
-            _grid_strip(ref, sec, tops, lefts, r, h, w, s, max_invalid, min_var, min_ncc,
-                        min_snr, mode, max_iter, tol, interp_a, pre_status, dy, dx, ncc,
-                        snr, status)
+        # row chunks: runs of equal row_group
+        nrc = 1
+        for r in range(1, nr):
+            if row_group[r] != row_group[r - 1]:
+                nrc += 1
+        rstart = np.empty(nrc + 1, np.int64)
+        k = 0
+        rstart[0] = 0
+        for r in range(1, nr):
+            if row_group[r] != row_group[r - 1]:
+                k += 1
+                rstart[k] = r
+        rstart[nrc] = nr
+        ncc_ = -(-nc // CHUNK_COLS)
+        for k in prange(nrc * ncc_):
+            kr = k // ncc_
+            kq = k - kr * ncc_
+            _grid_chunk(ref, sec, tops, lefts, rstart[kr], rstart[kr + 1],
+                        kq * CHUNK_COLS, min(nc, (kq + 1) * CHUNK_COLS), h, w, s,
+                        max_invalid, min_var, min_ncc, min_snr, mode, max_iter, tol,
+                        interp_a, pre_status, dy, dx, ncc, snr, status)
         return
     for k in prange(nchunks):
-        T = np.empty((C, h, w), np.float32)
-        Sw = np.empty((C, h + 2 * s, w + 2 * s), np.float32)
-        sat = np.empty((C, h + 2 * s + 1, w + 2 * s + 1), np.float64)
-        sat2 = np.empty((C, h + 2 * s + 1, w + 2 * s + 1), np.float64)
-        surf = np.empty((ns, ns), np.float64)
-        tn = np.empty((C, h, w), np.float32)
-        gxa = np.empty((C, h, w), np.float32)
-        gya = np.empty((C, h, w), np.float32)
-        b2 = np.empty((C, h, w), np.float32)
-        tmp = np.empty((h + 2 * interp_a, w), np.float32)
-        wy = np.empty(2 * interp_a, np.float64)
-        wx = np.empty(2 * interp_a, np.float64)
-        res = np.zeros(5, np.float64)
-        out = np.empty(5, np.float64)
+        (T, Sw, sat, sat2, surf, tn, gxa, gya, b2, tmp, wy, wx, res,
+         out) = _scratch(C, h, w, s, interp_a)
         start = (k * total) // nchunks
         stop = ((k + 1) * total) // nchunks
         for idx in range(start, stop):
@@ -954,77 +1040,121 @@ def correlate_grid(ref, sec, tops, lefts, h, w, s, max_invalid, min_var, min_ncc
 
 
 @njit(cache=True, nogil=True)
-def _grid_strip(ref, sec, tops, lefts, r, h, w, s, max_invalid, min_var, min_ncc, min_snr,
-                mode, max_iter, tol, interp_a, pre_status, dy, dx, ncc, snr, status):
-    """All windows of row ``r`` of centres, integer search shared along the row."""
+def _grid_chunk(ref, sec, tops, lefts, rlo, rhi, qlo, qhi, h, w, s, max_invalid, min_var,
+                min_ncc, min_snr, mode, max_iter, tol, interp_a, pre_status, dy, dx, ncc,
+                snr, status):
+    """Windows of rows ``rlo:rhi`` x columns ``qlo:qhi``, integer search shared."""
     C = ref.shape[0]
-    nc = lefts.shape[0]
     ns = 2 * s + 1
-    T = np.empty((C, h, w), np.float32)
-    Sw = np.empty((C, h + 2 * s, w + 2 * s), np.float32)
-    sat = np.empty((C, h + 2 * s + 1, w + 2 * s + 1), np.float64)
-    sat2 = np.empty((C, h + 2 * s + 1, w + 2 * s + 1), np.float64)
-    surf = np.empty((ns, ns), np.float64)
-    tn = np.empty((C, h, w), np.float32)
-    gxa = np.empty((C, h, w), np.float32)
-    gya = np.empty((C, h, w), np.float32)
-    b2 = np.empty((C, h, w), np.float32)
-    tmp = np.empty((h + 2 * interp_a, w), np.float32)
-    wy = np.empty(2 * interp_a, np.float64)
-    wx = np.empty(2 * interp_a, np.float64)
-    res = np.zeros(5, np.float64)
-    out = np.empty(5, np.float64)
-    nsel = 0
-    for q in range(nc):
-        if pre_status[r, q] == 0:
-            nsel += 1
-    qsel = np.empty(nsel, np.int64)
-    k = 0
-    for q in range(nc):
-        if pre_status[r, q] == 0:
-            qsel[k] = q
-            k += 1
-        else:
-            status[r, q] = pre_status[r, q]
-            dy[r, q] = np.nan
-            dx[r, q] = np.nan
-            ncc[r, q] = np.nan
-            snr[r, q] = np.nan
-    if nsel == 0:
+    # rows / columns holding at least one window to compute; the others get pre_status
+    rsel = np.empty(rhi - rlo, np.int64)
+    qsel = np.empty(qhi - qlo, np.int64)
+    nrs = 0
+    for r in range(rlo, rhi):
+        anyr = False
+        for q in range(qlo, qhi):
+            if pre_status[r, q] == 0:
+                anyr = True
+            else:
+                status[r, q] = pre_status[r, q]
+                dy[r, q] = np.nan
+                dx[r, q] = np.nan
+                ncc[r, q] = np.nan
+                snr[r, q] = np.nan
+        if anyr:
+            rsel[nrs] = r
+            nrs += 1
+    nqs = 0
+    for q in range(qlo, qhi):
+        for r in range(rlo, rhi):
+            if pre_status[r, q] == 0:
+                qsel[nqs] = q
+                nqs += 1
+                break
+    if nrs == 0 or nqs == 0:
         return
-    t0 = tops[r]
-    # offset making the strip values small (float32 products): mean of valid template rows
+    (T, Sw, sat, sat2, surf, tn, gxa, gya, b2, tmp, wy, wx, res,
+     out) = _scratch(C, h, w, s, interp_a)
+    tmin = tops[rsel[0]]
+    tmax = tops[rsel[0]]
+    for k in range(nrs):
+        tmin = min(tmin, tops[rsel[k]])
+        tmax = max(tmax, tops[rsel[k]])
+    jmin = lefts[qsel[0]]
+    jmax = lefts[qsel[nqs - 1]] + w
+    nrow = tmax + h - tmin
+    ncol = jmax - jmin
+    # offset making the chunk values small (float32 products): mean of valid reference
     cst = 0.0
     cnt = 0
-    jmin = lefts[qsel[0]]
-    jmax = lefts[qsel[nsel - 1]] + w
     for c in range(C):
-        for i in range(h):
+        for i in range(nrow):
+            row = ref[c, tmin + i]
             for j in range(jmin, jmax):
-                x = ref[c, t0 + i, j]
+                x = row[j]
                 if x == x:
                     cst += x
                     cnt += 1
     cst = cst / cnt if cnt > 0 else 0.0
-    ncol = jmax - jmin
-    Rs = np.empty((C, h, ncol), np.float32)
-    Ss = np.empty((C, h + 2 * s, ncol + 2 * s), np.float32)
+    Rs = np.empty((C, nrow, ncol), np.float32)
+    Ss = np.empty((C, nrow + 2 * s, ncol + 2 * s), np.float32)
+    for c in range(C):
+        for i in range(nrow):
+            row = ref[c, tmin + i]
+            o = Rs[c, i]
+            for j in range(ncol):
+                o[j] = row[jmin + j] - cst
+        for i in range(nrow + 2 * s):
+            row = sec[c, tmin - s + i]
+            o = Ss[c, i]
+            for j in range(ncol + 2 * s):
+                o[j] = row[jmin - s + j] - cst
+    # segment boundaries: every window top and bottom (relative to tmin), sorted unique
+    cand = np.empty(2 * nrs, np.int64)
+    for k in range(nrs):
+        cand[2 * k] = tops[rsel[k]] - tmin
+        cand[2 * k + 1] = tops[rsel[k]] + h - tmin
+    cand = np.sort(cand)
+    nb = 1
+    for k in range(1, 2 * nrs):
+        if cand[k] != cand[nb - 1]:
+            cand[nb] = cand[k]
+            nb += 1
+    bnd = cand[:nb].copy()
+    rseg0 = np.empty(nrs, np.int64)
+    rseg1 = np.empty(nrs, np.int64)
+    for k in range(nrs):
+        t = tops[rsel[k]] - tmin
+        rseg0[k] = np.searchsorted(bnd, t)
+        rseg1[k] = np.searchsorted(bnd, t + h)
+    lq = np.empty(nqs, np.int64)
+    for k in range(nqs):
+        lq[k] = lefts[qsel[k]] - jmin
+    segsum = np.empty((nb - 1, ncol), np.float32)
     colsum = np.empty(ncol, np.float32)
-    prefix = np.empty(ncol + 1, np.float64)
-    num = np.empty((nsel, ns, ns), np.float64)
-    pbad = np.empty(ncol + 1, np.float64)
-    _strip_dots(ref, sec, t0, lefts, qsel, h, w, s, cst, Rs, Ss, colsum, prefix, pbad, num)
+    num = np.empty((ns * ns, nrs * nqs), np.float64)
+    _group_dots(Rs, Ss, bnd, rseg0, rseg1, lq, w, s, segsum, colsum, num)
+    pre_num = np.empty((ns, ns), np.float64)
     col1 = np.empty((ns, ncol + 2 * s), np.float64)
     col2 = np.empty((ns, ncol + 2 * s), np.float64)
-    _strip_colsums(sec, t0 - s, jmin - s, h, ns, ncol + 2 * s, cst, col1, col2)
-    for k in range(nsel):
-        q = qsel[k]
-        _one_window(ref, sec, t0, lefts[q], h, w, s, max_invalid, min_var, min_ncc,
-                    min_snr, mode, max_iter, tol, interp_a, T, Sw, sat, sat2, surf, tn, gxa,
-                    gya, b2, tmp, wy, wx, res, out, num[k], True, cst, col1, col2,
-                    lefts[q] - jmin)
-        dy[r, q] = out[0]
-        dx[r, q] = out[1]
-        ncc[r, q] = out[2]
-        snr[r, q] = out[3]
-        status[r, q] = np.int8(out[4])
+    for kr in range(nrs):
+        r = rsel[kr]
+        t0 = tops[r]
+        _strip_colsums(sec, t0 - s, jmin - s, h, ns, ncol + 2 * s, cst, col1, col2)
+        for kq in range(nqs):
+            q = qsel[kq]
+            if pre_status[r, q] != 0:
+                continue
+            idx = kr * nqs + kq
+            for u in range(ns):
+                for v in range(ns):
+                    pre_num[u, v] = num[u * ns + v, idx]
+            _one_window(ref, sec, t0, lefts[q], h, w, s, max_invalid, min_var, min_ncc,
+                        min_snr, mode, max_iter, tol, interp_a, T, Sw, sat, sat2, surf, tn,
+                        gxa, gya, b2, tmp, wy, wx, res, out, pre_num, True, cst, col1,
+                        col2, lefts[q] - jmin)
+            dy[r, q] = out[0]
+            dx[r, q] = out[1]
+            ncc[r, q] = out[2]
+            snr[r, q] = out[3]
+            status[r, q] = np.int8(out[4])

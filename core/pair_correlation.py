@@ -36,6 +36,7 @@ import numpy as np
 
 from .correlation import (STATUS_MEANINGS, STATUS_VALID, correlate_prepared, normalize_params,
                           prepare, read_margin)
+from .correlation_kernels import ROW_GROUP
 from .errors import InputError, ParameterError
 from .input_checks import check_window_search, validate_pairs_csv
 from .progress import as_progress
@@ -239,7 +240,8 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
     reference_path, secondary_path : rasters on the same grid (size, transform, CRS)
     output_path : the pair raster (conventionally ``pairs/pair_YYYYMMDD_YYYYMMDD.tif``)
     progress : core Progress (cancel between blocks)
-    block_rows : output rows per block (default: from ``memory_mb``)
+    block_rows : output rows per block (default: from ``memory_mb``; rounded up to a
+        multiple of ``ROW_GROUP``)
     reference_date, secondary_date : ISO dates for the tags (default: from the output
         name ``pair_YYYYMMDD_YYYYMMDD``, else from the input names/tags)
     **params : correlation options (window, step, search, subpixel, prefilter, ...)
@@ -285,7 +287,10 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
         cols = np.arange(out_w, dtype=np.int64) * step + step // 2
         if block_rows is None:
             block_rows = _auto_block_rows(corr, W, memory_mb)
-        block_rows = max(1, int(block_rows))
+        # whole chunks of the shared integer search (correlation.row_groups): blocks
+        # start at multiples of ROW_GROUP rows, so tiled results equal untiled ones
+        g = ROW_GROUP
+        block_rows = -(-max(1, int(block_rows)) // g) * g
         rm = read_margin(corr)
         stable_read = _stable_mask_reader(stable_mask, H, W)
         profile = dict(GTIFF_FLOAT_OPTIONS, height=out_h, width=out_w, count=len(BANDS),
