@@ -1,0 +1,111 @@
+"""Shared integer search of the correlation kernels (core/correlation_kernels.py).
+
+The shared path (chunks of window rows x CHUNK_COLS window columns sharing the
+integer-search products, :func:`_group_dots`) must give the same estimates as windows
+computed independently (per-window dot products and summed-area tables), including
+windows with invalid pixels and windows on the seams between chunks.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+from slidewatch.core import correlation as C
+from slidewatch.core import correlation_kernels as K
+
+from .test_correlation import fourier_shift, smooth_texture
+
+
+def _grid(params, ref, sec, shared, rows=None, cols=None):
+    """Run the kernels on the default centres, shared path on or off."""
+    H, W = ref.shape
+    m = C.read_margin(params)
+    rs = C.prepare(C.pad_image(ref.astype(np.float32), m), params)
+    ss = C.prepare(C.pad_image(sec.astype(np.float32), m), params)
+    h, w = params["window"]
+    pad = C.data_margin(params)
+    rows = C.centres(H, params["step"]) if rows is None else rows
+    cols = C.centres(W, params["step"]) if cols is None else cols
+    top = rows - h // 2
+    left = cols - w // 2
+    pre = np.zeros((rows.size, cols.size), np.int8)
+    pre[(top < 0) | (top + h > H), :] = C.STATUS_OUTSIDE
+    pre[:, (left < 0) | (left + w > W)] = C.STATUS_OUTSIDE
+    out = [np.empty(pre.shape) for _ in range(4)] + [np.empty(pre.shape, np.int8)]
+    K.correlate_grid(rs, ss, np.clip(top + pad, 0, None), np.clip(left + pad, 0, None), h, w,
+                     params["search"], params["max_nodata"], params["min_std"] ** 2,
+                     params["min_ncc"], params["min_snr"],
+                     C.SUBPIXEL_MODES[params["subpixel"]], params["max_iter"], params["tol"],
+                     C.INTERPOLATIONS[params["interpolation"]], numba.get_num_threads(),
+                     shared, C.row_groups(rows, h), pre, *out)
+    return out  # dy, dx, ncc, snr, status
+
+
+def _pair(shape, dy, dx, seed):
+    base = smooth_texture((shape[0] + 32, shape[1] + 32), seed=seed)
+    sec = fourier_shift(base, dy, dx)[16:-16, 16:-16]
+    ref = base[16:-16, 16:-16].copy()
+    rng = np.random.default_rng(seed)
+    ref += rng.normal(0, 3, ref.shape)
+    sec += rng.normal(0, 3, sec.shape)
+    return ref, sec
+
+
+@pytest.mark.parametrize("window,step,search,subpixel", [
+    ((24, 32), 5, 3, "iterative"),   # rectangular, step not dividing the window
+    (16, 2, 2, "parabola"),          # > CHUNK_COLS window columns: column seams
+    (12, 3, 2, "none"),              # integer peaks
+])
+def test_shared_equals_independent_windows(window, step, search, subpixel):
+    ref, sec = _pair((120, 200), 0.7, -1.35, seed=3)
+    ref[40:47, 60:90] = np.nan        # nodata patch: masked windows next to shared ones
+    sec[90:93, 150:152] = np.nan      # invalid pixels only in some search areas
+    ref[10, 10] = np.nan
+    p = C.normalize_params(window, step, search, subpixel=subpixel, prefilter="none")
+    a = _grid(p, ref, sec, True)
+    b = _grid(p, ref, sec, False)
+    status_a, status_b = a[4], b[4]
+    n_rows = status_a.shape[0]
+    assert n_rows > 2 * K.ROW_GROUP   # several row chunks
+    if step == 2:
+        assert status_a.shape[1] > K.CHUNK_COLS
+    inside = status_a != C.STATUS_OUTSIDE
+    assert (status_a[inside] == C.STATUS_VALID).mean() > 0.7
+    assert np.any(status_a == C.STATUS_NODATA)
+    # same decisions; same numbers up to float rounding (different summation order)
+    assert np.array_equal(status_a, status_b)
+    for k, tol in ((0, 1e-4), (1, 1e-4), (2, 1e-5)):
+        assert np.array_equal(np.isnan(a[k]), np.isnan(b[k]))
+        assert np.nanmax(np.abs(a[k] - b[k])) < tol, k
+    ok = np.isfinite(a[3])
+    assert np.allclose(a[3][ok], b[3][ok], rtol=1e-4)
+    if subpixel == "none":
+        assert np.array_equal(a[0], b[0], equal_nan=True)
+        assert np.array_equal(a[1], b[1], equal_nan=True)
+
+
+def test_shared_rows_blocked_bit_identical():
+    """A block of rows (as the raster driver reads them) gives bit-identical results to
+    the same rows of the whole grid: chunks follow correlation.row_groups."""
+    ref, sec = _pair((150, 120), -0.4, 0.85, seed=5)
+    ref[70:75, 30:50] = np.nan
+    p = C.normalize_params(20, 4, 3, prefilter="gaussian_hp")
+    H, W = ref.shape
+    rows = C.centres(H, 4)
+    full = _grid(p, ref, sec, True)
+    g = K.ROW_GROUP
+    assert np.array_equal(C.row_groups(rows, 20)[:2 * g], np.repeat([0, 1], g))
+    k0, k1 = g, 3 * g  # a block starting at a multiple of ROW_GROUP rows
+    part = _grid(p, ref, sec, True, rows=rows[k0:k1])
+    for k in range(5):
+        assert np.array_equal(part[k], full[k][k0:k1], equal_nan=True), k
+
+
+def test_row_groups():
+    g = K.ROW_GROUP
+    rows = np.arange(30) * 8 + 4
+    assert np.array_equal(C.row_groups(rows, 32), rows // (8 * g))
+    # windows that do not overlap vertically, uneven rows, a single row: no sharing
+    assert np.array_equal(C.row_groups(rows, 8), np.arange(30))
+    assert np.array_equal(C.row_groups(np.array([3, 5, 9]), 32), np.arange(3))
+    assert np.array_equal(C.row_groups(np.array([7]), 32), [0])
