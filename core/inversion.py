@@ -61,36 +61,41 @@ series against time (m/yr, 365.25-day years); its sigma from the posterior covar
 ``sigma0^2 = sum w r^2 / (n_used - p)``); ``n_obs`` = pairs used with non-zero final
 weight; ``rmse_m`` = RMS of the 2-D residual ``sqrt(r_e^2 + r_n^2)`` of the used pairs.
 
-Choosing lam (default: automatic)
----------------------------------
-``lam`` is dimensionless: with prior weights normalised to a mean of 1 it is the weight of
-one regularisation row (a velocity change times its interval, in metres) relative to one
-average pair. In a Bayesian reading the best value is
-``lam ~ (sigma_pair / sigma_reg)^2`` with ``sigma_pair`` the noise of an average pair and
-``sigma_reg ~ a tau^2`` the displacement that a typical acceleration ``a`` adds over an
-interval ``tau``: it grows with the noise, falls with the acceleration and with the
-fourth power of the sampling interval -- no single number suits every stack.
+Choosing lam (default: from the temporal sampling)
+--------------------------------------------------
+Units. ``lam`` is dimensionless: with prior weights normalised to a mean of 1 it is the
+weight of one regularisation row (a change of velocity times its interval, in metres)
+relative to one average pair. TICOI (``inversion_core``, ``regu="1"``, ``coef``) solves
+for displacements per interval with regularisation rows ``coef * (v_{k+1} - v_k)``, ``v``
+in m/day -- so ``coef`` is a time in days -- next to pair rows of weight 1 (Tukey weights
+<= 1 later): a penalty ``coef^2 dv^2`` against our ``lam tau_k^2 dv^2``. TICOI's
+``coef`` therefore corresponds to ``lam = (coef / tau)^2`` for a sampling interval
+``tau`` (days): its default 100 is ``lam`` 64 at the 12.4-day mean sampling of the
+benchmark network, 400 at 5 days, 11 at 30 days.
 
-The default, ``lam="auto"`` (:data:`DEFAULT_LAM`), therefore chooses it from the data,
-once per call / raster run: :func:`choose_lambda` minimises the generalised
-cross-validation score ``n RSS_w / (n - tr H)^2`` over :data:`LAMBDA_GRID` (0.1 to 1000,
-13 values a third of a decade apart) on a random, seeded sample of ``lam_sample``
-(default 400) valid pixels, with the robust weights of a first run at
-:data:`START_LAM` = 30 held fixed; the chosen value is then used for every pixel. The band
-solver and an O(m bw^2) selected-inverse trace make this cheap (about 20-40 ms for 400
-pixels of 40 dates / 120 pairs, against about 0.8 s for inverting 20 000 pixels). When
-GCV cannot decide (fewer than 3 usable pairs everywhere, noise-free data) ``START_LAM`` is
-used. A number fixes ``lam`` (0 = no regularisation; 1-10 follows abrupt changes of
-velocity more closely, 100-1000 gives smooth series).
+Default (``lam=None``, :data:`DEFAULT_LAM`): :func:`default_lambda` =
+``(LAM_TIME_SCALE_DAYS / tau_mean)^2`` with ``tau_mean`` the mean interval between the
+output dates and :data:`LAM_TIME_SCALE_DAYS` = 150 days. Each regularisation row then
+weighs about ``150 days x (change of velocity)``: a change of velocity costs as much as
+a unit-weight pair missing by the displacement that this change produces in 150 days,
+whatever the sampling (TICOI's convention, with 150 instead of 100 days). 150 days is
+what the benchmark and the demo favour: on bench/bench_inversion.py (40 dates, 120
+pairs, landslide-like accelerations) lam = 147 gives a lower RMSE than TICOI in every
+scenario (see docs/benchmarks.md), and on the demo stack (make demo) the RMSE against the
+true cumulative displacement falls from 0.26 m (lam 30) to 0.24 m (100) and 0.23 m (300)
+with both landslides found. Smaller values (1-10) follow abrupt changes of velocity more
+closely; a number given as ``lam`` is used as is (0 = no regularisation).
 
-Comparison with TICOI (``inversion_core``, ``regu="1"``, ``coef``): TICOI's unknowns are
-displacements per interval and its regularisation rows are ``coef * (v_{k+1} - v_k)``
-with ``v`` in m/day, next to pair rows of weight 1 (Tukey weights <= 1 later), i.e. a
-penalty ``coef^2 (dv)^2``; ours is ``lam tau_k^2 (dv)^2``. So TICOI's default
-``coef = 100`` is ``lam = (100 / tau)^2``: about 64 at the 12.4-day mean sampling of the
-benchmark network, 400 at a 5-day sampling, 11 at 30 days -- a fixed ``coef`` regularises
-dense stacks much more than sparse ones. On the benchmark (bench/bench_inversion.py) GCV
-picks 100-215 with equal-quality pairs and 46 when the pair quality varies with ncc.
+``lam="auto"`` chooses by generalised cross-validation (:func:`choose_lambda`), once per
+call / raster run: the score ``n RSS_w / (n - tr H)^2`` over :data:`LAMBDA_GRID` (0.1 to
+1000, a third of a decade apart) on a seeded random sample of ``lam_sample`` (400) valid
+pixels, robust weights of a first run at the default lambda held fixed; the chosen value
+is used for every pixel. The band solver and an O(m bw^2) selected-inverse trace make it
+cheap (about 2x the cost of inverting the sample). Caveat: GCV sees only what is
+inconsistent within the network; errors that belong to a date (co-registration,
+illumination, shadows of one image) are consistent across all its pairs and look like
+signal, so GCV then under-smooths -- on the demo stack it picks 0.1 (RMSE 0.34 m against
+0.23-0.26 m for lam 30-300). Use it for networks whose errors are pair-specific.
 """
 
 from dataclasses import dataclass, field
@@ -100,13 +105,11 @@ import numpy as np
 from .errors import InputError, ParameterError
 from . import inversion_kernels as K
 
-#: default weight of the first-order (velocity-change) regularisation: "auto" = chosen
-#: once per call / raster run by generalised cross-validation on a sample of pixels
-#: (see "Choosing lam" in the module doc); a number >= 0 fixes it.
-DEFAULT_LAM = "auto"
-#: lambda of the robust first run that gives GCV its weights, and the fallback when GCV
-#: cannot decide (no pixel with 3 usable pairs, noise-free data)
-START_LAM = 30.0
+#: default of ``lam`` (first-order, velocity-change regularisation): None = from the
+#: temporal sampling, :func:`default_lambda`; "auto" = GCV; a number >= 0 is used as is
+DEFAULT_LAM = None
+#: time scale (days) of the default regularisation: lam = (this / mean interval)^2
+LAM_TIME_SCALE_DAYS = 150.0
 #: pixels sampled (seeded) for the GCV choice of lambda
 DEFAULT_LAM_SAMPLE = 400
 #: default weight of the optional second-order regularisation
@@ -142,7 +145,7 @@ class InversionResult:
     n_obs: np.ndarray           # (*S) int32
     rmse: np.ndarray            # (*S) metres
     flags: np.ndarray           # (*S) uint8, see module doc
-    lam: float = START_LAM      # the lambda used (the chosen one when "auto")
+    lam: float = 0.0            # the lambda used (resolved from the default or "auto")
     lam2: float = DEFAULT_LAM2
     info: dict = field(default_factory=dict)
 
@@ -201,10 +204,21 @@ def step_velocities(cum, dates):
 
 
 # ------------------------------------------------------------------- regularisation
+def default_lambda(dates64, time_scale_days=LAM_TIME_SCALE_DAYS):
+    """Default ``lam``: ``(time_scale_days / mean interval between dates in days)^2``
+    (see "Choosing lam" in the module doc). 1.0 for fewer than 2 dates."""
+    d = to_datetime64(dates64)
+    if d.size < 2:
+        return 1.0
+    span = float((d.max() - d.min()).astype("timedelta64[D]").astype(np.float64))
+    tau = max(span / (d.size - 1), 1.0)
+    return float((float(time_scale_days) / tau) ** 2)
+
+
 def regularisation_matrix(dates64, lam, lam2=DEFAULT_LAM2):
     """Normal matrix ``Q`` (n_dates-1 square, float64) of the temporal regularisation.
 
-    ``lam`` must be a number here ("auto" is resolved first by :func:`resolve_lambda`).
+    ``lam`` must be a number here (None / "auto" are resolved by :func:`resolve_lambda`).
     Rows (over all dates, then the column of the fixed first date removed):
     first order  ``(v_{k+1} - v_k) * tau_k``, second order ``(v_{k+2} - 2v_{k+1} + v_k) * tau``.
     """
@@ -298,12 +312,13 @@ def bandwidth(pi, pj, Q):
     return max(span, _q_bandwidth(Q))
 
 
-def invert_arrays(east, north, wprior, pi, pj, dates64, lam=START_LAM, lam2=DEFAULT_LAM2,
+def invert_arrays(east, north, wprior, pi, pj, dates64, lam=None, lam2=DEFAULT_LAM2,
                   robust="tukey", min_obs=3, max_iter=12, n_start=5, c_huber=1.345,
                   c_tukey=4.685, tol=1e-3, sigma_floor=0.01, Q=None):
     """Low-level call: (n_pairs, n_pix) float32 arrays -> raw kernel outputs.
 
-    ``lam`` must be a number (or ``Q`` given): resolve "auto" with :func:`resolve_lambda`.
+    ``lam``: a number, or None for :func:`default_lambda` (ignored when ``Q`` is given);
+    resolve "auto" first with :func:`resolve_lambda`.
 
     Returns ``cum_e, cum_n`` (n_dates, n_pix) float32 and ``stats`` (7, n_pix) float64
     rows ve, vn, sigma_ve, sigma_vn, n_obs, rmse, flags.
@@ -315,7 +330,8 @@ def invert_arrays(east, north, wprior, pi, pj, dates64, lam=START_LAM, lam2=DEFA
     n_pairs, n_pix = east.shape
     n_dates = len(dates64)
     if Q is None:
-        Q = regularisation_matrix(dates64, lam, lam2)
+        Q = regularisation_matrix(dates64, default_lambda(dates64) if lam is None else lam,
+                                  lam2)
     t_years = years_since_first(dates64)
     out_ce = np.empty((n_dates, n_pix), np.float32)
     out_cn = np.empty((n_dates, n_pix), np.float32)
@@ -341,28 +357,29 @@ def choose_lambda(east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2, grid=
                   sample=DEFAULT_LAM_SAMPLE, robust="tukey", seed=0, **kw):
     """Pick lambda by generalised cross-validation on a random sample of pixels.
 
-    A first robust run at :data:`START_LAM` gives each pair's final weight (robust weights
-    recomputed from its residuals); with these weights fixed, the GCV score of every
-    lambda in ``grid`` is computed per pixel, normalised by the pixel's median score and
-    averaged over pixels; the lambda with the lowest mean wins (:data:`START_LAM` if no
-    pixel gives a finite score). ``sample`` pixels with at least 3 usable pairs are drawn
+    A first robust run at :func:`default_lambda` gives each pair's final weight (robust
+    weights recomputed from its residuals); with these weights fixed, the GCV score of
+    every lambda in ``grid`` is computed per pixel, normalised by the pixel's median score
+    and averaged over pixels; the lambda with the lowest mean wins (the default lambda if
+    no pixel gives a finite score). ``sample`` pixels with at least 3 usable pairs are drawn
     with ``seed``. Returns ``(best_lam, grid, scores)``.
     """
     east = np.asarray(east, np.float32)
     north = np.asarray(north, np.float32)
     wprior = np.asarray(wprior, np.float32)
     grid = np.asarray(grid, float)
+    lam0 = default_lambda(dates64)
     usable = (wprior > 0).sum(axis=0) >= max(int(kw.get("min_obs", 3)), 3)
     idx = np.flatnonzero(usable)
     if idx.size == 0:
-        return START_LAM, grid, np.full(grid.size, np.nan)
+        return lam0, grid, np.full(grid.size, np.nan)
     rng = np.random.default_rng(seed)
     if idx.size > sample:
         idx = np.sort(rng.choice(idx, int(sample), replace=False))
     e = np.ascontiguousarray(east[:, idx])
     n = np.ascontiguousarray(north[:, idx])
     wp = np.ascontiguousarray(wprior[:, idx])
-    ce, cn, _ = invert_arrays(e, n, wp, pi, pj, dates64, START_LAM, lam2, robust=robust, **kw)
+    ce, cn, _ = invert_arrays(e, n, wp, pi, pj, dates64, lam0, lam2, robust=robust, **kw)
     wfinal = _final_weights(e, n, wp, pi, pj, ce, cn, robust)
     Q1 = regularisation_matrix(dates64, 1.0, 0.0)
     Q2 = (regularisation_matrix(dates64, 1.0, lam2) - Q1) if lam2 > 0 else np.zeros_like(Q1)
@@ -376,33 +393,41 @@ def choose_lambda(east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2, grid=
         good = np.isfinite(norm).all(axis=0)
         mean = np.nanmean(norm[:, good], axis=1) if good.any() else np.full(grid.size, np.nan)
     if not np.isfinite(mean).any():
-        return START_LAM, grid, mean
+        return lam0, grid, mean
     return float(grid[int(np.nanargmin(mean))]), grid, mean
 
 
 def resolve_lambda(lam, east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2,
                    robust="tukey", min_obs=3, sample=DEFAULT_LAM_SAMPLE):
-    """The lambda to use: ``lam`` itself if it is a number >= 0, the GCV choice of
-    :func:`choose_lambda` on (a sample of) the given pixels if it is "auto".
+    """The lambda to use: ``lam`` itself if it is a number >= 0, :func:`default_lambda`
+    of the dates if it is None, the GCV choice of :func:`choose_lambda` on (a sample of)
+    the given pixels if it is "auto".
 
     ``east``, ``north``, ``wprior``: (n_pairs, n_pix) observations and prior weights (only
-    read for "auto"). Returns ``(lam, info)``, ``info`` holding the GCV grid and scores
-    when they were computed. Raises ParameterError for anything else.
+    read for "auto"). Returns ``(lam, info)``; ``info["lambda_rule"]`` is "given",
+    "sampling" or "gcv" (then with the GCV grid and scores). Raises ParameterError for
+    anything else.
     """
+    if lam is None:
+        return default_lambda(dates64), dict(lambda_rule="sampling",
+                                             lambda_time_scale_days=LAM_TIME_SCALE_DAYS)
     if isinstance(lam, str):
         if lam.strip().lower() != "auto":
-            raise ParameterError("lam must be a number >= 0 or 'auto' (got %r)." % lam)
+            raise ParameterError("lam must be a number >= 0, 'auto' or empty for the default "
+                                 "(got %r)." % lam)
         best, grid, scores = choose_lambda(east, north, wprior, pi, pj, dates64, lam2=lam2,
                                            sample=sample, robust=robust, min_obs=min_obs)
-        return best, dict(lambda_auto=True, lambda_grid=[float(g) for g in grid],
+        return best, dict(lambda_rule="gcv", lambda_grid=[float(g) for g in grid],
                           lambda_gcv=[float(x) for x in scores])
     try:
         value = float(lam)
     except (TypeError, ValueError):
-        raise ParameterError("lam must be a number >= 0 or 'auto' (got %r)." % (lam,)) from None
+        raise ParameterError("lam must be a number >= 0, 'auto' or empty for the default "
+                             "(got %r)." % (lam,)) from None
     if not np.isfinite(value) or value < 0:
-        raise ParameterError("lam must be a number >= 0 or 'auto' (got %r)." % (lam,))
-    return value, {}
+        raise ParameterError("lam must be a number >= 0, 'auto' or empty for the default "
+                             "(got %r)." % (lam,))
+    return value, dict(lambda_rule="given")
 
 
 def _final_weights(e, n, wp, pi, pj, ce, cn, robust):
@@ -438,8 +463,9 @@ def invert_network(east, north, ref_dates, sec_dates, ncc=None, snr=None, status
     ncc, snr, status : optional arrays (n_pairs, *S) quality bands (status 0 = valid)
     dates : optional list of output dates (must contain every pair date; extra dates are
         bridged by the regularisation)
-    lam : "auto" (default: chosen once for the call by GCV on ``lam_sample`` pixels, see
-        :func:`choose_lambda` and the module doc) or a float >= 0; lam2 : float >= 0
+    lam : None (default: :func:`default_lambda` of the dates, see the module doc), a float
+        >= 0, or "auto" (chosen once for the call by GCV on ``lam_sample`` pixels,
+        :func:`choose_lambda`); lam2 : float >= 0
     robust : "tukey" (default), "huber" or "none"; weighting : "ncc" or "none"
     min_obs : pixels with fewer usable pairs are NaN
 

@@ -198,7 +198,7 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
     writing a part file; the driver assembles the parts. Parts of an interrupted run with
     the same ``run_key`` (parameters + inputs) are reused.
 
-    ``params``: dict with lam (number or "auto"), lam2, robust, weighting, min_obs,
+    ``params``: dict with lam (number, None for the default or "auto"), lam2, robust, weighting, min_obs,
     min_ncc, min_snr, max_iter. Returns a dict: paths, lam, dates, n_pairs, n_dates,
     n_blocks, reused_blocks.
     """
@@ -221,8 +221,7 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
                                           ip["robust"], ip["weighting"], ip["min_ncc"],
                                           ip["min_snr"], ip["min_obs"], lam_sample)
     dates_iso = [iso(d) for d in dates64]
-    if lam_info:
-        log("inversion: regularisation chosen by generalised cross-validation: lam = %g" % lam)
+    log("inversion: %s" % tio.lambda_message(lam, lam_info))
     ip["lam"] = float(lam)
     key_src = json.dumps([run_key, sorted(ip.items(), key=lambda kv: kv[0]),
                           [os.path.abspath(p.path) for p in pairs],

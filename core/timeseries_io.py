@@ -18,6 +18,14 @@ error leaves none of them, and existing ones untouched):
   regularisation), 4 = at least one pair rejected as an outlier, 8 = too few valid pairs
   (outputs NaN), 16 = solver failure (outputs NaN).
 
+Building blocks (public, shared with the distributed driver of :mod:`.pipeline_tasks`):
+:func:`find_pair_rasters` / :func:`pair_rasters_from_paths` / :func:`pair_dates`,
+:class:`PairStack` (open rasters on one grid, ``read(window)``, ``network()``),
+:func:`select_lambda` (once per run: a number, the sampling default, or GCV),
+:func:`invert_window` / :func:`invert_window_data` (one window -> cumulative series and
+the seven output bands), :class:`TimeseriesWriter` (the four files, atomically, window
+by window) and :func:`timeseries_tags`.
+
 Memory is bounded by the block size: one block holds ``n_pairs x block^2`` values of the
 five input bands (about 160 MB for 120 pairs and 256 x 256 blocks), whatever the raster
 size. The next block is read in a background thread while the current one is inverted.
@@ -309,9 +317,10 @@ def window_weights(data, weighting="ncc", min_ncc=None, min_snr=None):
 def select_lambda(stack, lam, pi, pj, dates64, lam2=inv.DEFAULT_LAM2, robust="tukey",
                   weighting="ncc", min_ncc=None, min_snr=None, min_obs=3,
                   sample=inv.DEFAULT_LAM_SAMPLE):
-    """The lambda of a raster run: ``lam`` if it is a number, else ("auto") the GCV choice
-    of :func:`.inversion.choose_lambda` on ``sample`` pixels drawn from up to 5 windows of
-    64 x 64 pixels spread over the grid (centre and the four quarter points).
+    """The lambda of a raster run, once for the whole stack: ``lam`` if it is a number,
+    :func:`.inversion.default_lambda` of the dates if None, the GCV choice of
+    :func:`.inversion.choose_lambda` if "auto" (on ``sample`` pixels drawn from up to 5
+    windows of 64 x 64 pixels spread over the grid: centre and the four quarter points).
     Returns ``(lam, info)`` as :func:`.inversion.resolve_lambda`."""
     if not (isinstance(lam, str) and lam.strip().lower() == "auto"):
         return inv.resolve_lambda(lam, None, None, None, pi, pj, dates64)
@@ -335,6 +344,15 @@ def select_lambda(stack, lam, pi, pj, dates64, lam2=inv.DEFAULT_LAM2, robust="tu
     return inv.resolve_lambda(lam, np.concatenate(es, axis=1), np.concatenate(ns, axis=1),
                               np.concatenate(ws, axis=1), pi, pj, dates64, lam2, robust,
                               min_obs, sample)
+
+
+def lambda_message(lam, info):
+    """One log line saying which lambda is used and why."""
+    why = {"sampling": "default: (%g days / mean interval)^2" % info.get(
+        "lambda_time_scale_days", inv.LAM_TIME_SCALE_DAYS),
+           "gcv": "chosen by generalised cross-validation",
+           "given": "as given"}.get(info.get("lambda_rule"), "")
+    return "Regularisation lam = %g (%s)" % (lam, why)
 
 
 def invert_window(stack, window, pi, pj, dates64, Q, robust="tukey", weighting="ncc",
@@ -480,9 +498,9 @@ def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEF
     Parameters are those of :func:`slidewatch.core.inversion.invert_network` plus
     ``source`` / ``pairs_csv`` (see :func:`find_pair_rasters`), ``output_folder`` (the
     files go to ``output_folder/timeseries/``) and ``block_size`` (pixels per block side;
-    memory grows with ``n_pairs * block_size^2``). ``lam="auto"`` (default) chooses the
-    regularisation once for the whole stack by generalised cross-validation on
-    ``lam_sample`` pixels (:func:`select_lambda`). Output dates are the dates of the pair
+    memory grows with ``n_pairs * block_size^2``). ``lam`` is resolved once for the whole
+    stack by :func:`select_lambda` (None = the default from the temporal sampling,
+    "auto" = generalised cross-validation on ``lam_sample`` pixels). Output dates are the dates of the pair
     rasters, plus every date of the pairs.csv when one is used (a date whose pairs were all
     deselected or failed is bridged by the regularisation and flagged), plus ``dates``.
     Returns :class:`TimeseriesOutputs`.
@@ -520,9 +538,7 @@ def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEF
                       % (len(pairs), len(dates64), dates_iso[0], dates_iso[-1]))
         lam, info = select_lambda(stack, lam, pi, pj, dates64, lam2, robust, weighting,
                                   min_ncc, min_snr, min_obs, lam_sample)
-        if info:
-            progress.info("Regularisation chosen by generalised cross-validation: lam = %g"
-                          % lam)
+        progress.info(lambda_message(lam, info))
         Q = inv.regularisation_matrix(dates64, lam, lam2)
         tags = timeseries_tags(dates_iso, dict(settings, lam=float(lam), lam2=float(lam2)),
                                [os.path.basename(p.path) for p in pairs])

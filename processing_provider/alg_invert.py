@@ -27,20 +27,19 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
         "themselves).<br>"
         "<b>pairs.csv</b> (optional): only its selected pairs are used, and all of its "
         "dates are output (dates without a usable pair are bridged).<br>"
-        "<b>Choose the regularisation automatically</b> (default: on): the regularisation "
-        "weight is chosen once for the whole stack by generalised cross-validation "
-        "(GCV) on a seeded random sample of 400 pixels (from five 64&times;64 windows "
-        "spread over the grid), among 13 values from 0.1 to 1000, then used for every "
-        "pixel; the chosen value is logged and written to the LAMBDA tag of the outputs. "
-        "The best weight grows with the noise of the pairs and falls with the "
-        "acceleration of the ground and the sampling interval, hence a choice from the "
-        "data rather than a fixed number.<br>"
-        "<b>Regularisation weight</b> (used when the automatic choice is off): "
-        "dimensionless weight of the velocity-change penalty, i.e. of a change of "
-        "velocity times its interval (in metres) relative to an average pair. Larger = "
-        "smoother series; 1-10 follows abrupt changes of velocity more closely; 0 = none. "
-        "TICOI's coef (regu 1) corresponds to (coef / sampling interval in days)&sup2;: "
-        "its default 100 at a 12-day sampling is about 70.<br>"
+        "<b>Regularisation weight</b>: dimensionless weight of the velocity-change "
+        "penalty (a change of velocity times its interval, in metres, relative to an "
+        "average pair). Empty (default): (150 days / mean interval between dates)&sup2;, "
+        "i.e. a change of velocity costs as much as a pair missing by the displacement "
+        "it produces in 150 days, whatever the sampling (about 150 at a 12-day sampling, "
+        "900 at 5 days, 25 at 30 days; TICOI's coef (regu 1), in days, is the same "
+        "convention with 100). Larger = smoother series; 1-10 follows abrupt changes of "
+        "velocity more closely; 0 = none. The value used is logged and written to the "
+        "LAMBDA tag of the outputs.<br>"
+        "<b>Choose the regularisation automatically</b>: generalised cross-validation on "
+        "400 pixels sampled from five windows of the grid, once for the whole stack "
+        "(overrides the weight above). It under-smooths when the errors belong to dates "
+        "(co-registration, illumination) rather than to pairs.<br>"
         "<b>Second-order regularisation weight</b> (advanced): optional penalty on changes of acceleration.<br>"
         "<b>Outlier rejection</b>: tukey (L1 start then Tukey biweight, default), huber, or "
         "none.<br><b>Pair weights</b>: ncc (weight ncc&sup2;/(1-ncc&sup2;), default) or "
@@ -78,10 +77,11 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             self.PAIRS_CSV, self.tr("pairs.csv (optional: selected pairs only)"),
             extension="csv", optional=True))
+        self.addParameter(Num(self.LAMBDA, self.tr("Regularisation weight (empty = from the "
+                                                   "sampling)"), Num.Double, None,
+                              optional=True, minValue=0.0))
         self.addParameter(QgsProcessingParameterBoolean(
-            self.AUTO, self.tr("Choose the regularisation automatically (GCV)"), True))
-        self.addParameter(Num(self.LAMBDA, self.tr("Regularisation weight (if not automatic)"),
-                              Num.Double, 30.0, minValue=0.0))
+            self.AUTO, self.tr("Choose the regularisation automatically (GCV)"), False))
         self.addParameter(QgsProcessingParameterEnum(
             self.ROBUST, self.tr("Outlier rejection"), ROBUST_OPTIONS, defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(
@@ -109,8 +109,12 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
 
         source = self.parameterAsFile(parameters, self.INPUT, context)
         csv_path = self.parameterAsFile(parameters, self.PAIRS_CSV, context) or None
-        lam = "auto" if self.parameterAsBool(parameters, self.AUTO, context) else \
-            self.parameterAsDouble(parameters, self.LAMBDA, context)
+        if self.parameterAsBool(parameters, self.AUTO, context):
+            lam = "auto"
+        elif parameters.get(self.LAMBDA) in (None, ""):
+            lam = None  # default: from the temporal sampling
+        else:
+            lam = self.parameterAsDouble(parameters, self.LAMBDA, context)
         out = self.parameterAsString(parameters, self.OUTPUT, context)
         res = invert_pair_rasters(
             source, out, lam=lam,

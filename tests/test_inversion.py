@@ -245,3 +245,59 @@ def test_parameter_and_input_errors():
         inv.invert_network(e, e, d[:2], d[:2])
     with pytest.raises(InputError, match="same shape"):
         inv.invert_network(e, np.zeros((2, 4)), d[:2], d[1:3])
+
+
+def test_gcv_band_trace_matches_dense_inverse():
+    from slidewatch.core import inversion_kernels as K
+    rng = np.random.default_rng(21)
+    m, bw, qbw = 15, 5, 2
+    band = np.abs(np.subtract.outer(np.arange(m), np.arange(m)))
+    A = rng.standard_normal((m, m))
+    N = np.where(band <= bw, A @ A.T, 0.0) + 4 * m * np.eye(m)
+    Q = rng.standard_normal((m, m))
+    Q = np.where(band <= qbw, Q + Q.T, 0.0)
+    L = np.zeros((m, m))
+    assert K._cholesky(N, L, m, bw)
+    tr = K._band_inverse_trace(L, Q, np.zeros((m, m)), m, bw, qbw)
+    assert tr == pytest.approx(np.trace(np.linalg.solve(N, Q)), rel=1e-10, abs=1e-12)
+
+
+def test_default_lambda_follows_the_temporal_sampling():
+    assert inv.DEFAULT_LAM is None
+    d = _dates(20, seed=8)
+    tau = (d[-1] - d[0]).astype(float) / 19
+    assert inv.default_lambda(d) == pytest.approx((inv.LAM_TIME_SCALE_DAYS / tau) ** 2)
+    # TICOI's convention: halving the interval quadruples lam
+    regular = np.datetime64("2021-01-01") + (np.arange(10) * 12).astype("timedelta64[D]")
+    dense = np.datetime64("2021-01-01") + (np.arange(19) * 6).astype("timedelta64[D]")
+    assert inv.default_lambda(dense) == pytest.approx(4 * inv.default_lambda(regular))
+    pi, pj = _network(20, 60, seed=8)
+    tr = _truth(d, 60, seed=8)
+    e, n = _observe(tr, pi, pj)
+    rng = np.random.default_rng(4)
+    e = e + 0.1 * rng.standard_normal(e.shape)
+    r = inv.invert_network(e, n, d[pi], d[pj])
+    assert r.lam == pytest.approx(inv.default_lambda(d)) and r.info["lambda_rule"] == "sampling"
+    fixed = inv.invert_network(e, n, d[pi], d[pj], lam=r.lam)
+    np.testing.assert_array_equal(r.cum_east, fixed.cum_east)
+    assert fixed.info["lambda_rule"] == "given"
+    # GCV: one seeded choice for the call, used for every pixel
+    a = inv.invert_network(e, n, d[pi], d[pj], lam="auto", lam_sample=30)
+    assert a.info["lambda_rule"] == "gcv" and a.lam in inv.LAMBDA_GRID
+    assert inv.invert_network(e, n, d[pi], d[pj], lam="auto", lam_sample=30).lam == a.lam
+
+
+def test_resolve_lambda_and_regularisation_matrix_reject_bad_values():
+    d = _dates(5)
+    assert inv.resolve_lambda(7, None, None, None, None, None, d)[0] == 7.0
+    assert inv.resolve_lambda(None, None, None, None, None, None, d)[0] == inv.default_lambda(d)
+    for bad in ("gcv", -1.0, float("nan"), [1.0]):
+        with pytest.raises(ParameterError, match="lam"):
+            inv.resolve_lambda(bad, None, None, None, None, None, d)
+    with pytest.raises(ParameterError, match="resolve_lambda"):
+        inv.regularisation_matrix(d, "auto")
+    # auto without any usable pixel falls back to the default
+    e = np.full((4, 3), np.nan, np.float32)
+    lam, info = inv.resolve_lambda("auto", e, e, np.zeros_like(e), np.array([0, 1, 2, 3]),
+                                   np.array([1, 2, 3, 4]), d)
+    assert lam == inv.default_lambda(d) and info["lambda_rule"] == "gcv"

@@ -196,3 +196,64 @@ def test_processing_algorithm_writes_outputs_and_cancels_cleanly(tmp_path):
     params.update(INPUT=str(tmp_path / "missing"), OUTPUT_FOLDER=out)
     with pytest.raises(QgsProcessingException, match="neither a folder"):
         alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
+
+
+def test_public_window_api_matches_the_driver(tmp_path):
+    folder, tr_e, tr_n, dates, pairs = _stack(tmp_path, seed=6)
+    res = tio.invert_pair_rasters(str(folder), str(tmp_path / "drv"), lam=3.0, block_size=5)
+    paths = sorted(str(p) for p in (folder / "pairs").iterdir())
+    prs = tio.pair_rasters_from_paths(paths[::-1])
+    assert [(p.reference_date, p.secondary_date) for p in prs] == sorted(
+        (p.reference_date, p.secondary_date) for p in prs)
+    assert tio.pair_dates(prs[0].path) == [prs[0].reference_date, prs[0].secondary_date]
+    with tio.PairStack(prs) as stack:
+        d64, pi, pj = stack.network()
+        lam, info = tio.select_lambda(stack, 3.0, pi, pj, d64)
+        assert (lam, info["lambda_rule"]) == (3.0, "given")
+        assert tio.select_lambda(stack, None, pi, pj, d64)[0] == inv.default_lambda(d64)
+        Q = inv.regularisation_matrix(d64, lam)
+        win = ((2, 9), (4, 15))
+        ce, cn, bands = tio.invert_window(stack, win, pi, pj, d64, Q)
+        auto, auto_info = tio.select_lambda(stack, "auto", pi, pj, d64, sample=50)
+        assert auto in inv.LAMBDA_GRID and auto_info["lambda_rule"] == "gcv"
+    assert ce.shape == (len(dates), 7, 11) and bands.shape == (7, 7, 11)
+    ts_e, _, tags, _ = _read(res.ts_east)
+    vel = _read(res.velocity)[0]
+    flags = _read(res.flags)[0]
+    np.testing.assert_array_equal(ce, ts_e[:, 2:9, 4:15])
+    np.testing.assert_array_equal(bands[:6], vel[:, 2:9, 4:15])
+    np.testing.assert_array_equal(bands[6].astype(np.uint8), flags[0, 2:9, 4:15])
+    assert float(tags["LAMBDA"]) == 3.0
+
+
+def test_timeseries_writer_is_atomic(tmp_path):
+    out = tmp_path / "ts"
+    dates = ["2021-01-01", "2021-01-13"]
+    tags = tio.timeseries_tags(dates, dict(lam=1.0, lam2=0.0, robust="tukey",
+                                           weighting="ncc", min_obs=3), ["a.tif"])
+    z = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(RuntimeError):
+        with tio.TimeseriesWriter(str(out), dates, 3, 4, TRANSFORM, CRS, tags) as tw:
+            tw.write(0, 0, z, z, np.zeros((7, 3, 4), np.float32))
+            raise RuntimeError("stop")
+    assert not out.exists() or os.listdir(out) == []
+    with tio.TimeseriesWriter(str(out), dates, 3, 4, TRANSFORM, CRS, tags) as tw:
+        tw.write(0, 0, z + 1, z, np.full((7, 3, 4), 2, np.float32))
+    arr, desc, t, _ = _read(tw.paths["ts_east"])
+    assert desc == dates and t["LAMBDA"] == "1.0" and np.all(arr == 1)
+    assert _read(tw.paths["flags"])[0].dtype == np.uint8
+
+
+def test_processing_algorithm_default_lambda_from_sampling(tmp_path):
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
+
+    from slidewatch.processing_provider.alg_invert import InvertTimeseriesAlgorithm
+
+    folder, tr_e, tr_n, dates, pairs = _stack(tmp_path, n_dates=5, seed=7)
+    alg = InvertTimeseriesAlgorithm()
+    alg.initAlgorithm()
+    out = str(tmp_path / "alg_default")
+    res = alg.processAlgorithm({"INPUT": str(folder), "OUTPUT_FOLDER": out, "BLOCK_SIZE": 16},
+                               QgsProcessingContext(), QgsProcessingFeedback())
+    tags = _read(res["VELOCITY"])[2]
+    assert float(tags["LAMBDA"]) == pytest.approx(inv.default_lambda(dates))
