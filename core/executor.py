@@ -16,7 +16,12 @@ driver never moves image data.
   (shared storage) and be able to import ``slidewatch`` (see docs/scaling.md).
 - ``"scheduler-file:/path/scheduler.json"``: same, through a scheduler file (HPC).
 - ``"local:N"``: start a ``distributed.LocalCluster`` of N single-threaded worker
-  *processes* on this machine (used by the tests; useful to bound memory per process).
+  *processes* on this machine (useful to bound memory per process). It works from a
+  Python script and from QGIS (desktop, ``qgis_process``): there, ``sys.executable`` is
+  not a usable Python, so the workers are spawned with :func:`worker_python` (the
+  plugin's ``.venv`` Python, else the system Python matching QGIS's, or
+  ``$SLIDEWATCH_WORKER_PYTHON``), checked first; multiprocessing's executable is put
+  back when the executor is closed.
 - an existing ``distributed.Client`` object (scripts).
 
 Robustness:
@@ -43,7 +48,6 @@ Example::
 import concurrent.futures as cf
 import logging
 import os
-import shutil
 import sys
 import threading
 import time
@@ -53,7 +57,8 @@ from .errors import Cancelled, InputError, ParameterError, SlideWatchError
 from .progress import as_progress
 
 __all__ = ["get_executor", "LocalExecutor", "DaskExecutor", "TaskFailure", "CancelFlag",
-           "parse_scheduler", "DEFAULT_RETRIES"]
+           "parse_scheduler", "DEFAULT_RETRIES", "WORKER_PYTHON_ENV", "worker_python",
+           "worker_python_candidates", "manual_cluster_commands"]
 
 #: default number of re-tries of a failed task (so up to 3 attempts)
 DEFAULT_RETRIES = 2
@@ -218,6 +223,9 @@ class _BaseExecutor:
                 for fut in finished:
                     i = pending.pop(fut)
                     ok, value = self._outcome(fut)
+                    if ok is None:          # not done after all (result lost, recomputing)
+                        pending[fut] = i
+                        continue
                     if ok:
                         results[i] = value
                         done_count += 1
@@ -411,6 +419,10 @@ class DaskExecutor(_BaseExecutor):
 
     def _outcome(self, fut):
         status = fut.status
+        if status in ("pending", "lost"):
+            # reported done, then its result was lost with a dead worker: the scheduler
+            # recomputes it (the finished output on disk is reused); keep waiting
+            return None, None
         if status == "finished":
             try:
                 value = fut.result()
@@ -424,6 +436,8 @@ class DaskExecutor(_BaseExecutor):
             exc = fut.exception()
         except Exception as exc2:
             exc = exc2
+        if exc is None:             # recomputed successfully meanwhile, or recomputing
+            return self._outcome(fut) if fut.status == "finished" else (None, None)
         fut.release()
         return False, exc
 
@@ -505,20 +519,209 @@ def parse_scheduler(scheduler):
         "or 'local:2' for a local cluster of 2 worker processes." % text)
 
 
-def _worker_python():
-    """None in a normal Python process; inside QGIS (qgis_process, the desktop), where
-    ``sys.executable`` is the QGIS binary, the Python that would have to run the workers
-    (the plugin's ``.venv`` Python, else ``python3``)."""
-    exe = sys.executable or ""
-    if os.path.basename(exe).startswith("python"):
+#: environment variable naming the Python interpreter that runs the worker processes of a
+#: ``local:N`` cluster (overrides the automatic choice, see :func:`worker_python`)
+WORKER_PYTHON_ENV = "SLIDEWATCH_WORKER_PYTHON"
+
+# run by a candidate worker interpreter: like a spawned worker, it starts with its own
+# standard library, then gets the driver's module path (multiprocessing.spawn.prepare
+# replaces sys.path) and imports what the tasks need
+_PROBE = ("import sys, os, json, multiprocessing.spawn; "
+          "print('%d.%d' % sys.version_info[:2], os.path.realpath(os.path.dirname(os.__file__)),"
+          " flush=True); sys.path[:] = json.loads(sys.argv[1]); "
+          "import distributed, numba, numpy, rasterio, slidewatch.core.pipeline_tasks; "
+          "print('ok')")
+_probe_cache = {}
+_spawn_lock = threading.Lock()
+
+
+def _plugin_parent():
+    """The folder holding the ``slidewatch`` package (to put on the workers' path)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _is_own_python(exe):
+    """True when ``exe`` is a Python interpreter of this very installation (a normal
+    Python process: ``python script.py``, pytest), False for the QGIS binary or for a
+    ``python3`` found on PATH by an embedded interpreter (e.g. a pyenv shim)."""
+    if not exe or not os.path.basename(exe).lower().startswith("python"):
+        return False
+    real = os.path.realpath(exe)
+    if not os.path.isfile(real):
+        return False
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        if prefix and real.startswith(os.path.realpath(prefix) + os.sep):
+            return True
+    return False
+
+
+def _inside_qgis():
+    """Running in QGIS (desktop, qgis_process) rather than in a plain Python process."""
+    return "qgis.core" in sys.modules or not _is_own_python(sys.executable)
+
+
+def worker_python_candidates():
+    """The interpreters tried, in order, for the worker processes of a ``local:N`` cluster
+    started from inside QGIS: ``$SLIDEWATCH_WORKER_PYTHON``; the ``.venv`` Python of the
+    plugin folder (made by ``make install``, it has numba and dask); the Python matching
+    QGIS's embedded interpreter (``<sys.base_prefix>/bin/python3.X``, or ``python.exe``
+    there on Windows); ``/usr/bin/python3``."""
+    override = os.environ.get(WORKER_PYTHON_ENV, "").strip()
+    if override:
+        return [override]
+    plugin = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    version = "%d.%d" % sys.version_info[:2]
+    out = [os.path.join(plugin, ".venv", "bin", "python"),
+           os.path.join(plugin, ".venv", "Scripts", "python.exe"),
+           os.path.join(sys.base_prefix, "bin", "python" + version),
+           os.path.join(sys.base_prefix, "python.exe"),
+           "/usr/bin/python" + version, "/usr/bin/python3"]
+    seen, unique = set(), []
+    for c in out:
+        if c not in seen:
+            seen.add(c)
+            unique.append(c)
+    return unique
+
+
+def _probe(exe, timeout=120):
+    """``None`` if ``exe`` can run the workers (same Python version as this process, and
+    distributed, numba, rasterio and slidewatch importable with this process's module
+    path, which is what a spawned worker gets), else the reason why not."""
+    key = (exe, tuple(sys.path))
+    if key in _probe_cache:
+        return _probe_cache[key]
+    import json
+    import subprocess
+
+    path = [_plugin_parent()] + [p for p in sys.path if p]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _plugin_parent()
+    try:
+        res = subprocess.run([exe, "-c", _PROBE, json.dumps(path)], env=env,
+                             capture_output=True, text=True, timeout=timeout)
+        first = res.stdout.splitlines()[0].split(None, 1) if res.stdout.strip() else []
+        version = "%d.%d" % sys.version_info[:2]
+        stdlib = os.path.realpath(os.path.dirname(os.__file__))
+        error = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        if len(first) != 2:
+            reason = "it does not run (%s)" % error
+        elif first[0] != version:
+            reason = "it is Python %s, QGIS runs Python %s" % (first[0], version)
+        elif first[1] != stdlib:
+            reason = "its standard library is %s, QGIS's is %s" % (first[1], stdlib)
+        elif res.returncode != 0 or res.stdout.split()[-1] != "ok":
+            reason = "it cannot import the dependencies (%s)" % error
+        else:
+            reason = None
+    except (OSError, subprocess.SubprocessError) as exc:
+        reason = "it does not run (%s)" % exc
+    _probe_cache[key] = reason
+    return reason
+
+
+def worker_python():
+    """The Python interpreter for the worker processes of a ``local:N`` cluster.
+
+    ``None`` in a plain Python process (scripts, tests): multiprocessing's default (this
+    interpreter) is right. Inside QGIS, ``sys.executable`` is the QGIS binary or whatever
+    ``python3`` comes first on PATH, neither of which can run the workers: the first of
+    :func:`worker_python_candidates` that exists, is the same Python version as QGIS and
+    imports distributed, numba, rasterio and slidewatch. ``$SLIDEWATCH_WORKER_PYTHON``
+    forces a choice (in any process). Raises :class:`ParameterError` (telling how to start
+    a cluster by hand) when no interpreter fits.
+    """
+    override = os.environ.get(WORKER_PYTHON_ENV, "").strip()
+    if not override and not _inside_qgis():
         return None
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidates = [os.path.join(here, ".venv", "bin", "python"), shutil.which("python3"),
-                  "/usr/bin/python3"]
-    for c in candidates:
-        if c and os.path.exists(c):
-            return c
-    return None
+    tried = []
+    for exe in worker_python_candidates():
+        if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+            if override:
+                tried.append("%s: not an executable file" % exe)
+            continue
+        reason = _probe(exe)
+        if reason is None:
+            return exe
+        tried.append("%s: %s" % (exe, reason))
+    raise ParameterError(
+        "Cannot start a local Dask cluster from QGIS: no Python interpreter found to run the "
+        "worker processes (%s). Either set the environment variable %s to a Python %d.%d "
+        "that has SlideWatch's dependencies (numba, dask/distributed, rasterio) and restart "
+        "QGIS, or start a cluster yourself in two terminals:\n%s\nand give the Dask "
+        "scheduler 'tcp://127.0.0.1:8786' (or leave it empty to use local threads)."
+        % ("; ".join(tried) or "none of " + ", ".join(worker_python_candidates()),
+           WORKER_PYTHON_ENV, sys.version_info[0], sys.version_info[1],
+           manual_cluster_commands()))
+
+
+def manual_cluster_commands(n_workers=2, port=8786, python=None):
+    """Shell commands starting a Dask scheduler and ``n_workers`` single-threaded workers
+    on this machine that can run SlideWatch's tasks (for the user to paste in terminals)."""
+    plugin = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if python is None:
+        venv = os.path.join(plugin, ".venv", "bin", "python")
+        python = venv if os.path.exists(venv) else "python3"
+    env = "PYTHONPATH=%s NUMBA_CACHE_DIR=%s" % (_plugin_parent(),
+                                                os.path.join(plugin, ".cache", "numba"))
+    return ("  %s -m dask scheduler --host 127.0.0.1 --port %d --no-dashboard\n"
+            "  %s %s -m dask worker tcp://127.0.0.1:%d --nthreads 1 --nworkers %d "
+            "--no-dashboard" % (python, port, env, python, port, n_workers))
+
+
+class _SpawnSettings:
+    """Points multiprocessing's spawn at ``exe`` (and the workers' PYTHONPATH at the plugin)
+    for the lifetime of a local cluster, then restores what was there before.
+
+    The worker processes are started -- and re-started by their nanny after a crash --
+    with ``multiprocessing.spawn``'s executable, so the setting must stay while the cluster
+    lives. The Nanny also sets a few variables of this process's environment before each
+    spawn (``distributed.nanny.pre-spawn-environ``: OMP_NUM_THREADS=1...): those are put
+    back too, so QGIS's later subprocesses are not affected.
+    """
+
+    _active = []   # live settings, oldest first (several local clusters at once)
+    _saved = {}    # executable and environment from before the first live settings
+
+    def __init__(self, exe):
+        import multiprocessing.spawn as mp_spawn
+
+        self._spawn = mp_spawn
+        self.exe = exe
+        self.closed = False
+        with _spawn_lock:
+            if not self._active:
+                keys = {"PYTHONPATH", "PYTHONHASHSEED"}
+                try:
+                    import dask
+                    keys.update(dask.config.get("distributed.nanny.pre-spawn-environ", {})
+                                or {})
+                except Exception:
+                    pass
+                type(self)._saved = {"exe": mp_spawn.get_executable(),
+                                     "env": {k: os.environ.get(k) for k in keys}}
+            mp_spawn.set_executable(exe)
+            parent = _plugin_parent()
+            paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            if parent not in paths:
+                os.environ["PYTHONPATH"] = os.pathsep.join([parent] + paths)
+            self._active.append(self)
+
+    def close(self):
+        with _spawn_lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._active.remove(self)
+            if self._active:        # another local cluster still runs: keep its settings
+                self._spawn.set_executable(self._active[-1].exe)
+                return
+            self._spawn.set_executable(self._saved["exe"])
+            for k, v in self._saved["env"].items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _import_distributed():
@@ -557,26 +760,25 @@ def get_executor(scheduler=None, max_workers=None, retries=DEFAULT_RETRIES, time
     if kind == "client":
         return DaskExecutor(value, owns=(), retries=retries)
     if kind == "local-cluster":
-        if _worker_python() is not None:
-            # inside QGIS / qgis_process, multiprocessing cannot start a clean Python
-            # interpreter for the worker processes (QGIS's embedded interpreter state leaks
-            # into them): workers must be started outside, and QGIS connects as a client
-            raise ParameterError(
-                "'%s' (a local cluster of worker processes) cannot be started from inside "
-                "QGIS or qgis_process. Start one in a terminal ('dask scheduler' and "
-                "'dask worker tcp://127.0.0.1:8786 --nthreads 1', with PYTHONPATH pointing to "
-                "the plugin folder's parent) and give its address 'tcp://127.0.0.1:8786', "
-                "or leave the scheduler empty to use local threads." % scheduler)
-        cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
-                                           processes=True, dashboard_address=None,
-                                           silence_logs=logging.ERROR)
+        exe = worker_python()   # inside QGIS: a real Python for the workers (or an error)
+        spawn = _SpawnSettings(exe) if exe else None
+        try:
+            cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
+                                               processes=True, dashboard_address=None,
+                                               silence_logs=logging.ERROR)
+        except BaseException:
+            if spawn is not None:
+                spawn.close()
+            raise
         try:
             client = distributed.Client(cluster, timeout=timeout)
         except BaseException:
             cluster.close()
+            if spawn is not None:
+                spawn.close()
             raise
-        return DaskExecutor(client, owns=(client, cluster), retries=retries,
-                            address="local:%d" % value)
+        owns = (spawn, client, cluster) if spawn is not None else (client, cluster)
+        return DaskExecutor(client, owns=owns, retries=retries, address="local:%d" % value)
     try:
         if kind == "scheduler-file":
             client = distributed.Client(scheduler_file=value, timeout=timeout)

@@ -375,11 +375,92 @@ def test_correlation_tasks_identical_local_and_dask(tmp_path, cluster_executor):
     assert [r["reused"] for r in again] == [True] * 3
 
 
-def test_local_cluster_refused_inside_qgis(monkeypatch):
-    """QGIS's embedded interpreter cannot spawn worker processes: clear message instead."""
+def _worker_executable(_=None):
+    return sys.executable
+
+
+def test_worker_python_outside_and_inside_qgis(monkeypatch):
+    """A plain Python process keeps multiprocessing's default; inside QGIS (sys.executable
+    is the QGIS binary) a checked real interpreter is chosen for the workers."""
+    from slidewatch.core import executor
+
+    monkeypatch.delenv(executor.WORKER_PYTHON_ENV, raising=False)
+    monkeypatch.delitem(sys.modules, "qgis.core", raising=False)
+    assert executor.worker_python() is None          # pytest's own Python: nothing to change
     monkeypatch.setattr(sys, "executable", "/usr/bin/qgis_process.bin")
-    with pytest.raises(ParameterError, match="cannot be started from inside QGIS"):
-        get_executor("local:2")
-    # local threads still work there
-    with get_executor("") as ex:
-        assert ex.map(abs, [-1, -2]) == [1, 2]
+    exe = executor.worker_python()
+    assert exe in executor.worker_python_candidates() and os.access(exe, os.X_OK)
+    assert executor._probe(exe) is None
+    # an interpreter that is not this installation's (e.g. a pyenv shim found on PATH by
+    # QGIS's embedded interpreter) is not trusted as it is
+    monkeypatch.setattr(sys, "executable", "/opt/elsewhere/bin/python3")
+    assert executor.worker_python() == exe
+
+
+def test_worker_python_override_and_actionable_error(monkeypatch, tmp_path):
+    from slidewatch.core import executor
+
+    monkeypatch.setenv(executor.WORKER_PYTHON_ENV, sys.executable)
+    assert executor.worker_python() == sys.executable   # forced, even in a plain process
+    bad = tmp_path / "python3"
+    bad.write_text("#!/bin/sh\necho 2.7 /nowhere\n")
+    bad.chmod(0o755)
+    for value, why in ((str(tmp_path / "missing"), "not an executable file"),
+                       (str(bad), "it is Python 2.7")):
+        monkeypatch.setenv(executor.WORKER_PYTHON_ENV, value)
+        with pytest.raises(ParameterError) as info:
+            executor.worker_python()
+        text = str(info.value)
+        assert why in text and executor.WORKER_PYTHON_ENV in text
+        # the message gives the commands to start a cluster by hand, and the address
+        assert "-m dask scheduler --host 127.0.0.1 --port 8786" in text
+        assert "-m dask worker tcp://127.0.0.1:8786 --nthreads 1" in text
+        assert "PYTHONPATH=%s" % executor._plugin_parent() in text
+        assert "'tcp://127.0.0.1:8786'" in text
+
+
+def test_spawn_settings_are_restored(monkeypatch):
+    import multiprocessing.spawn as mp_spawn
+
+    from slidewatch.core import executor
+
+    # isolated from the module's cluster (whose settings are live during this test)
+    monkeypatch.setattr(executor._SpawnSettings, "_active", [])
+    monkeypatch.setattr(executor._SpawnSettings, "_saved", {})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("PYTHONPATH", "/some/where")
+    before = mp_spawn.get_executable()
+    outer = executor._SpawnSettings("/opt/py/bin/python3")
+    inner = executor._SpawnSettings("/opt/py/bin/python3")
+    assert mp_spawn.get_executable() in ("/opt/py/bin/python3", b"/opt/py/bin/python3")
+    assert os.environ["PYTHONPATH"].split(os.pathsep) == [executor._plugin_parent(),
+                                                          "/some/where"]
+    os.environ["OMP_NUM_THREADS"] = "1"    # what a Nanny sets before spawning a worker
+    inner.close()                          # the other cluster still runs: keep the settings
+    assert mp_spawn.get_executable() in ("/opt/py/bin/python3", b"/opt/py/bin/python3")
+    outer.close()
+    outer.close()                          # idempotent
+    assert mp_spawn.get_executable() == before
+    assert os.environ["PYTHONPATH"] == "/some/where"
+    assert "OMP_NUM_THREADS" not in os.environ
+
+
+def test_local_cluster_from_inside_qgis(monkeypatch, tmp_path):
+    """As in qgis_process: sys.executable is the QGIS binary. The workers run the chosen
+    real Python, do the work, and multiprocessing's executable is restored on close."""
+    import multiprocessing.spawn as mp_spawn
+
+    from slidewatch.core import executor
+
+    monkeypatch.delenv(executor.WORKER_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(sys, "executable", "/usr/bin/qgis_process.bin")
+    before = mp_spawn.get_executable()
+    exe = executor.worker_python()
+    with get_executor("local:1") as ex:
+        assert ex.kind == "dask" and ex.n_processes == 1
+        assert mp_spawn.get_executable() in (exe, os.fsencode(exe))
+        assert set(ex.client.run(_worker_executable).values()) == {exe}
+        res = ex.map(square_and_write, [(str(tmp_path), i) for i in range(3)])
+        assert os.getpid() not in {r[2] for r in res}
+        assert all(os.path.exists(r[0]) for r in res)
+    assert mp_spawn.get_executable() == before
