@@ -210,9 +210,19 @@ def run_synthetic(n_scenes, out_root, noise):
                 err = ((_dt.date.fromisoformat(f["accel_onset_date"])
                         - _dt.date.fromisoformat(ls["accel_onset_date"])).days
                        if f["accel_flag"] else None)
+                hi_ = (onset_index(st.dates, f["accel_onset_hinge_date"])
+                       if f["accel_flag"] and f.get("accel_onset_hinge_date") else None)
                 accel.append(dict(scene=s, slide=k, truth_idx=ti, det_idx=di, error_days=err,
                                   truth_date=ls["accel_onset_date"],
                                   det_date=f["accel_onset_date"] if f["accel_flag"] else None,
+                                  earliest=f.get("accel_onset_earliest"),
+                                  latest=f.get("accel_onset_latest"),
+                                  ramp_days=f.get("accel_ramp_days"),
+                                  hinge_date=f.get("accel_onset_hinge_date"),
+                                  hinge_ok=(hi_ is not None and abs(hi_ - ti) <= 1),
+                                  covered=(f["accel_flag"] and f.get("accel_onset_earliest") is not None
+                                           and f["accel_onset_earliest"] <= ls["accel_onset_date"]
+                                           <= f["accel_onset_latest"]),
                                   ok=(di is not None and abs(di - ti) <= 1)))
             elif f["accel_flag"]:
                 false_accel += 1
@@ -294,7 +304,19 @@ def run_real_null(out_root):
     out["n_detections_without_temporal_rule"] = len(res3.features)
     out["without_rule"] = [dict(area_m2=f["area_m2"], v_mean_m_per_yr=round(f["v_mean_m_per_yr"], 1),
                                 significance_mean=round(f["significance_mean"], 1),
+                                independent_obs=round(f["independent_obs"], 2),
+                                spatial_coherence=round(f["spatial_coherence"], 3),
                                 score=round(f["score"], 3)) for f in res3.features]
+    cands = res3.candidates_rejected or []
+    out["without_rule_rejected_by_reason"] = {
+        "too few independent observations": sum("independent" in c["reason"] for c in cands),
+        "score below minimum": sum(c["reason"].startswith("score") for c in cands)}
+    passing_score = [c for c in cands if c["score"] >= res3.params.min_score]
+    out["without_rule_max_independent_obs_of_candidates_passing_score"] = (
+        max(c["independent_obs"] for c in passing_score) if passing_score else None)
+    out["without_rule_max_score_of_candidates_with_enough_obs"] = max(
+        [c["score"] for c in cands if c["independent_obs"] >= res3.params.min_independent_obs],
+        default=None)
     from slidewatch.core.detections_store import write_detections
     write_detections(os.path.join(out_root, "real_null", "detections.gpkg"), res2.features,
                      crs.to_wkt(), preserve=False)
@@ -329,10 +351,16 @@ def main(argv=None):
     print("\nacceleration: %d accelerating slides detected, onset within +-1 acquisition: %d; "
           "flagged: %d; false accel flags on steady slides: %d"
           % (len(accel), n_acc_ok, sum(a_["det_idx"] is not None for a_ in accel), false_accel))
+    print("onset interval (delta chi2 <= 4) contains the truth: %d/%d; two-segment hinge date "
+          "within +-1 acquisition: %d/%d"
+          % (sum(bool(a_["covered"]) for a_ in accel), len(accel),
+             sum(bool(a_["hinge_ok"]) for a_ in accel), len(accel)))
     for a_ in accel:
-        print("  scene %d slide %d truth idx %s (%s) detected idx %s (%s, %s days)"
+        print("  scene %d slide %d truth idx %s (%s) detected idx %s (%s, %s days; ramp %s d; "
+              "interval %s..%s; hinge %s)"
               % (a_["scene"], a_["slide"], a_["truth_idx"], a_["truth_date"], a_["det_idx"],
-                 a_["det_date"], a_["error_days"]))
+                 a_["det_date"], a_["error_days"], a_["ramp_days"], a_["earliest"],
+                 a_["latest"], a_["hinge_date"]))
     summary = dict(rows=rows, totals=tot, accel=accel, false_accel=false_accel,
                    precision=sp, recall=sr, baseline_precision=bp, baseline_recall=br)
     if not a.skip_real:
@@ -340,7 +368,9 @@ def main(argv=None):
         short = {k: v for k, v in real.items() if k != "candidates_rejected"}
         reasons = {}
         for c in real.get("candidates_rejected", []):
-            key = "score below minimum" if c["reason"].startswith("score") else "no temporal evidence"
+            key = ("score below minimum" if c["reason"].startswith("score") else
+                   "too few independent observations" if "independent" in c["reason"] else
+                   "no temporal evidence")
             reasons[key] = reasons.get(key, 0) + 1
         short["rejected_by_reason"] = reasons
         print("\nreal null pair:", json.dumps(short))
