@@ -23,12 +23,18 @@ Pipeline of :func:`detect` (arrays) / :func:`detect_from_folder` (SlideWatch fil
 5. **Objects**: hysteresis on significance (seeds ``z >= z_seed`` grown into
    ``z >= z_grow``, the extent also significant without smoothing, ``z >= z_edge``),
    morphological opening/closing, holes filled, minimum area; an object is kept when it
-   has at least ``min_seed_px`` seed pixels and its score (the weighted mean of its
+   has at least ``min_seed_px`` seed pixels, at least ``min_independent_obs`` independent
+   observations (its area over the noise correlation area measured on stable ground,
+   :func:`.noise_model.correlation_area`, times its number of intervals between valid
+   dates: neighbouring correlation windows share image content, so N pixels are not N
+   measurements) and its score (the weighted mean of its
    evidence, missing evidence counting as 0, stored with each contribution) is
    ``>= min_score``. With fewer than 3 dates (a single pair) there is no temporal
-   evidence and, by default (``require_temporal_evidence``), candidates are only
-   reported (``candidates_rejected``) and not written as detections: one pair cannot
-   tell a moving slope from a local correlation artefact of the same size.
+   evidence (the spatial coherence of the object's vectors, relative to that of noise
+   with as many independent vectors, stands in for the vector coherence) and, by
+   default (``require_temporal_evidence``), candidates are only reported
+   (``candidates_rejected``) and not written as detections: one pair cannot tell a
+   moving slope from a local correlation artefact of the same size (docs/detection.md).
 6. **Acceleration** (:mod:`.acceleration`) of each object's mean displacement series.
 7. Polygons (``rasterio.features.shapes``) and ``detections.gpkg``
    (:mod:`.detections_store`, validations preserved across re-runs).
@@ -615,8 +621,9 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         # what pure noise with n_eff_space independent vectors would give (1/sqrt(n))
         vu_e, vu_n = ve_u[sl][m], vn_u[sl][m]
         okv = np.isfinite(vu_e) & np.isfinite(vu_n)
-        sp_coh = (float(np.hypot(vu_e[okv].sum(), vu_n[okv].sum()) / np.hypot(vu_e[okv], vu_n[okv]).sum())
-                  if okv.any() and np.hypot(vu_e[okv], vu_n[okv]).sum() > 0 else 0.0)
+        sum_len = float(np.hypot(vu_e[okv], vu_n[okv]).sum()) if okv.any() else 0.0
+        sp_coh = (float(np.hypot(vu_e[okv].sum(), vu_n[okv].sum())) / sum_len
+                  if sum_len > 0 else 0.0)
         sp_coh0 = min(0.95, 1.0 / np.sqrt(max(n_eff_space, 1.0)))
         if T < 3:
             # no temporal evidence: the spatial coherence of the vectors, relative to that
