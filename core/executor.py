@@ -764,7 +764,7 @@ def get_executor(scheduler=None, max_workers=None, retries=DEFAULT_RETRIES, time
         spawn = _SpawnSettings(exe) if exe else None
         try:
             cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
-                                               processes=True, dashboard_address=None,
+                                               processes=True, dashboard_address=":0",
                                                silence_logs=logging.ERROR)
         except BaseException:
             if spawn is not None:
