@@ -238,25 +238,68 @@ def _masked_ncc(ref, sec, t0, l0, h, w, u, v, min_count, min_var):
 
 
 # --------------------------------------------------------------------------- one window
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _normalize_clean(buf):
-    """Normalise a NaN-free float32 window in place (zero mean, unit variance)."""
-    n = buf.size
-    f = buf.ravel()
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"},
+      error_model="numpy")
+def _mean_inv(f):
+    """(mean, 1 / std) of a float32 vector, NaN mean if any value is NaN; inv = 0 if
+    flat. Shared by :func:`_normalize_clean` and :func:`_normalized_residual` so that
+    identical windows normalise to bit-identical values."""
+    n = f.size
     s1 = 0.0
     for k in range(n):
         s1 += f[k]
     m = s1 / n
+    if m != m:
+        return m, 0.0
     q = 0.0
     for k in range(n):
         d = f[k] - m
         q += d * d
     if not q > 0.0:
+        return m, 0.0
+    return m, 1.0 / math.sqrt(q / n)
+
+
+@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _normalize_clean(buf):
+    """Normalise a NaN-free float32 window in place (zero mean, unit variance)."""
+    f = buf.ravel()
+    m, inv = _mean_inv(f)
+    if inv == 0.0:
         return False
-    inv = 1.0 / math.sqrt(q / n)
-    for k in range(n):
+    for k in range(f.size):
         f[k] = np.float32((f[k] - m) * inv)
     return True
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"},
+      error_model="numpy")
+def _normalized_residual(b2, tn, gxa, gya):
+    """Fast path of one refinement iteration, fused: normalise each channel of ``b2``
+    (values as :func:`_normalize_clean` would store them, not stored) and return
+    ``(state, sum gx e, sum gy e, sum y t)`` with ``e = y - t``; state 1 = ok,
+    0 = flat, -1 = ``b2`` holds NaN (use the masked path)."""
+    C = b2.shape[0]
+    bx = 0.0
+    by = 0.0
+    cc = 0.0
+    for c in range(C):
+        f = b2[c].ravel()
+        m, inv = _mean_inv(f)
+        if m != m:
+            return -1, 0.0, 0.0, 0.0
+        if inv == 0.0:
+            return 0, 0.0, 0.0, 0.0
+        t = tn[c].ravel()
+        gx = gxa[c].ravel()
+        gy = gya[c].ravel()
+        for k in range(f.size):
+            y = np.float32((f[k] - m) * inv)
+            e = y - t[k]
+            bx += gx[k] * e
+            by += gy[k] * e
+            cc += y * t[k]
+    return 1, bx, by, cc
 
 
 @njit(cache=True, nogil=True)
@@ -301,36 +344,9 @@ def _normalize(buf, mask, clean):
     return True
 
 
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _residual_clean(b2, tn, gxa, gya):
-    """(sum gx e, sum gy e, sum y t) over NaN-free windows (vectorised)."""
-    y = b2.ravel()
-    t = tn.ravel()
-    gx = gxa.ravel()
-    gy = gya.ravel()
-    bx = 0.0
-    by = 0.0
-    cc = 0.0
-    for k in range(y.size):
-        e = y[k] - t[k]
-        bx += gx[k] * e
-        by += gy[k] * e
-        cc += y[k] * t[k]
-    return bx, by, cc
-
-
 #: fastmath flags that let LLVM vectorise reductions but keep NaN/inf semantics
 #: (no "nnan"/"ninf"): a NaN anywhere still propagates into the sum.
 _FM_SAFE = {"reassoc", "contract", "arcp", "nsz"}
-
-
-@njit(cache=True, nogil=True, fastmath=_FM_SAFE, error_model="numpy")
-def _all_finite(buf):
-    f = buf.ravel()
-    acc = 0.0
-    for k in range(f.size):
-        acc += f[k] * 0.0
-    return acc == 0.0
 
 
 @njit(cache=True, nogil=True, fastmath=_FM_SAFE, error_model="numpy")
@@ -516,13 +532,15 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2
     fx = fx0
     for it in range(max_iter):
         _warp(sec, t0 + dyi + fy, l0 + dxi + fx, h, w, a, b2, tmp, wy, wx)
-        clean2 = clean and _all_finite(b2)
-        if not _normalize(b2, gxa, clean2):
-            return
-        if clean2:
-            bx, by, cc = _residual_clean(b2, tn, gxa, gya)
+        state = -1
+        if clean:
+            state, bx, by, cc = _normalized_residual(b2, tn, gxa, gya)
+            if state == 0:
+                return
             nn = b2.size
-        else:
+        if state == -1:
+            if not _normalize(b2, gxa, False):
+                return
             bx = 0.0
             by = 0.0
             nn = 0
@@ -584,21 +602,23 @@ def _parabola(cm, c0, cp):
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract", "arcp"}, error_model="numpy")
-def _group_dots(Rs, Ss, bnd, rseg0, rseg1, lq, w, s, segsum, colsum, num):
+def _group_dots(Rs, Ss, bnd, rseg0, rseg1, cbnd, cseg0, cseg1, s, segsum, colsum, cblk,
+                num):
     """Integer-search numerators of all windows of a chunk, sharing work both ways.
 
     ``Rs`` (C, nrow, ncol) / ``Ss`` (C, nrow + 2s, ncol + 2s): the chunk's reference rows
     and secondary search rows, offset by the chunk constant. The rows are cut into
     segments at every window top and bottom (``bnd``, increasing, relative to ``Rs``);
-    window row ``r`` covers segments ``rseg0[r] .. rseg1[r] - 1`` and window ``q``
-    columns ``lq[q] .. lq[q] + w - 1``. For every shift (u, v):
+    window row ``r`` covers segments ``rseg0[r] .. rseg1[r] - 1``. The columns are cut
+    the same way at every window's left and right edge (``cbnd``); window ``q`` covers
+    column segments ``cseg0[q] .. cseg1[q] - 1``. For every shift (u, v):
 
     * ``segsum[k, j] = sum over the rows i of segment k of Rs[i, j] * Ss[i + u, j + v]``
       (float32): each product of the chunk is computed once per shift, however many
       windows (vertically and horizontally) contain it;
     * per window row the column sums over its ``h`` rows are the sum of its segments,
-      and each window's numerator the sum of its ``w`` column sums (float64):
-      ``num[u * ns + v, r * nq + q]``.
+      their sums over each column segment are ``cblk`` (float64) and each window's
+      numerator the sum of its column segments: ``num[u * ns + v, r * nq + q]``.
 
     NaN pixels propagate into the columns / segments that contain them, so they only
     spoil windows that contain an invalid pixel (those use the masked path instead).
@@ -610,7 +630,8 @@ def _group_dots(Rs, Ss, bnd, rseg0, rseg1, lq, w, s, segsum, colsum, num):
     ns = 2 * s + 1
     nseg = bnd.shape[0] - 1
     nr = rseg0.shape[0]
-    nq = lq.shape[0]
+    nq = cseg0.shape[0]
+    ncb = cbnd.shape[0] - 1
     for u in range(ns):
         for v in range(ns):
             sh = u * ns + v
@@ -664,19 +685,31 @@ def _group_dots(Rs, Ss, bnd, rseg0, rseg1, lq, w, s, segsum, colsum, num):
                         a0 = segsum[k]
                         for j in range(ncol):
                             cs[j] += a0[j]
+                # column segments (cut at every window left and right edge) summed once,
+                # then each window's numerator is the sum of its column segments
+                for b in range(ncb):
+                    seg = cs[cbnd[b]:cbnd[b + 1]]
+                    acc = 0.0
+                    for j in range(seg.shape[0]):
+                        acc += seg[j]
+                    cblk[b] = acc
                 base = r * nq
                 for q in range(nq):
-                    l0 = lq[q]
                     acc = 0.0
-                    for j in range(w):
-                        acc += cs[l0 + j]
+                    for b in range(cseg0[q], cseg1[q]):
+                        acc += cblk[b]
                     num[sh, base + q] = acc
 
 
 @njit(cache=True, nogil=True, fastmath=_FM_SAFE, error_model="numpy")
 def _strip_colsums(sec, r0, c0, h, ns, ncol, cst, col1, col2):
-    """col1[u, j] = sum over channels and rows r0+u .. r0+u+h-1 of (sec[., ., c0+j] - cst);
-    col2 the same for the square (float64; NaN where a pixel is invalid). Vectorised."""
+    """Column sums of the secondary for every row shift, as prefix sums over columns.
+
+    With ``c1[u, j]`` = sum over channels and rows r0+u .. r0+u+h-1 of
+    (sec[., ., c0+j] - cst) (vectorised; NaN where a pixel is invalid) and ``c2`` the
+    same for the square, on return ``col1[u, j] = sum_{k < j} c1[u, k]`` for
+    ``j <= ncol`` (``col1`` has ``ncol + 1`` columns; NaN columns count as 0), ``col2``
+    likewise (float64)."""
     C = sec.shape[0]
     a1 = col1[0]
     a2 = col2[0]
@@ -708,6 +741,24 @@ def _strip_colsums(sec, r0, c0, h, ns, ncol, cst, col1, col2):
                 y = rout[j] - cst
                 a1[j] += x - y
                 a2[j] += x * x - y * y
+    # prefix sums over the columns, in place (shifted by one: col[u, j] = sum of k < j).
+    # A NaN column counts as 0 so that it does not spoil the columns after it: windows
+    # containing an invalid pixel take the masked path and never use these sums.
+    for u in range(ns):
+        a1 = col1[u]
+        a2 = col2[u]
+        p1 = 0.0
+        p2 = 0.0
+        for j in range(ncol + 1):
+            x1 = a1[j] if j < ncol else 0.0
+            x2 = a2[j] if j < ncol else 0.0
+            if x1 != x1 or x2 != x2:
+                x1 = 0.0
+                x2 = 0.0
+            a1[j] = p1
+            a2[j] = p2
+            p1 += x1
+            p2 += x2
 
 
 @njit(cache=True, nogil=True, fastmath=_FM_SAFE, error_model="numpy")
@@ -739,9 +790,10 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
     ``has_num``: ``pre_num[u, v]`` already holds ``sum((R - cst) * (S_uv - cst))`` for
     this window (shared chunk computation, see :func:`_group_dots`); valid only when
     the window and its search area hold no NaN (fast path). Then ``col1[u, lq + j]`` /
-    ``col2[u, lq + j]`` also hold the per-column sums of ``(S - cst)`` and its square over
-    the ``h`` rows of row shift ``u`` (:func:`_strip_colsums`), and the secondary window
-    statistics of every shift are sliding sums of them (no per-window summed-area table).
+    ``col2[u, lq + j]`` also hold the prefix sums over the columns (``j`` excluded) of the
+    per-column sums of ``(S - cst)`` and its square over the ``h`` rows of row shift
+    ``u`` (:func:`_strip_colsums`), so the secondary window statistics of every shift
+    are differences of them (no per-window summed-area table).
     """
     C = ref.shape[0]
     out[0] = np.nan
@@ -803,20 +855,15 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
             # secondary statistics of all shifts from the strip's column sums: sliding
             # sums over w columns (stored in sat[0] / sat2[0] as [u, v])
             for u in range(ns):
-                c1 = col1[u, lq:lq + w + ns - 1]
-                c2 = col2[u, lq:lq + w + ns - 1]
-                a1 = 0.0
-                a2 = 0.0
-                for j in range(w):
-                    a1 += c1[j]
-                    a2 += c2[j]
-                sat[0, u, 0] = a1
-                sat2[0, u, 0] = a2
-                for v in range(1, ns):
-                    a1 += c1[v - 1 + w] - c1[v - 1]
-                    a2 += c2[v - 1 + w] - c2[v - 1]
-                    sat[0, u, v] = a1
-                    sat2[0, u, v] = a2
+                lo1 = col1[u, lq:lq + ns]
+                hi1 = col1[u, lq + w:lq + w + ns]
+                lo2 = col2[u, lq:lq + ns]
+                hi2 = col2[u, lq + w:lq + w + ns]
+                o1 = sat[0, u]
+                o2 = sat2[0, u]
+                for v in range(ns):
+                    o1[v] = hi1[v] - lo1[v]
+                    o2[v] = hi2[v] - lo2[v]
         # summed-area tables of (S - off) and its square
         for c in range(C if not has_num else 0):
             for j in range(ws + 1):
@@ -1040,6 +1087,23 @@ def correlate_grid(ref, sec, tops, lefts, h, w, s, max_invalid, min_var, min_ncc
 
 
 @njit(cache=True, nogil=True)
+def _edges(starts, size):
+    """Sorted unique ``starts`` and ``starts + size`` (segment boundaries)."""
+    n = starts.shape[0]
+    cand = np.empty(2 * n, np.int64)
+    for k in range(n):
+        cand[2 * k] = starts[k]
+        cand[2 * k + 1] = starts[k] + size
+    cand = np.sort(cand)
+    nb = 1
+    for k in range(1, 2 * n):
+        if cand[k] != cand[nb - 1]:
+            cand[nb] = cand[k]
+            nb += 1
+    return cand[:nb].copy()
+
+
+@njit(cache=True, nogil=True)
 def _grid_chunk(ref, sec, tops, lefts, rlo, rhi, qlo, qhi, h, w, s, max_invalid, min_var,
                 min_ncc, min_snr, mode, max_iter, tol, interp_a, pre_status, dy, dx, ncc,
                 snr, status):
@@ -1100,43 +1164,36 @@ def _grid_chunk(ref, sec, tops, lefts, rlo, rhi, qlo, qhi, h, w, s, max_invalid,
     Ss = np.empty((C, nrow + 2 * s, ncol + 2 * s), np.float32)
     for c in range(C):
         for i in range(nrow):
-            row = ref[c, tmin + i]
+            row = ref[c, tmin + i, jmin:jmax]
             o = Rs[c, i]
             for j in range(ncol):
-                o[j] = row[jmin + j] - cst
+                o[j] = row[j] - cst
         for i in range(nrow + 2 * s):
-            row = sec[c, tmin - s + i]
+            row = sec[c, tmin - s + i, jmin - s:jmax + s]
             o = Ss[c, i]
             for j in range(ncol + 2 * s):
-                o[j] = row[jmin - s + j] - cst
-    # segment boundaries: every window top and bottom (relative to tmin), sorted unique
-    cand = np.empty(2 * nrs, np.int64)
-    for k in range(nrs):
-        cand[2 * k] = tops[rsel[k]] - tmin
-        cand[2 * k + 1] = tops[rsel[k]] + h - tmin
-    cand = np.sort(cand)
-    nb = 1
-    for k in range(1, 2 * nrs):
-        if cand[k] != cand[nb - 1]:
-            cand[nb] = cand[k]
-            nb += 1
-    bnd = cand[:nb].copy()
+                o[j] = row[j] - cst
+    # row segments: cut at every window top and bottom (relative to tmin)
+    bnd = _edges(tops[rsel[:nrs]] - tmin, h)
+    nb = bnd.shape[0]
     rseg0 = np.empty(nrs, np.int64)
     rseg1 = np.empty(nrs, np.int64)
     for k in range(nrs):
         t = tops[rsel[k]] - tmin
         rseg0[k] = np.searchsorted(bnd, t)
         rseg1[k] = np.searchsorted(bnd, t + h)
-    lq = np.empty(nqs, np.int64)
-    for k in range(nqs):
-        lq[k] = lefts[qsel[k]] - jmin
+    lq = lefts[qsel[:nqs]] - jmin
+    cbnd = _edges(lq, w)
+    cseg0 = np.searchsorted(cbnd, lq)
+    cseg1 = np.searchsorted(cbnd, lq + w)
     segsum = np.empty((nb - 1, ncol), np.float32)
     colsum = np.empty(ncol, np.float32)
+    cblk = np.empty(cbnd.shape[0] - 1, np.float64)
     num = np.empty((ns * ns, nrs * nqs), np.float64)
-    _group_dots(Rs, Ss, bnd, rseg0, rseg1, lq, w, s, segsum, colsum, num)
+    _group_dots(Rs, Ss, bnd, rseg0, rseg1, cbnd, cseg0, cseg1, s, segsum, colsum, cblk, num)
     pre_num = np.empty((ns, ns), np.float64)
-    col1 = np.empty((ns, ncol + 2 * s), np.float64)
-    col2 = np.empty((ns, ncol + 2 * s), np.float64)
+    col1 = np.empty((ns, ncol + 2 * s + 1), np.float64)
+    col2 = np.empty((ns, ncol + 2 * s + 1), np.float64)
     for kr in range(nrs):
         r = rsel[kr]
         t0 = tops[r]
