@@ -70,10 +70,13 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         "folder if present).<br>"
         "<i>Further options (JSON)</i>: any other option of a step as a JSON object, e.g. "
         "<code>{\"max_baseline_days\": 200}</code> for the pairing.<br>"
-        "<i>Dask scheduler</i>: empty = local threads; 'tcp://host:8786' to run the "
-        "correlations and inversion blocks on an existing Dask cluster (workers need the "
-        "same paths: shared storage), e.g. a local cluster started in a terminal with "
-        "'dask scheduler' and 'dask worker tcp://127.0.0.1:8786' (see docs/scaling.md).<br>"
+        "<i>Dask scheduler</i>: empty = local threads; 'tcp://host:8786' (or "
+        "'scheduler-file:/path/scheduler.json') to run the correlations and inversion "
+        "blocks on an existing Dask cluster (workers need the same paths: shared storage, "
+        "and slidewatch on their PYTHONPATH); 'local:N' starts a cluster of N worker "
+        "processes on this computer, run by the plugin's .venv Python or the system Python "
+        "(environment variable SLIDEWATCH_WORKER_PYTHON to choose another; see "
+        "docs/scaling.md).<br>"
         "<i>Local threads</i>: 0 = all CPUs. <i>Retries</i>: re-tries of a failed task. "
         "<i>Recompute everything</i>: ignore up-to-date outputs.")
 
@@ -143,7 +146,8 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         adv(QgsProcessingParameterBoolean("USE_DEM", self.tr("Use a DEM for detection"), True))
         adv(S("DETECTION_OPTIONS", self.tr("Further detection options (JSON)"), "",
               optional=True))
-        adv(S("DASK_SCHEDULER", self.tr("Dask scheduler address (empty = local threads)"), "",
+        adv(S("DASK_SCHEDULER", self.tr("Dask scheduler: tcp://host:port, local:N (empty = "
+                                          "local threads)"), "",
               optional=True))
         adv(Num("MAX_WORKERS", self.tr("Local threads (0 = all CPUs)"), Num.Integer, 0,
                 minValue=0, maxValue=1024))
