@@ -645,8 +645,8 @@ def worker_python():
             return exe
         tried.append("%s: %s" % (exe, reason))
     raise ParameterError(
-        "Cannot start a local Dask cluster from QGIS: no Python interpreter found to run the "
-        "worker processes (%s). Either set the environment variable %s to a Python %d.%d "
+        "Cannot start a local Dask cluster ('local:N'): no Python interpreter found to run "
+        "its worker processes (%s). Either set the environment variable %s to a Python %d.%d "
         "that has SlideWatch's dependencies (numba, dask/distributed, rasterio) and restart "
         "QGIS, or start a cluster yourself in two terminals:\n%s\nand give the Dask "
         "scheduler 'tcp://127.0.0.1:8786' (or leave it empty to use local threads)."
