@@ -278,6 +278,15 @@ class _RunLog:
             pass   # the log must never hide the outcome of the run
 
 
+#: Version of each step's method. Bump a step's number when a code change alters its
+#: results at the same parameters (e.g. a new default computed inside core), so that a
+#: re-run recomputes that step and what depends on it instead of reusing old outputs.
+#: inversion 2: default regularisation weight from the temporal sampling (was 30);
+#: detection 2: ramp onset, independent-observation count.
+METHOD_VERSIONS = {"catalog": 1, "grid": 1, "pairing": 1, "correlation": 1, "inversion": 2,
+                   "detection": 2, "overview": 1}
+
+
 class _Manifest:
     def __init__(self, folder):
         self.path = os.path.join(folder, MANIFEST_NAME)
@@ -295,11 +304,20 @@ class _Manifest:
     def entry(self, step):
         return self.data["steps"].get(step)
 
+    def same_params(self, step, phash):
+        """Same parameters and same method version as the recorded run of ``step``."""
+        e = self.entry(step) or {}
+        return (e.get("params_hash") == phash
+                and e.get("method_version", 1) == METHOD_VERSIONS.get(step, 1))
+
     def is_current(self, step, phash, inputs_fp, outputs, check_outputs=True):
         """(True, reason) when ``step`` can be skipped, else (False, reason)."""
         e = self.entry(step)
         if e is None:
             return False, "no previous run"
+        if e.get("method_version", 1) != METHOD_VERSIONS.get(step, 1):
+            return False, "method changed by a SlideWatch update (version %s -> %s)" % (
+                e.get("method_version", 1), METHOD_VERSIONS.get(step, 1))
         if e.get("params_hash") != phash:
             return False, "parameters changed"
         if e.get("inputs") != inputs_fp:
@@ -313,7 +331,8 @@ class _Manifest:
 
     def record(self, step, phash, inputs_fp, outputs, params, extra=None):
         self.data["steps"][step] = dict(
-            params_hash=phash, inputs=inputs_fp, outputs=fingerprint(outputs, self.folder),
+            params_hash=phash, method_version=METHOD_VERSIONS.get(step, 1),
+            inputs=inputs_fp, outputs=fingerprint(outputs, self.folder),
             params=json.loads(json.dumps(params, default=str)),
             finished_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **(extra or {}))
@@ -547,7 +566,7 @@ def _step_grid(ctx, catalog, progress):
     phash = params_hash(p)
     inputs_fp = fingerprint(catalog.paths)
     entry = ctx.manifest.entry("grid") or {}
-    same = entry.get("params_hash") == phash and entry.get("inputs") == inputs_fp
+    same = ctx.manifest.same_params("grid", phash) and entry.get("inputs") == inputs_fp
     # to_common_grid reuses copies newer than their source; copies made with other grid
     # parameters (or from other inputs) must be redone
     new = cg.to_common_grid(catalog, folder, extent=ctx.params.grid_extent,

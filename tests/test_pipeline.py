@@ -135,6 +135,27 @@ def test_rerun_skips_everything(first_run, stack_folder):
         assert "%s: skipped" % step in log
 
 
+def test_method_update_recomputes_the_step_and_what_follows(first_run, stack_folder,
+                                                           tmp_path):
+    """Outputs made by an older inversion method (e.g. another default lambda) are redone."""
+    out0, _, _ = first_run
+    out = str(tmp_path / "results")
+    shutil.copytree(out0, out)
+    path = os.path.join(out, MANIFEST_NAME)
+    manifest = json.load(open(path))
+    manifest["steps"]["inversion"]["method_version"] = 1      # as written before the update
+    json.dump(manifest, open(path, "w"))
+    pairs_before = _mtimes(os.path.join(out, "pairs"))
+    result = run_pipeline(stack_folder, out, PipelineParams())
+    status = {k: v["status"] for k, v in result.steps.items()}
+    assert status["inversion"] == "done" and status["detection"] == "done", status
+    log = open(os.path.join(out, LOG_NAME)).read().split("=== SlideWatch pipeline")[-1]
+    assert "method changed by a SlideWatch update" in log, log
+    for step in ("catalog", "pairing", "correlation"):
+        assert status[step] == "skipped", (step, result.steps[step])
+    assert _mtimes(os.path.join(out, "pairs")) == pairs_before
+
+
 def test_detection_parameter_recomputes_only_detection(first_run, stack_folder, tmp_path):
     out0, _, _ = first_run
     out = str(tmp_path / "results")
