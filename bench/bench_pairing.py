@@ -64,10 +64,13 @@ def main(argv=None):
     print("inversion: core.inversion.invert_network, lam=%r%s" % (
         lam, " (its default)" if args.lam is None else ""))
 
-    folder = os.path.join(args.out, "stack")
-    cache_path = os.path.join(args.out, "fields_%d_%d_%d_%d_%d_%.2f%s.npz" % (
+    tag = "%d_%d_%d_%d_%d_%.2f%s" % (
         args.dates, args.size, args.seed, args.step, args.max_baseline, args.cloudy,
-        "_noillum" if args.no_illumination else ""))
+        "_noillum" if args.no_illumination else "")
+    # one stack folder per set of generator arguments: --reuse with other arguments must
+    # not mix the images of two stacks in one folder
+    folder = os.path.join(args.out, "stack_" + tag)
+    cache_path = os.path.join(args.out, "fields_%s.npz" % tag)
     if os.path.isdir(folder) and not args.reuse:
         shutil.rmtree(folder)
     slide = [dict(name="accelerating", velocity_m_per_yr=3.0, velocity_after_m_per_yr=30.0,
