@@ -1029,6 +1029,25 @@ def _scratch(C, h, w, s, a):
             np.empty(5, np.float64))
 
 
+@njit(cache=True, nogil=True)
+def _row_chunks(row_group):
+    """Start indices of the runs of equal ``row_group`` (plus the end)."""
+    nr = row_group.shape[0]
+    nrc = 1
+    for r in range(1, nr):
+        if row_group[r] != row_group[r - 1]:
+            nrc += 1
+    rstart = np.empty(nrc + 1, np.int64)
+    j = 0
+    rstart[0] = 0
+    for r in range(1, nr):
+        if row_group[r] != row_group[r - 1]:
+            j += 1
+            rstart[j] = r
+    rstart[nrc] = nr
+    return rstart
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def correlate_grid(ref, sec, tops, lefts, h, w, s, max_invalid, min_var, min_ncc, min_snr,
                    mode, max_iter, tol, interp_a, nthreads, shared, row_group, pre_status,
@@ -1055,23 +1074,13 @@ def correlate_grid(ref, sec, tops, lefts, h, w, s, max_invalid, min_var, min_ncc
         return
     step_c = lefts[1] - lefts[0] if nc > 1 else w
     if shared and step_c < w and nc > 1:
-        # row chunks: runs of equal row_group
-        nrc = 1
-        for r in range(1, nr):
-            if row_group[r] != row_group[r - 1]:
-                nrc += 1
-        rstart = np.empty(nrc + 1, np.int64)
-        k = 0
-        rstart[0] = 0
-        for r in range(1, nr):
-            if row_group[r] != row_group[r - 1]:
-                k += 1
-                rstart[k] = r
-        rstart[nrc] = nr
-        ncc_ = -(-nc // CHUNK_COLS)
-        for k in prange(nrc * ncc_):
-            kr = k // ncc_
-            kq = k - kr * ncc_
+        # row chunks: runs of equal row_group; chunks = row chunks x column chunks
+        rstart = _row_chunks(row_group)
+        nrc = rstart.shape[0] - 1
+        ncq = -(-nc // CHUNK_COLS)
+        for ci in prange(nrc * ncq):
+            kr = ci // ncq
+            kq = ci - kr * ncq
             _grid_chunk(ref, sec, tops, lefts, rstart[kr], rstart[kr + 1],
                         kq * CHUNK_COLS, min(nc, (kq + 1) * CHUNK_COLS), h, w, s,
                         max_invalid, min_var, min_ncc, min_snr, mode, max_iter, tol,
