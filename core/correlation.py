@@ -31,13 +31,17 @@ Estimator
     * ``"none"``: integer peak.
 
 Performance
-    Numba kernels, parallel (``prange``) over rows of window centres, ``nogil``, cached.
-    When the centres are closer than the window width (any step < width, including the
-    dense mode ``step=1``), the windows of one row of centres share the integer-search
-    work: for every shift the products of the reference rows and the shifted secondary
-    rows are summed per column once for the whole row, and each window's numerator is a
-    difference of prefix sums (cost per window and shift ~``height * step`` instead of
-    ``height * width``). Windows touching invalid pixels fall back to the masked NCC.
+    Numba kernels, ``nogil``, cached. When the centres are closer than the window width
+    (any step < width, including the dense mode ``step=1``), windows are processed in
+    chunks of up to ``ROW_GROUP`` (8) rows x ``CHUNK_COLS`` (64) columns of centres,
+    parallel (``prange``) over chunks, that share the integer-search work: for every
+    shift each product of a reference pixel and the shifted secondary pixel is computed
+    once per chunk, summed per row segment and column segment (segments cut at window
+    edges), and each window's numerator is the sum of its segments (cost per window and
+    shift ~``step * step`` instead of ``height * width``). Rows of centres are grouped by
+    :func:`row_groups` (image coordinates), so a block of rows gives bit-identical
+    results to the whole image. Windows touching invalid pixels fall back to the masked
+    NCC. Otherwise windows are independent, parallel over chunks of windows.
 
 Rules for invalid data (never a silent 0: the value is NaN and ``status`` says why)
     NaN in either image is an invalid pixel. A template with more than ``max_nodata``

@@ -13,7 +13,10 @@ Per window the estimator is:
    against every integer shift of the secondary within ``[-search, search]`` per axis.
    Fast path (no invalid pixel in the template nor in the search area): one float32
    dot product per shift (the template is zero-mean, so it is the whole numerator) and
-   the secondary window statistics from summed-area tables. Masked path (some invalid
+   the secondary window statistics from summed-area tables; when windows overlap, the
+   products are shared by all windows of a chunk of rows x columns of centres
+   (:func:`_group_dots`, :func:`_grid_chunk`) and the statistics come from per-row-shift
+   column sums (:func:`_strip_colsums`). Masked path (some invalid
    pixels): every statistic is accumulated over the pixels valid in *both* windows
    (masked NCC); shifts whose common valid area is too small are not candidates.
 2. sub-pixel refinement (``mode`` 2, default): inverse-compositional Lucas-Kanade on
