@@ -763,9 +763,13 @@ def get_executor(scheduler=None, max_workers=None, retries=DEFAULT_RETRIES, time
         exe = worker_python()   # inside QGIS: a real Python for the workers (or an error)
         spawn = _SpawnSettings(exe) if exe else None
         try:
+            # each worker's numba kernels get their share of the cores (not all of them:
+            # N workers x all cores would oversubscribe the machine)
+            share = max(1, (os.cpu_count() or 1) // max(1, int(value)))
             cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1,
                                                processes=True, dashboard_address=":0",
-                                               silence_logs=logging.ERROR)
+                                               silence_logs=logging.ERROR,
+                                               env={"NUMBA_NUM_THREADS": str(share)})
         except BaseException:
             if spawn is not None:
                 spawn.close()

@@ -194,6 +194,10 @@ def test_dask_map_identical_to_local(tmp_path, cluster_executor):
         np.testing.assert_array_equal(np.load(pa), np.load(pb))
     # ran in the worker processes, not in the driver
     assert os.getpid() not in {r[2] for r in res_dask}
+    # the workers share the cores instead of each taking all of them
+    share = str(max(1, (os.cpu_count() or 1) // 2))
+    env = ex.client.run(lambda: os.environ.get("NUMBA_NUM_THREADS"))
+    assert set(env.values()) == {share}, env
 
 
 def test_dask_failed_task_is_retried(tmp_path, cluster_executor):
