@@ -16,7 +16,9 @@ Pipeline of :func:`select_pairs`
    (:func:`.correlation.correlate`) on images block-averaged by ``preview_factor``
    (about 512 px on the long side, at least 2×), on a sparse grid (16 px windows, step 8,
    parabolic sub-pixel). Measured preview quality = good fraction × spatial coherence
-   (:func:`.quality_model.field_quality`).
+   (:func:`.quality_model.field_quality`). Each date is read, block-averaged and
+   pre-filtered once for all its previews, and the small preview kernels run
+   single-threaded (:func:`_run_previews`).
 4. **Model**: a multiplicative model (per-date clear factor × ridge regression on the
    pair features, :class:`.quality_model.QualityModel`) fitted on the previews (and on full results of
    earlier runs found in ``history_folder/pairs``) predicts the quality of every other
@@ -378,13 +380,27 @@ def _load_preview(rec, factor):
 
 
 def _block_fractions(mask, blocks):
-    """Fraction of good windows in each of blocks x blocks spatial blocks (row-major)."""
-    out = []
-    for rs in np.array_split(np.arange(mask.shape[0]), blocks):
-        for cs in np.array_split(np.arange(mask.shape[1]), blocks):
-            sub = mask[np.ix_(rs, cs)]
-            out.append(float(sub.mean()) if sub.size else 0.0)
-    return np.array(out)
+    """Fraction of good windows in each of blocks x blocks spatial blocks (row-major).
+
+    Blocks as ``np.array_split`` cuts each axis (the first ``n % blocks`` blocks one
+    longer); an empty block (fewer rows/columns than blocks) counts 0."""
+    mask = np.asarray(mask, dtype=bool)
+
+    def cuts(n):
+        sizes = np.full(blocks, n // blocks, dtype=np.int64)
+        sizes[:n % blocks] += 1
+        return sizes
+
+    hs, ws = cuts(mask.shape[0]), cuts(mask.shape[1])
+    rb = np.repeat(np.arange(blocks), hs)
+    cb = np.repeat(np.arange(blocks), ws)
+    counts = np.zeros((blocks, blocks))
+    r, c = np.nonzero(mask)
+    np.add.at(counts, (rb[r], cb[c]), 1.0)
+    size = np.outer(hs, ws).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(size > 0, counts / np.maximum(size, 1.0), 0.0)
+    return out.ravel()
 
 
 def _measure_pair_cost(catalog, pair, window, step, search, side=160):
@@ -406,38 +422,92 @@ def _measure_pair_cost(catalog, pair, window, step, search, side=160):
 
 
 def _run_previews(catalog, pairs, idx, factor, window, step, search, ncc_min, progress,
-                  blocks=4):
-    from .correlation import correlate
-    cache = {}
+                  blocks=4, threads=1):
+    """Correlate the preview pairs ``idx`` at 1/``factor`` resolution.
+
+    Each date is read and block-averaged once, and pre-filtered once (the correlator's
+    :func:`.correlation.prepare`, the same filter :func:`.correlation.correlate` applies
+    to both images of every pair); its prepared image is kept only until its last
+    preview. The kernel is called on the prepared images
+    (:func:`.correlation.correlate_prepared`), which gives the same fields as
+    ``correlate(a, b, window, step, search, rows, cols, subpixel="parabola")`` without
+    re-reading or re-filtering a date for each of its previews.
+
+    The numba kernels run single-threaded here (``threads``, 1 by default; the setting
+    is local to the calling thread and restored afterwards): a preview is small (about
+    512 px on the long side, a few hundred windows, one or two chunks of the shared
+    integer search), so parallel regions cost more in start-up and synchronisation than
+    they save -- on a loaded 2-core machine 3x more (issue 4 round 3, docs/benchmarks.md).
+    The fields do not depend on the number of threads.
+
+    Returns (results by pair index, number of windows, seconds in correlation kernels).
+    """
+    import numba
+    old_threads = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), old_threads)))
+    try:
+        return _run_previews_body(catalog, pairs, idx, factor, window, step, search,
+                                  ncc_min, progress, blocks)
+    finally:
+        numba.set_num_threads(old_threads)
+
+
+def _run_previews_body(catalog, pairs, idx, factor, window, step, search, ncc_min, progress,
+                       blocks):
+    import rasterio
+    from .correlation import (correlate_prepared, normalize_params, pad_image, prepare,
+                              read_margin)
+    params = normalize_params(window, step, search, subpixel="parabola")
+    margin = read_margin(params)
+    last_use = {}
+    for k, pk in enumerate(idx):
+        last_use[pairs[pk].i] = k
+        last_use[pairs[pk].j] = k
+    prepared = {}
+    grids = {}
     results = {}
     n_windows = 0
     t_corr = 0.0
-    for k, pk in enumerate(idx):
-        progress.check()
-        p = pairs[pk]
-        for d in (p.i, p.j):
-            if d not in cache:
-                cache[d] = _load_preview(catalog.records[d], factor)
-        t0 = time.perf_counter()
-        H, W = cache[p.i].shape
-        m = window // 2 + search + 1     # centres whose window + search area is inside
-        rows = np.arange(m, H - m + 1, step) if H > 2 * m else np.array([H // 2])
-        cols = np.arange(m, W - m + 1, step) if W > 2 * m else np.array([W // 2])
-        res = correlate(cache[p.i], cache[p.j], window=window, step=step, search=search,
-                        rows=rows, cols=cols, subpixel="parabola")
-        t_corr += time.perf_counter() - t0
-        n_windows += res.dx.size
-        q = field_quality(res.dx, res.dy, res.ncc, res.status, ncc_min=ncc_min, tol_px=1.0)
-        mask = q.pop("mask")
-        q["blocks"] = _block_fractions(mask, blocks)
-        if mask.sum() >= 10:
-            ddx = res.dx[mask] - np.median(res.dx[mask])
-            ddy = res.dy[mask] - np.median(res.dy[mask])
-            # fastest motion seen (99th percentile of the de-meaned vectors), full-res px
-            q["motion_px"] = float(np.percentile(np.hypot(ddx, ddy), 99)) * factor
-        results[pk] = q
-        progress.update((k + 1) / len(idx), "preview %s / %s: quality %.2f" % (
-            p.reference_date, p.secondary_date, q["quality"]))
+    with rasterio.Env():       # one GDAL environment for every read (not one per file)
+        for k, pk in enumerate(idx):
+            progress.check()
+            p = pairs[pk]
+            for d in (p.i, p.j):
+                if d not in prepared:
+                    img = np.asarray(_load_preview(catalog.records[d], factor), np.float32)
+                    img[~np.isfinite(img)] = np.nan
+                    prepared[d] = (prepare(pad_image(img, margin), params), img.shape)
+            (rs, shape), (ss, shape_j) = prepared[p.i], prepared[p.j]
+            if shape != shape_j:
+                raise InputError("Preview images of %s and %s differ in shape (%s, %s): "
+                                 "bring the images onto a common grid first." % (
+                                     p.reference_date, p.secondary_date, shape, shape_j))
+            if shape not in grids:
+                H, W = shape
+                m = window // 2 + search + 1     # centres whose window + search area is inside
+                grids[shape] = (
+                    np.arange(m, H - m + 1, step) if H > 2 * m else np.array([H // 2]),
+                    np.arange(m, W - m + 1, step) if W > 2 * m else np.array([W // 2]))
+            rows, cols = grids[shape]
+            t0 = time.perf_counter()
+            dx, dy, ncc, _snr, status = correlate_prepared(rs, ss, rows, cols, shape, 0,
+                                                           params)
+            t_corr += time.perf_counter() - t0
+            for d in (p.i, p.j):
+                if last_use[d] == k:
+                    del prepared[d]
+            n_windows += dx.size
+            q = field_quality(dx, dy, ncc, status, ncc_min=ncc_min, tol_px=1.0)
+            mask = q.pop("mask")
+            q["blocks"] = _block_fractions(mask, blocks)
+            if mask.sum() >= 10:
+                ddx = dx[mask] - np.median(dx[mask])
+                ddy = dy[mask] - np.median(dy[mask])
+                # fastest motion seen (99th percentile of the de-meaned vectors), full-res px
+                q["motion_px"] = float(np.percentile(np.hypot(ddx, ddy), 99)) * factor
+            results[pk] = q
+            progress.update((k + 1) / len(idx), "preview %s / %s: quality %.2f" % (
+                p.reference_date, p.secondary_date, q["quality"]))
     return results, n_windows, t_corr
 
 

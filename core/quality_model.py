@@ -99,21 +99,35 @@ def field_quality(dx, dy, ncc, status=None, ncc_min=0.5, tol_px=1.0):
 
 def _coherent(dx, dy, good, tol):
     """Boolean: good vectors within ``tol`` of the median of their good 3x3 neighbours
-    (a vector without any good neighbour counts as incoherent)."""
+    (a vector without any good neighbour counts as incoherent).
+
+    The median is NaN-aware like ``np.nanmedian`` (mean of the two middle values for an
+    even count), computed for all vectors at once: the 8 neighbours are sorted (NaN
+    last) and the middle values picked by each vector's count of good neighbours."""
     H, W = dx.shape
-    pad = lambda a, fill: np.pad(a, 1, mode="constant", constant_values=fill)  # noqa: E731
-    gx, gy = np.where(good, dx, np.nan), np.where(good, dy, np.nan)
-    px, py = pad(gx, np.nan), pad(gy, np.nan)
-    nbx = [px[1 + r:1 + r + H, 1 + c:1 + c + W] for r in (-1, 0, 1) for c in (-1, 0, 1)
-           if (r, c) != (0, 0)]
-    nby = [py[1 + r:1 + r + H, 1 + c:1 + c + W] for r in (-1, 0, 1) for c in (-1, 0, 1)
-           if (r, c) != (0, 0)]
-    sx, sy = np.stack(nbx), np.stack(nby)
+    out = np.zeros((H, W), bool)
+    if not good.any():
+        return out
+
+    def neighbours(a):
+        p = np.pad(np.where(good, a, np.nan), 1, mode="constant", constant_values=np.nan)
+        return np.stack([p[1 + r:1 + r + H, 1 + c:1 + c + W] for r in (-1, 0, 1)
+                         for c in (-1, 0, 1) if (r, c) != (0, 0)])
+
+    sx, sy = neighbours(dx), neighbours(dy)            # (8, H, W)
     cnt = np.isfinite(sx).sum(axis=0)
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mx, my = np.nanmedian(sx, axis=0), np.nanmedian(sy, axis=0)
+    sx.sort(axis=0)
+    sy.sort(axis=0)
+    lo = np.maximum(cnt - 1, 0) // 2
+    hi = cnt // 2
+    hi = np.where(cnt > 0, hi, 0)
+
+    def median(s):
+        a = np.take_along_axis(s, lo[None], axis=0)[0]
+        b = np.take_along_axis(s, hi[None], axis=0)[0]
+        return (a + b) / 2.0
+
+    mx, my = median(sx), median(sy)
     with np.errstate(invalid="ignore"):
         ok = good & (cnt >= 1) & (np.hypot(dx - mx, dy - my) <= tol)
     return ok

@@ -291,3 +291,71 @@ def test_processing_algorithms_catalog_and_select_pairs(tmp_path):
     params["MIN_BASELINE_DAYS"], params["MAX_BASELINE_DAYS"] = 300, 400
     with pytest.raises(QgsProcessingException, match="baseline"):
         alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
+
+
+def test_previews_match_correlate_per_pair_and_restore_threads(tmp_path):
+    """The preview driver reads/filters each date once and calls the kernel on prepared
+    images, single-threaded: the fields must equal correlate() on every pair, and the
+    caller's numba thread count must be restored."""
+    import numba
+    from slidewatch.core.catalog import load_image
+    from slidewatch.core.correlation import correlate
+    from slidewatch.core.pairing import _block_mean, _run_previews, preview_pairs
+    from slidewatch.core.progress import as_progress
+    from slidewatch.core.quality_model import field_quality
+    dates = _dates(6)
+    cat = _make_stack(str(tmp_path / "s"), dates, clouded={dates[2]})
+    pairs = candidate_pairs(cat, 1, 30)
+    idx = preview_pairs(pairs, len(dates), 8, np.random.default_rng(0))
+    before = numba.get_num_threads()
+    res, n_win, _ = _run_previews(cat, pairs, idx, 2, 16, 8, 3, 0.5, as_progress(None))
+    assert numba.get_num_threads() == before
+    assert sorted(res) == sorted(idx) and n_win > 0
+    imgs = {d: _block_mean(load_image(r), 2) for d, r in enumerate(cat.records)}
+    m = 16 // 2 + 3 + 1
+    grid = np.arange(m, 40 - m + 1, 8)
+    for pk in idx:
+        p = pairs[pk]
+        r = correlate(imgs[p.i], imgs[p.j], window=16, step=8, search=3, rows=grid,
+                      cols=grid, subpixel="parabola")
+        q = field_quality(r.dx, r.dy, r.ncc, r.status, ncc_min=0.5)
+        assert res[pk]["quality"] == q["quality"]
+        assert res[pk]["good_fraction"] == q["good_fraction"]
+        assert res[pk]["coherence"] == q["coherence"]
+    clouded = [pk for pk in idx if 2 in (pairs[pk].i, pairs[pk].j)]
+    clear = [pk for pk in idx if 2 not in (pairs[pk].i, pairs[pk].j)]
+    assert clouded and clear
+    assert max(res[pk]["quality"] for pk in clouded) < min(res[pk]["quality"] for pk in clear)
+
+
+def test_coherence_and_block_fractions_match_their_definitions():
+    """Vectorised 3x3 NaN-median coherence and block fractions against the plain
+    definitions (np.nanmedian of the good neighbours; np.array_split blocks)."""
+    import warnings
+    from slidewatch.core.pairing import _block_fractions
+    from slidewatch.core.quality_model import _coherent
+    rng = np.random.default_rng(5)
+    for t in range(200):
+        H, W = (int(v) for v in rng.integers(1, 12, 2))
+        dx = np.round(rng.normal(0, 1, (H, W)) * 2) / 2          # ties and even counts
+        dy = rng.normal(0, 0.7, (H, W))
+        dx[rng.random((H, W)) < 0.1] = np.nan
+        good = (rng.random((H, W)) < 0.7) & np.isfinite(dx)
+        px = np.pad(np.where(good, dx, np.nan), 1, constant_values=np.nan)
+        py = np.pad(np.where(good, dy, np.nan), 1, constant_values=np.nan)
+        nb = [(r, c) for r in (-1, 0, 1) for c in (-1, 0, 1) if (r, c) != (0, 0)]
+        sx = np.stack([px[1 + r:1 + r + H, 1 + c:1 + c + W] for r, c in nb])
+        sy = np.stack([py[1 + r:1 + r + H, 1 + c:1 + c + W] for r, c in nb])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mx, my = np.nanmedian(sx, axis=0), np.nanmedian(sy, axis=0)
+        with np.errstate(invalid="ignore"):
+            want = good & (np.isfinite(sx).sum(axis=0) >= 1) & (
+                np.hypot(dx - mx, dy - my) <= 1.0)
+        assert np.array_equal(_coherent(dx, dy, good, 1.0), want), t
+        mask = rng.random((H, W)) < 0.5
+        for blocks in (1, 3, 4):
+            ref = [float(mask[np.ix_(rs, cs)].mean()) if len(rs) and len(cs) else 0.0
+                   for rs in np.array_split(np.arange(H), blocks)
+                   for cs in np.array_split(np.arange(W), blocks)]
+            assert np.array_equal(_block_fractions(mask, blocks), np.array(ref)), (t, blocks)
