@@ -442,6 +442,100 @@ def _azimuth(ve, vn):
     return float(np.degrees(np.arctan2(ve, vn)) % 360.0)
 
 
+def _biweight_rows(x, c=4.685, iterations=10):
+    """Tukey biweight location and robust scale (1.4826 MAD) of each row of ``x`` (NaN
+    ignored); NaN for rows without a finite value."""
+    x = np.asarray(x, np.float64)
+    loc = np.full(x.shape[0], np.nan)
+    scale = np.full(x.shape[0], np.nan)
+    for k in range(x.shape[0]):
+        v = x[k][np.isfinite(x[k])]
+        if v.size == 0:
+            continue
+        mu = float(np.median(v))
+        s = 1.4826 * float(np.median(np.abs(v - mu)))
+        scale[k] = s
+        if s > 0:
+            for _ in range(iterations):
+                u = (v - mu) / (c * s)
+                w = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+                if w.sum() <= 0:
+                    break
+                new = float((w * v).sum() / w.sum())
+                if abs(new - mu) <= 1e-6 * s:
+                    mu = new
+                    break
+                mu = new
+        loc[k] = mu
+    return loc, scale
+
+
+def object_series(E, N, fit, t, sl, m, core_fraction=0.5):
+    """Displacement series of one object, projected on its mean direction of motion.
+
+    E, N : (T, H, W) bias-corrected cumulative displacement; fit : the dict of
+    :func:`fit_velocity` on them (``valid`` dates per pixel, ``ve``, ``vn``,
+    ``intercept_e``, ``intercept_n``, ``date_sigma``); t : (T,) years; ``sl`` (slices)
+    and ``m`` (bool mask inside them) select the object.
+
+    The series is the median, per date, over the faster ``core_fraction`` of the
+    object's pixels (robust to a minority of cloud-contaminated pixels). Its per-date
+    noise ``sigma`` is the date noise on stable ground, divided by the square root of
+    the fraction of those pixels valid on the date, and multiplied by the **date's own
+    scatter inside the object** relative to the typical date: the robust spread (MAD)
+    of the pixels' residuals about their own straight line in time, over the median of
+    that spread across dates (never below 1). A date on which the object lies under a
+    cloud -- its surviving values are mismatches, all of them, so no median over the
+    object can be right -- has a spread several times the usual one and is weighted
+    down accordingly by the acceleration test, instead of counting as a clear date.
+
+    Returns a dict: ``series`` (T,), ``sigma`` (T,), ``spread`` (T,) the scatter
+    factor, ``pixels`` (bool mask inside ``sl`` of the pixels used) and ``direction``
+    (unit east, north).
+    """
+    ve, vn, valid = fit["ve"], fit["vn"], fit["valid"]
+    vpe, vpn = ve[sl][m], vn[sl][m]
+    sp = np.hypot(vpe, vpn)
+    mve, mvn = float(np.nanmean(vpe)), float(np.nanmean(vpn))
+    mdir = np.hypot(mve, mvn) or 1.0
+    ue, un = mve / mdir, mvn / mdir
+    tsl = (slice(None),) + tuple(sl)
+    proj = E[tsl][:, m] * ue + N[tsl][:, m] * un
+    proj = np.where(valid[tsl][:, m], proj, np.nan)  # per-pixel outlier dates out
+    # each pixel's own straight line, projected: residuals measure the date's scatter
+    line = ((fit["intercept_e"][sl][m] * ue + fit["intercept_n"][sl][m] * un)[None, :]
+            + (vpe * ue + vpn * un)[None, :] * np.asarray(t, np.float64)[:, None])
+    use = np.ones(sp.shape, bool)
+    if core_fraction < 1.0 and np.isfinite(sp).sum() >= 10:
+        # the faster core of the object carries the signal; its tapered edges mostly noise
+        use = sp >= np.nanquantile(sp, 1.0 - core_fraction)
+        proj = proj[:, use]
+        line = line[:, use]
+    frac = np.isfinite(proj).mean(1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN dates
+        # residuals of the pixels about their own straight line: the spread of the
+        # velocity across the object is removed, what is left on a date is its departure
+        # from linearity (common to the object: acceleration) plus noise and mismatches
+        res = proj - line
+        loc, spread = _biweight_rows(res)
+        # series = the object's mean line + the robust (biweight) location of the
+        # residuals: a minority of cloud-contaminated pixels is rejected, not averaged
+        series = np.where(frac >= 0.3, np.nanmean(line, axis=1) + loc, np.nan)
+        ok = np.isfinite(spread) & (spread > 0) & np.isfinite(series)
+        ref = float(np.median(spread[ok])) if ok.sum() >= 3 else float("nan")
+        factor = (np.where(np.isfinite(spread), np.maximum(spread / ref, 1.0), 1.0)
+                  if np.isfinite(ref) and ref > 0 else np.ones(spread.shape))
+        # per-date noise of the object's series: date noise on stable ground, larger
+        # where few of the object's pixels are valid, and where they disagree (clouds)
+        sigma = (np.asarray(fit["date_sigma"], np.float64) / np.sqrt(np.maximum(frac, 1e-3))
+                 * factor)
+    pixels = np.zeros(m.shape, bool)
+    pixels[m] = use
+    return {"series": series, "sigma": sigma, "spread": factor, "pixels": pixels,
+            "direction": (ue, un)}
+
+
 # ----------------------------------------------------------------------------- detect
 
 def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, params=None,
@@ -657,25 +751,8 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         vpe, vpn = ve_raw[sl][m], vn_raw[sl][m]
         sp = np.hypot(vpe, vpn)
         mve, mvn = float(np.nanmean(vpe)), float(np.nanmean(vpn))
-        mdir = np.hypot(mve, mvn) or 1.0
-        # mean displacement series projected on the object's direction of motion
-        tsl = (slice(None),) + tuple(sl)
-        proj = (E[tsl][:, m] * (mve / mdir) + N[tsl][:, m] * (mvn / mdir))
-        proj = np.where(fit["valid"][tsl][:, m], proj, np.nan)  # per-pixel outlier dates out
-        if p.accel_core_fraction < 1.0 and np.isfinite(sp).sum() >= 10:
-            # the faster core of the object carries the signal; its tapered edges mostly noise
-            core = sp >= np.nanquantile(sp, 1.0 - p.accel_core_fraction)
-            proj = proj[:, core]
-        val_obj = np.isfinite(proj)
-        frac = val_obj.mean(1)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN dates
-            # median over the object's pixels: robust to cloud outliers on a date
-            series = np.where(frac >= 0.3, np.nanmedian(proj, axis=1), np.nan)
-        # per-date noise of the object's series: date noise on stable ground, larger
-        # where few of the object's pixels are valid (clouds)
-        with np.errstate(all="ignore"):
-            ser_sigma = fit["date_sigma"] / np.sqrt(np.maximum(frac, 1e-3))
+        ser = object_series(E, N, fit, t, sl, m, p.accel_core_fraction)
+        series, ser_sigma = ser["series"], ser["sigma"]
         acc = _accel.detect_acceleration(dates, series, min_delta_bic=p.accel_min_delta_bic,
                                          min_t=p.accel_min_t, min_ratio=p.accel_min_ratio,
                                          sigma=ser_sigma,
