@@ -41,7 +41,14 @@ from scipy import ndimage
 
 
 def build_scene(seed, n_slides, out_folder, shape=(300, 300), pixel_size=20.0, n_dates=16,
-                noise=0.25, traps=True):
+                noise=0.25, traps=True, parts=None):
+    """Write the scene's timeseries/ and dem.tif; returns (stack, raw speed).
+
+    ``parts``: optional dict filled with the error components added to the truth, each
+    (T, H, W) for east and north (keys ``noise``, ``bias``, ``veg``, ``cloud``; clouded
+    NaN pixels in ``nan``), for the diagnosis of the object series (``--series-errors``).
+    The random draws are the same with or without it.
+    """
     from slidewatch.core.raster_io import write_bands
     from slidewatch.core.synthetic import generate_stack
 
@@ -73,6 +80,10 @@ def build_scene(seed, n_slides, out_folder, shape=(300, 300), pixel_size=20.0, n
     east = st.east_m.astype(np.float64).copy()
     north = st.north_m.astype(np.float64).copy()
     rows, cols = np.mgrid[0:H, 0:W].astype(np.float64)
+    if parts is not None:
+        for key in ("noise", "bias", "veg", "cloud"):
+            parts[key] = {c: np.zeros((T, H, W)) for c in ("e", "n")}
+        parts["nan"] = np.zeros((T, H, W), bool)
     zrel_km = (st.dem.astype(np.float64) - float(np.mean(st.dem))) / 1000.0
     for t in range(1, T):
         for comp, arr, sign in (("e", east, 1.0), ("n", north, -1.0)):
@@ -80,6 +91,8 @@ def build_scene(seed, n_slides, out_folder, shape=(300, 300), pixel_size=20.0, n
             cn = ndimage.gaussian_filter(rng.normal(0, 1, (H, W)), 4.0)
             cn *= noise / cn.std()
             arr[t] += wn + cn
+            if parts is not None:
+                parts["noise"][comp][t] = wn + cn
             if traps:
                 rc = st.ramp_coeffs_px[t]
                 if comp == "e":
@@ -92,16 +105,22 @@ def build_scene(seed, n_slides, out_folder, shape=(300, 300), pixel_size=20.0, n
                 veg = ndimage.gaussian_filter(rng.normal(0, 1, (H, W)), 1.5)
                 veg *= 1.5 / veg.std()
                 arr[t][st.noisy_mask] += veg[st.noisy_mask]
+                if parts is not None:
+                    parts["bias"][comp][t] = sign * (ramp_px + elev_px) * pixel_size
+                    parts["veg"][comp][t][st.noisy_mask] = veg[st.noisy_mask]
         cm = st.cloud_masks[t]
         if cm.any():
             r = rng.uniform(size=(H, W))
             nanm = cm & (r < 0.6)
             outl = cm & ~nanm
-            for arr in (east, north):
+            for comp, arr in (("e", east), ("n", north)):
                 o = ndimage.gaussian_filter(rng.normal(0, 1, (H, W)), 3.0)
                 o *= 3.0 / o.std()
                 arr[t][outl] += o[outl]
                 arr[t][nanm] = np.nan
+                if parts is not None:
+                    parts["cloud"][comp][t][outl] = o[outl]
+                    parts["nan"][t] |= nanm
     dates = list(st.dates)
     tyr = np.array([(_dt.date.fromisoformat(d) - _dt.date.fromisoformat(dates[0])).days
                     for d in dates]) / 365.25
@@ -165,7 +184,7 @@ def onset_index(dates, onset_date):
     return idx[-1] if idx else 0
 
 
-def run_synthetic(n_scenes, out_root, noise):
+def run_synthetic(n_scenes, out_root, noise, only=None):
     from slidewatch.core.detection import detect_from_folder, percentile_baseline
 
     rows = []
@@ -174,6 +193,8 @@ def run_synthetic(n_scenes, out_root, noise):
     accel = []
     false_accel = 0
     for s in range(n_scenes):
+        if only is not None and s not in only:
+            continue
         n_slides = 0 if s < 2 else int(np.random.default_rng(s).integers(1, 5))
         folder = os.path.join(out_root, "scene_%02d" % s)
         t0 = time.time()
@@ -239,6 +260,170 @@ def run_synthetic(n_scenes, out_root, noise):
               " | detect %.1fs | %s" % (s, nt, len(found), nd, ok, len(bfound), nb, bok,
                                         t2 - t1, slides_txt), flush=True)
     return rows, tot, accel, false_accel
+
+
+def series_errors(scene, out_root, noise):
+    """Error of each accelerating slide's object series against the truth, by source.
+
+    Rebuilds one scene with its error components kept apart, runs the detection while
+    keeping its bias-corrected series (E, N) and per-pixel fit, and for every detected
+    accelerating slide evaluates, on the pixels and direction the product uses, the
+    per-date error of the product series (vs the same estimator applied to the truth)
+    and the mean of each error component over those pixels: white + correlated noise,
+    residual ramp/elevation bias after the bias removal, vegetated patch, cloud outliers
+    that survived the per-pixel rejection. Also the noise-only floor of a few estimators
+    over the whole object. Prints a table, returns a list of dicts.
+    """
+    from slidewatch.core import detection as det
+
+    n_slides = 0 if scene < 2 else int(np.random.default_rng(scene).integers(1, 5))
+    folder = os.path.join(out_root, "scene_%02d" % scene)
+    parts = {}
+    st, _ = build_scene(scene, n_slides, folder, noise=noise, parts=parts)
+    keep = {}
+    orig_rb, orig_fv = det.remove_bias, det.fit_velocity
+
+    def rb(*a, **k):
+        out = orig_rb(*a, **k)
+        keep["E"], keep["N"] = out[0], out[1]
+        return out
+
+    def fv(*a, **k):
+        out = orig_fv(*a, **k)
+        keep["fit"] = out
+        return out
+    det.remove_bias, det.fit_velocity = rb, fv
+    try:
+        res = det.detect_from_folder(os.path.join(folder, "timeseries"),
+                                     dem_path=os.path.join(folder, "dem.tif"),
+                                     out_gpkg=os.path.join(folder, "detections.gpkg"),
+                                     preserve_validations=False)
+    finally:
+        det.remove_bias, det.fit_velocity = orig_rb, orig_fv
+    E, N, fit = keep["E"], keep["N"], keep["fit"]
+    east_raw, north_raw, _, _, _ = det.read_timeseries(os.path.join(folder, "timeseries"))
+    removed_e, removed_n = east_raw - E, north_raw - N    # the fitted bias model
+    out = []
+
+    def rms(x):
+        x = np.asarray(x, float)[1:]
+        x = x[np.isfinite(x)]
+        return float(np.sqrt(np.mean(x * x))) if x.size else float("nan")
+    for k, ls in enumerate(st.landslides, start=1):
+        if not ls.get("accel_onset_date"):
+            continue
+        tm = st.landslide_labels == k
+        d = res.labels[tm]
+        d = d[d > 0]
+        if d.size == 0:
+            continue
+        j = int(np.bincount(d).argmax())
+        f = res.features[j - 1]
+        obj = res.labels == j
+        sl = (slice(None), slice(None))
+        ser = det.object_series(E, N, fit, det.dates_to_years(res.dates), sl, obj,
+                                res.params.accel_core_fraction)
+        ue, un = ser["direction"]
+        pix = ser["pixels"]
+        used = fit["valid"][:, pix]                      # (T, P) dates used per pixel
+
+        def proj(pe, pn, mask=pix):
+            return pe[:, mask] * ue + pn[:, mask] * un
+        truth = proj(st.east_m, st.north_m)
+        with warnings_off():
+            truth_med = np.nanmedian(np.where(used, truth, np.nan), axis=1)
+            err = ser["series"] - truth_med
+
+            def comp_mean(key):
+                v = proj(parts[key]["e"], parts[key]["n"])
+                return np.nanmean(np.where(used, v, np.nan), axis=1)
+            resid_bias = proj(parts["bias"]["e"] - removed_e, parts["bias"]["n"] - removed_n)
+            c_bias = np.nanmean(np.where(used, resid_bias, np.nan), axis=1)
+            c_noise = comp_mean("noise")
+            c_veg = comp_mean("veg")
+            c_cloud = comp_mean("cloud")
+            # floors over the whole object (all pixels, no clouds, no bias)
+            nz_all = proj(parts["noise"]["e"], parts["noise"]["n"], obj)
+            spd = np.hypot(fit["ve"][obj], fit["vn"][obj])
+            wsp = np.where(np.isfinite(spd), spd, 0.0)
+            floor_mean_all = nz_all.mean(1)
+            floor_wmean_all = (nz_all * wsp).sum(1) / wsp.sum()
+            floor_med_core = np.median(proj(parts["noise"]["e"], parts["noise"]["n"]), axis=1)
+            cl_frac = np.array([(parts["nan"][t][obj] | (parts["cloud"]["e"][t][obj] != 0)).mean()
+                                for t in range(E.shape[0])])
+        # onset from the product series and from two oracles on the same pixels: truth +
+        # the white/correlated noise only (no clouds, no bias), with every date, and
+        # with the dates on which clouds cover > 50 % of the pixels removed (perfect
+        # cloud rejection: the best any handling of clouds can do)
+        from slidewatch.core.acceleration import detect_acceleration
+        p_ = res.params
+        kw = dict(min_delta_bic=p_.accel_min_delta_bic, min_t=p_.accel_min_t,
+                  min_ratio=p_.accel_min_ratio, max_ramp_days=p_.accel_max_ramp_days)
+        oracle = truth_med_all = np.median(truth, axis=1) + np.mean(
+            proj(parts["noise"]["e"], parts["noise"]["n"]), axis=1)
+        cloudy = np.array([(parts["nan"][t][pix] | (parts["cloud"]["e"][t][pix] != 0)).mean() > 0.5
+                           for t in range(E.shape[0])])
+        ti = onset_index(res.dates, ls["accel_onset_date"])
+        onsets = {}
+        for name, y, sg in (("product", ser["series"], ser["sigma"]),
+                            ("oracle_noise_only", oracle, None),
+                            ("oracle_clouds_removed", np.where(cloudy, np.nan, truth_med_all), None)):
+            a_ = detect_acceleration(res.dates, y, sigma=sg, **kw)
+            od = a_["onset_date"] if a_["accel_flag"] else None
+            onsets[name] = (od, od is not None and abs(onset_index(res.dates, od) - ti) <= 1)
+        row = dict(scene=scene, slide=k, n_obj_px=int(obj.sum()), n_core_px=int(pix.sum()),
+                   onsets={a_: list(b_) for a_, b_ in onsets.items()},
+                   cloudy_dates=[int(x) for x in np.flatnonzero(cloudy)],
+                   v_before=round(ls["velocity_m_per_yr"], 2),
+                   v_after=round(ls["velocity_after_m_per_yr"], 2),
+                   truth_onset=ls["accel_onset_date"], det_onset=f["accel_onset_date"],
+                   rms_err=rms(err), rms_err_clear=rms(np.where(cloudy, np.nan, err)),
+                   rms_floor_clear=rms(np.where(cloudy, np.nan, oracle - np.median(truth, axis=1))),
+                   rms_noise=rms(c_noise), rms_bias_resid=rms(c_bias),
+                   rms_veg=rms(c_veg), rms_cloud=rms(c_cloud),
+                   floor_median_core=rms(floor_med_core), floor_mean_object=rms(floor_mean_all),
+                   floor_speed_weighted_object=rms(floor_wmean_all),
+                   per_date_err=[None if not np.isfinite(x) else round(float(x), 2) for x in err],
+                   per_date_cloud=[round(float(x), 2) for x in np.nan_to_num(c_cloud)],
+                   per_date_bias=[round(float(x), 2) for x in np.nan_to_num(c_bias)],
+                   cloud_fraction=[round(float(x), 2) for x in cl_frac],
+                   series_sigma=[round(float(x), 2) for x in ser["sigma"]])
+        out.append(row)
+        print("scene %d slide %d (%d px, core %d; %.1f -> %.1f m/yr; onset truth %s det %s): "
+              "RMS per-date error %.2f m | mean over used px: noise %.2f, residual bias %.2f, "
+              "veg %.2f, cloud %.2f | noise-only floors: median core %.2f, mean object %.2f, "
+              "speed-weighted object %.2f"
+              % (scene, k, row["n_obj_px"], row["n_core_px"], row["v_before"], row["v_after"],
+                 row["truth_onset"], row["det_onset"], row["rms_err"], row["rms_noise"],
+                 row["rms_bias_resid"], row["rms_veg"], row["rms_cloud"],
+                 row["floor_median_core"], row["floor_mean_object"],
+                 row["floor_speed_weighted_object"]), flush=True)
+        print("   dates clouded over > 50 %% of the pixels: %s; RMS error on the other dates %.2f m "
+              "(noise-only floor on them %.2f m)" % (row["cloudy_dates"], row["rms_err_clear"],
+                                                      row["rms_floor_clear"]))
+        print("   onset (date, within +-1 acq.): " + "; ".join(
+            "%s %s %s" % (a_, b_[0], "ok" if b_[1] else "MISS") for a_, b_ in onsets.items()))
+        print("   per-date error  ", row["per_date_err"])
+        print("   cloud component ", row["per_date_cloud"])
+        print("   cloud fraction  ", row["cloud_fraction"])
+        print("   bias residual   ", row["per_date_bias"])
+        print("   series sigma    ", row["series_sigma"])
+        print("   spread factor   ", [round(float(x), 1) for x in ser["spread"]])
+    return out
+
+
+class warnings_off:
+    def __enter__(self):
+        import warnings
+        self._c = warnings.catch_warnings()
+        self._c.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+        self._e = np.errstate(all="ignore")
+        self._e.__enter__()
+
+    def __exit__(self, *exc):
+        self._e.__exit__(*exc)
+        return self._c.__exit__(*exc)
 
 
 def run_real_null(out_root):
@@ -330,10 +515,26 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "out", "detection"))
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated scene numbers to run (e.g. 2,7); implies --skip-real")
+    ap.add_argument("--series-errors", action="store_true",
+                    help="diagnosis only: per-date error of the accelerating slides' object "
+                         "series by source (scenes of --only, else all)")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
+    only = None
+    if a.only:
+        only = {int(x) for x in a.only.split(",") if x.strip()}
+        a.skip_real = True
+    if a.series_errors:
+        rows = []
+        for s in sorted(only if only is not None else range(a.scenes)):
+            rows += series_errors(s, a.out, a.noise)
+        with open(os.path.join(a.out, "series_errors.json"), "w") as fh:
+            json.dump(rows, fh, indent=1)
+        return 0
     t0 = time.time()
-    rows, tot, accel, false_accel = run_synthetic(a.scenes, a.out, a.noise)
+    rows, tot, accel, false_accel = run_synthetic(a.scenes, a.out, a.noise, only)
 
     def pr(found, det, ok):
         return (ok / det if det else 1.0), (found / tot["truth"] if tot["truth"] else 1.0)
