@@ -284,7 +284,7 @@ class _RunLog:
 #: inversion 2: default regularisation weight from the temporal sampling (was 30);
 #: detection 2: ramp onset, independent-observation count.
 METHOD_VERSIONS = {"catalog": 1, "grid": 1, "pairing": 1, "correlation": 1, "inversion": 2,
-                   "detection": 2, "overview": 1}
+                   "detection": 3, "overview": 1}
 
 
 class _Manifest:
