@@ -35,7 +35,12 @@ flag is raised, the onset is therefore estimated with a third, continuous model
   ``t0`` (fine grid) and ``R`` (0 to ``max_ramp_days``) are profiled, ``a, v1, v2`` are
   weighted least squares with the same date weights and despiked dates as the test.
 
-``onset_date`` is ``t0`` (the start of the rise), ``onset_index`` the last acquisition
+``onset_date`` is ``t0`` (the start of the rise; the median of its profile likelihood,
+not the single best fit: with a per-date noise comparable to the velocity change times
+the revisit, several onsets fit almost equally well and the best one jumps between
+them, the median does not -- on the issue-6 bench's slides at their measured noise it
+lands within one acquisition of the truth in 11.5 of 12 cases on average against 11.1
+for the best fit), ``onset_index`` the last acquisition
 on or before it, ``onset_hinge_date`` the M2 breakpoint, ``ramp_days`` the fitted R, and
 ``onset_earliest``/``onset_latest`` the range of ``t0`` whose best fit is within
 ``Delta chi^2 <= 4`` (residual variance scaled; about a 95 % interval for one parameter)
@@ -261,9 +266,12 @@ def fit_ramp_onset(t, y, sw=None, max_ramp=60.0 / DAYS_PER_YEAR, min_segment=3, 
     first date and the date leaving ``min_segment`` dates after it; the ramp duration
     ``R`` on ``n_ramps`` values from 0 to ``max_ramp`` (years). Only increases
     (``v2 > v1``) are considered. Returns None when nothing can be fitted, else a dict
-    ``t0``, ``ramp`` (years), ``v_before``, ``v_after``, ``rss`` and the interval
-    ``t0_lo``, ``t0_hi`` of onsets whose best weighted RSS is within ``delta_chi2``
-    residual variances of the minimum.
+    ``t0`` (the median of the profile likelihood of the onset: weights
+    ``exp(-(RSS(t0) - RSS_min) / 2 s^2)`` with ``s^2`` the residual variance, uniform in
+    time), ``t0_ml`` (the best fit), ``ramp`` (years), ``v_before``, ``v_after``, ``rss``
+    (fit at ``t0``) and the interval ``t0_lo``, ``t0_hi`` of onsets whose best weighted
+    RSS is within ``delta_chi2`` residual variances of the minimum (widened to contain
+    ``t0`` if needed).
     """
     t = np.asarray(t, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -298,11 +306,21 @@ def fit_ramp_onset(t, y, sw=None, max_ramp=60.0 / DAYS_PER_YEAR, min_segment=3, 
         best_rss = np.where(better, rss, best_rss)
     if not np.isfinite(best_rss).any():
         return None
-    i = int(np.argmin(best_rss))
-    rmin = float(best_rss[i])
+    i_ml = int(np.argmin(best_rss))
+    rmin = float(best_rss[i_ml])
     s2 = max(rmin / max(n - 5, 1), 1e-12)
     inside = np.flatnonzero(best_rss <= rmin + delta_chi2 * s2)
+    # point estimate: median of the profile likelihood of t0 (uniform prior in time,
+    # Gaussian errors scaled by the residual variance); it minimises the expected
+    # absolute error, where the minimum alone jumps between nearly equal fits
+    like = np.where(np.isfinite(best_rss), np.exp(-(best_rss - rmin) / (2.0 * s2)), 0.0)
+    like *= np.gradient(t0s) if t0s.size > 1 else 1.0
+    cum = np.cumsum(like)
+    i = int(min(np.searchsorted(cum, 0.5 * cum[-1]), t0s.size - 1))
+    if not np.isfinite(best_rss[i]):
+        i = i_ml
     R, c = best_par[i]
-    return {"t0": float(t0s[i]), "ramp": R, "v_before": float(c[1]),
-            "v_after": float(c[1] + c[2]), "rss": rmin,
-            "t0_lo": float(t0s[inside.min()]), "t0_hi": float(t0s[inside.max()])}
+    return {"t0": float(t0s[i]), "t0_ml": float(t0s[i_ml]), "ramp": R, "v_before": float(c[1]),
+            "v_after": float(c[1] + c[2]), "rss": float(best_rss[i]),
+            "t0_lo": float(min(t0s[inside.min()], t0s[i])),
+            "t0_hi": float(max(t0s[inside.max()], t0s[i]))}
