@@ -262,7 +262,7 @@ def run_synthetic(n_scenes, out_root, noise, only=None):
     return rows, tot, accel, false_accel
 
 
-def series_errors(scene, out_root, noise):
+def series_errors(scene, out_root, noise, mc=0):
     """Error of each accelerating slide's object series against the truth, by source.
 
     Rebuilds one scene with its error components kept apart, runs the detection while
@@ -272,7 +272,11 @@ def series_errors(scene, out_root, noise):
     and the mean of each error component over those pixels: white + correlated noise,
     residual ramp/elevation bias after the bias removal, vegetated patch, cloud outliers
     that survived the per-pixel rejection. Also the noise-only floor of a few estimators
-    over the whole object. Prints a table, returns a list of dicts.
+    over the whole object. With ``mc`` > 0, a Monte-Carlo estimate of the chance that
+    the onset lands within one acquisition of the truth at this slide's noise floor:
+    the truth series (same pixels) plus ``mc`` draws of white-in-time Gaussian noise
+    with the slide's measured noise-only RMS, with every date and with the dates under
+    clouds removed. Prints a table, returns a list of dicts.
     """
     from slidewatch.core import detection as det
 
@@ -371,7 +375,44 @@ def series_errors(scene, out_root, noise):
             a_ = detect_acceleration(res.dates, y, sigma=sg, **kw)
             od = a_["onset_date"] if a_["accel_flag"] else None
             onsets[name] = (od, od is not None and abs(onset_index(res.dates, od) - ti) <= 1)
+        mc_hits = {}
+        if mc > 0:
+            floor = rms(np.where(cloudy, np.nan, oracle - np.median(truth, axis=1)))
+            rng_mc = np.random.default_rng(100 * scene + k)
+            base = np.median(truth, axis=1)
+            for name, drop in (("all_dates", np.zeros_like(cloudy)), ("clouds_removed", cloudy)):
+                hits = 0
+                for _ in range(mc):
+                    y = base + rng_mc.normal(0, floor, base.size)
+                    y[0] = base[0]
+                    y[drop] = np.nan
+                    a_ = detect_acceleration(res.dates, y, **kw)
+                    hits += bool(a_["accel_flag"]) and abs(
+                        onset_index(res.dates, a_["onset_date"]) - ti) <= 1
+                mc_hits[name] = hits / mc
+        # scale-free errors: the onset depends on the shape of the series only, so each
+        # series is compared with the best multiple of the truth (same pixels), fitted on
+        # the clear dates; "round 2" = the previous estimator (median of the same pixels)
+        tref = np.median(truth, axis=1)
+        with warnings_off():
+            old_series = np.where(np.isfinite(np.where(used, 1.0, np.nan)).mean(1) >= 0.3,
+                                  np.nanmedian(np.where(used, proj(E, N), np.nan), axis=1),
+                                  np.nan)
+
+        def shape_err(y):
+            okc = ~cloudy & np.isfinite(y)
+            al = float((y[okc] * tref[okc]).sum() / max((tref[okc] ** 2).sum(), 1e-12))
+            return y - al * tref
+        e_new, e_old = shape_err(ser["series"]), shape_err(old_series)
+        e_flo = shape_err(oracle)
+        shape = {name: {"clear": rms(np.where(cloudy, np.nan, e)), "cloudy": rms(
+            np.where(cloudy, e, np.nan)) if cloudy[1:].any() else None}
+            for name, e in (("product", e_new), ("round2_median", e_old), ("noise_floor", e_flo))}
         row = dict(scene=scene, slide=k, n_obj_px=int(obj.sum()), n_core_px=int(pix.sum()),
+                   mc_p_within_1=mc_hits, shape_rms=shape,
+                   truth_series=[round(float(x), 4) for x in tref], dates=list(res.dates),
+                   truth_onset_index=int(ti),
+                   rms_floor=rms(np.where(cloudy, np.nan, e_flo)),
                    onsets={a_: list(b_) for a_, b_ in onsets.items()},
                    cloudy_dates=[int(x) for x in np.flatnonzero(cloudy)],
                    v_before=round(ls["velocity_m_per_yr"], 2),
@@ -401,8 +442,15 @@ def series_errors(scene, out_root, noise):
         print("   dates clouded over > 50 %% of the pixels: %s; RMS error on the other dates %.2f m "
               "(noise-only floor on them %.2f m)" % (row["cloudy_dates"], row["rms_err_clear"],
                                                       row["rms_floor_clear"]))
+        print("   scale-free RMS error, clear / cloudy dates: " + "; ".join(
+            "%s %.2f / %s" % (a_, b_["clear"], "-" if b_["cloudy"] is None else "%.2f" % b_["cloudy"])
+            for a_, b_ in shape.items()))
         print("   onset (date, within +-1 acq.): " + "; ".join(
             "%s %s %s" % (a_, b_[0], "ok" if b_[1] else "MISS") for a_, b_ in onsets.items()))
+        if mc_hits:
+            print("   Monte Carlo (%d draws at the noise floor): P(onset within +-1 acq.) "
+                  "all dates %.2f, cloudy dates removed %.2f"
+                  % (mc, mc_hits["all_dates"], mc_hits["clouds_removed"]))
         print("   per-date error  ", row["per_date_err"])
         print("   cloud component ", row["per_date_cloud"])
         print("   cloud fraction  ", row["cloud_fraction"])
@@ -520,6 +568,9 @@ def main(argv=None):
     ap.add_argument("--series-errors", action="store_true",
                     help="diagnosis only: per-date error of the accelerating slides' object "
                          "series by source (scenes of --only, else all)")
+    ap.add_argument("--mc", type=int, default=0,
+                    help="with --series-errors: Monte-Carlo draws of the onset at each "
+                         "slide's noise floor (e.g. 200)")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     only = None
@@ -529,7 +580,7 @@ def main(argv=None):
     if a.series_errors:
         rows = []
         for s in sorted(only if only is not None else range(a.scenes)):
-            rows += series_errors(s, a.out, a.noise)
+            rows += series_errors(s, a.out, a.noise, a.mc)
         with open(os.path.join(a.out, "series_errors.json"), "w") as fh:
             json.dump(rows, fh, indent=1)
         return 0
