@@ -478,16 +478,22 @@ def object_series(E, N, fit, t, sl, m, core_fraction=0.5):
     ``intercept_e``, ``intercept_n``, ``date_sigma``); t : (T,) years; ``sl`` (slices)
     and ``m`` (bool mask inside them) select the object.
 
-    The series is the median, per date, over the faster ``core_fraction`` of the
-    object's pixels (robust to a minority of cloud-contaminated pixels). Its per-date
-    noise ``sigma`` is the date noise on stable ground, divided by the square root of
-    the fraction of those pixels valid on the date, and multiplied by the **date's own
-    scatter inside the object** relative to the typical date: the robust spread (MAD)
-    of the pixels' residuals about their own straight line in time, over the median of
-    that spread across dates (never below 1). A date on which the object lies under a
-    cloud -- its surviving values are mismatches, all of them, so no median over the
-    object can be right -- has a spread several times the usual one and is weighted
-    down accordingly by the acceleration test, instead of counting as a clear date.
+    Series: over the faster ``core_fraction`` of the object's pixels (its tapered edges
+    carry little signal), per date, the mean of the pixels' own straight lines in time
+    plus the Tukey-biweight location of the pixels' residuals about them. Taking each
+    pixel's line out removes the spread of the velocity across the object from the
+    residuals, so a minority of mismatched (cloud-contaminated) pixels stands out and
+    is rejected rather than averaged, while a departure from linearity common to the
+    object (an acceleration) is kept. Dates with fewer than 30 % valid pixels are NaN.
+
+    Per-date noise ``sigma`` (only ratios between dates matter to the acceleration
+    test): the date noise on stable ground, divided by the square root of the fraction
+    of the pixels valid on the date, and multiplied by the **date's own scatter inside
+    the object** relative to the typical date: the robust spread (MAD) of the residuals,
+    over the median of that spread across dates (never below 1). A date on which the
+    object lies under a cloud -- its surviving values are mismatches, all of them, so no
+    estimator over the object can be right -- has a spread several times the usual one
+    and is weighted down accordingly, instead of counting as a clear date.
 
     Returns a dict: ``series`` (T,), ``sigma`` (T,), ``spread`` (T,) the scatter
     factor, ``pixels`` (bool mask inside ``sl`` of the pixels used) and ``direction``
