@@ -178,6 +178,13 @@ def score_objects(det_labels, truth_labels, n_truth):
     return found, n_det, correct
 
 
+def matching_label(stack, result, k):
+    """Label of the detection covering most of truth slide ``k`` (1-based), or None."""
+    d = result.labels[stack.landslide_labels == k]
+    d = d[d > 0]
+    return int(np.bincount(d).argmax()) if d.size else None
+
+
 def onset_index(dates, onset_date):
     od = _dt.date.fromisoformat(onset_date)
     idx = [i for i, d in enumerate(dates) if _dt.date.fromisoformat(d) <= od]
@@ -218,12 +225,9 @@ def run_synthetic(n_scenes, out_root, noise, only=None):
             tot["n_null"] += 1; tot["null_sw"] += nd; tot["null_bl"] += nb
         # acceleration
         for k, ls in enumerate(st.landslides, start=1):
-            tm = st.landslide_labels == k
-            d = res.labels[tm]
-            d = d[d > 0]
-            if d.size == 0:
+            j = matching_label(st, res, k)
+            if j is None:
                 continue
-            j = int(np.bincount(d).argmax())
             f = res.features[j - 1]
             if ls.get("accel_onset_date"):
                 ti = onset_index(st.dates, ls["accel_onset_date"])
@@ -316,12 +320,9 @@ def series_errors(scene, out_root, noise, mc=0):
     for k, ls in enumerate(st.landslides, start=1):
         if not ls.get("accel_onset_date"):
             continue
-        tm = st.landslide_labels == k
-        d = res.labels[tm]
-        d = d[d > 0]
-        if d.size == 0:
+        j = matching_label(st, res, k)
+        if j is None:
             continue
-        j = int(np.bincount(d).argmax())
         f = res.features[j - 1]
         obj = res.labels == j
         sl = (slice(None), slice(None))
