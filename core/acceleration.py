@@ -270,8 +270,9 @@ def fit_ramp_onset(t, y, sw=None, max_ramp=60.0 / DAYS_PER_YEAR, min_segment=3, 
     ``exp(-(RSS(t0) - RSS_min) / 2 s^2)`` with ``s^2`` the residual variance, uniform in
     time), ``t0_ml`` (the best fit), ``ramp`` (years), ``v_before``, ``v_after``, ``rss``
     (fit at ``t0``) and the interval ``t0_lo``, ``t0_hi`` of onsets whose best weighted
-    RSS is within ``delta_chi2`` residual variances of the minimum (widened to contain
-    ``t0`` if needed).
+    RSS is within ``delta_chi2`` residual variances of the minimum, the variance inflated
+    for time-correlated residuals (``residual_rho``, their lag-1 autocorrelation; the
+    interval is widened to contain ``t0`` if needed).
     """
     t = np.asarray(t, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -309,7 +310,18 @@ def fit_ramp_onset(t, y, sw=None, max_ramp=60.0 / DAYS_PER_YEAR, min_segment=3, 
     i_ml = int(np.argmin(best_rss))
     rmin = float(best_rss[i_ml])
     s2 = max(rmin / max(n - 5, 1), 1e-12)
-    inside = np.flatnonzero(best_rss <= rmin + delta_chi2 * s2)
+    # the interval: residuals of a regularised (smoothed) series are correlated in time,
+    # which makes the plain delta-chi2 interval too narrow; widen it by the variance
+    # inflation of an AR(1) residual, (1 + rho) / (1 - rho), rho = lag-1 autocorrelation
+    # of the weighted residuals at the best fit (0 <= rho <= 0.9). Not used for ``t0``.
+    R_ml, c_ml = best_par[i_ml]
+    g_ml = _ramp_shape(t - t0s[i_ml], R_ml) * sw
+    res = yw - (base @ c_ml[:2] + g_ml * c_ml[2])
+    den = float(res @ res)
+    rho = float(res[1:] @ res[:-1]) / den if den > 0 and n > 2 else 0.0
+    rho = min(max(rho, 0.0), 0.9)
+    inflation = (1.0 + rho) / (1.0 - rho)
+    inside = np.flatnonzero(best_rss <= rmin + delta_chi2 * s2 * inflation)
     # point estimate: median of the profile likelihood of t0 (uniform prior in time,
     # Gaussian errors scaled by the residual variance); it minimises the expected
     # absolute error, where the minimum alone jumps between nearly equal fits
@@ -323,4 +335,4 @@ def fit_ramp_onset(t, y, sw=None, max_ramp=60.0 / DAYS_PER_YEAR, min_segment=3, 
     return {"t0": float(t0s[i]), "t0_ml": float(t0s[i_ml]), "ramp": R, "v_before": float(c[1]),
             "v_after": float(c[1] + c[2]), "rss": float(best_rss[i]),
             "t0_lo": float(min(t0s[inside.min()], t0s[i])),
-            "t0_hi": float(max(t0s[inside.max()], t0s[i]))}
+            "t0_hi": float(max(t0s[inside.max()], t0s[i])), "residual_rho": rho}

@@ -220,11 +220,18 @@ def fingerprint(paths, base=None):
     return params_hash(items)
 
 
+#: Sidecar files GDAL/QGIS write beside an image when it is displayed (statistics,
+#: pyramids): they do not change the pixels, so they do not make the inputs "changed"
+#: (a ".msk" mask sidecar does change the valid pixels: it counts).
+_SIDECAR_SUFFIXES = (".aux.xml", ".ovr")
+
+
 def _list_files(folder):
     out = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith("."))
+        out.extend(os.path.join(root, f) for f in sorted(files)
+                   if not f.startswith(".") and not f.lower().endswith(_SIDECAR_SUFFIXES))
     return out
 
 
@@ -282,9 +289,10 @@ class _RunLog:
 #: results at the same parameters (e.g. a new default computed inside core), so that a
 #: re-run recomputes that step and what depends on it instead of reusing old outputs.
 #: inversion 2: default regularisation weight from the temporal sampling (was 30);
-#: detection 2: ramp onset, independent-observation count.
+#: detection 2: ramp onset, independent-observation count; 3: biweight object series,
+#: onset = profile-likelihood median; 4: onset interval widened for correlated residuals.
 METHOD_VERSIONS = {"catalog": 1, "grid": 1, "pairing": 1, "correlation": 1, "inversion": 2,
-                   "detection": 3, "overview": 1}
+                   "detection": 4, "overview": 1}
 
 
 class _Manifest:
