@@ -300,9 +300,6 @@ def check_params(robust, min_obs, max_iter, n_start=5):
         raise ParameterError("max_iter must be >= 1 and n_start >= 0.")
 
 
-_check_params = check_params  # older name, still used by core/pipeline.py
-
-
 def bandwidth(pi, pj, Q):
     """Half bandwidth of the per-pixel normal matrices: a pair couples dates up to its
     index span apart, the regularisation up to 2 (first order) or 3 (second order)."""

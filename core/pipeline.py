@@ -743,7 +743,7 @@ def _inversion_params(p):
         if lam < 0:
             raise ParameterError("Inversion lambda must be >= 0 (got %r)." % lam)
     o = p.inversion_options
-    inv._check_params(p.inversion_robust, o.get("min_obs", 3), o.get("max_iter", 12), 3)
+    inv.check_params(p.inversion_robust, o.get("min_obs", 3), o.get("max_iter", 12), 3)
     if p.inversion_weighting not in inv.WEIGHTINGS:
         raise ParameterError("Inversion weighting must be one of %s (got %r)."
                              % (", ".join(inv.WEIGHTINGS), p.inversion_weighting))

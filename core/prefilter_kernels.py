@@ -28,10 +28,8 @@ def _rows_pass(x, w, num, den):
     h, wd = x.shape
     r = (w.shape[0] - 1) // 2
     for i in prange(h):
-        xv = np.empty(wd + 2 * r, np.float64)
+        xv = np.zeros(wd + 2 * r, np.float64)
         vv = np.zeros(wd + 2 * r, np.float64)
-        for j in range(wd + 2 * r):
-            xv[j] = 0.0
         for j in range(wd):
             a = x[i, j]
             if math.isfinite(a):

@@ -117,9 +117,6 @@ def pair_dates(path):
     return out
 
 
-_pair_dates = pair_dates  # older private name (tests/test_executor.py)
-
-
 def pair_rasters_from_paths(paths):
     """:class:`PairRaster` list (sorted by dates) for explicit pair raster paths."""
     out = []

@@ -9,8 +9,8 @@ from affine import Affine
 
 from slidewatch.core import detections_store as store
 from slidewatch.core.bias_removal import remove_bias
-from slidewatch.core.detection import (DetectionParams, detect, detect_from_folder,
-                                       percentile_baseline)
+from slidewatch.core.detection import (DetectionParams, dates_to_years, detect,
+                                       detect_from_folder, percentile_baseline)
 from slidewatch.core.errors import InputError, ParameterError
 from slidewatch.core.noise_model import local_noise, robust_sigma
 from slidewatch.core.raster_io import write_bands
@@ -25,11 +25,6 @@ def _dates(n, step=30):
     return [(d0 + dt.timedelta(days=step * i)).isoformat() for i in range(n)]
 
 
-def _years(dates):
-    d0 = dt.date.fromisoformat(dates[0])
-    return np.array([(dt.date.fromisoformat(d) - d0).days for d in dates]) / 365.25
-
-
 def make_series(shape=(90, 90), n=12, noise=0.3, seed=0, slide=None):
     """Cumulative east/north series (T, H, W): noise (+ optional planted slide).
 
@@ -38,7 +33,7 @@ def make_series(shape=(90, 90), n=12, noise=0.3, seed=0, slide=None):
     """
     rng = np.random.default_rng(seed)
     dates = _dates(n)
-    t = _years(dates)
+    t = dates_to_years(dates)
     h, w = shape
     east = rng.normal(0, noise, (n, h, w))
     north = rng.normal(0, noise, (n, h, w))
@@ -171,7 +166,7 @@ def test_traps_ramp_and_elevation_bias_do_not_create_detections():
     T, h, w = e.shape
     rr, cc = np.mgrid[0:h, 0:w]
     dem = 1200 + 15.0 * rr + 200 * np.sin(cc / 10.0)
-    t = _years(dates)
+    t = dates_to_years(dates)
     for k in range(1, T):
         # apparent motion growing with time, correlated with elevation, plus a ramp
         e[k] += 0.002 * t[k] * (dem - dem.mean()) + 0.03 * t[k] * cc

@@ -7,7 +7,7 @@ import numpy as np
 from scipy import ndimage
 
 from slidewatch.core.acceleration import detect_acceleration
-from slidewatch.core.detection import fit_velocity, object_series
+from slidewatch.core.detection import dates_to_years, fit_velocity, object_series
 
 ALL = (slice(None), slice(None))
 
@@ -17,18 +17,13 @@ def _dates(n, step=30):
     return [(d0 + dt.timedelta(days=step * i)).isoformat() for i in range(n)]
 
 
-def _years(dates):
-    d0 = dt.date.fromisoformat(dates[0])
-    return np.array([(dt.date.fromisoformat(d) - d0).days for d in dates]) / 365.25
-
-
 def _scene(n=14, shape=(60, 60), radius=9, noise=0.1, seed=0, displacement=None):
     """East-moving disc with a tapered speed (1 at the centre, 0.4 at the edge).
 
     displacement(t) gives the centre's displacement (m) at times t (years)."""
     rng = np.random.default_rng(seed)
     dates = _dates(n)
-    t = _years(dates)
+    t = dates_to_years(dates)
     h, w = shape
     rr, cc = np.mgrid[0:h, 0:w]
     r = np.hypot(rr - h // 2, cc - w // 2)
@@ -107,7 +102,7 @@ def test_onset_with_a_cloudy_date_after_the_onset():
     cloudy date weighted by its scatter, the onset stays within one acquisition."""
     n = 16
     dates = _dates(n)
-    t = _years(dates)
+    t = dates_to_years(dates)
     t_on = t[6] + 5 / 365.25
 
     def disp(tt):

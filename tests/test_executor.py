@@ -322,8 +322,8 @@ def test_inversion_reuses_finished_blocks(tmp_path):
         info1 = pt.invert_pairs_over_executor(paths, str(tmp_path / "a"), loc, INV_PARAMS,
                                               block_rows=5, run_key="k")
         # simulate an interrupted run: compute two parts, then run the whole thing again
-        from slidewatch.core.timeseries_io import PairRaster, _pair_dates
-        pairs = sorted((PairRaster(p, *_pair_dates(p)) for p in paths),
+        from slidewatch.core.timeseries_io import PairRaster, pair_dates
+        pairs = sorted((PairRaster(p, *pair_dates(p)) for p in paths),
                        key=lambda r: (r.reference_date, r.secondary_date))
         import glob
         assert not glob.glob(str(tmp_path / "a" / "timeseries" / ".parts" / "*"))
