@@ -40,6 +40,10 @@ import numpy as np
 from scipy import ndimage
 
 
+#: detection parameters changed from their defaults (``--param NAME=VALUE``)
+PARAM_OVERRIDES = {}
+
+
 def build_scene(seed, n_slides, out_folder, shape=(300, 300), pixel_size=20.0, n_dates=16,
                 noise=0.25, traps=True, parts=None):
     """Write the scene's timeseries/ and dem.tif; returns (stack, raw speed).
@@ -210,7 +214,7 @@ def run_synthetic(n_scenes, out_root, noise, only=None):
         res = detect_from_folder(os.path.join(folder, "timeseries"),
                                  dem_path=os.path.join(folder, "dem.tif"),
                                  out_gpkg=os.path.join(folder, "detections.gpkg"),
-                                 preserve_validations=False)
+                                 preserve_validations=False, **PARAM_OVERRIDES)
         t2 = time.time()
         nt = len(st.landslides)
         found, nd, ok = score_objects(res.labels, st.landslide_labels, nt)
@@ -305,7 +309,7 @@ def series_errors(scene, out_root, noise, mc=0):
         res = det.detect_from_folder(os.path.join(folder, "timeseries"),
                                      dem_path=os.path.join(folder, "dem.tif"),
                                      out_gpkg=os.path.join(folder, "detections.gpkg"),
-                                     preserve_validations=False)
+                                     preserve_validations=False, **PARAM_OVERRIDES)
     finally:
         det.remove_bias, det.fit_velocity = orig_rb, orig_fv
     E, N, fit = keep["E"], keep["N"], keep["fit"]
@@ -327,7 +331,8 @@ def series_errors(scene, out_root, noise, mc=0):
         obj = res.labels == j
         sl = (slice(None), slice(None))
         ser = det.object_series(E, N, fit, det.dates_to_years(res.dates), sl, obj,
-                                res.params.accel_core_fraction)
+                                res.params.accel_core_fraction,
+                                res.params.accel_min_valid_fraction)
         ue, un = ser["direction"]
         pix = ser["pixels"]
         used = fit["valid"][:, pix]                      # (T, P) dates used per pixel
@@ -429,7 +434,9 @@ def series_errors(scene, out_root, noise, mc=0):
                    per_date_cloud=[round(float(x), 2) for x in np.nan_to_num(c_cloud)],
                    per_date_bias=[round(float(x), 2) for x in np.nan_to_num(c_bias)],
                    cloud_fraction=[round(float(x), 2) for x in cl_frac],
-                   series_sigma=[round(float(x), 2) for x in ser["sigma"]])
+                   series_sigma=[round(float(x), 2) for x in ser["sigma"]],
+                   series=[None if not np.isfinite(x) else round(float(x), 4)
+                           for x in ser["series"]])
         out.append(row)
         print("scene %d slide %d (%d px, core %d; %.1f -> %.1f m/yr; onset truth %s det %s): "
               "RMS per-date error %.2f m | mean over used px: noise %.2f, residual bias %.2f, "
@@ -572,7 +579,21 @@ def main(argv=None):
     ap.add_argument("--mc", type=int, default=0,
                     help="with --series-errors: Monte-Carlo draws of the onset at each "
                          "slide's noise floor (e.g. 200)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a DetectionParams field changed from its default for the synthetic "
+                         "scenes (repeatable), e.g. accel_min_valid_fraction=0.3 to compare "
+                         "a rule with its previous setting in the same conditions")
     a = ap.parse_args(argv)
+    import dataclasses
+    from slidewatch.core.detection import DetectionParams
+    fields = {f.name: f.type for f in dataclasses.fields(DetectionParams)}
+    for item in a.param:
+        name, _, value = item.partition("=")
+        if name not in fields:
+            ap.error("--param: unknown detection parameter %r" % name)
+        default = getattr(DetectionParams(), name)
+        PARAM_OVERRIDES[name] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)
+                                 else type(default)(value))
     os.makedirs(a.out, exist_ok=True)
     only = None
     if a.only:
@@ -615,7 +636,8 @@ def main(argv=None):
                  a_["det_date"], a_["error_days"], a_["ramp_days"], a_["earliest"],
                  a_["latest"], a_["hinge_date"]))
     summary = dict(rows=rows, totals=tot, accel=accel, false_accel=false_accel,
-                   precision=sp, recall=sr, baseline_precision=bp, baseline_recall=br)
+                   precision=sp, recall=sr, baseline_precision=bp, baseline_recall=br,
+                   param_overrides=PARAM_OVERRIDES)
     if not a.skip_real:
         real = run_real_null(a.out)
         short = {k: v for k, v in real.items() if k != "candidates_rejected"}

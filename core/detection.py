@@ -116,6 +116,9 @@ class DetectionParams:
     accel_max_ramp_days: float = 60.0
     #: fraction of an object's pixels (the fastest) whose median series is tested
     accel_core_fraction: float = 0.5
+    #: a date enters the object's series only if at least this fraction of those pixels
+    #: is valid on it (a majority: see object_series)
+    accel_min_valid_fraction: float = 0.5
 
     def validate(self):
         if self.z_grow <= 0 or self.z_seed < self.z_grow:
@@ -130,6 +133,12 @@ class DetectionParams:
                                  % self.noise_block_px)
         if min(self.w_significance, self.w_coherence, self.w_consistency, self.w_downslope) < 0:
             raise ParameterError("Evidence weights must be >= 0.")
+        if not 0 < self.accel_core_fraction <= 1:
+            raise ParameterError("accel_core_fraction must be in (0, 1] (got %s)."
+                                 % self.accel_core_fraction)
+        if not 0 < self.accel_min_valid_fraction <= 1:
+            raise ParameterError("accel_min_valid_fraction must be in (0, 1] (got %s)."
+                                 % self.accel_min_valid_fraction)
         return self
 
 
@@ -470,7 +479,7 @@ def _biweight_rows(x, c=4.685, iterations=10):
     return loc, scale
 
 
-def object_series(E, N, fit, t, sl, m, core_fraction=0.5):
+def object_series(E, N, fit, t, sl, m, core_fraction=0.5, min_valid_fraction=0.5):
     """Displacement series of one object, projected on its mean direction of motion.
 
     E, N : (T, H, W) bias-corrected cumulative displacement; fit : the dict of
@@ -484,7 +493,15 @@ def object_series(E, N, fit, t, sl, m, core_fraction=0.5):
     pixel's line out removes the spread of the velocity across the object from the
     residuals, so a minority of mismatched (cloud-contaminated) pixels stands out and
     is rejected rather than averaged, while a departure from linearity common to the
-    object (an acceleration) is kept. Dates with fewer than 30 % valid pixels are NaN.
+    object (an acceleration) is kept.
+
+    Dates on which fewer than ``min_valid_fraction`` (default half) of these pixels are
+    valid are NaN (dropped, not down-weighted). A robust location needs a majority of
+    good values (the biweight breaks down at 50 %; the inversion keeps its L1 estimate
+    by the same rule). When most pixels of a date are missing or rejected, the object
+    lies under a cloud or shadow and the survivors are mismatches too: a minority that
+    passed the per-pixel test against each pixel's straight line, so nothing on that
+    date can be trusted, whatever its weight.
 
     Per-date noise ``sigma`` (only ratios between dates matter to the acceleration
     test): the date noise on stable ground, divided by the square root of the fraction
@@ -527,7 +544,7 @@ def object_series(E, N, fit, t, sl, m, core_fraction=0.5):
         loc, spread = _biweight_rows(res)
         # series = the object's mean line + the robust (biweight) location of the
         # residuals: a minority of cloud-contaminated pixels is rejected, not averaged
-        series = np.where(frac >= 0.3, np.nanmean(line, axis=1) + loc, np.nan)
+        series = np.where(frac >= min_valid_fraction, np.nanmean(line, axis=1) + loc, np.nan)
         ok = np.isfinite(spread) & (spread > 0) & np.isfinite(series)
         ref = float(np.median(spread[ok])) if ok.sum() >= 3 else float("nan")
         factor = (np.where(np.isfinite(spread), np.maximum(spread / ref, 1.0), 1.0)
@@ -539,7 +556,7 @@ def object_series(E, N, fit, t, sl, m, core_fraction=0.5):
     pixels = np.zeros(m.shape, bool)
     pixels[m] = use
     return {"series": series, "sigma": sigma, "spread": factor, "pixels": pixels,
-            "direction": (ue, un)}
+            "direction": (ue, un), "valid_fraction": frac}
 
 
 # ----------------------------------------------------------------------------- detect
@@ -757,7 +774,8 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         vpe, vpn = ve_raw[sl][m], vn_raw[sl][m]
         sp = np.hypot(vpe, vpn)
         mve, mvn = float(np.nanmean(vpe)), float(np.nanmean(vpn))
-        ser = object_series(E, N, fit, t, sl, m, p.accel_core_fraction)
+        ser = object_series(E, N, fit, t, sl, m, p.accel_core_fraction,
+                            p.accel_min_valid_fraction)
         series, ser_sigma = ser["series"], ser["sigma"]
         acc = _accel.detect_acceleration(dates, series, min_delta_bic=p.accel_min_delta_bic,
                                          min_t=p.accel_min_t, min_ratio=p.accel_min_ratio,

@@ -290,9 +290,10 @@ class _RunLog:
 #: re-run recomputes that step and what depends on it instead of reusing old outputs.
 #: inversion 2: default regularisation weight from the temporal sampling (was 30);
 #: detection 2: ramp onset, independent-observation count; 3: biweight object series,
-#: onset = profile-likelihood median; 4: onset interval widened for correlated residuals.
+#: onset = profile-likelihood median; 4: onset interval widened for correlated residuals;
+#: 5: dates with fewer than half of an object's pixels valid leave its series.
 METHOD_VERSIONS = {"catalog": 1, "grid": 1, "pairing": 1, "correlation": 1, "inversion": 2,
-                   "detection": 4, "overview": 1}
+                   "detection": 5, "overview": 1}
 
 
 class _Manifest:

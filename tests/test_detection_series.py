@@ -4,6 +4,7 @@ object, its robustness to cloud-contaminated pixels and its per-date noise (issu
 import datetime as dt
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from slidewatch.core.acceleration import detect_acceleration
@@ -72,17 +73,47 @@ def test_clear_series_follows_the_core_motion_and_is_linear():
 
 
 def test_cloudy_date_gets_a_large_sigma_instead_of_counting_as_clear():
+    """A cloud that leaves most pixels valid (30 % fail, the rest are mismatches): the
+    date stays in the series, but its scatter makes its sigma large."""
     east, north, dates, t, obj, _ = _scene(seed=2)
-    _cloud(east, north, 7, obj)
+    _cloud(east, north, 7, obj, nan_fraction=0.3)
     fit = fit_velocity(east, north, t)
     ser = object_series(east, north, fit, t, ALL, obj)
     clear = np.delete(np.arange(len(t)), [0, 7])
-    # the surviving pixels all carry mismatches: the date's scatter flags it, on top of
-    # the valid-fraction factor (sqrt(1/0.4) = 1.6 alone)
+    assert ser["valid_fraction"][7] >= 0.5
+    assert np.isfinite(ser["series"][7])
+    # the surviving pixels all carry mismatches: the date's scatter flags it
     assert ser["spread"][7] > 3.0
     assert ser["sigma"][7] > 5.0 * np.median(ser["sigma"][clear])
     # the clear dates keep comparable weights
     assert np.max(ser["sigma"][clear]) < 2.0 * np.min(ser["sigma"][clear])
+
+
+def test_date_with_most_pixels_failed_is_dropped_not_down_weighted():
+    """60 % of the object's pixels fail on date 7: no majority left to trust, the date
+    is NaN in the series (its sigma is still reported); the other dates are kept."""
+    east, north, dates, t, obj, _ = _scene(seed=2)
+    _cloud(east, north, 7, obj, nan_fraction=0.6)
+    fit = fit_velocity(east, north, t)
+    ser = object_series(east, north, fit, t, ALL, obj)
+    assert ser["valid_fraction"][7] < 0.5
+    assert np.isnan(ser["series"][7])
+    assert np.isfinite(ser["sigma"][7]) and ser["spread"][7] > 3.0
+    others = np.delete(np.arange(len(t)), 7)
+    assert np.all(np.isfinite(ser["series"][others]))
+    assert np.all(ser["valid_fraction"][others] > 0.9)
+    # the threshold is a parameter: at 0.3 the same date is kept
+    low = object_series(east, north, fit, t, ALL, obj, min_valid_fraction=0.3)
+    assert np.isfinite(low["series"][7])
+
+
+def test_valid_fraction_parameter_is_checked():
+    from slidewatch.core.detection import DetectionParams
+    from slidewatch.core.errors import ParameterError
+    DetectionParams(accel_min_valid_fraction=0.5).validate()
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ParameterError, match="accel_min_valid_fraction"):
+            DetectionParams(accel_min_valid_fraction=bad).validate()
 
 
 def test_minority_of_mismatched_pixels_is_rejected_not_averaged():
