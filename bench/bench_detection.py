@@ -586,10 +586,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import dataclasses
     from slidewatch.core.detection import DetectionParams
-    fields = {f.name: f.type for f in dataclasses.fields(DetectionParams)}
+    names = {f.name for f in dataclasses.fields(DetectionParams)}
     for item in a.param:
         name, _, value = item.partition("=")
-        if name not in fields:
+        if name not in names:
             ap.error("--param: unknown detection parameter %r" % name)
         default = getattr(DetectionParams(), name)
         PARAM_OVERRIDES[name] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)

@@ -114,7 +114,7 @@ class DetectionParams:
     accel_min_ratio: float = 1.5
     #: longest gradual velocity rise (days) fitted for the onset date (0 = hinge date)
     accel_max_ramp_days: float = 60.0
-    #: fraction of an object's pixels (the fastest) whose median series is tested
+    #: fraction of an object's pixels (the fastest) whose series is tested (object_series)
     accel_core_fraction: float = 0.5
     #: a date enters the object's series only if at least this fraction of those pixels
     #: is valid on it (a majority: see object_series)
