@@ -5,6 +5,13 @@
 ``problems`` (undatable or ambiguous names, duplicate dates, unreadable files,
 missing bands) that are reported to the user and never silently guessed.
 
+Auxiliary rasters of the input folder are recognised by name (:func:`auxiliary_kind`):
+a DEM (``dem.tif``, ``*_dem.tif``, ``srtm*``, ``*dsm*``, Copernicus ``*_DEM.tif``), a
+stable-ground mask (``*stable*``) or a cloud mask (``*cloud*mask*``, ``*_cld*``). They
+are not images: they are listed in ``Catalog.auxiliary`` and reported as ``info`` lines
+("using dem.tif for terrain terms"), never as problems. Cloud masks keep their role of
+per-date masks (below).
+
 Per image it records the date (see :mod:`.dates`), sensor, band, grid (CRS,
 transform, size and a ``grid_id`` shared by images on the same grid), nodata,
 the Sentinel-2 radiometric offset, the valid fraction, the cloud fraction and the
@@ -52,7 +59,8 @@ from .progress import as_progress
 from .raster_io import write_text_atomic
 
 __all__ = ["CatalogRecord", "Catalog", "build_catalog", "write_catalog_csv",
-           "read_catalog_csv", "load_image", "SPEC_COLUMNS", "DEFAULT_BANDS"]
+           "read_catalog_csv", "load_image", "SPEC_COLUMNS", "DEFAULT_BANDS",
+           "auxiliary_kind", "AUTO_DEM_NAMES"]
 
 SPEC_COLUMNS = ("path", "date", "sensor", "valid_fraction", "cloud_fraction", "sun_azimuth",
                 "sun_elevation")
@@ -72,6 +80,18 @@ _MASK_WORDS = re.compile(r"(?i)(cloud|cld|(?<![a-z])mask|_msk|clm|(?<![a-z])scl(
                          r"bqa|qa_radsat|cldprb|fmask)")
 _SCL_CLOUD = (3, 8, 9, 10)
 THUMB = 256
+
+#: the DEM file names that the pipeline's DEM "auto" (empty DEM parameter) takes from the
+#: input folder, first present wins (core.pipeline._dem_path lists the same names)
+AUTO_DEM_NAMES = ("dem.tif", "dem.tiff", "DEM.tif")
+
+# Auxiliary rasters by file name, most specific kind first. "Word" = not glued to other
+# letters, so that demo_20190101.tif or unstable_20190101.tif stay images.
+_AUX_PATTERNS = (
+    ("stable_mask", re.compile(r"(?i)(?<![a-z])stable")),
+    ("cloud_mask", re.compile(r"(?i)cloud.*mask|(?<![a-z])cld(?![a-z])|_cld")),
+    ("dem", re.compile(r"(?i)(?<![a-z])(?:g|cop)?(?:dem|dtm|dsm)(?![a-z])|(?<![a-z])srtm")),
+)
 
 
 @dataclass
@@ -113,6 +133,10 @@ class Catalog:
     records: list = field(default_factory=list)
     problems: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    #: information lines (auxiliary rasters found and what they are used for)
+    info: list = field(default_factory=list)
+    #: auxiliary rasters of the input: ``{"dem" | "stable_mask" | "cloud_mask": [paths]}``
+    auxiliary: dict = field(default_factory=dict)
 
     @property
     def dates(self):
@@ -149,6 +173,7 @@ class Catalog:
             lines.append("WARNING: %d different grids (%s); bring them onto a common grid "
                          "before correlation" % (len(g), ", ".join(
                              "%s: %d image(s)" % (k, len(v)) for k, v in g.items())))
+        lines += list(self.info)
         lines += ["problem: " + p for p in self.problems]
         lines += ["note: " + n for n in self.notes]
         return "\n".join(lines)
@@ -162,6 +187,57 @@ def _is_raster_name(name):
 
 def _is_mask_name(name):
     return bool(_MASK_WORDS.search(os.path.basename(name)))
+
+
+def auxiliary_kind(path):
+    """``"dem"``, ``"stable_mask"``, ``"cloud_mask"`` or None: what a raster's file name
+    says it is besides an image (the single definition of these name patterns).
+
+    DEM: ``dem*.tif``, ``*_dem.tif``, ``srtm*``, ``*dsm*``, ``*dtm*``, Copernicus
+    ``*_DEM.tif``; stable mask: ``*stable*`` (``stable_mask.tif``, ``stable_area.tif``);
+    cloud mask: ``*cloud*mask*``, ``*_cld*``. Names are matched as words
+    (``demo_20190101.tif`` is not a DEM).
+    """
+    name = os.path.basename(os.fspath(path))
+    if not _is_raster_name(name):
+        return None
+    for kind, pattern in _AUX_PATTERNS:
+        if pattern.search(name):
+            return kind
+    return None
+
+
+def _top_folders(inputs):
+    """Folders whose own files the pipeline's DEM "auto" looks at: the folder given, or
+    the folder(s) holding the listed entries (the pipeline lists its input folder's
+    entries when its output folder is inside it)."""
+    if isinstance(inputs, (str, os.PathLike)):
+        p = os.path.abspath(os.fspath(inputs))
+        return {p if os.path.isdir(p) else os.path.dirname(p)}
+    return {os.path.dirname(os.path.abspath(os.fspath(p))) for p in inputs}
+
+
+def _auxiliary_info(aux, inputs):
+    """Information lines for the DEMs and stable masks found."""
+    lines = []
+    tops = _top_folders(inputs)
+    auto = None
+    for name in AUTO_DEM_NAMES:
+        for p in aux.get("dem", []):
+            if os.path.basename(p) == name and os.path.dirname(os.path.abspath(p)) in tops:
+                auto = auto or p
+    for p in aux.get("dem", []):
+        if p == auto:
+            lines.append("using %s for terrain terms (DEM of the input folder, taken when "
+                         "the DEM parameter is empty)" % os.path.basename(p))
+        else:
+            lines.append("found DEM %s (not an image; to use it for the terrain terms give it "
+                         "as the DEM parameter%s)" % (
+                             p, "" if auto else ", or name it dem.tif in the input folder"))
+    for p in aux.get("stable_mask", []):
+        lines.append("found stable mask %s (not an image; to use it give it as the "
+                     "correlation option stable_mask)" % p)
+    return lines
 
 
 def _discover(inputs):
@@ -532,9 +608,18 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
             meta.update({k: v for k, v in tlm.items() if k != "cloud" or "cloud" not in meta})
         items.append(dict(path=f, parsed=pd, band=bname, meta=meta, mask=scl, origin=safe))
 
-    masks, images = [], []
+    masks, images, aux = [], [], {}
     for r in rasters:
-        (masks if _is_mask_name(r) else images).append(r)
+        kind = auxiliary_kind(r)
+        if kind in ("dem", "stable_mask"):
+            aux.setdefault(kind, []).append(r)
+        elif kind == "cloud_mask" or _is_mask_name(r):
+            masks.append(r)            # cloud masks: per-date masks, matched below
+        else:
+            images.append(r)
+        if kind == "cloud_mask":
+            aux.setdefault(kind, []).append(r)
+    info = _auxiliary_info(aux, inputs)
 
     # group product band files by (date, sensor family, tile) and choose the band
     groups = {}
@@ -613,7 +698,11 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
         pd = date_from_path(mpath, read_tags=False)
         if pd.ok:
             mask_by_date.setdefault(pd.date, []).append(mpath)
-        if not pd.ok or pd.date not in item_dates:
+        if auxiliary_kind(mpath) == "cloud_mask" and not (pd.ok and pd.date in item_dates):
+            info.append("found cloud mask %s; no image has %s, so it is not used (put the "
+                        "image's date in its name)" % (
+                            mpath, "its date " + pd.date.isoformat() if pd.ok else "a date"))
+        elif not pd.ok or pd.date not in item_dates:
             # taken as a mask because of its name, but it masks no image: say so (it may be
             # an image with an unlucky name)
             notes.append("%s: its name marks it as a cloud/quality mask, but no image has %s; "
@@ -805,7 +894,13 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
         problems.append("duplicate date %s: %s; kept %s (largest valid fraction %.2f), the "
                         "other(s) are not used. Keep one image per date to choose yourself."
                         % (d.isoformat(), names, os.path.basename(best.path), best.valid_fraction))
-    cat = Catalog(kept, problems, notes)
+    used = sorted({os.path.basename(r.mask_path) for r in kept if r.mask_path and any(
+        os.path.abspath(m) == r.mask_path for m in aux.get("cloud_mask", []))})
+    if used:
+        info.append("found cloud mask%s %s: used for the cloud fraction of the image of the "
+                    "same date" % ("s" if len(used) > 1 else "", ", ".join(used[:3]) + (
+                        " and %d more" % (len(used) - 3) if len(used) > 3 else "")))
+    cat = Catalog(kept, problems, notes, info, aux)
     if len(cat.grids()) > 1:
         cat.notes.append("images are on %d different grids: use core.common_grid."
                          "to_common_grid (or the catalog algorithm's COMMON_GRID option) before "

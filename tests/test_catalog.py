@@ -221,3 +221,74 @@ def test_grid_mismatch_reported_and_common_grid(tmp_path):
     from slidewatch.core.pairing import select_pairs
     with pytest.raises(InputError, match="common grid"):
         select_pairs(cat, previews=True)
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("dem.tif", "dem"), ("DEM.tif", "dem"), ("yahtse_srtm_dem.tif", "dem"),
+    ("srtm_30m.tif", "dem"), ("area_dsm.tif", "dem"), ("dem_10m.tiff", "dem"),
+    ("Copernicus_DSM_COG_10_N46_00_E008_00_DEM.tif", "dem"),
+    ("stable_mask.tif", "stable_mask"), ("stable.tif", "stable_mask"),
+    ("my_stable_area.tif", "stable_mask"),
+    ("cloud_mask_20190101.tif", "cloud_mask"), ("T32TLR_20190101_cld.tif", "cloud_mask"),
+    ("demo_20190101.tif", None), ("unstable_20190101.tif", None), ("img_20190101.tif", None),
+    ("S2A_MSIL1C_20190101T103021_N0207_R108_T32TLR_B08.tif", None), ("dem.txt", None),
+])
+def test_auxiliary_kind(name, kind):
+    from slidewatch.core.catalog import auxiliary_kind
+    assert auxiliary_kind(os.path.join("some", "folder", name)) == kind
+
+
+def test_dem_and_auxiliary_rasters_are_info_not_problems(tmp_path):
+    base = _texture((40, 40), 3)
+    for d in ("20190101", "20190111", "20190121"):
+        _write(tmp_path / ("img_%s.tif" % d), base)
+    elev = (1800 + 10 * _texture((40, 40), 4).astype(np.float32))
+    _write(tmp_path / "dem.tif", elev)
+    _write(tmp_path / "yahtse_srtm_dem.tif", elev)
+    _write(tmp_path / "stable_mask.tif", np.ones((40, 40), np.uint8))
+    _write(tmp_path / "cloud_mask_20190111.tif", np.zeros((40, 40), np.uint8))
+    _write(tmp_path / "cloud_mask.tif", np.zeros((40, 40), np.uint8))       # no date
+    _write(tmp_path / "mystery.tif", base)                                  # undatable image
+    cat = build_catalog(str(tmp_path))
+    assert [os.path.basename(p) for p in cat.paths] == [
+        "img_20190101.tif", "img_20190111.tif", "img_20190121.tif"]
+    assert cat[1].cloud_source == "mask:cloud_mask_20190111.tif"
+    problems = "\n".join(cat.problems)
+    notes = "\n".join(cat.notes)
+    for aux in ("dem.tif", "yahtse_srtm_dem.tif", "stable_mask.tif", "cloud_mask"):
+        assert aux not in problems and aux not in notes
+    # the unknown undatable raster is still a problem, with the existing message
+    assert len(cat.problems) == 1 and "mystery.tif" in problems and "undatable" in problems
+    info = "\n".join(cat.info)
+    assert "using dem.tif for terrain terms" in info
+    assert "found DEM %s" % (tmp_path / "yahtse_srtm_dem.tif") in info
+    assert "found stable mask %s" % (tmp_path / "stable_mask.tif") in info
+    assert "found cloud mask %s" % (tmp_path / "cloud_mask.tif") in info
+    assert "found cloud mask cloud_mask_20190111.tif: used" in info
+    assert [os.path.basename(p) for p in cat.auxiliary["dem"]] == ["dem.tif",
+                                                                   "yahtse_srtm_dem.tif"]
+    report = cat.report()
+    assert "using dem.tif for terrain terms" in report
+    bad = [ln for ln in report.splitlines() if ln.startswith(("problem", "WARNING"))
+           and "mystery.tif" not in ln]
+    assert bad == []
+
+
+def test_dem_in_a_subfolder_or_only_a_dem(tmp_path):
+    base = _texture((40, 40), 5)
+    _write(tmp_path / "img_20190101.tif", base)
+    _write(tmp_path / "img_20190111.tif", base)
+    _write(tmp_path / "aux" / "dem.tif", base.astype(np.float32))
+    cat = build_catalog(str(tmp_path))
+    assert len(cat) == 2 and cat.problems == []
+    # the pipeline's DEM "auto" only takes dem.tif of the input folder itself
+    assert not any(i.startswith("using") for i in cat.info)
+    assert any("found DEM" in i and "name it dem.tif" in i for i in cat.info)
+    only = tmp_path / "only"
+    _write(only / "dem.tif", base.astype(np.float32))
+    cat = build_catalog(str(only))
+    assert len(cat) == 0 and cat.problems == [] and "using dem.tif" in cat.info[0]
+    # the pipeline's list of the input folder's entries (output folder inside it)
+    cat = build_catalog([str(tmp_path / e) for e in sorted(os.listdir(str(tmp_path)))
+                         if e != "only"])
+    assert len(cat) == 2 and any("found DEM" in i for i in cat.info)
