@@ -64,6 +64,20 @@ Pipeline of :func:`select_pairs`
    are not used by ``optimal``/``seasonal`` ("rejected: predicted quality ..."); a date
    with no usable pair at all is reported as excluded instead of being forced in.
 
+   **Unusable dates.** A date whose clear factor (the model's ``c_i``: its best measured
+   pair quality relative to the reference quality; ``1 - cloud fraction`` for a date
+   without any measured pair) is below ``min_clear_factor`` (0.2) is unusable: every pair
+   touching it is rejected ("rejected: date 2020-01-05 unusable: clear factor 0.05 <
+   0.2") and the date is excluded with one note line giving the reason (an expected
+   consequence of clouds, not a problem of the run). Such a pair
+   can pass the quality threshold (``q_min`` is only 10 % of the reference quality and a
+   pair's block weights are normalised by its mean clear fraction), so without this rule
+   the minimum-degree and budget phases filled the budget with pairs of fully clouded
+   dates (issue 14). The budget is a ceiling, not a quota: phases (a)-(c) only use
+   usable pairs, so connectivity between the usable dates is restored only through the
+   best remaining usable pairs; a usable date that cannot be joined to the main network
+   through usable pairs is named in the problems.
+
 Every pair gets a ``reason`` ("selected: D-optimal gain 0.42", "selected: bridge between
 components ...", "rejected: predicted quality 0.05 < 0.20 (2019-03-04 poor in all
 previews: mean 0.03)", "rejected: baseline 400 d > max 365 d", "rejected: budget
@@ -539,7 +553,7 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
                  expected_velocity_m_per_yr=None, criterion="D", min_quality=0.03,
                  min_quality_rel=0.1, pair_cost_s=None, seed=0, history_folder=None,
                  training_csv=None, ncc_min=0.5, blocks=4, motion_error_fraction=0.2,
-                 quality_weighting=1.0,
+                 quality_weighting=1.0, min_clear_factor=0.2,
                  progress=None):
     """Choose the pairs to correlate; see the module documentation.
 
@@ -566,6 +580,10 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
     motion_error_fraction : gamma of the motion error term (0.2).
     min_quality, min_quality_rel : usability threshold on predicted quality (absolute,
         and relative to the 90th percentile of the preview qualities).
+    min_clear_factor : a date whose clear factor (quality model's per-date factor, or
+        ``1 - cloud fraction`` without a measured pair) is below this (0.2, in [0, 1);
+        0 disables) is unusable: none of its pairs is selected by ``optimal`` or
+        ``seasonal``, whatever the budget, and the date is reported as excluded.
     seed : random generator seed (preview sample, ``random``); same seed, same result.
     history_folder : output folder of earlier runs: its ``pairs/pair_*.tif`` (full
         results) train the model; ``quality_training.csv`` there (or ``training_csv``)
@@ -577,6 +595,14 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
             strategy, ", ".join(STRATEGIES)))
     if criterion not in ("A", "D"):
         raise ParameterError("criterion must be 'A' or 'D' (got %r)." % criterion)
+    try:
+        min_clear_factor = float(min_clear_factor)
+    except (TypeError, ValueError):
+        raise ParameterError("min_clear_factor must be a number in [0, 1) (got %r)."
+                             % (min_clear_factor,))
+    if not (0.0 <= min_clear_factor < 1.0):
+        raise ParameterError("min_clear_factor must be in [0, 1) (got %r): it is the "
+                             "clear factor below which a date is unusable." % min_clear_factor)
     recs = catalog.records
     n = len(recs)
     if n < 2:
@@ -615,6 +641,18 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
         preview_results, n_win, t_corr = _run_previews(
             catalog, pairs, idx, factor, preview_window, preview_step, psearch, ncc_min,
             progress.sub(0.0, 0.8), blocks)
+        # a date judged only through pairs with poor partners is not known to be poor:
+        # one more preview with a partner that is known to be good (issue 14)
+        extra = confirmation_previews(pairs, preview_results, inr, n, min_clear_factor)
+        if extra:
+            more, n_more, t_more = _run_previews(
+                catalog, pairs, extra, factor, preview_window, preview_step, psearch,
+                ncc_min, progress.sub(0.8, 0.85), blocks)
+            preview_results.update(more)
+            t_corr += t_more
+            idx = list(idx) + list(extra)
+            notes.append("%d confirmation preview(s) for date(s) seen only beside poor "
+                         "dates" % len(extra))
         timings["previews_s"] = time.perf_counter() - t0
         timings["previews_correlation_s"] = t_corr
         for pk, q in preview_results.items():
@@ -657,13 +695,13 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
     tj = [r["secondary_date"] for r in rows]
     tw = [1.0] * len(rows)
     model = None
+    prior = {r.iso: 1.0 - (r.cloud_fraction if np.isfinite(r.cloud_fraction) else
+                            cloud_fill) for r in recs}
     if train_q:
         model = QualityModel().fit(np.array(train_X), np.array(train_q), ti, tj, tw)
         X = np.array([p.features for p in pairs])
         if full_used:
             X[:, FEATURES.index("full_res")] = 1.0
-        prior = {r.iso: 1.0 - (r.cloud_fraction if np.isfinite(r.cloud_fraction) else
-                                cloud_fill) for r in recs}
         pred = model.predict(X, [p.reference_date for p in pairs],
                              [p.secondary_date for p in pairs], prior_clear=prior)
         for p, q in zip(pairs, pred):
@@ -712,6 +750,13 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
             clear[d] = 1.0 - (cf if np.isfinite(cf) else cloud_fill)
     # motion-dependent error: sigma_p^2 = sigma_c^2 + (gamma * v * dt)^2 (see module doc)
     v_px, sigma_c = _motion_model(pairs, preview_results, exp_px, q_min, notes, pixel)
+    # per-date clear factor (the model's c_i, else the prior): unusable dates (module doc)
+    date_clear = [float(model.date_effects.get(r.iso, prior[r.iso])) if model is not None
+                  else float(prior[r.iso]) for r in recs]
+    quality_aware = strategy in ("optimal", "seasonal")
+    unusable = {d: "date %s unusable: clear factor %.2f < %.2g" % (
+        recs[d].iso, date_clear[d], min_clear_factor)
+        for d in range(n) if quality_aware and date_clear[d] < min_clear_factor}
     usable = []
     for k in inr:
         p = pairs[k]
@@ -736,6 +781,11 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
         if p.predicted_quality < q_min or not (p.block_weights > 0).any():
             p.reason = "rejected: predicted quality %.2f < %.2f%s" % (
                 p.predicted_quality, q_min, _why_poor(p, recs, date_prev, q_min))
+            p.weight = 0.0
+            continue
+        bad_dates = [unusable[d] for d in (p.i, p.j) if d in unusable]
+        if bad_dates:
+            p.reason = "rejected: " + "; ".join(bad_dates)
             p.weight = 0.0
             continue
         usable.append(k)
@@ -792,7 +842,13 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
         deg[j] += 1
     excluded = []
     for d in range(n):
-        if deg[d] == 0:
+        if d in unusable:
+            excluded.append(recs[d].iso)
+            notes.append("date %s excluded: clear factor %.2f < min_clear_factor %.2g, "
+                            "none of its pairs is used (%s)" % (
+                                recs[d].iso, date_clear[d], min_clear_factor,
+                                _date_evidence(d, recs, date_prev)))
+        elif deg[d] == 0:
             if d not in usable_dates and strategy in ("optimal", "seasonal"):
                 excluded.append(recs[d].iso)
                 problems.append("date %s excluded: no usable pair (%s)" % (
@@ -806,6 +862,21 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
                         "displacement is fixed only by the inversion's regularisation" % (
                             len(comps), "; ".join("%s..%s (%d dates)" % (
                                 recs[c[0]].iso, recs[c[-1]].iso, len(c)) for c in comps)))
+        if unusable:
+            # a part cut off from the main network next to unusable dates: say which
+            main = set(max(comps, key=len))
+            for c in comps:
+                if set(c) == main:
+                    continue
+                near = sorted({recs[b].iso for k in inr
+                               for a, b in ((pairs[k].i, pairs[k].j), (pairs[k].j, pairs[k].i))
+                               if a in c and b in unusable})
+                if near:
+                    problems.append("date(s) %s cannot be connected to the main network "
+                                    "(%s..%s) through usable pairs; their in-range pairs "
+                                    "with unusable date(s) %s were not used" % (
+                                        ", ".join(recs[k].iso for k in c), recs[min(main)].iso,
+                                        recs[max(main)].iso, ", ".join(near)))
     if strategy in ("optimal", "seasonal"):
         for d in range(n):
             if 0 < deg[d] < min_pairs_per_date:
@@ -820,7 +891,7 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
                   max_baseline_days=max_baseline_days,
                   seasonal_window_days=seasonal_window_days, previews=bool(previews),
                   preview_sample=preview_sample, criterion=criterion, seed=seed,
-                  q_ref=q_ref, q_min=q_min)
+                  min_clear_factor=min_clear_factor, q_ref=q_ref, q_min=q_min)
     return PairSelection([r.iso for r in recs], [r.path for r in recs], pairs, strategy,
                          budget, problems, notes, timings, model, excluded, params)
 
@@ -853,6 +924,32 @@ def _motion_model(pairs, preview_results, exp_px, q_min, notes, pixel):
                          "%.2f px/yr (%.1f m/yr), correlation noise %.2f px" % (
                              v, v * pixel if np.isfinite(pixel) else float("nan"), sigma_c))
     return v, sigma_c
+
+
+def confirmation_previews(pairs, preview_results, inr, n, min_clear_factor):
+    """Pairs to preview so that no date is judged only by poor partners.
+
+    After the first previews, a date whose best preview quality is below
+    ``min_clear_factor`` of the 90th percentile of all preview qualities may be clouded,
+    or may only have been paired with clouded dates. For each such date that has an
+    in-range pair not yet previewed whose partner's best preview is good, the pair with
+    the nearest such partner is added (at most one per date). Returns pair indices."""
+    if not preview_results or min_clear_factor <= 0:
+        return []
+    qs = [float(q["quality"]) for q in preview_results.values()]
+    q_ref = max(float(np.percentile(qs, 90)), 1e-3)
+    best = np.zeros(n)
+    for pk, q in preview_results.items():
+        for d in (pairs[pk].i, pairs[pk].j):
+            best[d] = max(best[d], float(q["quality"]))
+    good = best >= min_clear_factor * q_ref
+    extra = []
+    for d in np.flatnonzero(~good):
+        cands = [k for k in inr if k not in preview_results and d in (pairs[k].i, pairs[k].j)
+                 and good[pairs[k].j if pairs[k].i == d else pairs[k].i]]
+        if cands:
+            extra.append(min(cands, key=lambda k: (pairs[k].baseline_days, k)))
+    return sorted(set(extra))
 
 
 def _training_row(p, q, source):

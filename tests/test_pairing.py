@@ -140,10 +140,37 @@ def test_fully_clouded_date_excluded_without_any_mask(tmp_path):
     assert any(p.preview is None for p in clean)
     summ = network_summary(sel)
     assert summ["n_components"] == 1 and summ["isolated_dates"] == [cloudy]
-    assert any(cloudy in pr and "excluded" in pr for pr in sel.problems)
+    assert any(cloudy in line and "excluded" in line for line in sel.problems + sel.notes)
     # every other date has at least min_pairs_per_date pairs
     per = {row["date"]: row["n_pairs"] for row in summ["dates"]}
     assert all(v >= 2 for d, v in per.items() if d != cloudy)
+
+
+def test_clouded_dates_never_fill_the_budget(tmp_path):
+    """Issue 14: 40 % of the dates fully clouded, no masks, no metadata, a generous budget.
+    The budget is a ceiling: no pair of a clouded date is selected to fill it, every clear
+    date is used, and the log names the excluded dates with their clear factor."""
+    dates = _dates(20)
+    cloudy = set(dates[k] for k in (2, 3, 6, 9, 10, 11, 15, 18))
+    cat = _make_stack(str(tmp_path / "s"), dates, clouded=cloudy)
+    sel = select_pairs(cat, "optimal", budget_pairs_per_date=3, max_baseline_days=40, **FAST)
+    touch = [p for p in sel.selected if {p.reference_date, p.secondary_date} & cloudy]
+    assert len(touch) <= 0.05 * len(sel.selected), [p.key for p in touch]
+    used = {d for p in sel.selected for d in (p.reference_date, p.secondary_date)}
+    assert used >= set(dates) - cloudy
+    assert sorted(sel.excluded_dates) == sorted(cloudy)
+    for d in cloudy:
+        assert any(d in line and "clear factor" in line for line in sel.notes), d
+    assert not any("clear factor" in line for line in sel.problems)
+    rej = [p for p in sel.pairs if p.in_range and {p.reference_date, p.secondary_date} & cloudy]
+    assert all(p.reason.startswith("rejected: ") for p in rej)
+    assert len(sel.selected) < 3 * len(dates)        # a ceiling, not a quota
+    # min_clear_factor=0 turns the rule off; a bad value is refused
+    off = select_pairs(cat, "optimal", budget_pairs_per_date=3, max_baseline_days=40,
+                       min_clear_factor=0, **FAST)
+    assert not any("unusable" in p.reason for p in off.pairs)
+    with pytest.raises(ParameterError, match="min_clear_factor"):
+        select_pairs(cat, "optimal", previews=False, min_clear_factor=1.5)
 
 
 def test_connectivity_with_a_month_of_clouds(tmp_path):
