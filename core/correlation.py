@@ -103,7 +103,7 @@ INTERPOLATIONS = {"bicubic": 2, "lanczos3": 3, "lanczos4": 4, "lanczos6": 6}
 #: little (RMSE 0.005 -> 0.007 px). Use ``prefilter="none"`` for raw intensities.
 DEFAULTS = dict(subpixel="iterative", prefilter="gaussian_hp", prefilter_options=None,
                 max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.0, max_iter=20,
-                tol=0.02, interpolation="lanczos4")
+                tol=0.02, interpolation="lanczos4", max_displacement=0)
 
 
 @dataclass
@@ -171,6 +171,8 @@ def normalize_params(window=32, step=8, search=8, **options):
         raise ParameterError("min_ncc must be in [-1, 1].")
     if int(p["max_iter"]) < 1 or not float(p["tol"]) > 0:
         raise ParameterError("max_iter must be >= 1 and tol > 0.")
+    from .seeded_search import check_max_displacement
+    p["max_displacement"] = check_max_displacement(p["max_displacement"], search)
     p.update(window=[h, w], step=step, search=search, max_nodata=float(p["max_nodata"]),
              min_std=float(p["min_std"]), min_ncc=float(p["min_ncc"]),
              min_snr=float(p["min_snr"]), max_iter=int(p["max_iter"]), tol=float(p["tol"]))
@@ -300,6 +302,11 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
         about 10x per step, so the remaining error is ~0.002 px)
     interpolation : resampling kernel of the refinement: "lanczos4" (default),
         "lanczos3", "lanczos6" or "bicubic" (bicubic leaves ~0.03 px pixel-locking bias)
+    max_displacement : largest displacement looked for (px; 0 = off, the default). When
+        larger than ``search``, the search follows the motion: a coarse level gives a
+        seed per window and the fine search of ``search`` px is centred on it
+        (:mod:`slidewatch.core.seeded_search`); the result's ``params["seeds"]``
+        describes the coarse level.
 
     Returns
     -------
@@ -316,6 +323,13 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
     rows = centres(H, params["step"]) if rows is None else np.asarray(rows, np.int64).ravel()
     cols = centres(W, params["step"]) if cols is None else np.asarray(cols, np.int64).ravel()
     progress = as_progress(progress)
+    if params["max_displacement"] > params["search"]:
+        from .seeded_search import correlate_in_memory
+        dx, dy, ncc, snr, status, seeds = correlate_in_memory(ref, sec, rows, cols, params,
+                                                              progress)
+        progress.update(1.0)
+        return CorrelationResult(dx=dx, dy=dy, ncc=ncc, snr=snr, status=status, rows=rows,
+                                 cols=cols, params=dict(params, seeds=seeds.describe()))
     m = read_margin(params)
     rs = prepare(pad_image(ref, m), params)
     ss = prepare(pad_image(sec, m), params)

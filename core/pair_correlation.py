@@ -37,6 +37,7 @@ import numpy as np
 from .correlation import (STATUS_MEANINGS, STATUS_VALID, correlate_prepared, normalize_params,
                           prepare, read_margin)
 from .correlation_kernels import ROW_GROUP
+from . import seeded_search as seeded
 from .errors import InputError, ParameterError
 from .input_checks import check_window_search, validate_pairs_csv
 from .progress import as_progress
@@ -45,7 +46,8 @@ from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name
 BANDS = ("east_m", "north_m", "ncc", "snr", "status")
 
 #: Parameters of the driver itself (the rest are correlation options).
-DRIVER_DEFAULTS = dict(band=1, zero_is_nodata=True, stable="none", stable_mask=None)
+DRIVER_DEFAULTS = dict(band=1, zero_is_nodata=True, stable="none", stable_mask=None,
+                       max_velocity_m_per_day=None)
 
 #: Stable-ground corrections: none, constant median offset, robust plane.
 STABLE_MODES = ("none", "median", "plane")
@@ -93,11 +95,45 @@ def pair_params(**kwargs):
     if drv["band"] < 1:
         raise ParameterError("band must be >= 1 (got %d)." % drv["band"])
     drv["zero_is_nodata"] = bool(drv["zero_is_nodata"])
+    drv["max_velocity_m_per_day"] = _check_velocity(drv["max_velocity_m_per_day"])
     if drv["stable_mask"] is not None and not isinstance(drv["stable_mask"], str):
         drv["stable_mask"] = "<array>"
     params = dict(corr, **drv)
     params["format_version"] = FORMAT_VERSION
     return json.loads(json.dumps(params, sort_keys=True))
+
+
+def _check_velocity(v):
+    if v is None or v == "" or v == 0:
+        return None
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ParameterError("max_velocity_m_per_day must be a number of metres per day "
+                             "(got %r)." % (v,)) from None
+    if not np.isfinite(v) or v < 0:
+        raise ParameterError("max_velocity_m_per_day must be >= 0 (got %r); 0 or empty "
+                             "turns it off." % (v,))
+    return v
+
+
+def effective_max_displacement(corr, max_velocity_m_per_day, ref_date, sec_date,
+                               transform):
+    """Largest displacement to look for (px): ``max_displacement`` or the motion that
+    ``max_velocity_m_per_day`` gives over the pair's baseline (whichever is larger)."""
+    d = float(corr.get("max_displacement") or 0)
+    if max_velocity_m_per_day:
+        import datetime as _dt
+        try:
+            days = abs((_dt.date.fromisoformat(sec_date) -
+                        _dt.date.fromisoformat(ref_date)).days)
+        except (TypeError, ValueError):
+            raise InputError("max_velocity_m_per_day needs the pair's dates: give "
+                             "reference_date/secondary_date or name the output "
+                             "pair_YYYYMMDD_YYYYMMDD.tif.") from None
+        pixel = min(abs(transform.a), abs(transform.e)) or 1.0
+        d = max(d, max_velocity_m_per_day * days / pixel)
+    return d
 
 
 def pair_output_is_current(path, params):
@@ -290,8 +326,18 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
         # whole chunks of the shared integer search (correlation.row_groups): blocks
         # start at multiples of ROW_GROUP rows, so tiled results equal untiled ones
         g = ROW_GROUP
+        corr["max_displacement"] = effective_max_displacement(
+            corr, tag_params["max_velocity_m_per_day"], ref_date, sec_date, T)
+        seeds = None
+        if seeded.is_seeded(corr):
+            # coarse-to-fine: seeds from a reduced pair, tiles of TILE_ROWS centre rows
+            g = int(np.lcm(ROW_GROUP, seeded.TILE_ROWS))
+            seeds = _coarse_seeds(rs, ss, band, zero_nod, corr, progress)
+            progress.info("correlation: search follows the motion up to %.1f px (%s)"
+                          % (corr["max_displacement"], seeds.describe()))
         block_rows = -(-max(1, int(block_rows)) // g) * g
-        rm = read_margin(corr)
+        rm = read_margin(corr) if seeds is None else seeded.needed_margin(
+            corr, seeds.max_abs_px)
         stable_read = _stable_mask_reader(stable_mask, H, W)
         profile = dict(GTIFF_FLOAT_OPTIONS, height=out_h, width=out_w, count=len(BANDS),
                        dtype="float32", crs=rs.crs, transform=T * Affine.scale(step),
@@ -320,14 +366,21 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                             src_r1 = int(rows[-1]) - h // 2 + h + rm
                             ref_blk = read_rows_padded(rs, band, src_r0, src_r1, rm, zero_nod)
                             sec_blk = read_rows_padded(ss, band, src_r0, src_r1, rm, zero_nod)
-                            rstack = prepare(ref_blk, corr)
-                            del ref_blk
-                            sstack = prepare(sec_blk, corr)
-                            del sec_blk
-                            dx, dy, ncc, snr, status = correlate_prepared(
-                                rstack, sstack, rows, cols, (H, W),
-                                src_r0 + rm, corr)
-                            del rstack, sstack
+                            if seeds is not None:
+                                dx, dy, ncc, snr, status = seeded.correlate_seeded(
+                                    ref_blk, sec_blk, (src_r0, -rm), rows, cols,
+                                    np.arange(k0, k1), np.arange(out_w), (H, W),
+                                    seeds, corr, progress)
+                                del ref_blk, sec_blk
+                            else:
+                                rstack = prepare(ref_blk, corr)
+                                del ref_blk
+                                sstack = prepare(sec_blk, corr)
+                                del sec_blk
+                                dx, dy, ncc, snr, status = correlate_prepared(
+                                    rstack, sstack, rows, cols, (H, W),
+                                    src_r0 + rm, corr)
+                                del rstack, sstack
                             ok = status == STATUS_VALID
                             n_valid += int(ok.sum())
                             status_counts += np.bincount(status.ravel().astype(np.int64),
@@ -396,6 +449,23 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                 plane_dx_px=None if plane is None else plane["dx"],
                 plane_dy_px=None if plane is None else plane["dy"],
                 status_counts={int(k): int(v) for k, v in enumerate(status_counts) if v})
+
+
+def _coarse_seeds(rs, ss, band, zero_nod, corr, progress):
+    """Seed field of a pair (seeded_search steps 1-2), reading the rasters by blocks."""
+    D = corr["max_displacement"]
+    f = seeded.reduction_factor(D, corr["search"])
+    H = rs.height
+    chunk = f * max(1, 2048 // f)
+    reduced = []
+    for src in (rs, ss):
+        parts = []
+        for r0 in range(0, H, chunk):
+            progress.check()
+            a = read_rows_padded(src, band, r0, min(H, r0 + chunk), 0, zero_nod)
+            parts.append(seeded.block_mean(a, f))
+        reduced.append(np.concatenate(parts, axis=0))
+    return seeded.seed_field(reduced[0], reduced[1], corr, D, f)
 
 
 def _to_metres(dx, dy, T):
