@@ -34,8 +34,8 @@ import re
 
 import numpy as np
 
-from .correlation import (STATUS_MEANINGS, STATUS_VALID, correlate_prepared, normalize_params,
-                          prepare, read_margin)
+from .correlation import (STATUS_MEANINGS, STATUS_VALID, correlate_raw, normalize_params,
+                          read_margin)
 from .correlation_kernels import ROW_GROUP
 from . import seeded_search as seeded
 from .errors import InputError, ParameterError
@@ -373,14 +373,9 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                                     seeds, corr, progress)
                                 del ref_blk, sec_blk
                             else:
-                                rstack = prepare(ref_blk, corr)
-                                del ref_blk
-                                sstack = prepare(sec_blk, corr)
-                                del sec_blk
-                                dx, dy, ncc, snr, status = correlate_prepared(
-                                    rstack, sstack, rows, cols, (H, W),
-                                    src_r0 + rm, corr)
-                                del rstack, sstack
+                                dx, dy, ncc, snr, status = correlate_raw(
+                                    ref_blk, sec_blk, rows, cols, (H, W), src_r0 + rm, corr)
+                                del ref_blk, sec_blk
                             ok = status == STATUS_VALID
                             n_valid += int(ok.sum())
                             status_counts += np.bincount(status.ravel().astype(np.int64),

@@ -53,8 +53,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from .correlation import (STATUS_OUTSIDE, STATUS_VALID, correlate, correlate_prepared, prepare,
-                          read_margin)
+from .correlation import STATUS_OUTSIDE, STATUS_VALID, correlate, correlate_raw, read_margin
 from .errors import ParameterError
 
 #: Coarse correlation windows (coarse pixels) and their spacing.
@@ -315,8 +314,8 @@ def correlate_seeded(ref, sec, origin, rows, cols, row_idx, col_idx, image_shape
         # image pixels outside the image are invalid in both (NaN), whatever the arrays hold
         _blank_outside(rc, y0 - m, x0 - m, H, W)
         _blank_outside(sc, y0 - m + Sy, x0 - m + Sx, H, W)
-        tdx, tdy, tncc, tsnr, tst = correlate_prepared(
-            prepare(rc, p), prepare(sc, p), r - y0, c - x0, (y1 - y0, x1 - x0), 0, p)
+        tdx, tdy, tncc, tsnr, tst = correlate_raw(rc, sc, r - y0, c - x0,
+                                                  (y1 - y0, x1 - x0), 0, p)
         tdx, tdy = tdx + Sx, tdy + Sy
         if max(abs(Sx), abs(Sy)) > s_t - int(params["search"]):
             # zero is not in the seeded range: stable ground stays a candidate (a coarse
@@ -327,8 +326,7 @@ def correlate_seeded(ref, sec, origin, rows, cols, row_idx, col_idx, image_shape
             rc0 = _crop(rc, (y0 - m, x0 - m), y0 - m0, y1 + m0, x0 - m0, x1 + m0)
             sc0 = _crop(sec, origin, y0 - m0, y1 + m0, x0 - m0, x1 + m0)
             _blank_outside(sc0, y0 - m0, x0 - m0, H, W)
-            z = correlate_prepared(prepare(rc0, p0), prepare(sc0, p0), r - y0, c - x0,
-                                   (y1 - y0, x1 - x0), 0, p0)
+            z = correlate_raw(rc0, sc0, r - y0, c - x0, (y1 - y0, x1 - x0), 0, p0)
             zv = z[4] == STATUS_VALID
             sv = tst == STATUS_VALID
             use0 = zv & (~sv | (z[2] > tncc))
