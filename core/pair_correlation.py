@@ -230,7 +230,9 @@ def _check_same_grid(rs, ss, ref_path, sec_path):
 
 
 def _stable_mask_reader(stable_mask, height, width):
-    """Function rows, cols -> bool array (True = stable) or None (whole image)."""
+    """Function rows, cols -> bool array (True = stable) or None (whole image). Window
+    centres past the last pixel (the default grid's last centre may be) read the last
+    pixel; their windows are outside the image and never valid anyway."""
     if stable_mask is None:
         return None
     if isinstance(stable_mask, np.ndarray):
@@ -238,7 +240,10 @@ def _stable_mask_reader(stable_mask, height, width):
         if m.shape != (height, width):
             raise InputError("stable_mask array has shape %s, the rasters %s." %
                              (m.shape, (height, width)))
-        return lambda rows, cols: (m[np.ix_(rows, cols)] != 0) & np.isfinite(m[np.ix_(rows, cols)])
+        def read_array(rows, cols):
+            v = m[np.ix_(np.minimum(rows, height - 1), np.minimum(cols, width - 1))]
+            return (v != 0) & np.isfinite(v)
+        return read_array
     src = _open(stable_mask)
     if (src.width, src.height) != (width, height):
         raise InputError("Stable-ground mask '%s' (%d x %d) is not on the grid of the images "
@@ -247,6 +252,8 @@ def _stable_mask_reader(stable_mask, height, width):
 
     def read(rows, cols):
         from rasterio.windows import Window
+        rows = np.minimum(rows, height - 1)
+        cols = np.minimum(cols, width - 1)
         r0, r1 = int(rows.min()), int(rows.max()) + 1
         a = src.read(1, window=Window(0, r0, width, r1 - r0))[rows - r0][:, cols]
         return np.isfinite(a) & (a != 0) & ((src.nodata is None) | (a != (src.nodata or 0)))

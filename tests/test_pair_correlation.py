@@ -116,6 +116,14 @@ def test_stable_median_correction(pair, tmp_path):
                                       search=4, stable="median", stable_mask=mpath)
     assert 0 < info2["n_stable"] < info["n_stable"]
     assert not glob.glob(str(tmp_path / ".*partial*"))
+    # a step that does not divide the size: the last centres lie past the last pixel
+    step = 7
+    assert pair["ref_arr"].shape[1] % step and pair["ref_arr"].shape[0] % step
+    for m in (mpath, mask):
+        info3 = pc.correlate_pair_rasters(pair["ref"], pair["sec"], out, window=32, step=step,
+                                          search=4, stable="median", stable_mask=m)
+        assert 0 < info3["n_stable"] and info3["median_dx_px"] == pytest.approx(pair["dx"],
+                                                                               abs=0.02)
 
 
 def test_stable_correction_of_a_pair_without_any_valid_window(pair, tmp_path):
