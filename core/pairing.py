@@ -553,7 +553,7 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
                  expected_velocity_m_per_yr=None, criterion="D", min_quality=0.03,
                  min_quality_rel=0.1, pair_cost_s=None, seed=0, history_folder=None,
                  training_csv=None, ncc_min=0.5, blocks=4, motion_error_fraction=0.2,
-                 quality_weighting=1.0, min_clear_factor=0.2,
+                 quality_weighting=1.0, min_clear_factor=0.2, max_velocity_m_per_day=None,
                  progress=None):
     """Choose the pairs to correlate; see the module documentation.
 
@@ -580,6 +580,10 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
     motion_error_fraction : gamma of the motion error term (0.2).
     min_quality, min_quality_rel : usability threshold on predicted quality (absolute,
         and relative to the 90th percentile of the preview qualities).
+    max_velocity_m_per_day : the correlation's fast-motion setting (see
+        :func:`.pair_correlation.correlate_pair_rasters`): a pair's reach is then
+        ``max(search, v * baseline / pixel)`` px instead of ``search`` (expected-motion
+        feature and the "expected motion > search" rejection).
     min_clear_factor : a date whose clear factor (quality model's per-date factor, or
         ``1 - cloud fraction`` without a measured pair) is below this (0.2, in [0, 1);
         0 disables) is unusable: none of its pairs is selected by ``optimal`` or
@@ -622,9 +626,12 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
                                                       np.isfinite(pixel) and pixel > 0) else 0.0
     known = [r.cloud_fraction for r in recs if np.isfinite(r.cloud_fraction)]
     cloud_fill = float(np.median(known)) if known else 0.0
+    vmax = float(max_velocity_m_per_day or 0.0)
     for p in pairs:
-        p.features = pair_features(recs[p.i], recs[p.j], p.baseline_days, exp_px, search,
-                                   0.0, cloud_fill)
+        p.extra["reach_px"] = max(float(search), vmax * p.baseline_days / pixel
+                                  if vmax > 0 and np.isfinite(pixel) and pixel > 0 else 0.0)
+        p.features = pair_features(recs[p.i], recs[p.j], p.baseline_days, exp_px,
+                                   p.extra["reach_px"], 0.0, cloud_fill)
 
     # ---- previews
     preview_results = {}
@@ -774,8 +781,8 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
         p.weight = float(p.block_weights.mean())
         motion = p.features[FEATURES.index("motion_ratio")]
         if motion > 1.0:
-            p.reason = "rejected: expected motion %.1f px > search %d px" % (
-                motion * search, search)
+            p.reason = "rejected: expected motion %.1f px > search %.0f px" % (
+                motion * p.extra["reach_px"], p.extra["reach_px"])
             p.weight = 0.0
             continue
         if p.predicted_quality < q_min or not (p.block_weights > 0).any():

@@ -600,7 +600,10 @@ def _step_pairing(ctx, catalog, progress):
     progress.check()
     p = ctx.params.step_params("pairing")
     # the correlation geometry matters to the selection (expected motion vs search range)
+    vmax = ctx.params.correlation_options.get("max_velocity_m_per_day")
     p_all = dict(p, window=ctx.params.window, step=ctx.params.step, search=ctx.params.search)
+    if vmax:
+        p_all["max_velocity_m_per_day"] = vmax
     phash = params_hash(p_all)
     out = ctx.path("pairs.csv")
     inputs_fp = fingerprint(catalog.paths)
@@ -615,6 +618,8 @@ def _step_pairing(ctx, catalog, progress):
         opts.update(strategy=ctx.params.pair_strategy,
                     budget_pairs_per_date=int(ctx.params.pairs_per_date),
                     window=ctx.params.window, step=ctx.params.step, search=ctx.params.search)
+        if vmax:
+            opts.setdefault("max_velocity_m_per_day", vmax)
         opts.setdefault("history_folder", ctx.output_folder)
         opts = _accepted(pr.select_pairs, opts)
         selection = pr.select_pairs(catalog, progress=progress, **opts)

@@ -115,6 +115,9 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
                 minValue=1, maxValue=512))
         adv(Num("SEARCH", self.tr("Search radius (pixels)"), Num.Integer, d.search,
                 minValue=1, maxValue=256))
+        self.addParameter(Num("MAX_VELOCITY", self.tr(
+            "Maximum velocity, m/day (fast motion: the search follows the motion; 0 = "
+            "search radius only)"), Num.Double, 0.0, minValue=0.0, maxValue=1000.0))
         adv(E("SUBPIXEL", self.tr("Sub-pixel refinement"), list(SUBPIXELS), False, 0))
         adv(E("PREFILTER", self.tr("Pre-filter"), list(PREFILTERS), False, 0))
         adv(Num("MIN_NCC", self.tr("Minimum NCC of a valid window"), Num.Double, 0.3,
@@ -190,6 +193,9 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
                                                                           PREFILTERS),
                 "min_ncc": self.parameterAsDouble(parameters, "MIN_NCC", context)}
         corr = {k: v for k, v in corr.items() if v != "default"}
+        vmax = self.parameterAsDouble(parameters, "MAX_VELOCITY", context)
+        if vmax > 0:
+            corr["max_velocity_m_per_day"] = vmax
         corr.update(self._json(parameters, "CORRELATION_OPTIONS", context))
         det = {"z_seed": self.parameterAsDouble(parameters, "Z_SEED", context),
                "z_grow": self.parameterAsDouble(parameters, "Z_GROW", context),

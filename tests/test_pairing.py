@@ -173,6 +173,19 @@ def test_clouded_dates_never_fill_the_budget(tmp_path):
         select_pairs(cat, "optimal", previews=False, min_clear_factor=1.5)
 
 
+def test_max_velocity_extends_the_reach_of_long_pairs(tmp_path):
+    """A fast expected motion rejects long pairs at a fixed search; with the correlation's
+    fast-motion setting their reach grows with the baseline and they stay usable."""
+    cat = _make_stack(str(tmp_path / "s"), _dates(8, every=10))
+    kw = dict(previews=False, max_baseline_days=70, expected_velocity_m_per_yr=3650.0)
+    fixed = select_pairs(cat, "optimal", **kw)           # 10 m/day = 1 px/day at 10 m
+    too_far = [p for p in fixed.pairs if p.reason.startswith("rejected: expected motion")]
+    assert too_far and all(p.baseline_days > 8 for p in too_far)
+    fast = select_pairs(cat, "optimal", max_velocity_m_per_day=15.0, **kw)
+    assert not any(p.reason.startswith("rejected: expected motion") for p in fast.pairs)
+    assert fast.selected
+
+
 def test_connectivity_with_a_month_of_clouds(tmp_path):
     dates = _dates(22)
     month = dates[8:15]                         # 7 consecutive dates = 30 days under clouds

@@ -80,3 +80,26 @@ def test_fast_tongue_needs_and_gets_the_motion_following_search(tmp_path):
     corr = _run(tmp_path, max_velocity_m_per_day=30, stable="median", stable_mask=ROCK)
     assert corr["rock"] <= 0.5 * fast["rock"]
     assert abs(corr["ratio"] - 1) <= 0.10 and corr["coverage"] >= 0.75
+
+
+def test_processing_dialog_fast_motion_setting(tmp_path, provider):
+    """The same fast-motion setting from the Processing algorithm (as a user clicks it):
+    Maximum velocity 30 m/day, median correction over the rock mask."""
+    from qgis.core import (QgsApplication, QgsProcessingAlgorithm, QgsProcessingContext,
+                           QgsProcessingFeedback)
+    alg = QgsApplication.processingRegistry().createAlgorithmById("slidewatch:correlate_pair")
+    names = [p.name() for p in alg.parameterDefinitions()]
+    assert "MAX_VELOCITY" in names
+    out = str(tmp_path / "pair_20160718_20160803.tif")
+    feedback = QgsProcessingFeedback()
+    res, ok = QgsProcessingAlgorithm.run(
+        alg, {"REFERENCE": REF, "SECONDARY": SEC, "MAX_VELOCITY": 30.0, "STABLE": 1,
+              "STABLE_MASK": ROCK, "OUTPUT": out}, QgsProcessingContext(), feedback, {},
+        False)
+    assert ok, res
+    with rasterio.open(out) as src:
+        e, n = src.read(1) / DAYS, src.read(2) / DAYS
+        tags = src.tags()
+    v = np.hypot(e, n)
+    assert np.nanpercentile(v, 95) > 10          # the fast tongue is measured (m/day)
+    assert "30" in tags.get("MAX_VELOCITY_M_PER_DAY", "")
