@@ -16,6 +16,8 @@ py=.venv/bin/python
 mkdir -p bench/out
 run() { echo; echo "### $*"; "$@" 2>&1 | tee -a bench/out/run_all.log; }
 run $py bench/bench_correlation.py
+run $py bench/bench_seeded.py
+run $py bench/bench_yahtse.py
 run $py bench/bench_pairing.py --dates 40 --size 256
 run $py bench/bench_inversion.py --pixels 500 --speed-pixels 20000 $([ "${QUICK:-0}" = 1 ] || echo --scale)
 run $py bench/bench_inversion_dates.py
