@@ -30,7 +30,8 @@ and seed rasters:
    ceil(half the range)`` (capped at ``max_displacement``), so that ``search`` px around
    every plausible seed are searched and the best NCC peak wins; ``S`` is added back.
    Where that range leaves out zero, the plain search around zero is run too and, per
-   window, the better valid NCC peak is kept: a coarse window straddling a margin can
+   window, its result replaces the seeded one only if it is valid and its peak higher
+   than the seeded peak (valid or not): a coarse window straddling a margin can
    hand the body's seed to stable ground beside it, and stable ground must never be
    pushed to a false peak by a seed. Sub-pixel refinement, quality measures
    and statuses are exactly those of the plain correlation, so the issue-3 accuracy and
@@ -327,9 +328,11 @@ def correlate_seeded(ref, sec, origin, rows, cols, row_idx, col_idx, image_shape
             sc0 = _crop(sec, origin, y0 - m0, y1 + m0, x0 - m0, x1 + m0)
             _blank_outside(sc0, y0 - m0, x0 - m0, H, W)
             z = correlate_raw(rc0, sc0, r - y0, c - x0, (y1 - y0, x1 - x0), 0, p0)
-            zv = z[4] == STATUS_VALID
-            sv = tst == STATUS_VALID
-            use0 = zv & (~sv | (z[2] > tncc))
+            # the zero candidate wins only with a valid and higher peak than the seeded
+            # one, whether or not the seeded peak passed the tests: a seeded peak that is
+            # higher but ambiguous must not hand the window to a false zero-side match
+            with np.errstate(invalid="ignore"):
+                use0 = (z[4] == STATUS_VALID) & ~(tncc >= z[2])
             tdx, tdy = np.where(use0, z[0], tdx), np.where(use0, z[1], tdy)
             tncc, tsnr = np.where(use0, z[2], tncc), np.where(use0, z[3], tsnr)
             tst = np.where(use0, z[4], tst)

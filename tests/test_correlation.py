@@ -203,7 +203,10 @@ def test_contrast_change_and_prefilters(real_texture):
     ref, sec = shifted_pair(real_texture, 0.3, 0.45, noise=0.01)
     sec = 0.8 * sec + 200.0
     for pf in ["none", "gaussian_hp", "wallis", "orientation"]:
-        res = correlate(ref, sec, 32, 16, 4, prefilter=pf)
+        # raw intensities have broad NCC peaks: at search 4 the "second peak" 3-4 px away
+        # is nearly as high, so the default min_snr (1.2) would reject most windows
+        extra = dict(min_snr=1.0) if pf == "none" else {}
+        res = correlate(ref, sec, 32, 16, 4, prefilter=pf, **extra)
         ok = res.status == 0
         assert valid_fraction(res) > 0.8, pf
         tol = 0.1 if pf == "orientation" else 0.05

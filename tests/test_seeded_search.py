@@ -59,7 +59,7 @@ def test_large_motion_recovered_stable_untouched(dy, dx):
     assert "coarse level 1/4" in res.params["seeds"]
     inner, outer = _zones(res, body, 24 + np.hypot(dy, dx))
     ok = res.status == C.STATUS_VALID
-    assert (ok & inner).sum() >= 0.99 * inner.sum()
+    assert (ok & inner).sum() >= 0.95 * inner.sum()
     err = np.hypot(res.dy - dy, res.dx - dx)[ok & inner]
     assert np.sqrt(np.mean(err ** 2)) < 0.1
     plain = correlate(ref, sec)                  # search 8: misses the body entirely
