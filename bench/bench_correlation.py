@@ -84,6 +84,24 @@ def centres(step):
 
 
 # --------------------------------------------------------------------------- peers
+def opencv_match(cv2, area, tpl, s):
+    """OpenCV peer on one window: matchTemplate (TM_CCOEFF_NORMED) over ``area`` (the
+    template's window grown by ``s`` px per side) + 3-point parabola per axis.
+    Returns (dx, dy) in px."""
+    m = cv2.matchTemplate(area, tpl, cv2.TM_CCOEFF_NORMED)
+    _, _, _, (px, py) = cv2.minMaxLoc(m)
+    fx = fy = 0.0
+    if 0 < px < m.shape[1] - 1:
+        a, b, cc = m[py, px - 1], m[py, px], m[py, px + 1]
+        den = a - 2 * b + cc
+        fx = 0.5 * (a - cc) / den if den < 0 else 0.0
+    if 0 < py < m.shape[0] - 1:
+        a, b, cc = m[py - 1, px], m[py, px], m[py + 1, px]
+        den = a - 2 * b + cc
+        fy = 0.5 * (a - cc) / den if den < 0 else 0.0
+    return px - s + fx, py - s + fy
+
+
 def peer_main(npz_path, json_path):
     """Runs in .venv-bench: loops skimage / OpenCV over the windows of every case."""
     import cv2
@@ -104,19 +122,9 @@ def peer_main(npz_path, json_path):
             for c in cols:
                 tpl = ref[r - h // 2:r - h // 2 + h, c - w // 2:c - w // 2 + w]
                 area = sec[r - h // 2 - s:r - h // 2 + h + s, c - w // 2 - s:c - w // 2 + w + s]
-                m = cv2.matchTemplate(area, tpl, cv2.TM_CCOEFF_NORMED)
-                _, _, _, (px, py) = cv2.minMaxLoc(m)
-                fx = fy = 0.0
-                if 0 < px < m.shape[1] - 1:
-                    a, b, cc = m[py, px - 1], m[py, px], m[py, px + 1]
-                    den = a - 2 * b + cc
-                    fx = 0.5 * (a - cc) / den if den < 0 else 0.0
-                if 0 < py < m.shape[0] - 1:
-                    a, b, cc = m[py - 1, px], m[py, px], m[py + 1, px]
-                    den = a - 2 * b + cc
-                    fy = 0.5 * (a - cc) / den if den < 0 else 0.0
-                dxs.append(px - s + fx)
-                dys.append(py - s + fy)
+                ddx, ddy = opencv_match(cv2, area, tpl, s)
+                dxs.append(ddx)
+                dys.append(ddy)
         n = len(dxs)
         res["opencv"] = dict(dx=dxs, dy=dys, us=(time.perf_counter() - t) / n * 1e6)
         dxs, dys = [], []

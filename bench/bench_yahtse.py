@@ -161,6 +161,7 @@ def ours(vmax, stable_mask=None):
 def peer_main(npz_path, json_path):
     """Runs in .venv-bench: a plain OpenCV NCC loop over the same centres."""
     import cv2
+    from bench_correlation import opencv_match
     d = np.load(npz_path)
     ref, sec, rows, cols = d["ref"], d["sec"], d["rows"], d["cols"]
     h = w = WINDOW
@@ -178,19 +179,7 @@ def peer_main(npz_path, json_path):
             if tpl.std() == 0:
                 continue
             area = sec[r0 - s:r0 + h + s, c0 - s:c0 + w + s]
-            m = cv2.matchTemplate(area, tpl, cv2.TM_CCOEFF_NORMED)
-            _, _, _, (px, py) = cv2.minMaxLoc(m)
-            fx = fy = 0.0
-            if 0 < px < m.shape[1] - 1:
-                a, b, cc = m[py, px - 1], m[py, px], m[py, px + 1]
-                den = a - 2 * b + cc
-                fx = 0.5 * (a - cc) / den if den < 0 else 0.0
-            if 0 < py < m.shape[0] - 1:
-                a, b, cc = m[py - 1, px], m[py, px], m[py + 1, px]
-                den = a - 2 * b + cc
-                fy = 0.5 * (a - cc) / den if den < 0 else 0.0
-            dx[i, j] = px - s + fx
-            dy[i, j] = py - s + fy
+            dx[i, j], dy[i, j] = opencv_match(cv2, area, tpl, s)
     np.savez(json_path, dx=dx, dy=dy, seconds=time.perf_counter() - t,
              opencv=cv2.__version__)
 

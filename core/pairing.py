@@ -852,9 +852,9 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
         if d in unusable:
             excluded.append(recs[d].iso)
             notes.append("date %s excluded: clear factor %.2f < min_clear_factor %.2g, "
-                            "none of its pairs is used (%s)" % (
-                                recs[d].iso, date_clear[d], min_clear_factor,
-                                _date_evidence(d, recs, date_prev)))
+                         "none of its pairs is used (%s)" % (
+                             recs[d].iso, date_clear[d], min_clear_factor,
+                             _date_evidence(d, recs, date_prev)))
         elif deg[d] == 0:
             if d not in usable_dates and strategy in ("optimal", "seasonal"):
                 excluded.append(recs[d].iso)

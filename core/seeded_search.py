@@ -50,6 +50,7 @@ block by block.
 """
 
 import math
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -105,7 +106,7 @@ def block_mean(a, f):
     return out.astype(np.float32)
 
 
-def check_max_displacement(value, search):
+def check_max_displacement(value):
     """``value`` as a float >= 0 (0 = off); ParameterError if unusable."""
     if value is None:
         return 0.0
@@ -169,22 +170,20 @@ class SeedField:
                                          self.max_abs_px))
 
 
-def coarse_params(params, max_displacement, coarse_shape):
-    """Correlation parameters of the coarse level (dict for :func:`correlate`)."""
-    f = reduction_factor(max_displacement, params["search"])
-    win = COARSE_WINDOW
-    win = max(4, min(win, coarse_shape[0], coarse_shape[1]))
+def coarse_params(params, max_displacement, coarse_shape, f):
+    """Correlation parameters of the coarse level (dict for :func:`correlate`) at
+    reduction factor ``f``."""
+    win = max(4, min(COARSE_WINDOW, coarse_shape[0], coarse_shape[1]))
     s = int(math.ceil(float(max_displacement) / f)) + 1
     s = max(1, min(s, max(1, min(coarse_shape) // 2)))
     opts = {k: v for k, v in params.items()
             if k not in ("window", "step", "search", "subpixel", "max_displacement")}
-    return f, dict(opts, window=win, step=min(COARSE_STEP, win), search=s,
-                   subpixel="parabola")
+    return dict(opts, window=win, step=min(COARSE_STEP, win), search=s, subpixel="parabola")
 
 
 def seed_field(coarse_ref, coarse_sec, params, max_displacement, factor):
     """Coarse correlation of reduced images and the filtered seed field."""
-    cp = coarse_params(params, max_displacement, coarse_ref.shape)[1]
+    cp = coarse_params(params, max_displacement, coarse_ref.shape, factor)
     res = correlate(coarse_ref, coarse_sec, **cp)
     ok = res.status == STATUS_VALID
     dx = np.where(ok, res.dx, np.nan)
@@ -206,7 +205,6 @@ def _robust(dx, dy):
         stacks.append(np.stack([p[1 + a:1 + a + H, 1 + b:1 + b + W]
                                 for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)]))
     n_nb = np.isfinite(stacks[0]).sum(axis=0)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         med = [np.nanmedian(np.concatenate([s, c[None]]), axis=0) for s, c in
