@@ -64,9 +64,9 @@ Pipeline of :func:`select_pairs`
    are not used by ``optimal``/``seasonal`` ("rejected: predicted quality ..."); a date
    with no usable pair at all is reported as excluded instead of being forced in.
 
-   **Unusable dates.** A date whose clear factor (the model's ``c_i``: its best measured
-   pair quality relative to the reference quality; ``1 - cloud fraction`` for a date
-   without any measured pair) is below ``min_clear_factor`` (0.2) is unusable: every pair
+   **Unusable dates.** A date whose clear factor (the lower of the model's ``c_i`` -- its
+   best measured pair quality relative to the reference quality -- and ``1 - cloud
+   fraction``, the catalog's mask, metadata or image-only estimate) is below ``min_clear_factor`` (0.2) is unusable: every pair
    touching it is rejected ("rejected: date 2020-01-05 unusable: clear factor 0.05 <
    0.2") and the date is excluded with one note line giving the reason (an expected
    consequence of clouds, not a problem of the run). Such a pair
@@ -757,9 +757,10 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
             clear[d] = 1.0 - (cf if np.isfinite(cf) else cloud_fill)
     # motion-dependent error: sigma_p^2 = sigma_c^2 + (gamma * v * dt)^2 (see module doc)
     v_px, sigma_c = _motion_model(pairs, preview_results, exp_px, q_min, notes, pixel)
-    # per-date clear factor (the model's c_i, else the prior): unusable dates (module doc)
-    date_clear = [float(model.date_effects.get(r.iso, prior[r.iso])) if model is not None
-                  else float(prior[r.iso]) for r in recs]
+    # per-date clear factor: the lower of the previews' evidence (the model's c_i) and
+    # the images' own (1 - cloud / perturbed fraction); unusable dates (module doc)
+    date_clear = [min(float(model.date_effects.get(r.iso, prior[r.iso])), float(prior[r.iso]))
+                  if model is not None else float(prior[r.iso]) for r in recs]
     quality_aware = strategy in ("optimal", "seasonal")
     unusable = {d: "date %s unusable: clear factor %.2f < %.2g" % (
         recs[d].iso, date_clear[d], min_clear_factor)
