@@ -12,7 +12,7 @@ QGIS_PROFILE := $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-gdal python3-rasterio python3-scipy \
 	python3-pyqtgraph python3-pil python3-venv python3-pip xvfb xauth x11-utils imagemagick sqlite3
 
-export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export QT_QPA_PLATFORM ?= offscreen
 export XDG_RUNTIME_DIR ?= /tmp/runtime-$(shell id -u)
 export PYTHONPATH := $(PLUGINS)
@@ -22,7 +22,7 @@ export SLIDEWATCH_QGIS_PROCESS ?= /usr/bin/qgis_process.bin
 DEMO_OUT ?= $(CURDIR)/demo_output
 PYTEST_ARGS ?=
 
-.PHONY: install system venv link test demo bench screenshots sample clean help
+.PHONY: install system venv link warm test demo bench screenshots sample clean help
 
 help:
 	@echo "make demo   - install everything, run the pipeline on the bundled sample stack"
@@ -30,7 +30,7 @@ help:
 	@echo "make bench  - run the benchmarks (peers installed in .venv-bench)"
 	@echo "make screenshots - real QGIS desktop under Xvfb, PNGs into docs/"
 
-install: system venv link
+install: system venv link warm
 
 system:
 	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -55,6 +55,11 @@ link:
 	@mkdir -p $(QGIS_PROFILE)/python/plugins
 	@ln -sfn $(CURDIR) $(QGIS_PROFILE)/python/plugins/slidewatch
 	@$(PY) scripts/enable_plugin.py $(QGIS_PROFILE)
+
+# Compile every numba kernel the pipeline uses, once (core/numba_setup.py); a later QGIS,
+# qgis_process, test or Dask worker process loads them from $(NUMBA_CACHE_DIR).
+warm: link
+	@$(PY) scripts/warm_kernels.py
 
 test: install
 	bash scripts/run_tests.sh $(PYTEST_ARGS)

@@ -28,6 +28,7 @@ class SlideWatchPlugin:
         self.actions = []
         self.docks = {}
         self.toolbar = None
+        self.warmup_task = None
 
     # ----------------------------------------------------------------- processing
     def initProcessing(self):  # noqa: N802
@@ -48,6 +49,41 @@ class SlideWatchPlugin:
                              lambda checked=False, m=module_name, c=class_name, t=title:
                              self.show_dock(m, c, t), toolbar=True)
         self.report_missing_dependencies()
+        self.start_kernel_warmup()
+
+    def start_kernel_warmup(self, groups=None, force=False):
+        """First use with a cold numba cache: compile in a background QgsTask.
+
+        Returns the task (also kept as ``self.warmup_task``) or None when every kernel
+        group is cached already (a file-name check, no numba import) or numba is missing.
+        """
+        if deps.missing("core"):
+            return None
+        from .core import numba_setup
+
+        cold = numba_setup.quick_cold_groups()
+        if not force:
+            groups = [g for g in cold if groups is None or g in groups]
+            if not groups:
+                return None
+        from .ui.kernel_warmup import KernelWarmupTask
+
+        task = KernelWarmupTask(groups, on_done=self._warmup_done)
+        self.warmup_task = task
+        QgsApplication.taskManager().addTask(task)
+        bar = self.iface.messageBar() if self.iface is not None else None
+        if bar is not None and cold:
+            bar.pushMessage("SlideWatch", self.tr(
+                "Compiling the processing kernels in the background (one-off, a few "
+                "minutes; progress in the task manager). QGIS stays usable."),
+                Qgis.MessageLevel.Info, 10)
+        return task
+
+    def _warmup_done(self, ok, message, level):
+        self.warmup_task = None
+        bar = self.iface.messageBar() if self.iface is not None else None
+        if bar is not None:
+            bar.pushMessage("SlideWatch", message, level, 10)
 
     def tr(self, text):
         return QCoreApplication.translate("SlideWatch", text)
@@ -99,6 +135,9 @@ class SlideWatchPlugin:
         return dock
 
     def unload(self):
+        if self.warmup_task is not None:   # a compile cannot be interrupted: let it end,
+            self.warmup_task.on_done = None  # without touching this unloaded plugin
+            self.warmup_task = None
         for dock in self.docks.values():
             if hasattr(dock, "cleanup"):
                 dock.cleanup()

@@ -662,8 +662,9 @@ def manual_cluster_commands(n_workers=2, port=8786, python=None):
     if python is None:
         venv = os.path.join(plugin, ".venv", "bin", "python")
         python = venv if os.path.exists(venv) else "python3"
-    env = "PYTHONPATH=%s NUMBA_CACHE_DIR=%s" % (_plugin_parent(),
-                                                os.path.join(plugin, ".cache", "numba"))
+    from .numba_setup import cache_dir
+
+    env = "PYTHONPATH=%s NUMBA_CACHE_DIR=%s" % (_plugin_parent(), cache_dir())
     return ("  %s -m dask scheduler --host 127.0.0.1 --port %d --no-dashboard\n"
             "  %s %s -m dask worker tcp://127.0.0.1:%d --nthreads 1 --nworkers %d "
             "--no-dashboard" % (python, port, env, python, port, n_workers))

@@ -90,8 +90,12 @@ class SlideWatchAlgorithm(QgsProcessingAlgorithm):
         if not ok:
             raise QgsProcessingException(problem)
         progress = feedback_progress(feedback)
+        from ..core import numba_setup
+
         try:
-            return self.compute(parameters, context, feedback, progress)
+            # a kernel that compiles at run time (cold cache) says so in the feedback
+            with numba_setup.compile_notices(progress.info):
+                return self.compute(parameters, context, feedback, progress)
         except Cancelled:
             raise QgsProcessingException(
                 self.tr("%s was cancelled. Finished outputs are kept; nothing partial was "

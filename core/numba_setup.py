@@ -1,0 +1,326 @@
+"""One numba kernel cache for every SlideWatch process, compiled once (issue 15).
+
+- :func:`configure` (called by ``slidewatch/core/__init__.py``, before any kernel module is
+  imported) sets ``NUMBA_CACHE_DIR`` when it is unset -- to :func:`default_cache_dir` --
+  and keys numba's cache by the *real* path of the kernel files, so that the plugin
+  imported through ``.build/plugins/slidewatch`` (qgis_process, tests, Dask workers),
+  through the QGIS profile's ``python/plugins/slidewatch`` link (QGIS desktop) or through
+  the checkout itself all read and write the same cache entries. (numba keys its cache
+  directory by the source folder's path as imported: three links, three caches before.)
+- :data:`GROUPS` / :func:`warm` compile every kernel the pipeline runs with its default
+  settings, with the argument types the pipeline uses (``scripts/warm_kernels.py``, run by
+  ``make install``; the plugin runs it in a background QgsTask on first use).
+- :func:`cold_groups` tells, without compiling, which groups are not in the cache yet.
+- a numba compile-event listener says, once per process, when a kernel compiles at run
+  time anyway (:func:`compile_notices` routes the line to a run's log / Processing
+  feedback).
+"""
+
+import contextlib
+import os
+import sys
+import threading
+import time
+
+CACHE_ENV = "NUMBA_CACHE_DIR"
+PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REAL_PLUGIN_DIR = os.path.realpath(PLUGIN_DIR)
+
+
+def default_cache_dir(plugin_dir=None):
+    """Where the kernels are cached when ``NUMBA_CACHE_DIR`` is unset.
+
+    ``<plugin folder>/.cache/numba`` (real path; what ``make install`` fills) when it can
+    be created and written, else the per-user ``$XDG_CACHE_HOME/slidewatch/numba``
+    (``~/.cache/slidewatch/numba``).
+    """
+    plugin_dir = os.path.realpath(plugin_dir or PLUGIN_DIR)
+    candidate = os.path.join(plugin_dir, ".cache", "numba")
+    if _writable_dir(candidate):
+        return candidate
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    fallback = os.path.join(base, "slidewatch", "numba")
+    _writable_dir(fallback)
+    return fallback
+
+
+def _writable_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def cache_dir():
+    """The cache directory in use (``NUMBA_CACHE_DIR``, set by :func:`configure`)."""
+    return os.environ.get(CACHE_ENV) or default_cache_dir()
+
+
+_configured = False
+
+
+def configure():
+    """Set ``NUMBA_CACHE_DIR`` if unset and key the cache by real paths (idempotent)."""
+    global _configured
+    if not os.environ.get(CACHE_ENV):
+        os.environ[CACHE_ENV] = default_cache_dir()
+    if _configured:
+        return
+    try:
+        from numba.core import caching, config
+    except Exception:   # numba missing or broken: core.deps reports it
+        return
+    _configured = True
+    if not config.CACHE_DIR:    # numba imported before us with the variable unset
+        config.CACHE_DIR = os.environ[CACHE_ENV]
+    _install_locator(caching)
+    _install_listener()
+
+
+def _install_locator(caching):
+    base = getattr(caching, "_UserProvidedCacheLocator", None)
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    if base is None or impl is None or not hasattr(impl, "_locator_classes"):
+        return
+
+    class RealPathCacheLocator(base):
+        """numba's NUMBA_CACHE_DIR locator, keyed by the kernel file's real path."""
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            real = os.path.realpath(py_file)
+            if not real.startswith(_REAL_PLUGIN_DIR + os.sep):
+                return None          # someone else's kernel: numba's own rules
+            return super().from_function(py_func, real)
+
+    if not any(c.__name__ == "RealPathCacheLocator" for c in impl._locator_classes):
+        impl._locator_classes.insert(0, RealPathCacheLocator)
+
+
+# ------------------------------------------------------------------ run-time compile notice
+_sinks = []
+_sinks_lock = threading.Lock()
+_state = threading.local()
+_announced = set()
+
+
+def _emit(message):
+    with _sinks_lock:
+        sinks = list(_sinks)
+    if not sinks:
+        print("SlideWatch: " + message, file=sys.stderr, flush=True)
+    for sink in sinks:
+        try:
+            sink(message)
+        except Exception:
+            pass
+
+
+@contextlib.contextmanager
+def compile_notices(sink):
+    """Send run-time compile notices to ``sink(str)`` (e.g. a Progress's ``info``) while
+    the block runs (without a sink they go to stderr)."""
+    with _sinks_lock:
+        _sinks.append(sink)
+    try:
+        yield
+    finally:
+        with _sinks_lock:
+            _sinks.remove(sink)
+
+
+def _install_listener():
+    try:
+        from numba.core import event
+    except Exception:
+        return
+
+    class _CompileListener(event.Listener):
+        def on_start(self, ev):
+            depth = getattr(_state, "depth", 0)
+            _state.depth = depth + 1
+            if depth == 0:
+                _state.t0 = time.perf_counter()
+                if getattr(_state, "quiet", False):
+                    return
+                name = _kernel_name(ev)
+                if name and "first" not in _announced:
+                    _announced.add("first")
+                    _emit("compiling numba kernel %s on first use (one-off: it is saved in "
+                          "%s and not compiled again; `make install` or "
+                          "scripts/warm_kernels.py compiles every kernel beforehand)"
+                          % (name, cache_dir()))
+
+        def on_end(self, ev):
+            _state.depth = max(0, getattr(_state, "depth", 1) - 1)
+            if _state.depth == 0 and not getattr(_state, "quiet", False):
+                name = _kernel_name(ev)
+                if name:
+                    _emit("compiled numba kernel %s in %.1f s (cached for the next runs)"
+                          % (name, time.perf_counter() - getattr(_state, "t0", 0.0)))
+
+    event.register("numba:compile", _CompileListener())
+
+
+def _kernel_name(ev):
+    data = getattr(ev, "data", None) or {}
+    disp = data.get("dispatcher")
+    fn = getattr(disp, "py_func", None)
+    if fn is None or not os.path.realpath(fn.__code__.co_filename).startswith(
+            _REAL_PLUGIN_DIR + os.sep):
+        return None
+    return "%s.%s" % (fn.__module__.rsplit(".", 1)[-1], fn.__name__)
+
+
+# ----------------------------------------------------------------------------- warm-up
+def _warm_prefilter():
+    import numpy as np
+
+    from .prefilter_kernels import gaussian_highpass
+
+    gaussian_highpass(np.random.default_rng(0).random((40, 40), dtype=np.float32), 1.0)
+
+
+def _warm_correlation():
+    import numpy as np
+
+    from .correlation import correlate
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((96, 96), dtype=np.float32)
+    sec = np.roll(ref, 1, axis=1)
+    correlate(ref, sec, window=16, step=8, search=4)
+
+
+def _warm_inversion():
+    import numpy as np
+
+    from .inversion import invert_arrays
+
+    dates = np.array(["2020-01-01", "2020-01-11", "2020-01-21", "2020-01-31"],
+                     dtype="datetime64[D]")
+    pi = np.array([0, 1, 2, 0, 1], np.int64)
+    pj = np.array([1, 2, 3, 2, 3], np.int64)
+    rng = np.random.default_rng(0)
+    east = rng.normal(size=(5, 20)).astype(np.float32)
+    north = rng.normal(size=(5, 20)).astype(np.float32)
+    invert_arrays(east, north, np.ones((5, 20), np.float32), pi, pj, dates)
+
+
+def _warm_detection():
+    import numpy as np
+
+    from .detection import temporal_evidence
+
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(5, 8, 8))
+    N = rng.normal(size=(5, 8, 8))
+    valid = np.ones((5, 8, 8), bool)
+    temporal_evidence(E, N, valid, np.arange(5, dtype=np.float64), E.mean(0), N.mean(0))
+
+
+#: (group, about how many seconds a cold compile takes on 2 cores, top-level kernels
+#: (module, name) the group compiles with their callees, warm-up function)
+GROUPS = (
+    ("prefilter", 5, (("prefilter_kernels", "_rows_pass"),
+                      ("prefilter_kernels", "_cols_pass_highpass")), _warm_prefilter),
+    ("correlation", 120, (("correlation_kernels", "correlate_grid"),), _warm_correlation),
+    ("inversion", 40, (("inversion_kernels", "invert_block"),), _warm_inversion),
+    ("detection", 5, (("detection", "_evidence_kernel"),), _warm_detection),
+)
+
+#: numba kernels of core/ that the pipeline's defaults do not run (compiled on first use)
+NOT_WARMED = {
+    ("inversion_kernels", "gcv_block"): "only with the inversion's lambda 'gcv' / 'auto'",
+    ("inversion_kernels", "_band_inverse_trace"): "called by gcv_block only",
+}
+
+
+def kernel(module, name):
+    import importlib
+
+    return getattr(importlib.import_module("slidewatch.core." + module), name)
+
+
+def _index_entries(dispatcher):
+    """Cache entries of ``dispatcher`` valid for this source file and this CPU."""
+    cache = getattr(dispatcher, "_cache", None)
+    cache_file = getattr(cache, "_cache_file", None)
+    if cache_file is None:
+        return []
+    try:
+        overloads = cache_file._load_index()
+        magic = dispatcher.targetctx.codegen().magic_tuple()
+    except Exception:
+        return []
+    return [k for k in overloads if len(k) > 1 and k[1] == magic]
+
+
+def cold_groups():
+    """Names of the :data:`GROUPS` whose kernels are not in the cache yet (no compiling)."""
+    configure()
+    cold = []
+    for name, _, kernels, _ in GROUPS:
+        try:
+            if not all(_index_entries(kernel(m, k)) for m, k in kernels):
+                cold.append(name)
+        except Exception:
+            cold.append(name)
+    return cold
+
+
+def warm(log=print, groups=None, progress=None, is_cancelled=None):
+    """Compile (or load from the cache) the kernels of ``groups`` (default: all).
+
+    ``log(str)`` gets one line per group; ``progress(fraction)`` is called after each.
+    Returns ``{group: seconds}``.
+    """
+    configure()
+    todo = [g for g in GROUPS if groups is None or g[0] in groups]
+    cold = set(cold_groups())
+    about = sum(g[1] for g in todo if g[0] in cold)
+    if cold:
+        log("compiling SlideWatch kernels (one-off, about %d s on 2 cores) into %s"
+            % (about, cache_dir()))
+    else:
+        log("SlideWatch kernels already compiled in %s" % cache_dir())
+    times = {}
+    _state.quiet = True
+    try:
+        for i, (name, seconds, _, fn) in enumerate(todo):
+            if is_cancelled is not None and is_cancelled():
+                break
+            t0 = time.perf_counter()
+            if name in cold:
+                log("compiling SlideWatch kernels (one-off, about %d s): %s ..." % (seconds, name))
+            fn()
+            times[name] = time.perf_counter() - t0
+            log("  %s: %s in %.1f s" % (name, "compiled" if name in cold else "loaded from "
+                                        "the cache", times[name]))
+            if progress is not None:
+                progress((i + 1) / len(todo))
+    finally:
+        _state.quiet = False
+    return times
+
+
+def quick_cold_groups():
+    """Like :func:`cold_groups` but from file names only (no numba import, no kernel
+    module import): groups with a kernel whose cache index file is absent. Cheap enough
+    for QGIS start-up; a stale index (edited source) is caught at run time instead."""
+    import glob
+    import hashlib
+
+    core = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+    sub = "%s_%s" % (os.path.basename(core), hashlib.sha1(core.encode()).hexdigest())
+    folder = os.path.join(cache_dir(), sub)
+    tag = "py%d%d" % sys.version_info[:2]
+    cold = []
+    for name, _, kernels, _ in GROUPS:
+        for module, fn in kernels:
+            if not glob.glob(os.path.join(glob.escape(folder), "%s.%s-*.%s.nbi"
+                                          % (module, fn, tag))):
+                cold.append(name)
+                break
+    return cold
