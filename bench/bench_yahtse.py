@@ -236,6 +236,7 @@ def main():
     if not os.path.exists(REF):
         print("Yahtse data not found in %s" % DATA)
         return 1
+    os.makedirs(OUT, exist_ok=True)
     import rasterio
     with rasterio.open(REF) as src:
         shape, T = src.shape, src.transform

@@ -170,7 +170,8 @@ class DetectionResult:
 
 def _compact_bias(report):
     out = {"terms": report["terms"], "stable_source": report["stable_source"],
-           "rms_removed_m": report["rms_removed_m"], "per_date": []}
+           "rms_removed_m": report["rms_removed_m"], "per_date": [],
+           "signal_rms_m": report.get("signal_rms_m"), "stable_share": report.get("stable_share")}
     for e in report["per_date"]:
         out["per_date"].append({c: {"rms_removed_m": round(e[c]["rms_removed_m"], 5),
                                     "coefficients": {k: float("%.6g" % v) for k, v in
@@ -369,6 +370,44 @@ def temporal_evidence(E, N, valid, t, ue, un, progress=None, chunk_rows=256):
         tau[sl] = k
         progress.update(min(1.0, (r0 + chunk_rows) / H), "Temporal evidence")
     return coh, tau
+
+
+def slow_ground(east, north, t, valid_any, outlier_k=4.0, min_dates=4):
+    """First guess of stable ground without a mask: the slower half of the valid pixels.
+
+    The bias model (per-date offset and ramp, topographic terms) is then fitted on it in
+    the first pass. Fitting it robustly on the whole scene instead centres the fit on
+    the majority: when a moving body covers a large share of the scene (a glacier, a
+    whole valley flank), the robust fit follows the body and removes its motion (issue
+    14: "Bias removed ... east 9.0 m, north 10.4 m" on a glacier stack, 0 detections).
+    Co-registration errors change from date to date and barely trend, so the slower half
+    of the raw velocities is stable ground whenever the moving part covers less than
+    half of the scene (and its slowest part otherwise). Returns a bool array; ``None``
+    when fewer than 100 pixels would be left.
+    """
+    fit0 = fit_velocity(east, north, t, valid_any, outlier_k, min_dates)
+    spd = np.hypot(fit0["ve"], fit0["vn"])
+    ok = valid_any & np.isfinite(spd)
+    if ok.sum() < 200:
+        return None
+    slow = ok & (spd <= np.median(spd[ok]))
+    return slow if slow.sum() >= 100 else None
+
+
+def _signal_rms(E, N, stable, some):
+    """RMS over dates of the median |cumulative displacement| off stable ground, per
+    component (m): the scale of the signal beside the bias removed."""
+    off = some & ~stable
+    if off.sum() < 10:
+        off = some
+    out = {}
+    for name, X in (("east", E), ("north", N)):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.array([np.nanmedian(np.abs(X[k][off])) for k in range(X.shape[0])])
+        med = med[np.isfinite(med)]
+        out[name] = float(np.sqrt(np.mean(med ** 2))) if med.size else 0.0
+    return out
 
 
 def _relative(x, stable):
@@ -614,7 +653,8 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         raise InputError("The time series has no valid pixel.")
 
     # ---- two passes: bias removal + velocity + noise; second pass excludes motion
-    stable = user_stable
+    stable = user_stable if user_stable is not None else slow_ground(
+        east, north, t, some, p.outlier_k, p.min_dates)
     for it in range(2):
         sub = progress.sub(0.0 + 0.3 * it, 0.3 + 0.3 * it)
         E, N, report = remove_bias(east, north, transform, dem=dem, stable=stable,
@@ -656,7 +696,10 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         progress.update(0.3 + 0.3 * it, "Noise model (pass %d)" % (it + 1))
     stable_final = stable if stable is not None else some
     report["stable_source"] = ("%s minus pixels moving after a first pass (robust fit)"
-                               % ("stable-area mask" if user_stable is not None else "whole scene"))
+                               % ("stable-area mask" if user_stable is not None else
+                                  "whole scene (first pass: its slower half)"))
+    report["stable_share"] = float(stable_final.sum()) / max(int(some.sum()), 1)
+    report["signal_rms_m"] = _signal_rms(E, N, stable_final, some)
 
     # ---- temporal evidence on lightly smoothed series
     if p.smooth_px > 0:
@@ -959,9 +1002,18 @@ def detect_from_folder(timeseries_folder, dem_path=None, stable_mask_path=None, 
     res.store_summary["path"] = os.path.abspath(out_gpkg)
     for line in summarize_report(res.bias_report, dates)[:1]:
         progress.info(line)
-    progress.info("Bias removed (RMS over dates): east %.3f m, north %.3f m"
-                  % (res.bias_report["rms_removed_m"]["east"],
-                     res.bias_report["rms_removed_m"]["north"]))
+    br = res.bias_report
+    sig = br.get("signal_rms_m", {})
+    progress.info("Bias removed (RMS over dates): east %.3f m, north %.3f m; signal off "
+                  "stable ground (RMS of median |displacement|): east %.3f m, north %.3f m; "
+                  "stable ground %.0f %% of the valid area"
+                  % (br["rms_removed_m"]["east"], br["rms_removed_m"]["north"],
+                     sig.get("east", float("nan")), sig.get("north", float("nan")),
+                     100.0 * br.get("stable_share", float("nan"))))
+    if br.get("stable_share", 1.0) < 0.3 and not stable_mask_path:
+        progress.info("Warning: less than 30 %% of the valid area behaves as stable ground; "
+                      "the bias model may have absorbed real motion. Give a stable-area "
+                      "mask (STABLE_MASK) of rock or vegetation known not to move.")
     progress.info("Noise: %s" % json.dumps(res.noise.as_dict()))
     progress.info("%d detection(s) written to %s (%d validation(s) kept, %d archived)"
                   % (len(res.features), out_gpkg, res.store_summary["n_validations_kept"],
