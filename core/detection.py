@@ -171,7 +171,8 @@ class DetectionResult:
 def _compact_bias(report):
     out = {"terms": report["terms"], "stable_source": report["stable_source"],
            "rms_removed_m": report["rms_removed_m"], "per_date": [],
-           "signal_rms_m": report.get("signal_rms_m"), "stable_share": report.get("stable_share")}
+           "signal_rms_m": report.get("signal_rms_m"), "stable_share": report.get("stable_share"),
+           "stable_velocity_over_scatter": report.get("stable_velocity_over_scatter")}
     for e in report["per_date"]:
         out["per_date"].append({c: {"rms_removed_m": round(e[c]["rms_removed_m"], 5),
                                     "coefficients": {k: float("%.6g" % v) for k, v in
@@ -392,6 +393,39 @@ def slow_ground(east, north, t, valid_any, outlier_k=4.0, min_dates=4):
         return None
     slow = ok & (spd <= np.median(spd[ok]))
     return slow if slow.sum() >= 100 else None
+
+
+#: stable ground whose velocities exceed this many times their own temporal scatter
+#: is not stable (measured: 2.9 on the demo's stable ground, 507 on GIV's Perito
+#: Moreno stack, where the glacier fills the valid area)
+NO_STABLE_RATIO = 20.0
+
+
+def _scatter_sigma(fit, smooth_px):
+    """Velocity noise from each pixel's temporal scatter around its line (formal sigma x
+    sqrt of the local median variance factor), insensitive to the motion itself."""
+    sf = fit["sigma_formal"]
+    vf = fit["variance_factor"]
+    vf_fill = np.where(np.isfinite(vf), vf, np.nanmedian(vf) if np.isfinite(vf).any() else 1.0)
+    size = max(3, int(2 * round(2 * max(smooth_px, 1.0)) + 3))
+    vf_loc = ndimage.median_filter(vf_fill, size=size, mode="nearest")
+    return sf * np.sqrt(np.maximum(vf_loc, 1e-12))
+
+
+def _no_bias_report(report, calib, stable, some, E, N):
+    out = dict(report)
+    out["stable_source"] = ("none found: the slowest ground moves %.0f x its temporal "
+                            "scatter; no bias removed, significance from each pixel's "
+                            "temporal scatter" % calib)
+    out["per_date"] = [{"index": e["index"],
+                        **{c: {"coefficients": {k: 0.0 for k in report["terms"]},
+                               "rms_removed_m": 0.0, "n_samples": 0, "fitted": False}
+                           for c in ("east", "north")}} for e in report["per_date"]]
+    out["rms_removed_m"] = {"east": 0.0, "north": 0.0}
+    out["stable_share"] = float(stable.sum()) / max(int(some.sum()), 1)
+    out["signal_rms_m"] = _signal_rms(E, N, stable, some)
+    out["no_stable_ground"] = True
+    return out
 
 
 def _signal_rms(E, N, stable, some):
@@ -653,6 +687,7 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         raise InputError("The time series has no valid pixel.")
 
     # ---- two passes: bias removal + velocity + noise; second pass excludes motion
+    calib = float("nan")
     stable = user_stable if user_stable is not None else slow_ground(
         east, north, t, some, p.outlier_k, p.min_dates)
     for it in range(2):
@@ -684,6 +719,7 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
             with np.errstate(all="ignore"):
                 ratio = np.concatenate([(ve_s / s_res)[st_fit], (vn_s / s_res)[st_fit]])
             c = robust_sigma(ratio)
+            calib = float(c)
             if np.isfinite(c) and c > 0:
                 sigma = np.fmax(sigma, c * s_res)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -700,6 +736,26 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
                                   "whole scene (first pass: its slower half)"))
     report["stable_share"] = float(stable_final.sum()) / max(int(some.sum()), 1)
     report["signal_rms_m"] = _signal_rms(E, N, stable_final, some)
+    # stable ground's velocities in units of their own temporal scatter: about 1 when it
+    # is still, much more when the "stable" ground moves coherently (no stable ground)
+    report["stable_velocity_over_scatter"] = calib
+    if user_stable is None and np.isfinite(calib) and calib > NO_STABLE_RATIO:
+        # the ground taken as stable moves coherently: there is no stable ground to fit a
+        # bias model on (e.g. a glacier filling the valid area); keep the series as they
+        # are (images assumed co-registered) and measure significance against each
+        # pixel's own temporal scatter only
+        E, N = east, north
+        fit = fit_velocity(E, N, t, some, p.outlier_k, p.min_dates)
+        ve_s = nan_gaussian(fit["ve"], p.smooth_px)
+        vn_s = nan_gaussian(fit["vn"], p.smooth_px)
+        sigma = _scatter_sigma(fit, p.smooth_px)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.hypot(ve_s, vn_s) / sigma
+        moving = ndimage.binary_dilation(np.nan_to_num(z) > p.z_grow, iterations=2)
+        stable_final = some & ~moving
+        if stable_final.sum() < 100:
+            stable_final = some
+        report = _no_bias_report(report, calib, stable_final, some, E, N)
 
     # ---- temporal evidence on lightly smoothed series
     if p.smooth_px > 0:
@@ -715,8 +771,10 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         un = np.where(spd > 0, vn_s / spd, np.nan)
     valid = fit["valid"] & np.isfinite(Es) & np.isfinite(Ns)
     coh, tau = temporal_evidence(Es, Ns, valid, t, ue, un, progress.sub(0.6, 0.75))
-    e_coh, coh0 = _relative(coh, stable_final)
-    e_cons, tau0 = _relative(tau, stable_final)
+    # relative to stable ground; without any, relative to 0 (what noise gives at best)
+    ev_ref = np.zeros_like(some) if report.get("no_stable_ground") else stable_final
+    e_coh, coh0 = _relative(coh, ev_ref)
+    e_cons, tau0 = _relative(tau, ev_ref)
     e_sig = np.clip((z - p.sig_zero) / (p.sig_full - p.sig_zero), 0.0, 1.0)
     evidence = {"significance": e_sig, "coherence": e_coh, "consistency": e_cons}
     weights = {"significance": p.w_significance, "coherence": p.w_coherence,
@@ -745,8 +803,9 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         # ground for the unsmoothed velocity)
         ve_r, vn_r = fit["ve"], fit["vn"]
         with np.errstate(all="ignore"):
-            k_raw = robust_sigma(np.concatenate([(ve_r / sigma)[stable_final],
-                                                 (vn_r / sigma)[stable_final]]))
+            k_raw = (1.0 if report.get("no_stable_ground") else
+                     robust_sigma(np.concatenate([(ve_r / sigma)[stable_final],
+                                                  (vn_r / sigma)[stable_final]])))
             z_raw = np.hypot(ve_r, vn_r) / (sigma * (k_raw if np.isfinite(k_raw) and k_raw > 0
                                                      else 1.0))
         grow &= np.nan_to_num(z_raw, nan=0.0) >= p.z_edge
@@ -1010,7 +1069,11 @@ def detect_from_folder(timeseries_folder, dem_path=None, stable_mask_path=None, 
                   % (br["rms_removed_m"]["east"], br["rms_removed_m"]["north"],
                      sig.get("east", float("nan")), sig.get("north", float("nan")),
                      100.0 * br.get("stable_share", float("nan"))))
-    if br.get("stable_share", 1.0) < 0.3 and not stable_mask_path:
+    if br.get("no_stable_ground"):
+        progress.info("Warning: no stable ground found (%s). Give a stable-area mask "
+                      "(STABLE_MASK) of rock or vegetation known not to move to remove "
+                      "co-registration offsets." % br["stable_source"])
+    elif br.get("stable_share", 1.0) < 0.3 and not stable_mask_path:
         progress.info("Warning: less than 30 %% of the valid area behaves as stable ground; "
                       "the bias model may have absorbed real motion. Give a stable-area "
                       "mask (STABLE_MASK) of rock or vegetation known not to move.")
