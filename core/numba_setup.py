@@ -270,7 +270,7 @@ def cold_groups():
     return cold
 
 
-def warm(log=print, groups=None, progress=None, is_cancelled=None):
+def warm(log=print, groups=None, progress=None, is_cancelled=None, header=True):
     """Compile (or load from the cache) the kernels of ``groups`` (default: all).
 
     ``log(str)`` gets one line per group; ``progress(fraction)`` is called after each.
@@ -278,9 +278,11 @@ def warm(log=print, groups=None, progress=None, is_cancelled=None):
     """
     configure()
     todo = [g for g in GROUPS if groups is None or g[0] in groups]
-    cold = set(cold_groups())
+    cold = set(cold_groups()) & {g[0] for g in todo}
     about = sum(g[1] for g in todo if g[0] in cold)
-    if cold:
+    if not header:
+        pass
+    elif cold:
         log("compiling SlideWatch kernels (one-off, about %d s on 2 cores) into %s"
             % (about, cache_dir()))
     else:

@@ -27,12 +27,21 @@ def main(groups):
     t0 = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
     side = None
-    if not groups and (os.cpu_count() or 1) >= 2 and "correlation" in numba_setup.cold_groups():
-        env = dict(os.environ, NUMBA_CACHE_DIR=numba_setup.cache_dir())
+    header = True
+    cold = numba_setup.cold_groups()
+    if not groups and (os.cpu_count() or 1) >= 2 and "correlation" in cold and len(cold) > 1:
+        log("compiling SlideWatch kernels (one-off, about %d s on 2 cores, correlation in a "
+            "second process) into %s" % (max(g[1] for g in numba_setup.GROUPS),
+                                         numba_setup.cache_dir()))
+        env = dict(os.environ, NUMBA_CACHE_DIR=numba_setup.cache_dir(),
+                   SLIDEWATCH_WARM_NO_HEADER="1")
         side = subprocess.Popen([sys.executable, os.path.abspath(__file__), "correlation"],
                                 env=env)
         groups = [g[0] for g in numba_setup.GROUPS if g[0] != "correlation"]
-    numba_setup.warm(log=log, groups=groups or None)
+        header = False
+    if os.environ.get("SLIDEWATCH_WARM_NO_HEADER"):
+        header = False
+    numba_setup.warm(log=log, groups=groups or None, header=header)
     if side is not None and side.wait() != 0:
         sys.exit("compiling the correlation kernels failed (exit %d)" % side.returncode)
     if side is not None or not groups:
