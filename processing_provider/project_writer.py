@@ -18,6 +18,7 @@ or shared. Only the QGIS API is used (no template file).
 """
 
 import csv
+import contextlib
 import os
 import uuid
 
@@ -95,6 +96,20 @@ def _pseudocolor(layer, band, vmax, ramp):
     renderer.setClassificationMin(0.0)
     renderer.setClassificationMax(vmax)
     layer.setRenderer(renderer)
+
+
+@contextlib.contextmanager
+def _quiet_gdal():
+    try:
+        from osgeo import gdal
+    except ImportError:
+        yield
+        return
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
 
 
 def _raster(path, name, project_folder):
@@ -222,7 +237,11 @@ def write_project(output_folder, project_path=None, background_path=None):
     for key, name in (("ts_east", "ts_east_m.tif"), ("ts_north", "ts_north_m.tif")):
         p = os.path.join(ts, name)
         if os.path.exists(p):
-            layer = _raster(p, LAYER_NAMES[key], None)
+            # band 1 (the first date) is all zeros by definition: QGIS's default contrast
+            # stretch asks GDAL for its histogram, which prints "ERROR 5 ... dfMax should
+            # be strictly greater than dfMin" although nothing is wrong (issue 15)
+            with _quiet_gdal():
+                layer = _raster(p, LAYER_NAMES[key], None)
             project.addMapLayer(layer, False)
             group.addLayer(layer)
     sigma = _sigma_layer(velocity)
