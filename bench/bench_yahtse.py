@@ -144,9 +144,12 @@ def ours(vmax, stable_mask=None):
     import rasterio
     os.makedirs(OUT, exist_ok=True)
     out = os.path.join(OUT, "yahtse_pair_%s%s.tif" % (
-        "default" if vmax is None else "vmax%g" % vmax, "_rock" if stable_mask else ""))
+        "default" if vmax is None else "vmax%g" % vmax,
+        {None: "", "auto": "_median"}.get(stable_mask, "_rock")))
     kw = {} if vmax is None else dict(max_velocity_m_per_day=vmax)
-    if stable_mask:
+    if stable_mask == "auto":       # the pipeline's default correction, no mask
+        kw.update(stable="median")
+    elif stable_mask:
         kw.update(stable="median", stable_mask=stable_mask)
     t = time.perf_counter()
     info = correlate_pair_rasters(REF, SEC, out, reference_date="2016-07-18",
@@ -272,6 +275,8 @@ def main():
     rock_tif = rock_mask_raster()
     for name, vmax, sm in (("SlideWatch defaults (search 8)", None, None),
                            ("SlideWatch max_velocity_m_per_day=%g" % a.vmax, a.vmax, None),
+                           ("SlideWatch max_velocity_m_per_day=%g, stable=median without "
+                            "mask (pipeline default)" % a.vmax, a.vmax, "auto"),
                            ("SlideWatch max_velocity_m_per_day=%g, stable=median on the "
                             "rock mask" % a.vmax, a.vmax, rock_tif)):
         e, n, sec, info = ours(vmax, sm)

@@ -17,8 +17,11 @@ Pixels -> metres: ``east = a*dx + b*dy``, ``north = d*dx + e*dy`` with the sourc
 ``(a, b, c, d, e, f)`` (north-up: ``east = dx*xres``, ``north = -dy*|yres|``).
 
 Stable-ground correction (``stable="median"``): the median dx, dy of valid windows over
-stable ground (the whole image, or where ``stable_mask`` is non-zero) is subtracted
-(co-registration offset); the medians are written to the tags.
+stable ground is subtracted (co-registration offset); the medians are written to the tags.
+Stable ground is where ``stable_mask`` is non-zero, or without a mask the tightest cluster
+of displacement vectors nearest zero (:mod:`.stable_offset`): the median of the whole
+image was the motion itself when a glacier filled most of it. When no such cluster exists
+(the scene moves everywhere) nothing is removed and the log says so.
 ``stable="plane"``: a robust plane ``d = c0 + c1*col + c2*row`` (col/row: source pixel of
 the window centre) is fitted per axis to the valid stable windows (those with ncc >= 0.6
 when there are enough of them) with iterative 3-sigma (MAD) outlier rejection and
@@ -40,6 +43,7 @@ from .correlation_kernels import ROW_GROUP
 from . import seeded_search as seeded
 from .errors import InputError, ParameterError
 from .input_checks import check_window_search, validate_pairs_csv
+from .stable_offset import MIN_SHARE as STABLE_MIN_SHARE, stable_offset
 from .progress import as_progress
 from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name
 
@@ -423,12 +427,31 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                             "offset cannot be removed. Use stable='none' or a larger stable "
                             "mask." % (reference_path, secondary_path))
                     if n_stable:
-                        med_dx = float(np.median(sdx))
-                        med_dy = float(np.median(sdy))
-                        if tag_params["stable"] == "plane":
-                            plane = fit_stable_plane(sdx, sdy, np.concatenate(samples_r),
-                                                     np.concatenate(samples_c),
-                                                     np.concatenate(samples_ncc))
+                        keep = np.ones(sdx.size, bool)
+                        if stable_read is None:
+                            # no mask: the stable ground is the tightest cluster of
+                            # vectors nearest zero, not the median of a scene that may
+                            # be mostly moving (core/stable_offset.py)
+                            cl = stable_offset(sdx, sdy)
+                            if cl is None:
+                                keep[:] = False
+                                progress.info(
+                                    "correlation: no stable ground identified in '%s' / '%s' "
+                                    "(no tight cluster of displacements holding >= %.0f %% of "
+                                    "the windows): no offset removed; give a stable-area mask "
+                                    "to correct it" % (reference_path, secondary_path,
+                                                       100 * STABLE_MIN_SHARE))
+                            else:
+                                keep = np.hypot(sdx - cl["dx"], sdy - cl["dy"]) <= max(
+                                    3.0 * cl["spread_px"], 0.3)
+                        n_stable = int(keep.sum())
+                        med_dx = float(np.median(sdx[keep])) if n_stable else 0.0
+                        med_dy = float(np.median(sdy[keep])) if n_stable else 0.0
+                        if tag_params["stable"] == "plane" and n_stable:
+                            plane = fit_stable_plane(sdx[keep], sdy[keep],
+                                                     np.concatenate(samples_r)[keep],
+                                                     np.concatenate(samples_c)[keep],
+                                                     np.concatenate(samples_ncc)[keep])
                         _apply_offset(stage, tmp, med_dx, med_dy, T, n_stable, block_rows,
                                       progress, plane=plane, step=step)
             finally:
