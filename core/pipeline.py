@@ -714,6 +714,14 @@ def _step_correlation(ctx, selected, catalog, progress):
     if low:
         ctx.log("correlation: pair(s) with less than 20 %% valid windows (clouds, snow, "
                 "changes): %s" % ", ".join(low))
+    nostable = [os.path.basename(r["path"]) for r in results
+                if r.get("stable_ground", "").startswith("not identified")]
+    if nostable:
+        ctx.log("correlation: %d of %d pair(s) without identifiable stable ground (no tight "
+                "cluster of displacements near zero: the scene moves almost everywhere), no "
+                "co-registration offset removed from them; give a stable-area mask to "
+                "correct them: %s" % (len(nostable), len(secs), ", ".join(nostable[:10])
+                                      + (", ..." if len(nostable) > 10 else "")))
     ctx.mark("correlation", "done", "%d pair(s) correlated (%.1f s per pair on average), %d "
              "reused" % (len(secs), (sum(secs) / len(secs)) if secs else 0.0,
                          len(jobs) - len(secs)), time.perf_counter() - t0)

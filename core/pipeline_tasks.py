@@ -63,7 +63,17 @@ def correlate_pair_task(job, cancelled=None):
                               progress=_task_progress(cancelled),
                               **pc_kwargs, **job["params"])
     return {"path": out, "reused": False, "seconds": time.perf_counter() - t0,
-            "valid_fraction": _valid_fraction(out)}
+            "valid_fraction": _valid_fraction(out), "stable_ground": _stable_ground(out)}
+
+
+def _stable_ground(path):
+    """The pair raster's STABLE_GROUND tag (how its offset was found), or ''."""
+    import rasterio
+    try:
+        with rasterio.open(path) as src:
+            return src.tags().get("STABLE_GROUND", "")
+    except Exception:  # a missing tag or file is reported elsewhere
+        return ""
 
 
 def _valid_fraction(path):
