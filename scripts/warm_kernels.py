@@ -7,8 +7,9 @@ Usage: .venv/bin/python scripts/warm_kernels.py [group ...]
 Kernels go to $NUMBA_CACHE_DIR, default <plugin folder>/.cache/numba (see
 core/numba_setup.py); QGIS, qgis_process, the tests and Dask workers read the same
 entries (keyed by the kernel files' real path), so none of them compiles again.
-With every group and two or more cores, the correlation kernels (the longest) compile in
-a second process beside the others.
+SLIDEWATCH_WARM_JOBS=2 compiles the correlation kernels in a second process beside the
+others; off by default: measured on 2 cores it was slower (315 s wall, inversion 289 s
+beside correlation) than one process (235 s, inversion 78 s).
 """
 import os
 import subprocess
@@ -29,7 +30,8 @@ def main(groups):
     side = None
     header = True
     cold = numba_setup.cold_groups()
-    if not groups and (os.cpu_count() or 1) >= 2 and "correlation" in cold and len(cold) > 1:
+    if (not groups and os.environ.get("SLIDEWATCH_WARM_JOBS") == "2" and "correlation" in cold
+            and len(cold) > 1):
         log("compiling SlideWatch kernels (one-off, about %d s on 2 cores, correlation in a "
             "second process) into %s" % (max(g[1] for g in numba_setup.GROUPS),
                                          numba_setup.cache_dir()))
