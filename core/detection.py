@@ -395,6 +395,10 @@ def slow_ground(east, north, t, valid_any, outlier_k=4.0, min_dates=4):
     return slow if slow.sum() >= 100 else None
 
 
+#: component sigma of the slower half of 2-D Gaussian noise vectors over that of all:
+#: sqrt((1 - (1 + ln 2) / 2) * 2), see detect()
+SLOW_HALF_SIGMA_RATIO = float(np.sqrt(2.0 * (1.0 - 0.5 * (1.0 + np.log(2.0)))))
+
 #: stable ground whose velocities exceed this many times their own temporal scatter
 #: is not stable (measured: 2.9 on the demo's stable ground, 507 on GIV's Perito
 #: Moreno stack, where the glacier fills the valid area)
@@ -688,10 +692,14 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
 
     # ---- two passes: bias removal + velocity + noise; second pass excludes motion
     calib = float("nan")
-    stable = user_stable if user_stable is not None else slow_ground(
+    slow = None if user_stable is not None else slow_ground(
         east, north, t, some, p.outlier_k, p.min_dates)
+    stable = user_stable if user_stable is not None else slow
     for it in range(2):
         sub = progress.sub(0.0 + 0.3 * it, 0.3 + 0.3 * it)
+        # pass 2 fits on all the ground not moving after pass 1, not only its slower part:
+        # a bias that grows with time (ramp, elevation terms) is itself apparent velocity,
+        # and fitting it only where it is small would attenuate it
         E, N, report = remove_bias(east, north, transform, dem=dem, stable=stable,
                                    use_topography=p.use_topography, progress=sub.sub(0, 0.6))
         sub.check()
@@ -725,6 +733,12 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.hypot(ve_s, vn_s) / sigma
         if it == 0:
+            if user_stable is None and stable is not None:
+                # the noise was measured on the slower half of the pixels: for pure 2-D
+                # Gaussian noise that half has 0.554 x the component sigma of all of it
+                # (E[r^2 | r < median] of a Rayleigh law); undo that selection bias
+                # before flagging motion, or noisy stable ground is flagged as moving
+                z = z * SLOW_HALF_SIGMA_RATIO
             moving = ndimage.binary_dilation(np.nan_to_num(z) > p.z_grow, iterations=2)
             stable = (user_stable if user_stable is not None else some) & ~moving
             if stable.sum() < 100:
