@@ -238,8 +238,8 @@ def _auxiliary_info(aux, inputs):
                          "as the DEM parameter%s)" % (
                              p, "" if auto else ", or name it dem.tif in the input folder"))
     for p in aux.get("stable_mask", []):
-        lines.append("found stable mask %s (not an image; to use it give it as the "
-                     "correlation option stable_mask)" % p)
+        lines.append("found stable mask %s (not an image; the pipeline uses it as its "
+                     "stable area when its STABLE_MASK parameter is empty/'auto')" % p)
     return lines
 
 

@@ -454,11 +454,11 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                                                      np.concatenate(samples_ncc)[keep])
                         _apply_offset(stage, tmp, med_dx, med_dy, T, n_stable, block_rows,
                                       progress, plane=plane, step=step)
-                        if stable_read is None:
-                            with rasterio.open(tmp, "r+") as dst:
-                                dst.update_tags(STABLE_GROUND=(
-                                    "tight cluster nearest zero" if n_stable else
-                                    "not identified: no offset removed"))
+                        with rasterio.open(tmp, "r+") as dst:
+                            dst.update_tags(STABLE_GROUND=(
+                                "stable-area mask" if stable_read is not None else
+                                "tight cluster nearest zero" if n_stable else
+                                "not identified: no offset removed"))
             finally:
                 if stage != tmp:
                     for p in (stage, stage + ".aux.xml"):

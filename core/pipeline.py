@@ -84,7 +84,17 @@ class PipelineParams:
         brings the stable-ground velocity scatter from 1.9 to 0.2 m/yr; "plane": a robust
         plane, for rotation/scale misregistration; "none": keep the raw offsets),
         ``correlation_options``: further options of :func:`.correlation.correlate`
-        (subpixel, prefilter, min_ncc, ...) and of the pair driver (stable_mask, ...).
+        (subpixel, prefilter, min_ncc, ...) and of the pair driver.
+    Stable area
+        ``stable_mask``: ground known not to move, a raster (non-zero = stable, any grid)
+        or a polygon layer (GeoPackage, shapefile, GeoJSON, ...; ``path|layername=x``);
+        "auto" (default) takes a file of the input folder whose name holds the word
+        *stable* (``stable_mask.tif``, ``stable_area.gpkg``) when there is one, "" none.
+        It is rasterised once onto the images' grid (:mod:`.stable_area`) and used for
+        each pair's co-registration correction (``stable_ground`` "median"/"plane" over
+        it instead of the tightest cluster near zero) and for the detection's bias model
+        and noise (instead of the data-driven first guess). Give one whenever the moving
+        part is large (glaciers, whole flanks).
     Inversion
         ``inversion_lambda`` (None: the inversion's default; "auto": generalised
         cross-validation), ``inversion_robust`` ("tukey"), ``inversion_weighting``
@@ -120,6 +130,7 @@ class PipelineParams:
     inversion_options: dict = field(default_factory=dict)
     detection_options: dict = field(default_factory=dict)
     dem_path: str = "auto"
+    stable_mask: str = "auto"
     max_workers: object = None
     retries: int = 2
     write_overview: bool = True
@@ -440,6 +451,7 @@ def run_pipeline(input_folder, output_folder, params=None, scheduler=None, progr
         ctx = _Context(input_folder, output_folder, params, executor, log, manifest, result)
         catalog = _step_catalog(ctx, steps("catalog", log))
         catalog = _step_grid(ctx, catalog, steps("grid", log))
+        _prepare_stable_area(ctx, catalog)
         selected = _step_pairing(ctx, catalog, steps("pairing", log))
         _step_correlation(ctx, selected, catalog, steps("correlation", log))
         _step_inversion(ctx, steps("inversion", log))
@@ -498,6 +510,8 @@ class _Context:
     log: object
     manifest: object
     result: PipelineResult
+    #: the stable-area mask rasterised on the images' grid (:func:`_prepare_stable_area`)
+    stable_mask: object = None
 
     def path(self, *parts):
         return os.path.join(self.output_folder, *parts)
@@ -594,6 +608,45 @@ def _step_grid(ctx, catalog, progress):
     return new
 
 
+def _stable_source(ctx):
+    """The stable-area file to use (``stable_mask`` parameter), or None."""
+    from .stable_area import find_stable_source, split_layer_source
+    value = ctx.params.stable_mask
+    if value is None or str(value).strip() == "":
+        return None
+    value = str(value).strip()
+    if value.lower() == "auto":
+        found, others = find_stable_source(ctx.input_folder)
+        if found and others:
+            ctx.log("stable area: %s taken (stable_mask 'auto'); also found, not used: %s"
+                    % (os.path.basename(found), ", ".join(os.path.basename(o)
+                                                         for o in others)))
+        return found
+    if not os.path.exists(split_layer_source(value)[0]):
+        raise InputError("Stable-area mask '%s' does not exist. Give a raster or a polygon "
+                         "layer of ground known not to move, 'auto' or leave it empty."
+                         % value)
+    return value
+
+
+def _prepare_stable_area(ctx, catalog):
+    """Rasterise the user's stable area once onto the images' grid (``stable_mask/``)."""
+    from .stable_area import rasterise_stable_area, stable_mask_name
+    source = _stable_source(ctx)
+    ctx.stable_mask = None
+    if source is None or not catalog.records:
+        return
+    grid = catalog.records[0].path
+    out = ctx.path("stable_mask", stable_mask_name(source, grid))
+    info = rasterise_stable_area(source, grid, out)
+    ctx.stable_mask = info["path"]
+    ctx.result.paths["stable_mask"] = info["path"]
+    ctx.log("stable area: using %s (%s, %d px, %.1f %% of the images' grid) for each pair's "
+            "co-registration correction and for the detection's bias model"
+            % (os.path.basename(str(source)), info["kind"], info["n_stable"],
+               100.0 * info["share"]))
+
+
 def _step_pairing(ctx, catalog, progress):
     from . import pairing as pr
     t0 = time.perf_counter()
@@ -646,6 +699,8 @@ def _pair_jobs(ctx, selected, catalog):
     for pair in selected:
         corr = dict(params._correlation_options(), window=params.window, step=params.step,
                     search=params.search)
+        if ctx.stable_mask and corr.get("stable", "none") != "none":
+            corr.setdefault("stable_mask", ctx.stable_mask)
         band = bands.get(os.path.abspath(pair.reference_path), 1)
         if band != 1 or "band" in corr:
             corr.setdefault("band", band)
@@ -831,7 +886,9 @@ def _step_detection(ctx, progress):
     p = ctx.params.step_params("detection")
     phash = params_hash(p)
     r = ctx.result.paths
-    inputs = [r["ts_east"], r["ts_north"]] + ([dem] if dem else [])
+    stable = ctx.stable_mask
+    inputs = [r["ts_east"], r["ts_north"]] + ([dem] if dem else []) + (
+        [stable] if stable else [])
     inputs_fp = fingerprint(inputs)
     out = ctx.path("detections.gpkg")
     r["detections"] = out
@@ -844,8 +901,9 @@ def _step_detection(ctx, progress):
         return
     progress.info("detection: %s, detecting moving areas%s" % (
         why, " (DEM %s)" % os.path.basename(dem) if dem else " (no DEM)"))
-    res = det.detect_from_folder(r["timeseries"], dem_path=dem, out_gpkg=out,
-                                 progress=progress, **ctx.params.detection_options)
+    res = det.detect_from_folder(r["timeseries"], dem_path=dem, stable_mask_path=stable,
+                                 out_gpkg=out, progress=progress,
+                                 **ctx.params.detection_options)
     ctx.manifest.record("detection", phash, inputs_fp, [out], p,
                         extra={"n_detections": len(res.features)})
     s = res.store_summary or {}

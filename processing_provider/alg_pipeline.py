@@ -9,13 +9,15 @@ Headless (SPEC)::
 import json
 import os
 
-from qgis.core import (QgsProcessingMultiStepFeedback, QgsProcessingOutputFile,
+from qgis.core import (QgsProcessing, QgsProcessingMultiStepFeedback, QgsProcessingOutputFile,
                        QgsProcessingOutputNumber, QgsProcessingParameterBoolean,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFile, QgsProcessingParameterFolderDestination,
-                       QgsProcessingParameterNumber, QgsProcessingParameterString)
+                       QgsProcessingParameterMapLayer, QgsProcessingParameterNumber,
+                       QgsProcessingParameterString)
 
 from .base import SlideWatchAlgorithm, feedback_progress
+from .layer_source import layer_file_source
 
 GRID_EXTENTS = ("intersection", "union", "reference")
 RESAMPLINGS = ("cubic", "bilinear", "lanczos", "nearest", "average")
@@ -62,6 +64,14 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         "scene (the co-registration error of the two dates; assumes most of the scene is "
         "stable), plane removes a robust plane (rotation/scale misregistration), none keeps "
         "the raw offsets.<br>"
+        "<i>Stable-area mask</i>: a raster (non-zero = stable) or a polygon layer of "
+        "ground known not to move (rock, roads, villages). Each pair's co-registration "
+        "offset is then measured over it, and the detection fits its bias model and "
+        "noise on it. Give one whenever the moving part is large (a glacier, a whole "
+        "flank): without it the stable ground is found from the data and may not exist. "
+        "Empty: a file of the input folder whose name holds the word <i>stable</i> "
+        "(stable_mask.tif, stable_area.gpkg) when there is one; untick <i>Use a "
+        "stable-area mask</i> to use none.<br>"
         "<i>Inversion lambda</i>: regularisation (empty = default, 'auto' = generalised "
         "cross-validation). <i>Robust</i>: tukey, huber or none. <i>Weighting</i>: ncc or "
         "none. <i>Rows per inversion task</i>: rows of the pair grid per task.<br>"
@@ -122,6 +132,14 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         adv(E("PREFILTER", self.tr("Pre-filter"), list(PREFILTERS), False, 0))
         adv(Num("MIN_NCC", self.tr("Minimum NCC of a valid window"), Num.Double, 0.3,
                 minValue=-1.0, maxValue=1.0))
+        self.addParameter(QgsProcessingParameterMapLayer(
+            "STABLE_MASK", self.tr("Stable-area mask: raster or polygons of ground known "
+                                   "not to move (optional)"),
+            optional=True, types=[QgsProcessing.TypeRaster,
+                                  QgsProcessing.TypeVectorPolygon]))
+        adv(QgsProcessingParameterBoolean("USE_STABLE_MASK", self.tr(
+            "Use a stable-area mask (empty above = a *stable* file of the input folder)"),
+            True))
         adv(E("STABLE_GROUND", self.tr("Stable-ground correction of each pair"),
               list(STABLE_GROUND), False, STABLE_GROUND.index(d.stable_ground)))
         adv(S("CORRELATION_OPTIONS", self.tr("Further correlation options (JSON)"), "",
@@ -215,6 +233,13 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
             dem = ""
         elif not dem:
             dem = "auto"
+        stable = "auto"
+        if not self.parameterAsBool(parameters, "USE_STABLE_MASK", context):
+            stable = ""
+        else:
+            layer = self.parameterAsLayer(parameters, "STABLE_MASK", context)
+            if layer is not None:
+                stable = layer_file_source(layer, context)
         workers = self.parameterAsInt(parameters, "MAX_WORKERS", context)
         return PipelineParams(
             band=band,
@@ -237,6 +262,7 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
             inversion_options=self._json(parameters, "INVERSION_OPTIONS", context),
             detection_options=det,
             dem_path=dem,
+            stable_mask=stable,
             max_workers=workers if workers > 0 else None,
             retries=self.parameterAsInt(parameters, "RETRIES", context),
             force=self.parameterAsBool(parameters, "FORCE", context))
