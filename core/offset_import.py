@@ -70,6 +70,7 @@ import glob
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -149,7 +150,10 @@ def _open(path):
     if not str(path).startswith("NETCDF:") and not os.path.exists(str(path)):
         raise InputError("File '%s' does not exist. Check the path." % path)
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():
+            # MicMac's Px maps and NetCDF containers carry no geotransform: handled here
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(path)
     except Exception as exc:
         raise InputError("Cannot read '%s' as a raster: %s. Check that it is a complete "
                          "GeoTIFF / NetCDF file." % (path, exc)) from exc
@@ -658,7 +662,10 @@ def read_itslive(path, reference_date=None, secondary_date=None, keep_interpolat
     if not os.path.exists(path):
         raise InputError("File '%s' does not exist. Check the path." % path)
     try:
-        with rasterio.open(path) as top:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            top = rasterio.open(path)
+        with top:
             subs = [s.rsplit(":", 1)[-1] for s in top.subdatasets]
     except Exception as exc:
         raise InputError("Cannot read '%s' as NetCDF: %s. Is it a complete ITS_LIVE granule?"

@@ -13,4 +13,5 @@ ALGORITHMS = [
     "alg_correlate_pair:CorrelatePairAlgorithm",
     "alg_correlate_pairs:CorrelatePairsAlgorithm",
     "alg_invert:InvertTimeseriesAlgorithm",
+    "alg_import_offsets:ImportOffsetsAlgorithm",
 ]
