@@ -798,8 +798,9 @@ def detect_format(path):
         return "carst"
     if _PX1.match(base) or re.match(r"(?i)^(px2_|correl_)", base):
         return "micmac"
-    if not re.search(r"\.(tif|tiff|img|vrt)$", low):
-        return None
+    envi = os.path.exists(os.path.splitext(path)[0] + ".hdr") and not low.endswith(".hdr")
+    if not (re.search(r"\.(tif|tiff|img|vrt)$", low) or envi):
+        return None   # (classic COSI-Corr writes ENVI files: no extension + .hdr)
     try:
         import rasterio
         with rasterio.open(path) as src:
@@ -875,7 +876,7 @@ def find_import_jobs(inputs, fmt="auto"):
                                    "grid" % m.group(2)))
                 continue
             jobs.append(("micmac", dict(px1_path=p)))
-        elif kind == "cosicorr" and re.search(r"\.(tif|tiff|img|vrt)$", base, re.I):
+        elif kind == "cosicorr" and not base.lower().endswith((".hdr", ".xml", ".txt")):
             jobs.append(("cosicorr", dict(path=p)))
         elif kind in ("geotiff", "geotiff-single") and os.path.isdir(
                 os.path.join(os.path.dirname(p), "MEC")):

@@ -64,6 +64,26 @@ def test_cosicorr_sample_round_trip():
     assert "SNR" in pair.tags["NCC_SOURCE"]
 
 
+def test_cosicorr_classic_envi_output(tmp_path):
+    """Classic COSI-Corr (ENVI/IDL) writes an ENVI file (no extension + .hdr) with the band
+    names E/W, N/S, SNR."""
+    e, n = _motion()
+    snr = np.where(np.isnan(e), 0.0, 0.9)
+    path = str(tmp_path / "corr_20200105_20200130")
+    with rasterio.open(path, "w", driver="ENVI", height=e.shape[0], width=e.shape[1], count=3,
+                       dtype="float32", crs=UTM32, transform=T10) as dst:
+        for i, (b, d) in enumerate(((e, "E/W"), (n, "N/S"), (snr, "SNR")), start=1):
+            dst.write(b.astype(np.float32), i)
+            dst.set_band_description(i, d)
+    assert oi.detect_format(path) == "cosicorr"
+    res = oi.import_offsets([str(tmp_path)], str(tmp_path / "out"))
+    assert len(res.paths) == 1
+    with rasterio.open(res.paths[0]) as src:
+        assert np.nanmedian(src.read(1)[INNER]) == pytest.approx(3.0, abs=1e-4)
+        assert np.nanmedian(src.read(2)[INNER]) == pytest.approx(2.0, abs=1e-4)
+        assert (src.read(5)[CORNER] == STATUS_NODATA).all()
+
+
 def test_micmac_sample_round_trip():
     t = TRUTH["micmac"]
     pair = oi.read_micmac(_path(t["file"]))
