@@ -6,13 +6,14 @@ TEXTURES; fully valid, taken from the two real datasets of ../shared/data). For 
     parts in [-3, 3]), 1 % noise: RMSE, bias, pixel-locking chi2 of the estimates'
     fractional parts (10 bins; ~9 expected without locking, > 30 is locking);
   * 4 shifts with 5 % noise and a 20 % contrast change: RMSE;
-  * us per estimate (wall, median over cases).
+  * us per estimate (wall, median over cases of the best of REPEAT = 3 runs of a case, for
+    SlideWatch and for the OpenCV loop alike; skimage once).
 Methods on the very same windows (window 32, search 8, step 8, 1764 windows per case):
 SlideWatch defaults, OpenCV matchTemplate + parabola and skimage phase_cross_correlation
 (upsample 20) in .venv-bench (bench_correlation.peer_main). Secondary = exact Fourier
 shift of the larger crop (bench_correlation.make_pair). The worst texture is reported.
 
-    .venv/bin/python bench/bench_textures.py [--only NAME,...]
+    .venv/bin/python bench/bench_textures.py [--only NAME,...] [--max-sigma PX]
 """
 
 import argparse
@@ -39,6 +40,10 @@ TEXTURES = {
     "l8_snow": (L8, 60, 1150, "Landsat 8 15 m pan, snow-covered mountains"),
     "l8_rock": (L8, 560, 1180, "Landsat 8 15 m pan, rock and shadowed mountains"),
 }
+
+
+#: timed runs per case (best kept), ours and the OpenCV loop alike
+REPEAT = 3
 
 
 def load(path, row, col):
@@ -70,7 +75,10 @@ def chi2(frac, bins=10):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="")
+    ap.add_argument("--max-sigma", type=float, default=None,
+                    help="SlideWatch with this max_sigma (px) instead of the default")
     a = ap.parse_args()
+    opt = {} if a.max_sigma is None else dict(max_sigma=a.max_sigma)
     names = [n for n in TEXTURES if not a.only or n in a.only.split(",")]
     rows = cols = BC.centres(BC.STEP)
     sweep = shifts()
@@ -89,22 +97,25 @@ def main():
         for k, (dy, dx) in enumerate(hard):
             cases["%s_h%d" % (name, k)] = BC.make_pair(big, dy, dx, 0.05, rng, contrast=0.8)
             truth["%s_h%d" % (name, k)] = (dy, dx)
-    BC.ours(*cases[next(iter(cases))], rows, cols)            # compile outside the timing
+    BC.ours(*cases[next(iter(cases))], rows, cols, **opt)     # compile outside the timing
     print("running peers in %s ..." % BC.BENCH_PY)
-    peers = BC.run_peers(cases, rows, cols)
+    peers = BC.run_peers(cases, rows, cols, repeat=REPEAT)
     out = {}
     n_win = rows.size * cols.size
     for name in names:
         res = {}
         for method in ("slidewatch", "opencv", "skimage"):
             est = {"s": ([], [], [], []), "h": ([], [], [], [])}
+            sig = {"s": [], "h": []}
             us = []
             for key in [k for k in cases if k.rsplit("_", 1)[0] == name]:
                 kind = key.rsplit("_", 1)[1][0]
                 dy, dx = truth[key]
                 if method == "slidewatch":
-                    r, t = BC.ours(*cases[key], rows, cols)
+                    runs = [BC.ours(*cases[key], rows, cols, **opt) for _ in range(REPEAT)]
+                    r, t = runs[0][0], min(u for _, u in runs)
                     ex, ey = r.dx.ravel(), r.dy.ravel()
+                    sig[kind].append(r.sigma.ravel())
                 else:
                     p = peers[key][method]
                     ex, ey, t = np.asarray(p["dx"], float), np.asarray(p["dy"], float), p["us"]
@@ -121,17 +132,29 @@ def main():
                 ok = np.isfinite(ex) & np.isfinite(ey)
                 s[kind] = dict(st, rmse=float(np.hypot(st["rmse_x"], st["rmse_y"]) / np.sqrt(2)),
                                chi2=0.5 * (chi2(ex[ok]) + chi2(ey[ok])) if kind == "s" else None)
+                if sig[kind]:
+                    # predicted error (kernel's sigma) against the actual one, valid windows
+                    sg = np.concatenate(sig[kind])[ok]
+                    s[kind]["sigma_rms"] = float(np.sqrt(np.mean(sg[np.isfinite(sg)] ** 2)))
             res[method] = dict(sweep=s["s"], hard=s["h"], us=float(np.median(us)))
         out[name] = res
+    print("\nSlideWatch options: %s" % (opt or "defaults"))
     print("\n| texture | method | RMSE 1 % px | bias x, y px | locking chi2 | valid | RMSE 5 % + "
-          "contrast px | us/estimate | OpenCV/this |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "contrast px (OpenCV/this) | valid 5 % | us/estimate | OpenCV/this |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, res in out.items():
         for m, v in res.items():
-            print("| %s | %s | %.4f | %+.4f, %+.4f | %.1f | %.3f | %.4f | %.1f | %.2f |" % (
-                name, m, v["sweep"]["rmse"], v["sweep"]["bias_x"], v["sweep"]["bias_y"],
-                v["sweep"]["chi2"], v["sweep"]["valid"], v["hard"]["rmse"], v["us"],
-                res["opencv"]["us"] / v["us"]))
+            print("| %s | %s | %.4f | %+.4f, %+.4f | %.1f | %.3f | %.4f (%.1fx) | %.3f | %.1f | %.2f |"
+                  % (name, m, v["sweep"]["rmse"], v["sweep"]["bias_x"], v["sweep"]["bias_y"],
+                     v["sweep"]["chi2"], v["sweep"]["valid"], v["hard"]["rmse"],
+                     res["opencv"]["hard"]["rmse"] / v["hard"]["rmse"], v["hard"]["valid"],
+                     v["us"], res["opencv"]["us"] / v["us"]))
+    print("\npredicted error (rms of sigma, valid windows) vs actual RMSE, SlideWatch:")
+    for name, res in out.items():
+        v = res["slidewatch"]
+        print("  %-16s 1 %%: %.4f vs %.4f   5 %% + contrast: %.4f vs %.4f" % (
+            name, v["sweep"].get("sigma_rms", np.nan), v["sweep"]["rmse"],
+            v["hard"].get("sigma_rms", np.nan), v["hard"]["rmse"]))
     worst = max(out, key=lambda n: out[n]["slidewatch"]["sweep"]["rmse"])
     slow = min(out, key=lambda n: out[n]["opencv"]["us"] / out[n]["slidewatch"]["us"])
     hard_ratio = min(out[n]["opencv"]["hard"]["rmse"] / out[n]["slidewatch"]["hard"]["rmse"]
@@ -141,7 +164,8 @@ def main():
               worst, out[worst]["slidewatch"]["sweep"]["rmse"], slow,
               out[slow]["opencv"]["us"] / out[slow]["slidewatch"]["us"], hard_ratio))
     os.makedirs(BC.OUT, exist_ok=True)
-    with open(os.path.join(BC.OUT, "bench_textures.json"), "w") as fh:
+    tag = "" if a.max_sigma is None else "_max_sigma_%g" % a.max_sigma
+    with open(os.path.join(BC.OUT, "bench_textures%s.json" % tag), "w") as fh:
         json.dump(dict(results=out, textures={k: TEXTURES[k][1:] for k in out}), fh, indent=1)
 
 

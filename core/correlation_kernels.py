@@ -46,6 +46,7 @@ ST_PEAK_ON_BORDER = 4
 ST_LOW_NCC = 5
 ST_LOW_SNR = 6
 ST_REFINE_FAILED = 7
+ST_IMPRECISE = 8
 
 #: Extra padding (pixels, beyond ``search``) the refinement may read.
 REFINE_MARGIN = 8
@@ -501,8 +502,8 @@ def _template_masked(ref, t0, l0, h, w, nk, wd, tn, gxa, gya):
 
 
 @njit(cache=True, nogil=True)
-def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2, tmp,
-            wy, wx, res, fy0, fx0):
+def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, kappa, a, tn, gxa, gya, b2,
+            tmp, wy, wx, res, fy0, fx0):
     """Inverse-compositional Lucas-Kanade on the translation; res = [fy, fx, ncc, ok, it].
 
     The reference window (exact samples) is the template: normalised to zero mean and
@@ -512,6 +513,13 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2
     updates ``f -= H^-1 sum(g e)``. NaN-free windows take vectorised branch-free loops.
     ``(fy0, fx0)``: starting fraction (from the parabola through the NCC peak), which
     saves about one iteration (~6 us) per window.
+
+    ``res[5]``: predicted 1-sigma error of the estimate (px, rms of the two axes), from
+    the residual variance of the normalised windows ``2 (1 - ncc)`` and the Hessian of
+    the *signal*: the template's gradients also hold its noise, whose energy is
+    ``kappa (1 - ncc)`` per pixel (``kappa``: gradient gain of prefiltered white noise,
+    :func:`slidewatch.core.correlation.noise_gradient_gain`), so that part is removed
+    first; inf when the noise explains the whole gradient energy (no measurable texture).
     """
     C = ref.shape[0]
     res[3] = 0.0
@@ -599,6 +607,15 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2
             res[1] = fx
             res[3] = 1.0
             res[4] = it + 1
+            nu = max(1.0 - res[2], 0.0)
+            sub = nn * nu * kappa
+            ax = hxx - sub
+            ay = hyy - sub
+            dets = ax * ay - hxy * hxy
+            if ax > 0.0 and ay > 0.0 and dets > 0.0:
+                res[5] = math.sqrt(nu * (ax + ay) / dets)
+            else:
+                res[5] = np.inf
             return
     return
 
@@ -798,9 +815,9 @@ def _surface_shared(pre_num, s1, s2, ns, n, tmean, cst, tnorm, min_var, surf):
 
 @njit(cache=True, nogil=True)
 def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_snr, mode,
-                max_iter, tol, a, T, Sw, sat, sat2, surf, tn, gxa, gya, b2, tmp, wy, wx,
+                max_iter, tol, kappa, max_sigma, a, T, Sw, sat, sat2, surf, tn, gxa, gya, b2, tmp, wy, wx,
                 res, out, pre_num, has_num, cst, col1, col2, lq):
-    """Estimate one window; out = [dy, dx, ncc, snr, status].
+    """Estimate one window; out = [dy, dx, ncc, snr, status, sigma].
 
     ``has_num``: ``pre_num[u, v]`` already holds ``sum((R - cst) * (S_uv - cst))`` for
     this window (shared chunk computation, see :func:`_group_dots`); valid only when
@@ -815,6 +832,7 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
     out[1] = np.nan
     out[2] = np.nan
     out[3] = np.nan
+    out[5] = np.nan
     ntpl = C * h * w
     # --- template validity and statistics (one pass; NaN propagates into the sum)
     tsum = _region_sum(ref, t0, l0, h, w)
@@ -988,8 +1006,8 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
             fy0 = 0.0
         if abs(fx0) <= 0.1:
             fx0 = 0.0
-        _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, a, tn, gxa, gya, b2, tmp,
-                wy, wx, res, fy0, fx0)
+        _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, kappa, a, tn, gxa, gya, b2,
+                tmp, wy, wx, res, fy0, fx0)
         if res[3] != 1.0 or not abs(res[2]) <= 1.0 + 1e-4:
             # an NCC outside [-1, 1] means the refined windows were ill-conditioned
             out[4] = ST_REFINE_FAILED
@@ -997,6 +1015,13 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
         out[0] = dyi + res[0]
         out[1] = dxi + res[1]
         out[2] = res[2]
+        out[5] = res[5]
+        if max_sigma > 0.0 and not out[5] <= max_sigma:
+            # texture too weak for the noise: the predicted error is above max_sigma
+            out[0] = np.nan
+            out[1] = np.nan
+            out[4] = ST_IMPRECISE
+            return
     out[4] = ST_VALID
 
 
@@ -1028,8 +1053,8 @@ def _scratch(C, h, w, s, a):
             np.empty((h + 2 * a, w), np.float32),
             np.empty(2 * a, np.float64),
             np.empty(2 * a, np.float64),
-            np.zeros(5, np.float64),
-            np.empty(5, np.float64))
+            np.zeros(6, np.float64),
+            np.empty(6, np.float64))
 
 
 @njit(cache=True, nogil=True)
@@ -1053,8 +1078,9 @@ def _row_chunks(row_group):
 
 @njit(cache=True, nogil=True, parallel=True)
 def correlate_grid(ref, sec, tops, lefts, h, w, s, max_invalid, min_var, min_ncc, min_snr,
-                   mode, max_iter, tol, interp_a, nthreads, shared, row_group, pre_status,
-                   dy, dx, ncc, snr, status):
+                   mode, max_iter, tol, kappa, max_sigma, interp_a, nthreads, shared,
+                   row_group, pre_status,
+                   dy, dx, ncc, snr, status, sig):
     """Correlate the windows whose top-left corners are ``tops`` x ``lefts`` (padded coords).
 
     ``pre_status`` (len(tops), len(lefts)) int8: non-zero entries are not computed and
@@ -1087,7 +1113,8 @@ def correlate_grid(ref, sec, tops, lefts, h, w, s, max_invalid, min_var, min_ncc
             _grid_chunk(ref, sec, tops, lefts, rstart[kr], rstart[kr + 1],
                         kq * CHUNK_COLS, min(nc, (kq + 1) * CHUNK_COLS), h, w, s,
                         max_invalid, min_var, min_ncc, min_snr, mode, max_iter, tol,
-                        interp_a, pre_status, dy, dx, ncc, snr, status)
+                        kappa, max_sigma, interp_a, pre_status, dy, dx, ncc, snr, status,
+                        sig)
         return
     for k in prange(nchunks):
         (T, Sw, sat, sat2, surf, tn, gxa, gya, b2, tmp, wy, wx, res,
@@ -1103,15 +1130,18 @@ def correlate_grid(ref, sec, tops, lefts, h, w, s, max_invalid, min_var, min_ncc
                 dx[r, q] = np.nan
                 ncc[r, q] = np.nan
                 snr[r, q] = np.nan
+                sig[r, q] = np.nan
                 continue
             _one_window(ref, sec, tops[r], lefts[q], h, w, s, max_invalid, min_var,
-                        min_ncc, min_snr, mode, max_iter, tol, interp_a, T, Sw, sat, sat2,
+                        min_ncc, min_snr, mode, max_iter, tol, kappa, max_sigma, interp_a, T,
+                        Sw, sat, sat2,
                         surf, tn, gxa, gya, b2, tmp, wy, wx, res, out, surf, False, 0.0,
                         sat[0], sat2[0], 0)
             dy[r, q] = out[0]
             dx[r, q] = out[1]
             ncc[r, q] = out[2]
             snr[r, q] = out[3]
+            sig[r, q] = out[5]
             status[r, q] = np.int8(out[4])
 
 
@@ -1134,8 +1164,9 @@ def _edges(starts, size):
 
 @njit(cache=True, nogil=True)
 def _grid_chunk(ref, sec, tops, lefts, rlo, rhi, qlo, qhi, h, w, s, max_invalid, min_var,
-                min_ncc, min_snr, mode, max_iter, tol, interp_a, pre_status, dy, dx, ncc,
-                snr, status):
+                min_ncc, min_snr, mode, max_iter, tol, kappa, max_sigma, interp_a,
+                pre_status, dy, dx, ncc,
+                snr, status, sig):
     """Windows of rows ``rlo:rhi`` x columns ``qlo:qhi``, integer search shared."""
     C = ref.shape[0]
     ns = 2 * s + 1
@@ -1154,6 +1185,7 @@ def _grid_chunk(ref, sec, tops, lefts, rlo, rhi, qlo, qhi, h, w, s, max_invalid,
                 dx[r, q] = np.nan
                 ncc[r, q] = np.nan
                 snr[r, q] = np.nan
+                sig[r, q] = np.nan
         if anyr:
             rsel[nrs] = r
             nrs += 1
@@ -1236,11 +1268,13 @@ def _grid_chunk(ref, sec, tops, lefts, rlo, rhi, qlo, qhi, h, w, s, max_invalid,
                 for v in range(ns):
                     pre_num[u, v] = num[u * ns + v, idx]
             _one_window(ref, sec, t0, lefts[q], h, w, s, max_invalid, min_var, min_ncc,
-                        min_snr, mode, max_iter, tol, interp_a, T, Sw, sat, sat2, surf, tn,
+                        min_snr, mode, max_iter, tol, kappa, max_sigma, interp_a, T, Sw, sat,
+                        sat2, surf, tn,
                         gxa, gya, b2, tmp, wy, wx, res, out, pre_num, True, cst, col1,
                         col2, lefts[q] - jmin)
             dy[r, q] = out[0]
             dx[r, q] = out[1]
             ncc[r, q] = out[2]
             snr[r, q] = out[3]
+            sig[r, q] = out[5]
             status[r, q] = np.int8(out[4])

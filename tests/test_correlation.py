@@ -275,3 +275,74 @@ def test_default_prefilter_is_gaussian_hp_sigma1_and_accurate():
     assert ok.sum() >= 4
     assert np.sqrt(np.mean((res.dx[ok] + 0.61) ** 2)) < 0.03
     assert np.sqrt(np.mean((res.dy[ok] - 0.37) ** 2)) < 0.03
+
+
+def test_predicted_sigma_follows_the_noise():
+    """``sigma``: predicted error of each refined estimate, near the actual error and
+    growing with the noise; ``max_sigma`` turns windows above it into STATUS_IMPRECISE."""
+    base = smooth_texture((224, 224), seed=21)
+    out = {}
+    for noise in (0.01, 0.05, 0.2):
+        ref, sec = shifted_pair(base, 0.31, -0.67, noise=noise, seed=3)
+        res = correlate(ref, sec, window=32, step=8, search=4)
+        ok = res.status == C.STATUS_VALID
+        assert np.isfinite(res.sigma[ok]).all() and np.isnan(res.sigma[~ok]).all()
+        err = np.hypot(res.dx[ok] - -0.67, res.dy[ok] - 0.31) / np.sqrt(2)
+        rms_pred = np.sqrt(np.mean(res.sigma[ok] ** 2))
+        rms_err = np.sqrt(np.mean(err ** 2))
+        out[noise] = (rms_pred, rms_err, res)
+        assert 0.4 < rms_pred / rms_err < 2.5, (noise, rms_pred, rms_err)
+    assert out[0.01][0] < out[0.05][0] < out[0.2][0]
+    assert not np.any(out[0.2][2].status == C.STATUS_IMPRECISE)   # off by default
+    ref, sec = shifted_pair(base, 0.31, -0.67, noise=0.2, seed=3)
+    lim = float(np.median(out[0.2][2].sigma[out[0.2][2].status == 0]))
+    strict = correlate(ref, sec, window=32, step=8, search=4, max_sigma=lim,
+                       fallback_sigma=0)
+    imp = strict.status == C.STATUS_IMPRECISE
+    assert 0.2 < imp.sum() / (out[0.2][2].status == 0).sum() < 0.8
+    assert np.isnan(strict.dx[imp]).all() and (strict.sigma[imp] > lim).all()
+    assert (strict.sigma[strict.status == 0] <= lim).all()
+    with pytest.raises(ParameterError):
+        correlate(ref, sec, max_sigma=-1)
+
+
+def test_second_pass_only_on_its_windows_same_results():
+    """The second pass runs on the windows that need it (not on the rectangle of rows x
+    columns holding them) with its prefilter computed around them only: the same
+    estimates as correlating every window of that rectangle with the whole block filtered
+    (windows alone, so a window's result does not depend on its neighbours' needs)."""
+    base = smooth_texture((324, 324), seed=4)
+    ref, sec = shifted_pair(base, 0.4, -1.3, noise=0.01, seed=2)
+    sec = sec.copy()
+    rng = np.random.default_rng(0)
+    sec[40:90, 150:200] = rng.normal(1000, 300, (50, 50))        # decorrelated patch
+    sec[150:170, 30:60] = ref[150:170, 30:60].mean()             # a flat one
+    p = C.normalize_params(32, 8, 6, min_ncc=0.6)
+    rows = np.arange(24, 236, 8)
+    cols = np.arange(24, 236, 8)
+    m = C.read_margin(p)
+    R, S = C.pad_image(ref.astype(np.float32), m), C.pad_image(sec.astype(np.float32), m)
+    got = C.correlate_raw(R, S, rows, cols, ref.shape, 0, p, with_sigma=True)
+    first = C._correlate(C.prepare(R, p), C.prepare(S, p), rows, cols, ref.shape, 0, p)
+    redo = first[4] == C.STATUS_LOW_NCC
+    assert 0 < redo.sum() < 0.2 * redo.size
+    rsel = np.flatnonzero(redo.any(axis=1))
+    csel = np.flatnonzero(redo[rsel].any(axis=0))
+    # every window of the rectangle, alone (the second pass computes windows alone)
+    full = C._correlate(C.prepare(R, p, True), C.prepare(S, p, True), rows[rsel], cols[csel],
+                        ref.shape, 0, p, fallback=True,
+                        todo=np.ones((rsel.size, csel.size), bool))
+    take = redo[np.ix_(rsel, csel)] & (full[4] == C.STATUS_VALID)
+    assert take.any()
+    for a, f, b in zip(first, full, got):
+        exp = a.copy()
+        sub = exp[np.ix_(rsel, csel)]
+        sub[take] = f[take]
+        exp[np.ix_(rsel, csel)] = sub
+        assert np.array_equal(exp, b, equal_nan=True)
+    # the windows' regions filtered alone equal the whole block's filter there
+    todo = redo[np.ix_(rsel, csel)]
+    around = C._prepare_around(R, p, rows[rsel], cols[csel], todo, 0)
+    whole = C.prepare(R, p, True)
+    fin = np.isfinite(around)
+    assert fin.any() and np.array_equal(around[fin], whole[fin])

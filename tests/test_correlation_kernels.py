@@ -31,14 +31,18 @@ def _grid(params, ref, sec, shared, rows=None, cols=None):
     pre = np.zeros((rows.size, cols.size), np.int8)
     pre[(top < 0) | (top + h > H), :] = C.STATUS_OUTSIDE
     pre[:, (left < 0) | (left + w > W)] = C.STATUS_OUTSIDE
-    out = [np.empty(pre.shape) for _ in range(4)] + [np.empty(pre.shape, np.int8)]
+    out = ([np.empty(pre.shape) for _ in range(4)] + [np.empty(pre.shape, np.int8)]
+           + [np.empty(pre.shape)])
     K.correlate_grid(rs, ss, np.clip(top + pad, 0, None), np.clip(left + pad, 0, None), h, w,
                      params["search"], params["max_nodata"], params["min_std"] ** 2,
                      params["min_ncc"], params["min_snr"],
                      C.SUBPIXEL_MODES[params["subpixel"]], params["max_iter"], params["tol"],
+                     C.noise_gradient_gain(params["prefilter"], params["prefilter_options"],
+                                           C.INTERPOLATIONS[params["interpolation"]]),
+                     params["max_sigma"],
                      C.INTERPOLATIONS[params["interpolation"]], numba.get_num_threads(),
                      shared, C.row_groups(rows, h), pre, *out)
-    return out  # dy, dx, ncc, snr, status
+    return out  # dy, dx, ncc, snr, status, sigma
 
 
 def _pair(shape, dy, dx, seed):

@@ -67,3 +67,18 @@ def test_gaussian_highpass_of_a_constant_is_zero_and_integer_input():
     x = np.full((30, 40), 1234, np.uint16)
     out = pf.apply_prefilter(x, "gaussian_hp")
     assert np.all(np.abs(out) < 1e-9)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 3.0])
+def test_highpass_rects_equal_whole_image(sigma):
+    """The second pass filters only around its windows: same float32 values bit for bit."""
+    from slidewatch.core.prefilter_kernels import gaussian_highpass_rects
+    x = _image(seed=5)
+    whole = gaussian_highpass(x, sigma)
+    rects = np.array([[0, 30, 0, 50], [25, 60, 45, 120], [40, 41, 3, 4], [70, 90, 90, 120]])
+    out = gaussian_highpass_rects(x, sigma, rects)
+    inside = np.zeros(x.shape, bool)
+    for p0, p1, q0, q1 in rects:
+        inside[p0:p1, q0:q1] = True
+    assert np.array_equal(out[inside], whole[inside], equal_nan=True)
+    assert np.isnan(out[~inside]).all()
