@@ -92,87 +92,23 @@ def gaussian_highpass(image, sigma, truncate=4.0):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _highpass_rects(x, w, rects, out):
-    """``out[p0:p1, q0:q1] = x - nan_gaussian(x)`` for every rectangle ``(p0, p1, q0, q1)``
-    of ``rects`` only (parallel over rectangles): the same sums in the same order as
-    :func:`_rows_pass` + :func:`_cols_pass_highpass` on the whole image, so the same
-    float32 values. Overlapping rectangles write the same values."""
-    h, wd = x.shape
-    r = (w.shape[0] - 1) // 2
-    for k in prange(rects.shape[0]):
-        p0 = rects[k, 0]
-        p1 = rects[k, 1]
-        q0 = rects[k, 2]
-        q1 = rects[k, 3]
-        a0 = max(p0 - r, 0)
-        a1 = min(p1 + r, h)
-        nr = a1 - a0
-        nc = q1 - q0
-        if nr <= 0 or nc <= 0:
-            continue
-        num = np.empty((nr, nc), np.float64)
-        den = np.empty((nr, nc), np.float64)
-        xv = np.zeros(nc + 2 * r, np.float64)
-        vv = np.zeros(nc + 2 * r, np.float64)
-        for i in range(nr):
-            xr = x[a0 + i]
-            for j in range(nc + 2 * r):
-                jj = q0 - r + j
-                a = xr[jj] if 0 <= jj < wd else np.nan
-                if math.isfinite(a):
-                    xv[j] = a
-                    vv[j] = 1.0
-                else:
-                    xv[j] = 0.0
-                    vv[j] = 0.0
-            s = num[i]
-            t = den[i]
-            for j in range(nc):
-                s[j] = 0.0
-                t[j] = 0.0
-            for kk in range(2 * r + 1):
-                wk = w[kk]
-                xs = xv[kk:kk + nc]
-                vs = vv[kk:kk + nc]
-                for j in range(nc):
-                    s[j] += wk * xs[j]
-                    t[j] += wk * vs[j]
-        s = np.zeros(nc, np.float64)
-        t = np.zeros(nc, np.float64)
-        for i in range(p0, p1):
-            for j in range(nc):
-                s[j] = 0.0
-                t[j] = 0.0
-            for kk in range(2 * r + 1):
-                ii = i + kk - r
-                if ii < 0 or ii >= h:
-                    continue
-                wk = w[kk]
-                nrow = num[ii - a0]
-                drow = den[ii - a0]
-                for j in range(nc):
-                    s[j] += wk * nrow[j]
-                    t[j] += wk * drow[j]
-            xr = x[i]
-            orow = out[i]
-            for j in range(nc):
-                a = xr[q0 + j]
-                if math.isfinite(a) and t[j] > 0.0:
-                    orow[q0 + j] = np.float32(a - s[j] / t[j])
-                else:
-                    orow[q0 + j] = np.float32(np.nan)
-
 
 def gaussian_highpass_rects(image, sigma, rects, truncate=4.0):
     """:func:`gaussian_highpass` computed only inside ``rects`` (int array (n, 4) of
-    ``p0, p1, q0, q1``, end excluded, within the image); NaN elsewhere. Each pixel gets
-    exactly the value the whole-image filter gives it."""
+    ``p0, p1, q0, q1``, end excluded, within the image); NaN elsewhere. Each rectangle is
+    filtered with the filter's radius of context around it (clipped at the image edge,
+    which the whole-image filter also sees as invalid), so every pixel gets exactly the
+    value the whole-image filter gives it (same kernels, same sums in the same order)."""
     x = np.ascontiguousarray(image)
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     out = np.full(x.shape, np.nan, np.float32)
-    rects = np.ascontiguousarray(rects, dtype=np.int64).reshape(-1, 4)
-    if rects.shape[0]:
-        _highpass_rects(x, gaussian_weights(sigma, truncate), rects, out)
+    r = (gaussian_weights(sigma, truncate).size - 1) // 2
+    H, W = x.shape
+    for p0, p1, q0, q1 in np.asarray(rects, dtype=np.int64).reshape(-1, 4):
+        if p1 <= p0 or q1 <= q0:
+            continue
+        a0, b0 = max(p0 - r, 0), max(q0 - r, 0)
+        patch = gaussian_highpass(x[a0:min(p1 + r, H), b0:min(q1 + r, W)], sigma, truncate)
+        out[p0:p1, q0:q1] = patch[p0 - a0:p1 - a0, q0 - b0:q1 - b0]
     return out
