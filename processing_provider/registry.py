@@ -14,4 +14,5 @@ ALGORITHMS = [
     "alg_correlate_pairs:CorrelatePairsAlgorithm",
     "alg_invert:InvertTimeseriesAlgorithm",
     "alg_import_offsets:ImportOffsetsAlgorithm",
+    "alg_quality_layers:QualityLayersAlgorithm",
 ]
