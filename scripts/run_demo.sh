@@ -25,6 +25,10 @@ export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$root/.cache/numba}"
 export QT_QPA_PLATFORM=offscreen
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/runtime-$(id -u)}"
 QGIS_PROCESS="${SLIDEWATCH_QGIS_PROCESS:-/usr/bin/qgis_process.bin}"
+# QGIS 3.22's own Python start-up calls sip.setapi(), which Debian 12's sip reports as a
+# DeprecationWarning on every qgis_process run; it is not SlideWatch's and would read as
+# a problem with the demo, so that one message (only) is silenced.
+export PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:setapi() is deprecated:DeprecationWarning"
 mkdir -p "$NUMBA_CACHE_DIR" "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 
 if [ ! -e "$root/.build/plugins/slidewatch" ]; then
