@@ -299,3 +299,173 @@ def test_missing_pyqtgraph_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyqtgraph", None)  # makes the import fail
     with pytest.raises(ImportError, match="python3-pyqtgraph"):
         pyqtgraph_import.pg()
+
+
+# ------------------------------------------------------------ analysis (issue 17)
+def _legend_labels(plot):
+    return [label.text for _sample, label in plot.getPlotItem().legend.items]
+
+
+def test_models_on_the_clicked_pixel_with_parameters_and_residuals(dock, outputs):
+    folder, truth = outputs
+    crs = QgsCoordinateReferenceSystem(CRS)
+    dock.map_tool.handle_point(QgsPointXY(*pixel_centre(42, 58)), crs)  # accelerating slide
+    assert dock.wait() and dock.last_error is None
+    assert not dock.residual_plot.isVisibleTo(dock) and "model_east" not in dock.curves
+    dock.model_combo.setCurrentIndex(1)  # linear
+    assert dock.fit is not None and dock.fit.model == "linear"
+    assert "velocity" in dock.fit_label.text() and "±" in dock.fit_label.text()
+    assert dock.residual_plot.isVisibleTo(dock)
+    e = truth["east"][:, 42, 58]
+    np.testing.assert_allclose(dock.curves["resid_east"].getData()[1],
+                               e - dock.fit.fitted[:, 0], atol=1e-9)
+    np.testing.assert_allclose(dock.curves["model_east"].getData()[1], dock.fit.fitted[:, 0])
+    dock.model_combo.setCurrentIndex(3)  # piecewise
+    fit = dock.fit
+    assert fit.model == "piecewise" and "onset" in dock.fit_label.text()
+    onset = (np.datetime64(fit.onset) - np.datetime64("2020-06-01")).astype(int)
+    assert abs(onset) <= 35  # one acquisition of the fixture's sampling
+    v1, _s1 = fit.value("velocity_before", "east")
+    v2, _s2 = fit.value("velocity_after", "east")
+    assert v2 > 3 * v1 > 0
+    assert "onset" in dock.curves
+    assert "piecewise linear (onset) fit" in _legend_labels(dock.plot)
+    dock.model_combo.setCurrentIndex(2)
+    assert "annual amplitude" in dock.fit_label.text()
+    dock.model_combo.setCurrentIndex(0)
+    assert dock.fit is None and not dock.residual_plot.isVisibleTo(dock)
+
+
+def test_fit_on_a_detection_mean(dock, outputs):
+    folder, truth = outputs
+    layer = QgsVectorLayer(os.path.join(folder, "detections.gpkg") + "|layername=detections",
+                           "detections", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    r0, c0, r1, c1 = truth["detections"][0]["box"]
+    dock.map_tool.handle_point(QgsPointXY(*pixel_centre((r0 + r1) // 2, (c0 + c1) // 2)),
+                               QgsCoordinateReferenceSystem(CRS))
+    assert dock.wait()
+    label = "detection %d (mean)" % truth["detections"][0]["id"]
+    dock.model_combo.setCurrentIndex(1)
+    dock.set_fit_target(label)
+    assert label in dock.fit_label.text()
+    mean = dock.pinned[0]
+    # the area's velocity is the speed of the mean vector, not the mean of the speeds
+    v = mean["velocity"]
+    assert v["v_m_per_yr"] == pytest.approx(np.hypot(v["ve_m_per_yr"], v["vn_m_per_yr"]))
+    ve, se = dock.fit.value("velocity", "east")
+    assert abs(ve - v["ve_m_per_yr"]) < 0.15 * abs(v["ve_m_per_yr"])
+
+
+def test_several_pixels_in_one_plot_with_a_legend(dock, outputs):
+    crs = QgsCoordinateReferenceSystem(CRS)
+    for rc in ((22, 25), (42, 58), (10, 70)):
+        dock.map_tool.handle_point(QgsPointXY(*pixel_centre(*rc)), crs)
+        assert dock.wait()
+        dock.pin_current()
+    labels = _legend_labels(dock.plot)
+    for rc in ((22, 25), (42, 58), (10, 70)):
+        assert "pixel (row %d, col %d)" % rc in labels
+    assert {"pin0_magnitude", "pin1_magnitude", "pin2_magnitude"} <= set(dock.curves)
+    assert len(dock.map_tool.markers) == 3
+
+
+def test_help_says_why_components_are_averaged(dock):
+    from slidewatch.ui.timeseries_dock import HELP
+
+    dock.help_button.setChecked(True)
+    assert dock.help_label.isVisibleTo(dock)
+    text = dock.help_label.text()
+    assert "never of speeds" in text and "biased up" in text and "east and north" in text
+    assert dock.whatsThis() == HELP
+
+
+@pytest.fixture(scope="module")
+def offset_outputs(tmp_path_factory):
+    from series_fixtures import make_offset_stack
+
+    folder = str(tmp_path_factory.mktemp("sw_offsets"))
+    return folder, make_offset_stack(folder)
+
+
+def test_rereferencing_on_a_drawn_stable_area(dock, offset_outputs, qgis_canvas):
+    """Issue 17 target, in the dock: a stable area drawn on the map (canvas in another
+    CRS) re-references every curve; stable pixels come back within their sigma of zero."""
+    import series_fixtures as sf
+
+    folder, truth = offset_outputs
+    dock.set_folder(folder)
+    crs = QgsCoordinateReferenceSystem(sf.CRS)
+    stable = [(r, c) for r in (2, 12, 20, 35) for c in (25, 33, 41, 48)]
+
+    def z_values():
+        out = []
+        for r, c in stable:
+            dock.map_tool.handle_point(QgsPointXY(*sf.pixel_centre(r, c)), crs)
+            assert dock.wait() and dock.last_error is None
+            s = dock.displayed(dock.current_series)
+            np.testing.assert_allclose(dock.curves["east"].getData()[1], s["east"])
+            sig = s["sigma"][1:]
+            out += list(np.abs(np.concatenate([s["east"][1:], s["north"][1:]]))
+                        / np.concatenate([sig, sig]))
+        return np.array(out)
+
+    z_raw = z_values()
+    assert np.mean(z_raw <= 1) < 0.15  # the per-date offsets move the stable ground
+    # draw the stable area in the canvas CRS (web mercator), as an analyst would
+    qgis_canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+    r0, r1, c0, c1 = sf.STABLE_BOX
+    corners = [(r0, c0), (r0, c1 - 1), (r1 - 1, c1 - 1), (r1 - 1, c0)]
+    dock.activate_reference_area(True)
+    assert qgis_canvas.mapTool() is dock.area_tool
+    for r, c in corners:
+        dock.area_tool.add_point(_to(sf.CRS, "EPSG:3857", *sf.pixel_centre(r, c)))
+    assert dock.area_tool.finish() is not None
+    assert dock.wait() and dock.last_error is None, dock.last_error
+    assert dock.reference is not None and dock.reference["n_pixels"] >= (r1 - r0 - 2) * (c1 - c0 - 2)
+    assert "re-referenced" in dock.reference_label.text()
+    assert qgis_canvas.mapTool() is not dock.area_tool
+    z_ref = z_values()
+    assert np.mean(z_ref <= 1) >= 0.6 and np.mean(z_ref <= 3) >= 0.99
+    # the slide keeps its velocity (3, -2 m/yr) once the shared offsets are removed
+    dock.model_combo.setCurrentIndex(1)
+    rs, cs = 10, 10
+    dock.map_tool.handle_point(QgsPointXY(*sf.pixel_centre(rs, cs)), crs)
+    assert dock.wait()
+    assert dock.fit.value("velocity", "east")[0] == pytest.approx(3.0, abs=0.06)
+    assert dock.fit.value("velocity", "north")[0] == pytest.approx(-2.0, abs=0.06)
+    assert "re-referenced" in dock.fit_label.text()
+    dock.clear_reference()
+    assert dock.reference is None
+    np.testing.assert_allclose(dock.curves["east"].getData()[1], truth["east"][:, rs, cs],
+                               rtol=1e-5)
+    dock.model_combo.setCurrentIndex(0)
+
+
+def test_reference_pixel(dock, offset_outputs):
+    import series_fixtures as sf
+
+    folder, truth = offset_outputs
+    dock.set_folder(folder)
+    crs = QgsCoordinateReferenceSystem(sf.CRS)
+    dock.activate_reference_pixel(True)
+    dock.reference_tool.handle_point(QgsPointXY(*sf.pixel_centre(30, 45)), crs)
+    assert dock.wait() and dock.reference["label"].startswith("reference pixel")
+    assert len(dock.reference_tool.markers) == 1
+    dock.map_tool.handle_point(QgsPointXY(*sf.pixel_centre(3, 40)), crs)
+    assert dock.wait()
+    want = truth["east"][:, 3, 40] - truth["east"][:, 30, 45]
+    np.testing.assert_allclose(dock.curves["east"].getData()[1], want, atol=1e-6)
+    s = dock.displayed(dock.current_series)
+    np.testing.assert_allclose(s["sigma"][1:], np.sqrt(2) * sf.NOISE_M, rtol=1e-5)
+    # the CSV exports what is plotted
+    rows = series_to_rows_of(dock)
+    assert rows[-1][0].endswith("− ref")
+    dock.clear_reference()
+    assert dock.reference_tool.markers == []
+
+
+def series_to_rows_of(dock):
+    from slidewatch.ui.timeseries_reader import series_to_rows
+
+    return series_to_rows(dock.series_for_export())

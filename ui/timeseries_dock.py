@@ -6,15 +6,24 @@ the inversion (segments between their two dates, hung on the inverted series at 
 date) and the fitted mean velocity. Several pixels can be pinned to compare them; a click
 inside a detection also shows the detection's mean series. Hovering shows the values.
 Export the curves as CSV or PNG. Reading runs in a QgsTask, off the main thread.
+
+Analysis (issue 17): a model fitted to the clicked pixel or a detection mean (linear,
+linear + annual, piecewise linear with an onset; ``core.series_models``) with its
+parameters and a residual plot; a reference (a stable pixel, or a stable area drawn on the
+map) subtracted date by date from every curve with the sigmas added in quadrature; area
+means average the east and north components, never the speeds (see :data:`HELP`).
 """
 
 import os
 
 import numpy as np
-from qgis.core import QgsCoordinateTransform, QgsGeometry, QgsPointXY, QgsProject, QgsSettings
-from qgis.PyQt.QtCore import Qt
+from qgis.core import (QgsCoordinateTransform, QgsGeometry, QgsPointXY, QgsProject,
+                       QgsSettings, QgsWkbTypes)
+from qgis.gui import QgsMapTool, QgsRubberBand
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
-                                 QPushButton, QToolButton, QVBoxLayout, QWidget)
+                                 QPushButton, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
 from . import layer_finder
 from .pixel_map_tool import PixelMapTool
@@ -23,9 +32,120 @@ from .timeseries_reader import (SeriesSources, TaskRunner, describe_network_flag
                                 read_pixel_series, read_polygon_series, rows_to_csv_text,
                                 series_to_rows)
 
+from ..core import series_models as sm
+
 COMPONENTS = ("all", "east", "north", "magnitude")
+#: model combo entries: (key of core.series_models.MODELS or None, label)
+MODEL_CHOICES = ((None, "No model"), ("linear", "Linear"), ("seasonal", "Linear + annual"),
+                 ("piecewise", "Piecewise (onset)"))
+REFERENCE_COLOUR = "#009E73"
+HELP = """<p><b>Time-series inspector.</b> <b>Pick pixel</b>, then click the map: the cumulative
+east, north and magnitude displacement of that pixel since the first date, ± its
+uncertainty (the inversion's residual RMSE), the pair measurements that fed the inversion
+and the fitted velocity. <b>Pin</b> keeps a pixel to compare several in one plot (each in
+its colour, named in the legend and marked on the map). A click inside a detection also
+pins the detection's mean series.</p>
+<p><b>Model</b> fits the chosen series (<b>Fit</b>): <i>linear</i> (velocity),
+<i>linear + annual</i> (velocity and the amplitude of an annual cycle), <i>piecewise</i>
+(two velocities and the onset date between them, found by a search over every day). East
+and north are fitted together; each parameter is given with its σ (least-squares
+covariance scaled by the residual scatter). The residuals are plotted under the curves.</p>
+<p><b>Reference pixel</b> / <b>Stable area</b> (click a pixel, or draw a polygon: left
+clicks add vertices, right click closes it) re-reference every curve: the reference's
+series is subtracted date by date and the σ add in quadrature
+(σ' = √(σ² + σ<sub>ref</sub>²)). Use ground known not to move to remove what all pixels
+share (co-registration, illumination). <b>No reference</b> goes back to the raw curves.</p>
+<p><b>Averages are of components, never of speeds.</b> The mean series of a detection or
+of a stable area averages the east and north displacements (and velocities) first and
+takes the magnitude of the mean vector. Averaging magnitudes (speeds) would be wrong: the
+magnitude of a noisy vector is biased up — on ground that does not move every pixel's
+speed is about 1.25 σ, and so is the mean of any number of them, while the speed of the
+mean vector goes to zero as pixels are added.</p>"""
 VELOCITY_OF = {"east": "ve_m_per_yr", "north": "vn_m_per_yr", "magnitude": "v_m_per_yr"}
 SETTINGS_FOLDER = "SlideWatch/timeseries_folder"
+
+
+def read_pixel_with_quality(sources, x, y):
+    """:func:`read_pixel_series` plus the pixel's quality layers (when computed) and its
+    per-date sigma (any thread)."""
+    from ..core.quality_layers import read_quality_at
+
+    result = read_pixel_series(sources, x, y)
+    result["sigma"] = sm.pixel_sigma(len(result["dates"]), result["velocity"].get("rmse_m"))
+    result["kind"] = "pixel"
+    try:
+        result["quality"] = read_quality_at(os.path.dirname(sources.ts_east), x, y)
+    except Exception:  # quality layers are optional; never fail a click for them
+        result["quality"] = {}
+    return result
+
+
+def read_area(sources, geojson, label):
+    """Mean series of a polygon (raster CRS), components averaged first (any thread)."""
+    if not sources.complete():
+        from ..core.errors import InputError
+
+        raise InputError(sources.missing_message())
+    return sm.read_area_series(sources.ts_east, sources.ts_north, geojson, sources.velocity,
+                               label)
+
+
+class AreaMapTool(QgsMapTool):
+    """Draw a polygon on the canvas: left clicks add vertices, right click (or
+    :meth:`finish`) closes it, Escape cancels. Emits ``areaDrawn(QgsGeometry)`` in the
+    canvas CRS."""
+
+    areaDrawn = pyqtSignal(object)
+
+    def __init__(self, canvas):
+        super().__init__(canvas)
+        self.canvas = canvas
+        self.points = []
+        self.band = QgsRubberBand(canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
+        colour = QColor(REFERENCE_COLOUR)
+        self.band.setStrokeColor(colour)
+        colour.setAlpha(50)
+        self.band.setFillColor(colour)
+        self.band.setWidth(2)
+
+    def add_point(self, point):
+        self.points.append(QgsPointXY(point))
+        self.band.addPoint(QgsPointXY(point), True)
+
+    def finish(self):
+        if len(self.points) < 3:
+            self.reset()
+            return None
+        geometry = QgsGeometry.fromPolygonXY([self.points + [self.points[0]]])
+        self.areaDrawn.emit(geometry)
+        return geometry
+
+    def reset(self):
+        self.points = []
+        self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+
+    def show_geometry(self, geometry):
+        """Keep the drawn area visible on the map (the reference in use)."""
+        self.band.setToGeometry(geometry, None)
+
+    def canvasReleaseEvent(self, event):  # noqa: N802
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.add_point(self.toMapCoordinates(event.pos()))
+        elif event.button() == Qt.MouseButton.RightButton:
+            self.finish()
+
+    def keyPressEvent(self, event):  # noqa: N802
+        if event.key() == Qt.Key.Key_Escape:
+            self.reset()
+
+    def cleanup(self):
+        self.reset()
+        try:
+            self.canvas.scene().removeItem(self.band)
+        except RuntimeError:
+            pass
+        if self.canvas.mapTool() is self:
+            self.canvas.unsetMapTool(self)
 
 
 class TimeSeriesDock(QDockWidget):
@@ -44,10 +164,22 @@ class TimeSeriesDock(QDockWidget):
         self.pinned = []
         self.curves = {}
         self.last_error = None
+        #: the reference series (pixel or area) subtracted from every curve, or None
+        self.reference = None
+        self.reference_marker = None
+        self.fit = None
+        self.fit_error = None
+        self._fit_cache = {}
         self._build()
         self.map_tool = PixelMapTool(self.canvas)
         self.map_tool.pixelClicked.connect(self.on_pixel_clicked)
         self.map_tool.deactivated.connect(lambda: self.pick_button.setChecked(False))
+        self.reference_tool = PixelMapTool(self.canvas)
+        self.reference_tool.pixelClicked.connect(self.set_reference_pixel)
+        self.reference_tool.deactivated.connect(lambda: self.ref_pixel_button.setChecked(False))
+        self.area_tool = AreaMapTool(self.canvas)
+        self.area_tool.areaDrawn.connect(self._on_area_drawn)
+        self.area_tool.deactivated.connect(lambda: self.ref_area_button.setChecked(False))
         QgsProject.instance().cleared.connect(self._on_project_cleared)
         self.refresh_sources()
 
@@ -86,13 +218,80 @@ class TimeSeriesDock(QDockWidget):
         self.png_button = QPushButton("PNG…", body)
         self.png_button.clicked.connect(lambda: self.export_png())
         row.addWidget(self.png_button)
+        self.help_button = QToolButton(body)
+        self.help_button.setText("?")
+        self.help_button.setCheckable(True)
+        self.help_button.setToolTip("How the inspector works (models, reference, averages)")
+        self.help_button.toggled.connect(lambda on: self.help_label.setVisible(on))
+        row.addWidget(self.help_button)
         layout.addLayout(row)
+
+        row2 = QHBoxLayout()
+        row2.addWidget(QLabel("Model", body))
+        self.model_combo = QComboBox(body)
+        self.model_combo.addItems([label for _k, label in MODEL_CHOICES])
+        self.model_combo.setToolTip("Fit a model to the series chosen in 'Fit' (east and north "
+                                    "together); parameters with their σ, residuals below")
+        self.model_combo.currentIndexChanged.connect(lambda _i: self.redraw())
+        row2.addWidget(self.model_combo)
+        row2.addWidget(QLabel("Fit", body))
+        self.fit_combo = QComboBox(body)
+        self.fit_combo.setToolTip("The series the model is fitted to: the clicked pixel or a "
+                                  "pinned one (a detection mean, another pixel)")
+        self.fit_combo.setMinimumContentsLength(14)
+        self.fit_combo.activated.connect(lambda _i: self.redraw())
+        row2.addWidget(self.fit_combo)
+        row2.addStretch(1)
+        self.ref_pixel_button = QToolButton(body)
+        self.ref_pixel_button.setText("Reference pixel")
+        self.ref_pixel_button.setCheckable(True)
+        self.ref_pixel_button.setToolTip("Click a pixel of stable ground: its series is "
+                                         "subtracted from every curve")
+        self.ref_pixel_button.toggled.connect(self.activate_reference_pixel)
+        row2.addWidget(self.ref_pixel_button)
+        self.ref_area_button = QToolButton(body)
+        self.ref_area_button.setText("Stable area")
+        self.ref_area_button.setCheckable(True)
+        self.ref_area_button.setToolTip("Draw a polygon over stable ground (left clicks, right "
+                                        "click to close): its mean series is subtracted from "
+                                        "every curve")
+        self.ref_area_button.toggled.connect(self.activate_reference_area)
+        row2.addWidget(self.ref_area_button)
+        self.no_ref_button = QPushButton("No reference", body)
+        self.no_ref_button.clicked.connect(self.clear_reference)
+        row2.addWidget(self.no_ref_button)
+        layout.addLayout(row2)
+
+        self.help_label = QLabel(HELP, body)
+        self.help_label.setWordWrap(True)
+        self.help_label.setTextFormat(Qt.TextFormat.RichText)
+        self.help_label.setVisible(False)
+        self.help_label.setStyleSheet("QLabel { background: #fffff0; padding: 4px; }")
+        layout.addWidget(self.help_label)
+        self.setWhatsThis(HELP)
         self.info = QLabel(body)
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.info)
-        self.plot = self.ph.date_plot_widget(body, "cumulative displacement (m)")
-        layout.addWidget(self.plot, 1)
+        self.reference_label = QLabel(body)
+        self.reference_label.setWordWrap(True)
+        self.reference_label.setVisible(False)
+        layout.addWidget(self.reference_label)
+        splitter = QSplitter(Qt.Orientation.Vertical, body)
+        self.plot = self.ph.date_plot_widget(splitter, "cumulative displacement (m)")
+        self.residual_plot = self.ph.date_plot_widget(splitter, "residual (m)")
+        self.residual_plot.setXLink(self.plot)
+        self.residual_plot.setVisible(False)
+        splitter.addWidget(self.plot)
+        splitter.addWidget(self.residual_plot)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 1)
+        layout.addWidget(splitter, 1)
+        self.fit_label = QLabel(body)
+        self.fit_label.setWordWrap(True)
+        self.fit_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.fit_label.setVisible(False)
+        layout.addWidget(self.fit_label)
         self.hover = QLabel(body)
         layout.addWidget(self.hover)
         self.setWidget(body)
@@ -116,13 +315,16 @@ class TimeSeriesDock(QDockWidget):
         """Another project: forget the outputs found in the previous one (found again on
         the next click)."""
         self.sources = SeriesSources()
+        self.clear_reference()
         self.clear()
         self.info.setText("")
 
     def set_sources(self, sources):
         self.sources = sources
         if sources.complete():
-            self.map_tool.set_target_crs(layer_finder.raster_crs(sources.ts_east))
+            crs = layer_finder.raster_crs(sources.ts_east)
+            for tool in (self.map_tool, self.reference_tool):
+                tool.set_target_crs(crs)
             self.info.setText("Time series: %s" % os.path.dirname(sources.ts_east))
         else:
             self.info.setText(sources.missing_message())
@@ -140,15 +342,26 @@ class TimeSeriesDock(QDockWidget):
         if folder:
             self.set_folder(folder)
 
-    def activate_tool(self, on=True):
+    def _set_tool(self, tool, button, on):
         if on:
             if not self.sources.complete():
                 self.refresh_sources()
-            self.canvas.setMapTool(self.map_tool)
-        elif self.canvas.mapTool() is self.map_tool:
-            self.canvas.unsetMapTool(self.map_tool)
-        if self.pick_button.isChecked() != bool(on):
-            self.pick_button.setChecked(bool(on))
+            self.canvas.setMapTool(tool)
+        elif self.canvas.mapTool() is tool:
+            self.canvas.unsetMapTool(tool)
+        if button.isChecked() != bool(on):
+            button.setChecked(bool(on))
+
+    def activate_tool(self, on=True):
+        self._set_tool(self.map_tool, self.pick_button, on)
+
+    def activate_reference_pixel(self, on=True):
+        self._set_tool(self.reference_tool, self.ref_pixel_button, on)
+
+    def activate_reference_area(self, on=True):
+        if on:
+            self.area_tool.reset()
+        self._set_tool(self.area_tool, self.ref_area_button, on)
 
     # --------------------------------------------------------------------- reads
     def on_pixel_clicked(self, point, canvas_point=None):
@@ -167,15 +380,16 @@ class TimeSeriesDock(QDockWidget):
         request = self._request
         self.runner.run("SlideWatch: reading a pixel's time series",
                         lambda result, error: self._on_series(result, error, request),
-                        read_pixel_series, self.sources, point.x(), point.y())
+                        read_pixel_with_quality, self.sources, point.x(), point.y())
         geometry, label = self._detection_at(point)
         if geometry is not None:
             self.show_polygon_mean(geometry, label)
 
     def show_polygon_mean(self, geojson, label):
-        """Read (in a task) and pin the mean series of a polygon given in the raster CRS."""
+        """Read (in a task) and pin the mean series of a polygon given in the raster CRS
+        (east and north averaged, magnitude of the mean vector)."""
         self.runner.run("SlideWatch: reading a detection's mean series", self._on_polygon,
-                        read_polygon_series, self.sources, geojson, label)
+                        read_area, self.sources, geojson, label)
 
     def _detection_at(self, point):
         """GeoJSON (raster CRS) and label of the detection containing ``point``, if any."""
@@ -214,6 +428,9 @@ class TimeSeriesDock(QDockWidget):
                              v["v_sigma_m_per_yr"], v["ve_m_per_yr"], v["vn_m_per_yr"],
                              "?" if not np.isfinite(v["n_obs"]) else int(v["n_obs"]),
                              v["rmse_m"], len(result["pairs"])))
+        quality = describe_quality(result.get("quality"))
+        if quality:
+            self.info.setText(self.info.text() + ". Quality: " + quality)
         flags = describe_network_flags(result.get("network_flags"))
         if flags:
             self.info.setText(self.info.text() + ". Network: " + "; ".join(flags) + ".")
@@ -239,6 +456,166 @@ class TimeSeriesDock(QDockWidget):
         """Process events until the reads finished (tests, scripts)."""
         return self.runner.wait(timeout_ms)
 
+    # ------------------------------------------------------------------ reference
+    def set_reference_pixel(self, point, canvas_point=None):
+        """Use the pixel at ``point`` (raster CRS) as the reference (read in a task)."""
+        if not self.sources.complete():
+            self.refresh_sources()
+            if not self.sources.complete():
+                self._message(self.sources.missing_message())
+                return
+        self._clear_reference_marks()
+        if canvas_point is not None:
+            self.reference_marker = self.reference_tool.add_marker(canvas_point,
+                                                                   REFERENCE_COLOUR)
+        self.runner.run("SlideWatch: reading the reference pixel", self._on_reference,
+                        read_pixel_with_quality, self.sources, point.x(), point.y())
+
+    def _on_area_drawn(self, geometry):
+        """A polygon drawn on the canvas (canvas CRS) becomes the reference area."""
+        import json
+
+        geom = QgsGeometry(geometry)
+        canvas_crs = self.canvas.mapSettings().destinationCrs()
+        target = self.map_tool.target_crs
+        if target.isValid() and canvas_crs.isValid() and canvas_crs != target:
+            geom.transform(QgsCoordinateTransform(canvas_crs, target, QgsProject.instance()))
+        self.activate_reference_area(False)
+        self.area_tool.show_geometry(geometry)
+        self.set_reference_area(json.loads(geom.asJson()))
+
+    def set_reference_area(self, geojson, label="stable area"):
+        """Use the mean series of a polygon (GeoJSON mapping, raster CRS) as reference."""
+        if not self.sources.complete():
+            self.refresh_sources()
+        self.reference_tool.clear_markers()
+        self.reference_marker = None
+        self.runner.run("SlideWatch: reading the stable area", self._on_reference,
+                        read_area, self.sources, geojson, label)
+
+    def _on_reference(self, result, error):
+        if error is not None:
+            self.last_error = error
+            self._message(str(error))
+            return
+        result = dict(result)
+        if result.get("kind") == "pixel":
+            result["label"] = "reference " + result["label"]
+            self.activate_reference_pixel(False)
+        else:
+            result["label"] = "%s (%d pixels)" % (result["label"], result["n_pixels"])
+        self.reference = result
+        self._fit_cache = {}
+        ref_sigma = np.nanmedian(result["sigma"][1:]) if len(result["sigma"]) > 1 else np.nan
+        self.reference_label.setText(
+            "<span style='color:%s'>■</span> Curves re-referenced to <b>%s</b>: its series is "
+            "subtracted at every date, σ added in quadrature (reference σ ≈ %.2g m)."
+            % (REFERENCE_COLOUR, result["label"], ref_sigma))
+        self.reference_label.setVisible(True)
+        self.redraw()
+
+    def _clear_reference_marks(self):
+        self.reference_tool.clear_markers()
+        self.reference_marker = None
+        self.area_tool.reset()
+
+    def clear_reference(self):
+        self.reference = None
+        self._fit_cache = {}
+        self._clear_reference_marks()
+        self.reference_label.setVisible(False)
+        self.reference_label.setText("")
+        self.redraw()
+
+    def displayed(self, s):
+        """The series as plotted: re-referenced when a reference is set (a new dict;
+        ``s`` itself is never changed)."""
+        if s is None:
+            return None
+        sigma = s.get("sigma")
+        if sigma is None:
+            sigma = sm.pixel_sigma(len(s["dates"]), s["velocity"].get("rmse_m"))
+        ref = self.reference
+        if ref is None or ref is s:
+            out = dict(s)
+            out["sigma"] = np.asarray(sigma, float)
+            return out
+        e, n, sig = sm.rereference(s["dates"], s["east"], s["north"], sigma, ref["dates"],
+                                   ref["east"], ref["north"], ref["sigma"])
+        out = dict(s, east=e, north=n, magnitude=np.hypot(e, n), sigma=sig,
+                   label=s["label"] + " − ref")
+        v = dict(s["velocity"])
+        rv = ref["velocity"]
+        for key in ("ve_m_per_yr", "vn_m_per_yr"):
+            v[key] = v.get(key, np.nan) - rv.get(key, np.nan)
+        v["v_m_per_yr"] = float(np.hypot(v["ve_m_per_yr"], v["vn_m_per_yr"]))
+        out["velocity"] = v
+        index = {d: i for i, d in enumerate(ref["dates"])}
+        pairs = []
+        for obs in s.get("pairs", []):
+            i, j = index.get(obs["reference_date"]), index.get(obs["secondary_date"])
+            if i is None or j is None:
+                continue
+            pairs.append(dict(obs, east_m=obs["east_m"] - (ref["east"][j] - ref["east"][i]),
+                              north_m=obs["north_m"] - (ref["north"][j] - ref["north"][i])))
+        out["pairs"] = pairs
+        return out
+
+    # ----------------------------------------------------------------------- fits
+    def model(self):
+        return MODEL_CHOICES[self.model_combo.currentIndex()][0]
+
+    def fit_candidates(self):
+        """The series a model can be fitted to (pinned ones, then the current one)."""
+        return self.series_for_export(displayed=False)
+
+    def _refresh_fit_combo(self):
+        series = self.fit_candidates()
+        labels = [s["label"] for s in series]
+        previous = self.fit_combo.currentText()
+        self.fit_combo.blockSignals(True)
+        self.fit_combo.clear()
+        self.fit_combo.addItems(labels)
+        if previous in labels and getattr(self, "_fit_choice_sticky", False):
+            self.fit_combo.setCurrentIndex(labels.index(previous))
+        elif labels:
+            # default: the clicked pixel, else the last pinned series
+            self.fit_combo.setCurrentIndex(len(labels) - 1)
+        self.fit_combo.blockSignals(False)
+        return series
+
+    def set_fit_target(self, label):
+        """Fit the series with this label (as in the Fit list)."""
+        i = self.fit_combo.findText(label)
+        if i < 0:
+            raise KeyError(label)
+        self.fit_combo.setCurrentIndex(i)
+        self._fit_choice_sticky = True
+        self.redraw()
+
+    def fit_target(self):
+        series = self.fit_candidates()
+        i = self.fit_combo.currentIndex()
+        return series[i] if 0 <= i < len(series) else None
+
+    def compute_fit(self, s):
+        """The chosen model on the displayed (re-referenced) series ``s`` (cached)."""
+        model = self.model()
+        if model is None or s is None:
+            return None
+        key = (id(s), model, id(self.reference))
+        if key not in self._fit_cache:
+            d = self.displayed(s)
+            try:
+                fit = sm.fit_model(d["dates"], np.column_stack([d["east"], d["north"]]),
+                                   model, components=("east", "north"))
+                self._fit_cache[key] = (fit, None)
+            except Exception as exc:  # too few dates, ...: said in the fit line
+                self._fit_cache[key] = (None, exc)
+        fit, error = self._fit_cache[key]
+        self.fit_error = error
+        return fit
+
     # ------------------------------------------------------------------ plotting
     def component(self):
         return COMPONENTS[self.component_combo.currentIndex()]
@@ -254,8 +631,6 @@ class TimeSeriesDock(QDockWidget):
             self.redraw()
 
     def _pin_colour(self, i):
-        from qgis.PyQt.QtGui import QColor
-
         return QColor(self.ph.PIN_COLOURS[i % len(self.ph.PIN_COLOURS)])
 
     def clear(self):
@@ -263,11 +638,13 @@ class TimeSeriesDock(QDockWidget):
         self.current_series = None
         self.current_marker = None
         self.map_tool.clear_markers()
+        self._fit_choice_sticky = False
         self.redraw()
 
     def redraw(self, target=None):
         """Draw the pinned and current series into ``target`` (default: the dock's plot,
-        whose items are kept in ``self.curves``)."""
+        whose items are kept in ``self.curves``), with the reference subtracted and the
+        chosen model."""
         pg = self.pg
         plot = target if target is not None else self.plot
         plot.clear()
@@ -276,10 +653,12 @@ class TimeSeriesDock(QDockWidget):
         curves = {}
         if target is None:
             self.curves = curves
+            self._refresh_fit_combo()
         comps = ("east", "north", "magnitude") if self.component() == "all" else (self.component(),)
         # pinned series: magnitude only when all components are shown (keeps it readable)
         pin_comps = ("magnitude",) if self.component() == "all" else comps
-        for i, s in enumerate(self.pinned):
+        for i, raw in enumerate(self.pinned):
+            s = self.displayed(raw)
             x = self.ph.dates_seconds(s["dates"])
             colour = self.ph.PIN_COLOURS[i % len(self.ph.PIN_COLOURS)]
             for comp in pin_comps:
@@ -289,17 +668,20 @@ class TimeSeriesDock(QDockWidget):
                 curves["pin%d_%s" % (i, comp)] = plot.plot(
                     x, s[comp], pen=pen, name=name, symbol="s", symbolSize=5,
                     symbolBrush=colour, symbolPen=colour)
-        s = self.current_series
-        if s is None or s in self.pinned:
+        self._draw_model(plot, curves, comps, target)
+        raw = self.current_series
+        if raw is None or raw in self.pinned:
             return
+        s = self.displayed(raw)
         x = self.ph.dates_seconds(s["dates"])
-        rmse = s["velocity"].get("rmse_m", np.nan)
+        sigma = np.asarray(s["sigma"], float)
         for comp in comps:
             colour = self.ph.COMPONENT_COLOURS[comp]
             y = np.asarray(s[comp], dtype=float)
-            if np.isfinite(rmse) and rmse > 0:
-                upper = plot.plot(x, y + rmse, pen=pg.mkPen(None))
-                lower = plot.plot(x, y - rmse, pen=pg.mkPen(None))
+            if np.isfinite(sigma).any() and np.nanmax(sigma) > 0:
+                band = np.nan_to_num(sigma, nan=0.0)
+                upper = plot.plot(x, y + band, pen=pg.mkPen(None))
+                lower = plot.plot(x, y - band, pen=pg.mkPen(None))
                 fill = pg.FillBetweenItem(upper, lower, brush=pg.mkBrush(
                     self._alpha(colour, 28)))
                 plot.addItem(fill)
@@ -314,7 +696,7 @@ class TimeSeriesDock(QDockWidget):
             curves[comp] = plot.plot(x, y, pen=pg.mkPen(colour, width=2), symbol="o",
                                      symbolSize=6, symbolBrush=colour, symbolPen=colour,
                                      name=comp)
-        if len(comps) and s is not None:
+        if len(comps):
             # legend entries explaining the line styles once (not per component)
             key = comps[-1]
             colour = self.ph.COMPONENT_COLOURS[key]
@@ -326,16 +708,67 @@ class TimeSeriesDock(QDockWidget):
                 if s["pairs"]:
                     legend.addItem(pg.PlotDataItem(pen=pg.mkPen(self._alpha("#555555", 140))),
                                    "pair observations")
-                if np.isfinite(rmse):
+                if np.isfinite(sigma).any() and np.nanmax(sigma) > 0:
                     legend.addItem(pg.BarGraphItem(x=[0], height=[1], width=1,
                                                    brush=self._alpha("#555555", 60),
                                                    pen=pg.mkPen(None)),
-                                   "± RMSE %.2g m" % rmse)
+                                   "± σ %.2g m" % np.nanmax(sigma))
+
+    def _draw_model(self, plot, curves, comps, target):
+        """The chosen model of the Fit series (thick translucent line), its residuals in
+        the residual plot and its parameters below."""
+        pg = self.pg
+        raw = self.fit_target()
+        fit = self.compute_fit(raw)
+        if target is None:
+            self.fit = fit
+            self.residual_plot.clear()
+            show = self.model() is not None
+            self.residual_plot.setVisible(show and fit is not None)
+            self.fit_label.setVisible(show)
+            if show and fit is None:
+                self.fit_label.setText(
+                    "No fit: %s" % (self.fit_error if self.fit_error is not None
+                                    else "click a pixel first."))
+        if fit is None:
+            return
+        s = self.displayed(raw)
+        x = self.ph.dates_seconds(s["dates"])
+        model_e, model_n = fit.fitted[:, 0], fit.fitted[:, 1]
+        values = {"east": model_e, "north": model_n, "magnitude": np.hypot(model_e, model_n)}
+        for comp in comps:
+            colour = self._alpha(self.ph.COMPONENT_COLOURS[comp], 150)
+            curves["model_" + comp] = plot.plot(x, values[comp], pen=pg.mkPen(colour, width=4),
+                                                name=None)
+        legend = plot.getPlotItem().legend
+        if legend is not None:
+            legend.addItem(pg.PlotDataItem(pen=pg.mkPen(self._alpha("#000000", 150), width=4)),
+                           "%s fit" % sm.MODEL_LABELS[fit.model])
+        if fit.onset is not None:
+            onset = pg.InfiniteLine(pos=self.ph.date_seconds(fit.onset), angle=90,
+                                    pen=pg.mkPen("#CC0000", width=1, style=Qt.PenStyle.DashLine))
+            plot.addItem(onset)
+            curves["onset"] = onset
+        if target is not None:
+            return
+        resid_comps = ("east", "north") if self.component() in ("all", "magnitude") \
+            else (self.component(),)
+        for comp in resid_comps:
+            k = fit.components.index(comp)
+            colour = self.ph.COMPONENT_COLOURS[comp]
+            curves["resid_" + comp] = self.residual_plot.plot(
+                x, fit.residuals[:, k], pen=pg.mkPen(colour, width=1), symbol="o",
+                symbolSize=4, symbolBrush=colour, symbolPen=colour, name=comp)
+        zero = pg.InfiniteLine(pos=0.0, angle=0, pen=pg.mkPen("#888888"))
+        self.residual_plot.addItem(zero)
+        title, lines = sm.fit_summary(fit)
+        ref = " (re-referenced)" if self.reference is not None and raw is not self.reference \
+            else ""
+        self.fit_label.setText("<b>%s fit of %s%s</b>: %s" % (title, raw["label"], ref,
+                                                            "; ".join(lines)))
 
     @staticmethod
     def _alpha(colour, alpha):
-        from qgis.PyQt.QtGui import QColor
-
         c = QColor(colour)
         c.setAlpha(alpha)
         return c
@@ -367,18 +800,22 @@ class TimeSeriesDock(QDockWidget):
         s = self.current_series or (self.pinned[-1] if self.pinned else None)
         if s is None or not self.plot.sceneBoundingRect().contains(pos):
             return
+        s = self.displayed(s)
         x = self.plot.getPlotItem().vb.mapSceneToView(pos).x()
         xs = self.ph.dates_seconds(s["dates"])
         i = int(np.argmin(np.abs(xs - x)))
-        self.hover.setText("%s: east %.3f m, north %.3f m, magnitude %.3f m"
-                           % (s["dates"][i], s["east"][i], s["north"][i], s["magnitude"][i]))
+        text = ("%s: east %.3f m, north %.3f m, magnitude %.3f m"
+                % (s["dates"][i], s["east"][i], s["north"][i], s["magnitude"][i]))
+        if np.isfinite(s["sigma"][i]):
+            text += " (σ %.2g m)" % s["sigma"][i]
+        self.hover.setText(text)
 
     # ------------------------------------------------------------------- export
-    def series_for_export(self):
+    def series_for_export(self, displayed=True):
         out = list(self.pinned)
         if self.current_series is not None and self.current_series not in out:
             out.append(self.current_series)
-        return out
+        return [self.displayed(s) for s in out] if displayed else out
 
     def export_csv(self, path=None):
         from ..core.raster_io import write_text_atomic
@@ -425,3 +862,24 @@ class TimeSeriesDock(QDockWidget):
         self.runner.cancel_all()
         self._proxy = None
         self.map_tool.cleanup()
+        self.reference_tool.cleanup()
+        self.area_tool.cleanup()
+
+
+def describe_quality(quality):
+    """One phrase from the quality layers at a pixel (empty when not computed)."""
+    if not quality:
+        return ""
+    parts = []
+    if "n_valid_pairs" in quality:
+        parts.append("%d valid pairs" % quality["n_valid_pairs"])
+    share = quality.get("ncc_share")
+    if share is not None and np.isfinite(share):
+        parts.append("%.0f %% above the NCC threshold" % (100 * share))
+    if quality.get("first_valid_date"):
+        parts.append("measured %s to %s" % (quality["first_valid_date"],
+                                            quality.get("last_valid_date")))
+    gap = quality.get("longest_gap_days")
+    if gap is not None and np.isfinite(gap):
+        parts.append("longest gap %.0f days" % gap)
+    return ", ".join(parts)
