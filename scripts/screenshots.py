@@ -182,6 +182,57 @@ def to_canvas(point, crs):
     return QgsCoordinateTransform(crs, canvas_crs, QgsProject.instance()).transform(point)
 
 
+def stable_box():
+    """(row0, row1, col0, col1) of the quietest corner of velocity.tif (a sixth of each
+    side, the corner with the smallest median speed): a stable area for the reference."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(os.path.join(FOLDER, "timeseries", "velocity.tif")) as src:
+        v = src.read(list(src.descriptions).index("v_m_per_yr") + 1).astype(float)
+    h, w = v.shape
+    bh, bw = max(3, h // 6), max(3, w // 6)
+    boxes = [(2, 2 + bh, 2, 2 + bw), (2, 2 + bh, w - 2 - bw, w - 2),
+             (h - 2 - bh, h - 2, 2, 2 + bw), (h - 2 - bh, h - 2, w - 2 - bw, w - 2)]
+    return min(boxes, key=lambda b: np.nanmedian(v[b[0]:b[1], b[2]:b[3]]))
+
+
+def inspector_models(ts, recs, crs):
+    """Inspector, analysis view: the accelerating detection's mean with a piecewise fit
+    (onset, residuals), re-referenced on a stable area drawn on the map."""
+    import rasterio
+
+    accelerating = [r for r in recs if r.get("accel_flag")] or recs
+    det = accelerating[0]
+    ts.clear()
+    canvas_crs = iface.mapCanvas().mapSettings().destinationCrs()
+    # the stable area: drawn with the dock's polygon tool, as an analyst would
+    r0, r1, c0, c1 = stable_box()
+    with rasterio.open(os.path.join(FOLDER, "timeseries", "velocity.tif")) as src:
+        corners = [src.xy(r, c) for r, c in ((r0, c0), (r0, c1), (r1, c1), (r1, c0))]
+    ts.activate_reference_area(True)
+    for x, y in corners:
+        ts.area_tool.add_point(to_canvas(QgsPointXY(x, y), crs))
+    ts.area_tool.finish()
+    ts.wait()
+    yield 500
+    ts.activate_tool(True)
+    ts.map_tool.handle_point(to_canvas(centre_of(det), crs), canvas_crs)
+    ts.wait()
+    yield 500
+    ts.component_combo.setCurrentIndex(0)
+    ts.model_combo.setCurrentIndex(3)  # piecewise (onset)
+    label = "detection %s (mean)" % det["id"]
+    if ts.fit_combo.findText(label) >= 0:
+        ts.set_fit_target(label)
+    log("models: %s; reference: %s" % (ts.fit_label.text()[:160],
+                                       ts.reference_label.text()[:120]))
+    yield 1500
+    grab("timeseries_models.png")
+    ts.model_combo.setCurrentIndex(0)
+    ts.clear_reference()
+
+
 # ------------------------------------------------------------------------ steps
 def steps():
     win = iface.mainWindow()
@@ -208,6 +259,7 @@ def steps():
         ts.wait()
         yield 1500
         grab("timeseries_inspector.png")
+        yield from inspector_models(ts, recs, crs)
 
     # 2. validation: a session in progress (learning active when enough is validated)
     val = show_only("ValidationDock")

@@ -469,3 +469,18 @@ def series_to_rows_of(dock):
     from slidewatch.ui.timeseries_reader import series_to_rows
 
     return series_to_rows(dock.series_for_export())
+
+
+def test_second_click_in_the_same_detection_does_not_pin_it_twice(dock, outputs):
+    folder, truth = outputs
+    layer = QgsVectorLayer(os.path.join(folder, "detections.gpkg") + "|layername=detections",
+                           "detections", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    r0, c0, r1, c1 = truth["detections"][0]["box"]
+    for dr in (0, 1):
+        dock.map_tool.handle_point(QgsPointXY(*pixel_centre((r0 + r1) // 2 + dr,
+                                                            (c0 + c1) // 2)),
+                                   QgsCoordinateReferenceSystem(CRS))
+        assert dock.wait()
+    assert [s["label"] for s in dock.pinned] == ["detection %d (mean)"
+                                                 % truth["detections"][0]["id"]]

@@ -282,10 +282,12 @@ class TimeSeriesDock(QDockWidget):
         self.residual_plot = self.ph.date_plot_widget(splitter, "residual (m)")
         self.residual_plot.setXLink(self.plot)
         self.residual_plot.setVisible(False)
+        self.residual_plot.setMinimumHeight(110)
         splitter.addWidget(self.plot)
         splitter.addWidget(self.residual_plot)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
+        self.splitter = splitter
         layout.addWidget(splitter, 1)
         self.fit_label = QLabel(body)
         self.fit_label.setWordWrap(True)
@@ -441,6 +443,8 @@ class TimeSeriesDock(QDockWidget):
             self.last_error = error
             self._message(str(error))
             return
+        if any(p.get("kind") == "area" and p["label"] == result["label"] for p in self.pinned):
+            return  # this detection's mean is already on the plot
         self.pinned.append(result)
         self.redraw()
 
@@ -668,7 +672,7 @@ class TimeSeriesDock(QDockWidget):
                 curves["pin%d_%s" % (i, comp)] = plot.plot(
                     x, s[comp], pen=pen, name=name, symbol="s", symbolSize=5,
                     symbolBrush=colour, symbolPen=colour)
-        self._draw_model(plot, curves, comps, target)
+        self._draw_model(plot, curves, comps, pin_comps, target)
         raw = self.current_series
         if raw is None or raw in self.pinned:
             return
@@ -714,7 +718,7 @@ class TimeSeriesDock(QDockWidget):
                                                    pen=pg.mkPen(None)),
                                    "± σ %.2g m" % np.nanmax(sigma))
 
-    def _draw_model(self, plot, curves, comps, target):
+    def _draw_model(self, plot, curves, comps, pin_comps, target):
         """The chosen model of the Fit series (thick translucent line), its residuals in
         the residual plot and its parameters below."""
         pg = self.pg
@@ -724,7 +728,11 @@ class TimeSeriesDock(QDockWidget):
             self.fit = fit
             self.residual_plot.clear()
             show = self.model() is not None
+            was_visible = self.residual_plot.isVisibleTo(self)
             self.residual_plot.setVisible(show and fit is not None)
+            if show and fit is not None and not was_visible:
+                total = max(sum(self.splitter.sizes()), 400)
+                self.splitter.setSizes([int(total * 0.72), int(total * 0.28)])
             self.fit_label.setVisible(show)
             if show and fit is None:
                 self.fit_label.setText(
@@ -736,8 +744,13 @@ class TimeSeriesDock(QDockWidget):
         x = self.ph.dates_seconds(s["dates"])
         model_e, model_n = fit.fitted[:, 0], fit.fitted[:, 1]
         values = {"east": model_e, "north": model_n, "magnitude": np.hypot(model_e, model_n)}
-        for comp in comps:
-            colour = self._alpha(self.ph.COMPONENT_COLOURS[comp], 150)
+        # the model of the components drawn for that series (a pinned one: magnitude only
+        # when all components are shown)
+        pinned = raw in self.pinned
+        for comp in (pin_comps if pinned else comps):
+            base = (self.ph.PIN_COLOURS[self.pinned.index(raw) % len(self.ph.PIN_COLOURS)]
+                    if pinned else self.ph.COMPONENT_COLOURS[comp])
+            colour = self._alpha(base, 150)
             curves["model_" + comp] = plot.plot(x, values[comp], pen=pg.mkPen(colour, width=4),
                                                 name=None)
         legend = plot.getPlotItem().legend
