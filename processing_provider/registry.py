@@ -15,4 +15,5 @@ ALGORITHMS = [
     "alg_invert:InvertTimeseriesAlgorithm",
     "alg_import_offsets:ImportOffsetsAlgorithm",
     "alg_quality_layers:QualityLayersAlgorithm",
+    "alg_export:ExportAlgorithm",
 ]
