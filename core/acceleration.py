@@ -52,7 +52,8 @@ import datetime as _dt
 
 import numpy as np
 
-DAYS_PER_YEAR = 365.25
+from .products import DAYS_PER_YEAR
+
 
 
 def _to_years(dates):

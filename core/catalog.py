@@ -58,6 +58,7 @@ from .perturbation import temporal_perturbation
 
 from .dates import S2_BANDS, date_from_path, parse_iso, parse_name, processing_baseline_value
 from .errors import InputError, ParameterError
+from .products import CATALOG_COLUMNS, PAIRS_FOLDER, TIMESERIES_FOLDER
 from .progress import as_progress
 from .raster_io import write_text_atomic
 
@@ -65,8 +66,7 @@ __all__ = ["CatalogRecord", "Catalog", "build_catalog", "write_catalog_csv",
            "read_catalog_csv", "load_image", "SPEC_COLUMNS", "DEFAULT_BANDS",
            "auxiliary_kind", "AUTO_DEM_NAMES"]
 
-SPEC_COLUMNS = ("path", "date", "sensor", "valid_fraction", "cloud_fraction", "sun_azimuth",
-                "sun_elevation")
+SPEC_COLUMNS = CATALOG_COLUMNS
 EXTRA_COLUMNS = ("band", "band_index", "crs", "width", "height", "transform", "grid_id",
                  "nodata", "zero_is_nodata", "radiometric_offset", "scale", "cloud_source",
                  "mask_path", "date_source", "tile", "processing_baseline", "time")
@@ -264,7 +264,7 @@ def _discover(inputs):
                     full = os.path.join(root, d)
                     if _is_safe(full):
                         safes.append(full)
-                    elif not d.startswith(".") and d not in ("pairs", "timeseries"):
+                    elif not d.startswith(".") and d not in (PAIRS_FOLDER, TIMESERIES_FOLDER):
                         keep.append(d)
                 dirs[:] = keep
                 for f in sorted(files):

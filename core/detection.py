@@ -53,6 +53,7 @@ from . import acceleration as _accel
 from .bias_removal import remove_bias, summarize_report, terrain_derivatives
 from .errors import InputError, ParameterError
 from .noise_model import correlation_area, local_noise, nan_gaussian, robust_sigma
+from .products import DAYS_PER_YEAR, DETECTIONS_GPKG, TS_EAST_TIF, TS_NORTH_TIF
 from .progress import as_progress
 
 try:  # numba is a core dependency; keep a numpy fallback for robustness
@@ -61,7 +62,6 @@ try:  # numba is a core dependency; keep a numpy fallback for robustness
 except ImportError:  # pragma: no cover
     _HAVE_NUMBA = False
 
-DAYS_PER_YEAR = 365.25
 
 
 @dataclasses.dataclass
@@ -980,7 +980,7 @@ def read_timeseries(folder):
     """
     import rasterio
 
-    paths = [os.path.join(folder, n) for n in ("ts_east_m.tif", "ts_north_m.tif")]
+    paths = [os.path.join(folder, n) for n in (TS_EAST_TIF, TS_NORTH_TIF)]
     for pth in paths:
         if not os.path.exists(pth):
             raise InputError("'%s' not found. Choose the 'timeseries' folder written by the "
@@ -1065,7 +1065,7 @@ def detect_from_folder(timeseries_folder, dem_path=None, stable_mask_path=None, 
                  params=params, progress=progress.sub(0.0, 0.9), **overrides)
     if out_gpkg is None:
         out_gpkg = os.path.join(os.path.dirname(os.path.abspath(timeseries_folder)),
-                                "detections.gpkg")
+                                DETECTIONS_GPKG)
     info = res.run_info()
     info["inputs"] = {"timeseries_folder": os.path.abspath(timeseries_folder),
                       "dem": dem_path, "stable_mask": stable_mask_path}

@@ -48,11 +48,12 @@ import time
 import uuid
 
 from .errors import InputError, OutputError, ParameterError
+from .products import DETECTION_STATUSES, DETECTIONS_LAYER
 
-LAYER = "detections"
+LAYER = DETECTIONS_LAYER
 ARCHIVE_LAYER = "detections_archive"
 META_LAYER = "slidewatch_meta"
-STATUSES = ("unvalidated", "confirmed", "rejected", "uncertain")
+STATUSES = DETECTION_STATUSES
 STATUS_DOMAIN = "slidewatch_status"
 VALIDATION_FIELDS = ("status", "comment", "validated_by", "validated_at")
 

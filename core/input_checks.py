@@ -31,6 +31,7 @@ import uuid
 import numpy as np
 
 from .errors import InputError, OutputError, ParameterError
+from .products import PAIRS_FOLDER, TIMESERIES_FOLDER
 from .raster_io import ensure_writable_folder
 
 __all__ = ["scan_image_folder", "require_images", "check_window_search",
@@ -95,7 +96,7 @@ def scan_image_folder(folder, extensions=None):
     out = {"rasters": [], "not_raster": [], "unreadable": []}
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and d not in ("pairs", "timeseries"))
+                         and d not in (PAIRS_FOLDER, TIMESERIES_FOLDER))
         for name in sorted(files):
             if name.startswith("."):
                 continue

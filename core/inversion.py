@@ -104,6 +104,7 @@ import numpy as np
 
 from .errors import InputError, ParameterError
 from . import inversion_kernels as K
+from .products import DAYS_PER_YEAR, VELOCITY_BANDS  # noqa: F401 (re-exported)
 
 #: default of ``lam`` (first-order, velocity-change regularisation): None = from the
 #: temporal sampling, :func:`default_lambda`; "auto" = GCV; a number >= 0 is used as is
@@ -114,7 +115,6 @@ LAM_TIME_SCALE_DAYS = 150.0
 DEFAULT_LAM_SAMPLE = 400
 #: default weight of the optional second-order regularisation
 DEFAULT_LAM2 = 0.0
-DAYS_PER_YEAR = 365.25
 ROBUST_MODES = {"none": K.ROBUST_NONE, "huber": K.ROBUST_HUBER, "tukey": K.ROBUST_TUKEY}
 WEIGHTINGS = ("ncc", "none")
 #: lambdas tried by GCV: 0.1 .. 1000, a third of a decade apart
@@ -125,10 +125,6 @@ FLAG_DISCONNECTED = K.FLAG_DISCONNECTED
 FLAG_REJECTED = K.FLAG_REJECTED
 FLAG_TOO_FEW = K.FLAG_TOO_FEW
 FLAG_SOLVER = K.FLAG_SOLVER
-
-VELOCITY_BANDS = ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr", "n_obs",
-                  "rmse_m")
-
 
 @dataclass
 class InversionResult:

@@ -79,6 +79,8 @@ from .correlation import STATUS_LOW_NCC, STATUS_MEANINGS, STATUS_NODATA, STATUS_
 from .dates import parse_name
 from .errors import InputError, ParameterError
 from .pair_correlation import BANDS, pair_output_name
+from . import products as prod
+from .products import DAYS_PER_YEAR
 from .progress import as_progress
 from .raster_io import write_bands
 
@@ -99,8 +101,7 @@ FORMAT_LABELS = {
 }
 #: ncc written where the format has no correlation quality (uniform weight in the pair).
 NEUTRAL_NCC = 0.5
-#: SlideWatch's year (SPEC) and autoRIFT's (its offsets -> m/yr use 365 days).
-DAYS_PER_YEAR = 365.25
+#: autoRIFT's year (its offsets -> m/yr use 365 days; SlideWatch's: DAYS_PER_YEAR).
 AUTORIFT_DAYS_PER_YEAR = 365.0
 #: plain-GeoTIFF units accepted
 GEOTIFF_UNITS = ("m", "px", "m/day", "m/yr")
@@ -358,9 +359,7 @@ def read_geotiff_pair(east_path, north_path=None, units="m", north_convention="n
                 raise InputError("Quality raster '%s' does not have the size of '%s'."
                                  % (quality_path, east_path))
             quality = _float(src.read(1), src.nodata)
-    found = None
-    if tags.get("REFERENCE_DATE") and tags.get("SECONDARY_DATE"):
-        found = (tags["REFERENCE_DATE"][:10], tags["SECONDARY_DATE"][:10])
+    found = _tag_dates(tags)
     ref, sec = _resolve_dates(east_path, reference_date, secondary_date, found,
                               [east_path, north_path or east_path])
     if units == "px":
@@ -414,9 +413,7 @@ def read_cosicorr(path, reference_date=None, secondary_date=None, min_quality=No
         e = _float(src.read(bands[0]), src.nodata)
         n = _float(src.read(bands[1]), src.nodata)
         snr = _float(src.read(bands[2]), src.nodata) if bands[2] else None
-    found = None
-    if tags.get("REFERENCE_DATE") and tags.get("SECONDARY_DATE"):
-        found = (tags["REFERENCE_DATE"][:10], tags["SECONDARY_DATE"][:10])
+    found = _tag_dates(tags)
     ref, sec = _resolve_dates(path, reference_date, secondary_date, found, [path])
     blank = None
     if snr is not None:
@@ -823,8 +820,8 @@ def _expand(inputs):
         if os.path.isdir(p):
             for root, dirs, files in os.walk(p):
                 dirs.sort()
-                if os.path.basename(root) == "pairs" and any(
-                        f.startswith("pair_") for f in files):
+                if os.path.basename(root) == prod.PAIRS_FOLDER and any(
+                        f.startswith(prod.PAIR_PREFIX) for f in files):
                     continue  # SlideWatch's own pairs (an earlier import's output)
                 out += [os.path.join(root, f) for f in sorted(files)
                         if not f.startswith(".") and not f.endswith(".aux.xml")]
@@ -929,12 +926,19 @@ _OPTIONS = {
 }
 
 
+def _tag_dates(tags):
+    """(reference, secondary) ISO dates of SlideWatch's date tags, or None."""
+    ref, sec = tags.get(prod.TAG_REFERENCE_DATE), tags.get(prod.TAG_SECONDARY_DATE)
+    return (ref[:10], sec[:10]) if ref and sec else None
+
+
 # ------------------------------------------------------------------------------ writing
 def write_imported_pair(pair, output_folder):
     """Write ``pair`` as ``<output_folder>/pairs/pair_YYYYMMDD_YYYYMMDD.tif`` (atomically)."""
-    path = os.path.join(os.path.abspath(str(output_folder)), "pairs", pair.name)
+    path = os.path.join(os.path.abspath(str(output_folder)), prod.PAIRS_FOLDER, pair.name)
     T = pair.transform
-    tags = {"REFERENCE_DATE": pair.reference_date, "SECONDARY_DATE": pair.secondary_date,
+    tags = {prod.TAG_REFERENCE_DATE: pair.reference_date,
+            prod.TAG_SECONDARY_DATE: pair.secondary_date,
             "STATUS_CODES": json.dumps({str(k): v for k, v in STATUS_MEANINGS.items()}),
             "SOURCE_PIXEL_SIZE": json.dumps([T.a, T.e]),
             "CONVENTION": SLIDEWATCH_CONVENTION}
@@ -1059,4 +1063,4 @@ def import_offsets(inputs, output_folder, fmt="auto", progress=None, align=True,
         progress.update(0.7 + 0.3 * (i + 1) / len(pairs), "import: wrote %s" % pair.name)
     return ImportResult(paths, [(p.reference_date, p.secondary_date, p.fmt, p.n_valid,
                                  p.sources) for p in pairs], skipped,
-                        os.path.join(os.path.abspath(str(output_folder)), "pairs"))
+                        os.path.join(os.path.abspath(str(output_folder)), prod.PAIRS_FOLDER))

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from .errors import InputError, OutputError
+from .products import DETECTION_STATUSES
 from .raster_io import atomic_output
 
 __all__ = ["write_overview", "write_velocity_arrows", "VELOCITY_RAMP", "STATUS_COLOURS",
@@ -242,7 +243,7 @@ def write_overview(velocity_path, out_path, detections_path=None, background_pat
     y = ly + 24 + bar_h + 20
     pd.text((lx, y), "Detections", fill=(0, 0, 0), font=_font(14))
     y += 22
-    for status in ("unvalidated", "confirmed", "rejected", "uncertain"):
+    for status in DETECTION_STATUSES:
         colour = STATUS_COLOURS[status]
         pd.rectangle([lx, y + 2, lx + 22, y + 14], fill=(90, 90, 90), outline=(0, 0, 0))
         pd.rectangle([lx + 3, y + 5, lx + 19, y + 11], outline=colour, width=2)

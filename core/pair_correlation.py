@@ -44,10 +44,12 @@ from . import seeded_search as seeded
 from .errors import InputError, ParameterError
 from .input_checks import check_window_search, validate_pairs_csv
 from .stable_offset import MIN_SHARE as STABLE_MIN_SHARE, stable_offset
+from . import products as prod
 from .progress import as_progress
 from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name
 
-BANDS = ("east_m", "north_m", "ncc", "snr", "status")
+#: bands of a pair raster (:data:`.products.PAIR_BANDS`)
+BANDS = prod.PAIR_BANDS
 
 #: Parameters of the driver itself (the rest are correlation options).
 DRIVER_DEFAULTS = dict(band=1, zero_is_nodata=True, stable="none", stable_mask=None,
@@ -71,7 +73,7 @@ SENTINEL2_RECOMMENDED = dict(window=64, step=8, search=8, prefilter="gaussian_hp
 #: Options accepted but not part of the result's identity (do not change the numbers).
 _EXECUTION_OPTIONS = ("block_rows", "memory_mb", "reference_date", "secondary_date")
 
-PARAMS_TAG = "SLIDEWATCH_PARAMS"
+PARAMS_TAG = prod.TAG_PARAMS
 FORMAT_VERSION = 1
 
 
@@ -166,17 +168,16 @@ def pair_output_is_current(path, params):
 
 
 def pair_output_name(reference_date, secondary_date):
-    """``pair_YYYYMMDD_YYYYMMDD.tif`` from two ISO dates."""
-    return "pair_%s_%s.tif" % (str(reference_date).replace("-", "")[:8],
-                               str(secondary_date).replace("-", "")[:8])
+    """``pair_YYYYMMDD_YYYYMMDD.tif`` from two ISO dates (:func:`.products.pair_file_name`)."""
+    return prod.pair_file_name(reference_date, secondary_date)
 
 
 def _dates_for(out_path, ref_path, sec_path, ref_date, sec_date):
-    m = re.match(r"pair_(\d{8})_(\d{8})", os.path.basename(out_path))
-    if ref_date is None and m:
-        ref_date = m.group(1)
-    if sec_date is None and m:
-        sec_date = m.group(2)
+    named = prod.parse_pair_name(out_path)
+    if ref_date is None and named:
+        ref_date = named[0]
+    if sec_date is None and named:
+        sec_date = named[1]
 
     def iso(d, path):
         if d is None:
@@ -510,7 +511,7 @@ def _describe(dst, ref_date, sec_date, tag_params, raw_params, corr, T):
     dst.update_tags(5, **{"STATUS_%d" % k: v for k, v in STATUS_MEANINGS.items()})
     dst.update_tags(1, UNITS="m")
     dst.update_tags(2, UNITS="m")
-    tags = {"REFERENCE_DATE": ref_date, "SECONDARY_DATE": sec_date,
+    tags = {prod.TAG_REFERENCE_DATE: ref_date, prod.TAG_SECONDARY_DATE: sec_date,
             "STATUS_CODES": json.dumps({str(k): v for k, v in STATUS_MEANINGS.items()}),
             "SOURCE_PIXEL_SIZE": json.dumps([T.a, T.e]),
             "CONVENTION": "feature at (row, col) in the reference is at (row+dy, col+dx) in "
@@ -702,7 +703,7 @@ def correlate_pairs_csv(pairs_csv, output_folder, progress=None, **params):
             if not os.path.exists(p[k]):
                 raise InputError("Image '%s' of pair %s / %s (in '%s') does not exist." %
                                  (p[k], p["reference_date"], p["secondary_date"], pairs_csv))
-    out_dir = os.path.join(output_folder, "pairs")
+    out_dir = os.path.join(output_folder, prod.PAIRS_FOLDER)
     results = []
     n = len(pairs)
     for i, p in enumerate(pairs):

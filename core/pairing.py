@@ -95,6 +95,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, ParameterError
+from .products import DAYS_PER_YEAR, PAIRS_COLUMNS, pair_stem
 from .progress import as_progress
 from .quality_model import (FEATURES, QualityModel, field_quality, merge_training_rows,
                             pair_features, read_full_results, read_training_csv)
@@ -105,8 +106,6 @@ __all__ = ["Pair", "PairSelection", "PairsTable", "candidate_pairs", "select_pai
            "connected_components", "STRATEGIES", "PAIRS_COLUMNS", "preview_pairs"]
 
 STRATEGIES = ("optimal", "sequential", "seasonal", "all", "random")
-PAIRS_COLUMNS = ("reference_date", "secondary_date", "reference_path", "secondary_path",
-                 "baseline_days", "score", "selected", "reason")
 EXTRA_COLUMNS = ("predicted_quality", "preview_quality", "preview_good_fraction",
                  "preview_coherence", "preview_ncc_median", "weight", "gain", "stage",
                  "in_range", "cloud_max", "season_diff")
@@ -140,8 +139,7 @@ class Pair:
 
     @property
     def name(self):
-        return "pair_%s_%s" % (self.reference_date.replace("-", ""),
-                               self.secondary_date.replace("-", ""))
+        return pair_stem(self.reference_date, self.secondary_date)
 
 
 @dataclass
@@ -203,7 +201,7 @@ def _iso(d):
 
 def _season_days(d1, d2):
     dd = abs(d1.timetuple().tm_yday - d2.timetuple().tm_yday)
-    return min(dd, 365.25 - dd)
+    return min(dd, DAYS_PER_YEAR - dd)
 
 
 def candidate_pairs(catalog, min_baseline_days=1, max_baseline_days=365,
@@ -219,7 +217,7 @@ def candidate_pairs(catalog, min_baseline_days=1, max_baseline_days=365,
         raise ParameterError("seasonal_window_days must be >= 0.")
     recs = catalog.records
     if max_seasonal_baseline_days is None:
-        max_seasonal_baseline_days = 3 * 365.25 + (seasonal_window_days or 0)
+        max_seasonal_baseline_days = 3 * DAYS_PER_YEAR + (seasonal_window_days or 0)
     top = max(max_baseline_days, max_seasonal_baseline_days if seasonal_window_days else 0)
     listed = list_out_of_range_up_to_days or 2 * top
     out = []
@@ -233,9 +231,9 @@ def candidate_pairs(catalog, min_baseline_days=1, max_baseline_days=365,
                 p.in_range, p.reason = False, "rejected: baseline %d d < min %d d" % (
                     b, min_baseline_days)
             elif b > max_baseline_days:
-                years = round(b / 365.25)
+                years = round(b / DAYS_PER_YEAR)
                 if (seasonal_window_days is not None and years >= 1
-                        and abs(b - years * 365.25) <= seasonal_window_days
+                        and abs(b - years * DAYS_PER_YEAR) <= seasonal_window_days
                         and b <= max_seasonal_baseline_days):
                     p.extra["anniversary"] = True
                 else:
@@ -769,7 +767,7 @@ def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pa
     for k in inr:
         p = pairs[k]
         p.score = round(p.predicted_quality, 4)
-        ratio = motion_error_fraction * v_px * (p.baseline_days / 365.25) / sigma_c
+        ratio = motion_error_fraction * v_px * (p.baseline_days / DAYS_PER_YEAR) / sigma_c
         p.extra["motion_factor"] = 1.0 / (1.0 + ratio * ratio)
         if p.preview is not None:
             qb = np.minimum(p.preview["blocks"] / bref, 1.0)
@@ -911,7 +909,7 @@ def _motion_model(pairs, preview_results, exp_px, q_min, notes, pixel):
     previews' 99th-percentile motion against their baseline (least squares with an
     intercept, the noise floor); the noise is a third of that intercept (floored at
     0.05 px)."""
-    rows = [(pairs[k].baseline_days / 365.25, q["motion_px"]) for k, q in
+    rows = [(pairs[k].baseline_days / DAYS_PER_YEAR, q["motion_px"]) for k, q in
             preview_results.items() if "motion_px" in q and q["quality"] >= q_min]
     sigma_c, v_fit = 0.05, 0.0
     if len(rows) >= 5:
@@ -999,8 +997,8 @@ def _why_poor(p, recs, date_prev, q_min):
 def _is_seasonal(p, win):
     if p.baseline_days <= max(win, 1):
         return True
-    years = round(p.baseline_days / 365.25)
-    return years >= 1 and abs(p.baseline_days - years * 365.25) <= win
+    years = round(p.baseline_days / DAYS_PER_YEAR)
+    return years >= 1 and abs(p.baseline_days - years * DAYS_PER_YEAR) <= win
 
 
 def _select_sequential(pairs, inr, n, budget):

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import Cancelled, InputError, ParameterError, SlideWatchError
+from . import products as prod
 from .progress import Progress, as_progress
 from .raster_io import ensure_writable_folder, remove_stale_partials, write_text_atomic
 
@@ -53,7 +54,7 @@ __all__ = ["PipelineParams", "PipelineResult", "run_pipeline", "STEPS", "MANIFES
            "LOG_NAME", "params_from_dict"]
 
 MANIFEST_NAME = "slidewatch_run.json"
-LOG_NAME = "slidewatch.log"
+LOG_NAME = prod.LOG_FILE
 MANIFEST_VERSION = 1
 
 #: the steps in order, with their share of the progress bar
@@ -548,7 +549,7 @@ def _step_catalog(ctx, progress):
     progress.check()
     p = ctx.params.step_params("catalog")
     phash = params_hash(p)
-    out = ctx.path("catalog.csv")
+    out = ctx.path(prod.CATALOG_CSV)
     inputs = _catalog_inputs(ctx)
     inputs_fp = fingerprint(_input_files(ctx, inputs))
     ok, why = ctx.manifest.is_current("catalog", phash, inputs_fp, [out])
@@ -658,7 +659,7 @@ def _step_pairing(ctx, catalog, progress):
     if vmax:
         p_all["max_velocity_m_per_day"] = vmax
     phash = params_hash(p_all)
-    out = ctx.path("pairs.csv")
+    out = ctx.path(prod.PAIRS_CSV)
     inputs_fp = fingerprint(catalog.paths)
     ok, why = ctx.manifest.is_current("pairing", phash, inputs_fp, [out])
     if ok and not ctx.params.force:
@@ -704,8 +705,8 @@ def _pair_jobs(ctx, selected, catalog):
         band = bands.get(os.path.abspath(pair.reference_path), 1)
         if band != 1 or "band" in corr:
             corr.setdefault("band", band)
-        out = ctx.path("pairs", "pair_%s_%s.tif" % (pair.reference_date.replace("-", ""),
-                                                   pair.secondary_date.replace("-", "")))
+        out = ctx.path(prod.PAIRS_FOLDER, prod.pair_file_name(pair.reference_date,
+                                                              pair.secondary_date))
         jobs.append(dict(reference_path=pair.reference_path,
                          secondary_path=pair.secondary_path,
                          reference_date=pair.reference_date,
@@ -731,8 +732,8 @@ def _step_correlation(ctx, selected, catalog, progress):
                 raise InputError("Image '%s' of pair %s / %s does not exist any more. Run the "
                                  "pipeline again from the catalog (delete %s)." % (
                                      job[key], job["reference_date"], job["secondary_date"],
-                                     ctx.path("catalog.csv")))
-    ensure_writable_folder(ctx.path("pairs"))
+                                     ctx.path(prod.CATALOG_CSV)))
+    ensure_writable_folder(ctx.path(prod.PAIRS_FOLDER))
     todo = [j for j in jobs if ctx.params.force or not pc.pair_output_is_current(j["out_path"],
                                                                                j["params"])]
     if ctx.params.force:
@@ -745,7 +746,7 @@ def _step_correlation(ctx, selected, catalog, progress):
         from .input_checks import check_free_space
         r0 = catalog.records[0]
         cells = -(-r0.height // int(ctx.params.step)) * -(-r0.width // int(ctx.params.step))
-        check_free_space(ctx.path("pairs"), len(todo) * cells * 5 * 4 * 0.5,
+        check_free_space(ctx.path(prod.PAIRS_FOLDER), len(todo) * cells * 5 * 4 * 0.5,
                          "%d pair raster(s)" % len(todo))
     ctx.result.paths["pairs"] = [j["out_path"] for j in jobs]
     ctx.result.pairs_reused = reused
@@ -833,9 +834,9 @@ def _step_inversion(ctx, progress):
     p = dict(ip, block_rows=int(ctx.params.inversion_block_rows))
     phash = params_hash(ctx.params.step_params("inversion"))
     inputs_fp = fingerprint(pair_paths, ctx.output_folder)
-    ts_dir = ctx.path(tio.TS_FOLDER)
-    outs = [os.path.join(ts_dir, n) for n in ("ts_east_m.tif", "ts_north_m.tif",
-                                               "velocity.tif", "network_flags.tif")]
+    ts_dir = ctx.path(prod.TIMESERIES_FOLDER)
+    ts_files = prod.timeseries_paths(ts_dir)
+    outs = [ts_files[k] for k in ("ts_east", "ts_north", "velocity", "flags")]
     ctx.result.paths.update(ts_east=outs[0], ts_north=outs[1], velocity=outs[2],
                             network_flags=outs[3], timeseries=ts_dir)
     ok, why = ctx.manifest.is_current("inversion", phash, inputs_fp, outs)
@@ -890,7 +891,7 @@ def _step_detection(ctx, progress):
     inputs = [r["ts_east"], r["ts_north"]] + ([dem] if dem else []) + (
         [stable] if stable else [])
     inputs_fp = fingerprint(inputs)
-    out = ctx.path("detections.gpkg")
+    out = ctx.path(prod.DETECTIONS_GPKG)
     r["detections"] = out
     # analysts edit the validations in detections.gpkg: its own changes do not matter
     ok, why = ctx.manifest.is_current("detection", phash, inputs_fp, [out],
@@ -915,12 +916,12 @@ def _step_overview(ctx, catalog, progress):
     from .overview import write_overview, write_velocity_arrows
     t0 = time.perf_counter()
     progress.check()
-    out = ctx.path("overview.png")
+    out = ctx.path(prod.OVERVIEW_PNG)
     if not ctx.params.write_overview:
         ctx.mark("overview", "skipped", "not requested")
         return
     r = ctx.result.paths
-    arrows = ctx.path("velocity_arrows.gpkg")
+    arrows = ctx.path(prod.VELOCITY_ARROWS_GPKG)
     r["arrows"] = arrows
     background = catalog.records[0].path if catalog.records else None
     inputs = [r["velocity"], r["detections"]] + ([background] if background else [])

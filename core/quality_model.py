@@ -39,11 +39,11 @@ import io
 import json
 import math
 import os
-import re
 
 import numpy as np
 
 from .errors import InputError
+from .products import DAYS_PER_YEAR, PAIR_GLOB, PAIRS_FOLDER, TAG_PARAMS, parse_pair_name
 from .raster_io import write_text_atomic
 
 __all__ = ["FEATURES", "field_quality", "pair_features", "QualityModel",
@@ -145,11 +145,11 @@ def pair_features(rec_i, rec_j, baseline_days, expected_px_per_year=0.0, search_
     dse = abs(se_i - se_j) / 30.0 if math.isfinite(se_i) and math.isfinite(se_j) else 0.0
     dsa = abs(((sa_i - sa_j) + 180.0) % 360.0 - 180.0) / 30.0 if (
         math.isfinite(sa_i) and math.isfinite(sa_j)) else 0.0
-    by = abs(baseline_days) / 365.25
+    by = abs(baseline_days) / DAYS_PER_YEAR
     doy_i = rec_i.date.timetuple().tm_yday
     doy_j = rec_j.date.timetuple().tm_yday
     dd = abs(doy_i - doy_j)
-    season = min(dd, 365.25 - dd) / 182.625          # 0 same season, 1 opposite
+    season = min(dd, DAYS_PER_YEAR - dd) / (DAYS_PER_YEAR / 2)  # 0 same season, 1 opposite
     motion = (expected_px_per_year * by / float(search_px)) if search_px else 0.0
     return np.array([max(ci, cj), min(ci, cj), max(vi, vj), min(vi, vj), dse, dsa, by,
                      season, motion, float(full_res)], dtype=np.float64)
@@ -257,9 +257,6 @@ class QualityModel:
 
 # ----------------------------------------------------------------------------- history
 
-_PAIR_NAME = re.compile(r"pair_(\d{8})_(\d{8})\.tif$")
-
-
 def read_full_results(output_folder, ncc_min=0.5):
     """Measured quality of full-resolution results ``<output_folder>/pairs/pair_*.tif``.
 
@@ -269,11 +266,10 @@ def read_full_results(output_folder, ncc_min=0.5):
     import rasterio
     from .raster_io import band_index_by_description
     out = []
-    for path in sorted(glob.glob(os.path.join(output_folder, "pairs", "pair_*.tif"))):
-        m = _PAIR_NAME.search(os.path.basename(path))
-        if not m:
+    for path in sorted(glob.glob(os.path.join(output_folder, PAIRS_FOLDER, PAIR_GLOB))):
+        dates = parse_pair_name(path)
+        if dates is None:
             continue
-        iso = lambda s: "%s-%s-%s" % (s[:4], s[4:6], s[6:8])  # noqa: E731
         try:
             with rasterio.open(path) as src:
                 e = src.read(band_index_by_description(src, "east_m")).astype(np.float64)
@@ -284,7 +280,7 @@ def read_full_results(output_folder, ncc_min=0.5):
                 res = abs(src.transform.a)
             step = None
             try:
-                step = float(json.loads(tags.get("SLIDEWATCH_PARAMS", "{}")).get("step"))
+                step = float(json.loads(tags.get(TAG_PARAMS, "{}")).get("step"))
             except (ValueError, TypeError, AttributeError):
                 pass
             if not step:
@@ -297,7 +293,7 @@ def read_full_results(output_folder, ncc_min=0.5):
         except Exception as exc:  # unreadable or not a SlideWatch pair: skip, say why
             out.append(dict(problem="%s: %s" % (path, exc)))
             continue
-        out.append(dict(reference_date=iso(m.group(1)), secondary_date=iso(m.group(2)),
+        out.append(dict(reference_date=dates[0], secondary_date=dates[1],
                         quality=q["quality"], good_fraction=q["good_fraction"],
                         coherence=q["coherence"], ncc_median=q["ncc_median"], path=path))
     return out

@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, ParameterError
+from .products import DAYS_PER_YEAR, VELOCITY_BANDS
 
-DAYS_PER_YEAR = 365.25
 MODELS = ("linear", "seasonal", "piecewise")
 MODEL_LABELS = {"linear": "linear", "seasonal": "linear + annual",
                 "piecewise": "piecewise linear (onset)"}
@@ -408,8 +408,7 @@ def read_area_series(ts_east, ts_north, geometry, velocity=None, label="area"):
     sem = np.where(np.isfinite(sem), sem, np.nan)
     if len(sem):
         sem[0] = 0.0 if np.isfinite(me[0]) else np.nan
-    velocity_out = {name: np.nan for name in ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr",
-                                              "v_sigma_m_per_yr", "n_obs", "rmse_m")}
+    velocity_out = {name: np.nan for name in VELOCITY_BANDS}
     if "velocity" in out:
         means = dict(zip(out["velocity_names"], out["velocity"][0]))
         for name in velocity_out:

@@ -77,6 +77,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import ParameterError
+from .products import DAYS_PER_YEAR
 from .progress import as_progress
 from .texture import fractal_texture, sentinel2_texture, shift_image  # noqa: F401
 
@@ -87,7 +88,7 @@ CRS_EPSG = 32632
 #: Upper-left corner of the synthetic grid (UTM 32N, Western Alps).
 ORIGIN_EN = (340000.0, 5110000.0)
 TILE = "T32TLR"
-YEAR_DAYS = 365.25
+YEAR_DAYS = DAYS_PER_YEAR
 _TOL_PX = 1e-6
 _BLOCK_ROWS = 256
 
@@ -857,7 +858,7 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
     # radiometry per date
     doy = np.array([_dt.date.fromisoformat(d).timetuple().tm_yday for d in dates], float)
     if illumination_change:
-        gain = 1.0 + 0.15 * np.sin(2 * np.pi * (doy - 100) / 365.25) \
+        gain = 1.0 + 0.15 * np.sin(2 * np.pi * (doy - 100) / YEAR_DAYS) \
             + rng_rad.normal(0, 0.05, n_dates)
         offset = rng_rad.normal(0, 40.0, n_dates)
         gamma = np.clip(1.0 + rng_rad.normal(0, 0.04, n_dates), 0.9, 1.1)

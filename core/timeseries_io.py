@@ -34,7 +34,6 @@ size. The next block is read in a background thread while the current one is inv
 import csv
 import json
 import os
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -44,12 +43,12 @@ import numpy as np
 
 from . import inversion as inv
 from .errors import InputError, ParameterError
+from . import products as prod
+from .products import PAIR_BANDS
 from .progress import as_progress
 from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, band_index_by_description
 
-PAIR_BANDS = ("east_m", "north_m", "ncc", "snr", "status")
-_PAIR_NAME = re.compile(r"pair_(\d{8})_(\d{8})", re.IGNORECASE)
-TS_FOLDER = "timeseries"
+TS_FOLDER = prod.TIMESERIES_FOLDER
 #: GDAL block cache (MB) while inverting: bounds the memory next to the pair blocks
 GDAL_CACHE_MB = 384
 FLAGS_DESCRIPTION = ("bit field: 1 = date(s) without valid pair bridged by regularisation; "
@@ -79,14 +78,8 @@ class TimeseriesOutputs:
 
 # ------------------------------------------------------------------------ discovery
 def _date_from_name(name, which):
-    m = _PAIR_NAME.search(os.path.basename(name))
-    if not m:
-        return None
-    s = m.group(1 + which)
-    try:
-        return np.datetime64("%s-%s-%s" % (s[:4], s[4:6], s[6:8]), "D")
-    except ValueError:
-        return None
+    dates = prod.parse_pair_name(name)
+    return None if dates is None else np.datetime64(dates[which], "D")
 
 
 def pair_dates(path):
@@ -100,7 +93,7 @@ def pair_dates(path):
         raise InputError("Cannot read pair raster '%s': %s. Re-run the correlation for this "
                          "pair or remove the file." % (path, exc)) from exc
     out = []
-    for which, key in enumerate(("REFERENCE_DATE", "SECONDARY_DATE")):
+    for which, key in enumerate((prod.TAG_REFERENCE_DATE, prod.TAG_SECONDARY_DATE)):
         d = None
         if tags.get(key):
             try:
@@ -153,14 +146,13 @@ def find_pair_rasters(source, pairs_csv=None):
         raise InputError("Input '%s' is neither a folder nor a pairs.csv file. Choose the "
                          "folder that holds pairs/ (or the pair rasters) or a pairs.csv."
                          % source)
-    pair_dir = os.path.join(folder, "pairs") if os.path.isdir(os.path.join(folder, "pairs")) \
-        else folder
+    pair_dir = os.path.join(folder, prod.PAIRS_FOLDER) \
+        if os.path.isdir(os.path.join(folder, prod.PAIRS_FOLDER)) else folder
     if pairs_csv:
         wanted = _read_pairs_csv(pairs_csv)
         paths = []
         for ref, sec in wanted:
-            p = os.path.join(pair_dir, "pair_%s_%s.tif" % (ref.replace("-", ""),
-                                                          sec.replace("-", "")))
+            p = os.path.join(pair_dir, prod.pair_file_name(ref, sec))
             if os.path.isfile(p):
                 paths.append(p)
         if not paths:
@@ -169,7 +161,8 @@ def find_pair_rasters(source, pairs_csv=None):
                              % (len(wanted), pairs_csv, pair_dir))
     else:
         paths = sorted(os.path.join(pair_dir, f) for f in os.listdir(pair_dir)
-                       if f.lower().startswith("pair_") and f.lower().endswith((".tif", ".tiff")))
+                       if f.lower().startswith(prod.PAIR_PREFIX)
+                       and f.lower().endswith((".tif", ".tiff")))
         if not paths:
             raise InputError("No pair raster (pair_*.tif) in '%s'. Choose the output folder "
                              "of the correlation step." % pair_dir)
@@ -385,11 +378,8 @@ def invert_window_data(data, pi, pj, dates64, Q, robust="tukey", weighting="ncc"
 
 # --------------------------------------------------------------------------- writing
 def timeseries_paths(out_dir):
-    """The four output files of a time-series folder."""
-    return dict(ts_east=os.path.join(out_dir, "ts_east_m.tif"),
-                ts_north=os.path.join(out_dir, "ts_north_m.tif"),
-                velocity=os.path.join(out_dir, "velocity.tif"),
-                flags=os.path.join(out_dir, "network_flags.tif"))
+    """The four output files of a time-series folder (:func:`.products.timeseries_paths`)."""
+    return prod.timeseries_paths(out_dir)
 
 
 def timeseries_tags(dates_iso, params, pair_names):
@@ -401,7 +391,7 @@ def timeseries_tags(dates_iso, params, pair_names):
                 LAMBDA=float(params["lam"]), LAMBDA2=float(params["lam2"]),
                 ROBUST=params["robust"], WEIGHTING=params["weighting"],
                 MIN_OBS=int(params["min_obs"]), N_PAIRS=len(pair_names),
-                SLIDEWATCH_PARAMS=json.dumps(full, default=str))
+                **{prod.TAG_PARAMS: json.dumps(full, default=str)})
 
 
 def _profile(height, width, count, dtype, crs, transform, nodata):
@@ -464,10 +454,10 @@ class TimeseriesWriter:
                 dst.update_tags(i, DATE=d)
             dst.update_tags(**self.tags, COMPONENT=comp, UNITS="m",
                             CONTENT="cumulative %s displacement since %s" % (comp, first))
-        for i, d in enumerate(inv.VELOCITY_BANDS, start=1):
+        for i, d in enumerate(prod.VELOCITY_BANDS, start=1):
             self.dst_v.set_band_description(i, d)
         self.dst_v.update_tags(**self.tags)
-        self.dst_f.set_band_description(1, "network_flags")
+        self.dst_f.set_band_description(1, prod.NETWORK_FLAGS_BAND)
         self.dst_f.update_tags(**self.tags, FLAGS=FLAGS_DESCRIPTION)
 
     def write(self, r0, c0, cum_east, cum_north, bands):
@@ -574,8 +564,8 @@ def write_pair_raster(path, east, north, ncc, snr, status, transform, crs, refer
     displacement fields imported from other software.
     """
     from .raster_io import write_bands
-    t = {"REFERENCE_DATE": inv.iso(np.datetime64(str(reference_date)[:10], "D")),
-         "SECONDARY_DATE": inv.iso(np.datetime64(str(secondary_date)[:10], "D"))}
+    t = {prod.TAG_REFERENCE_DATE: inv.iso(np.datetime64(str(reference_date)[:10], "D")),
+         prod.TAG_SECONDARY_DATE: inv.iso(np.datetime64(str(secondary_date)[:10], "D"))}
     t.update(tags or {})
     write_bands(path, [east, north, ncc, snr, np.asarray(status, np.float32)], transform, crs,
                 descriptions=list(PAIR_BANDS), tags=t)

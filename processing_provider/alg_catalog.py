@@ -7,6 +7,7 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingOutputString,
                        QgsProcessingParameterFile, QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterString)
 
+from ..core import products as prod
 from .base import SlideWatchAlgorithm
 
 
@@ -100,7 +101,7 @@ class CatalogAlgorithm(SlideWatchAlgorithm):
             cat = to_common_grid(cat, os.path.join(out, "common_grid"), extent=grid,
                                  progress=progress.sub(0.6, 0.95))
             progress.info(cat.notes[-1])
-        path = write_catalog_csv(cat, os.path.join(out, "catalog.csv"))
+        path = write_catalog_csv(cat, os.path.join(out, prod.CATALOG_CSV))
         progress.update(1.0, "catalog.csv written")
         return {self.OUTPUT: out, "CATALOG": path, "N_IMAGES": len(cat),
                 "N_PROBLEMS": len(cat.problems)}

@@ -7,6 +7,7 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingOutputString,
                        QgsProcessingParameterFile, QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterNumber)
 
+from ..core import products as prod
 from .base import SlideWatchAlgorithm
 
 
@@ -147,7 +148,7 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
             seed=inum(self.SEED), history_folder=out, progress=progress)
         for line in sel.report().splitlines():
             progress.info(line)
-        pairs_path = write_pairs_csv(sel, os.path.join(out, "pairs.csv"))
+        pairs_path = write_pairs_csv(sel, os.path.join(out, prod.PAIRS_CSV))
         summary = network_summary(sel)
         summary_path = write_network_summary(summary, os.path.join(out, "network_summary.json"),
                                              os.path.join(out, "network_dates.csv"))

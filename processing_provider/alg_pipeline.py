@@ -16,6 +16,7 @@ from qgis.core import (QgsProcessing, QgsProcessingMultiStepFeedback, QgsProcess
                        QgsProcessingParameterMapLayer, QgsProcessingParameterNumber,
                        QgsProcessingParameterString)
 
+from ..core import products as prod
 from .base import SlideWatchAlgorithm, feedback_progress
 from .layer_source import layer_file_source
 
@@ -298,14 +299,14 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
             progress.check()
             project = _write(result.output_folder)
             progress.info("QGIS project: %s" % project)
-            _append_log(result.output_folder, "project: slidewatch.qgz written")
+            _append_log(result.output_folder, "project: %s written" % prod.PROJECT_QGZ)
         progress.info("Outputs in %s (log: %s)" % (result.output_folder,
                                                    os.path.join(result.output_folder,
-                                                                "slidewatch.log")))
+                                                                prod.LOG_FILE)))
         return {self.OUTPUT_FOLDER: result.output_folder, "PROJECT": project,
                 "OVERVIEW": paths.get("overview", ""), "VELOCITY": paths.get("velocity", ""),
                 "DETECTIONS": paths.get("detections", ""),
-                "LOG": os.path.join(result.output_folder, "slidewatch.log"),
+                "LOG": os.path.join(result.output_folder, prod.LOG_FILE),
                 "N_PAIRS": result.n_pairs, "N_DATES": result.n_dates}
 
 
@@ -314,7 +315,7 @@ def _append_log(folder, line):
     import datetime as _dt
 
     from ..core.raster_io import write_text_atomic
-    path = os.path.join(folder, "slidewatch.log")
+    path = os.path.join(folder, prod.LOG_FILE)
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()

@@ -33,9 +33,10 @@ from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsColorRampShader,
 from qgis.PyQt.QtGui import QColor
 
 from ..core.errors import OutputError
+from ..core import products as prod
 from ..core.overview import STATUS_COLOURS, VELOCITY_RAMP
 
-PROJECT_NAME = "slidewatch.qgz"
+PROJECT_NAME = prod.PROJECT_QGZ
 
 #: layer names the docks look for
 LAYER_NAMES = dict(detections="detections", arrows="displacement direction",
@@ -156,11 +157,12 @@ def _arrows_layer(path, vmax):
 
 
 def _detections_layer(path):
-    layer = QgsVectorLayer("%s|layername=detections" % path, LAYER_NAMES["detections"], "ogr")
+    layer = QgsVectorLayer("%s|layername=%s" % (path, prod.DETECTIONS_LAYER),
+                           LAYER_NAMES["detections"], "ogr")
     if not layer.isValid():
         raise OutputError("QGIS cannot open the detections layer '%s'." % path)
     cats = []
-    for status in ("unvalidated", "confirmed", "rejected", "uncertain"):
+    for status in prod.DETECTION_STATUSES:
         c = STATUS_COLOURS[status]
         sym = QgsFillSymbol.createSimple({
             "color": "%d,%d,%d,40" % c, "outline_color": "%d,%d,%d,255" % c,
@@ -180,7 +182,7 @@ def _detections_layer(path):
 
 def _background_path(output_folder):
     """The first image of catalog.csv (None if unknown or missing)."""
-    path = os.path.join(output_folder, "catalog.csv")
+    path = os.path.join(output_folder, prod.CATALOG_CSV)
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -204,8 +206,8 @@ def write_project(output_folder, project_path=None, background_path=None):
     """
     output_folder = os.path.abspath(output_folder)
     project_path = project_path or os.path.join(output_folder, PROJECT_NAME)
-    ts = os.path.join(output_folder, "timeseries")
-    velocity = os.path.join(ts, "velocity.tif")
+    ts = os.path.join(output_folder, prod.TIMESERIES_FOLDER)
+    velocity = os.path.join(ts, prod.VELOCITY_TIF)
     if not os.path.exists(velocity):
         raise OutputError("'%s' is missing: the project needs the inversion outputs. Run the "
                           "pipeline first." % velocity)
@@ -222,10 +224,10 @@ def write_project(output_folder, project_path=None, background_path=None):
     if crs.isValid():
         project.setCrs(crs)
     layers_top_down = []
-    det = os.path.join(output_folder, "detections.gpkg")
+    det = os.path.join(output_folder, prod.DETECTIONS_GPKG)
     if os.path.exists(det):
         layers_top_down.append(_detections_layer(det))
-    arrows = os.path.join(output_folder, "velocity_arrows.gpkg")
+    arrows = os.path.join(output_folder, prod.VELOCITY_ARROWS_GPKG)
     if os.path.exists(arrows):
         layers_top_down.append(_arrows_layer(arrows, vmax))
     layers_top_down.append(vel_layer)
@@ -234,7 +236,7 @@ def write_project(output_folder, project_path=None, background_path=None):
         root.addLayer(layer)
 
     group = root.addGroup("time series")
-    for key, name in (("ts_east", "ts_east_m.tif"), ("ts_north", "ts_north_m.tif")):
+    for key, name in (("ts_east", prod.TS_EAST_TIF), ("ts_north", prod.TS_NORTH_TIF)):
         p = os.path.join(ts, name)
         if os.path.exists(p):
             # band 1 (the first date) is all zeros by definition: QGIS's default contrast

@@ -8,9 +8,10 @@ user choose the output folder instead (:func:`sources_from_folder`).
 
 import os
 
+from ..core import products as prod
 from .timeseries_reader import SeriesSources
 
-VELOCITY_DESCRIPTIONS = ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr")
+VELOCITY_DESCRIPTIONS = prod.VELOCITY_BANDS[:3]
 DETECTION_FIELDS = ("score", "status", "area_m2")
 
 
@@ -55,13 +56,13 @@ def classify_layer(layer):
         return None
     name = os.path.basename(path).lower()
     if isinstance(layer, QgsRasterLayer):
-        if name == "ts_east_m.tif":
+        if name == prod.TS_EAST_TIF:
             return "ts_east"
-        if name == "ts_north_m.tif":
+        if name == prod.TS_NORTH_TIF:
             return "ts_north"
-        if name == "velocity.tif":
+        if name == prod.VELOCITY_TIF:
             return "velocity"
-        if name.startswith("pair_") and name.endswith(".tif"):
+        if name.startswith(prod.PAIR_PREFIX) and name.endswith(prod.PAIR_EXTENSION):
             return "pair"
         descriptions = _raster_descriptions(path)
         if all(d in descriptions for d in VELOCITY_DESCRIPTIONS):

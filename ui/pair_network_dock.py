@@ -13,6 +13,7 @@ from qgis.core import Qgis, QgsProject
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog, QHBoxLayout,
                                  QLabel, QPushButton, QVBoxLayout, QWidget)
 
+from ..core.products import PAIRS_FOLDER
 from . import layer_finder
 from .timeseries_reader import SeriesSources, TaskRunner, pair_raster_path, read_pair_table
 
@@ -223,7 +224,7 @@ class PairNetworkDock(QDockWidget):
         self.last_clicked = pair
         self._show_highlight()
         folder = self.sources.pairs_dir or (
-            os.path.join(self.sources.folder, "pairs") if self.sources.folder else None)
+            os.path.join(self.sources.folder, PAIRS_FOLDER) if self.sources.folder else None)
         path = pair_raster_path(folder, pair["reference_date"], pair["secondary_date"]) \
             if folder else None
         if not path or not os.path.exists(path):

@@ -15,16 +15,13 @@ import csv
 import datetime as _dt
 import glob
 import os
-import re
 
 import numpy as np
 
+from ..core import products as prod
 from ..core.errors import InputError
+from ..core.products import DAYS_PER_YEAR, PAIR_BANDS, VELOCITY_BANDS
 
-VELOCITY_BANDS = ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr", "n_obs",
-                  "rmse_m")
-PAIR_BANDS = ("east_m", "north_m", "ncc", "snr", "status")
-_PAIR_NAME = re.compile(r"pair_(\d{8})_(\d{8})\.tif$", re.IGNORECASE)
 #: bits of timeseries/network_flags.tif (core/timeseries_io.py)
 NETWORK_FLAGS = ((1, "date(s) without a valid pair, bridged by the regularisation"),
                  (2, "disconnected pair network, bridged by the regularisation"),
@@ -40,10 +37,6 @@ def describe_network_flags(value):
     except (TypeError, ValueError):
         return []
     return [text for bit, text in NETWORK_FLAGS if value & bit]
-
-
-def iso_from_compact(text):
-    return "%s-%s-%s" % (text[:4], text[4:6], text[6:8])
 
 
 def to_date(text):
@@ -70,12 +63,13 @@ class SeriesSources:
             path = os.path.join(folder, *parts)
             return path if os.path.exists(path) else None
 
-        return cls(ts_east=existing("timeseries", "ts_east_m.tif"),
-                   ts_north=existing("timeseries", "ts_north_m.tif"),
-                   velocity=existing("timeseries", "velocity.tif"),
-                   pairs_dir=existing("pairs"), pairs_csv=existing("pairs.csv"),
-                   detections=existing("detections.gpkg"),
-                   network_flags=existing("timeseries", "network_flags.tif"))
+        ts = prod.TIMESERIES_FOLDER
+        return cls(ts_east=existing(ts, prod.TS_EAST_TIF),
+                   ts_north=existing(ts, prod.TS_NORTH_TIF),
+                   velocity=existing(ts, prod.VELOCITY_TIF),
+                   pairs_dir=existing(prod.PAIRS_FOLDER), pairs_csv=existing(prod.PAIRS_CSV),
+                   detections=existing(prod.DETECTIONS_GPKG),
+                   network_flags=existing(ts, prod.NETWORK_FLAGS_TIF))
 
     @property
     def folder(self):
@@ -90,9 +84,9 @@ class SeriesSources:
         return bool(self.ts_east and self.ts_north)
 
     def missing_message(self):
-        missing = [name for name, path in (("timeseries/ts_east_m.tif", self.ts_east),
-                                           ("timeseries/ts_north_m.tif", self.ts_north))
-                   if not path]
+        missing = [prod.TIMESERIES_FOLDER + "/" + name
+                   for name, path in ((prod.TS_EAST_TIF, self.ts_east),
+                                      (prod.TS_NORTH_TIF, self.ts_north)) if not path]
         if not missing:
             return ""
         return ("The time-series rasters (%s) were not found among the project layers. Add "
@@ -182,8 +176,7 @@ def _float(text, default):
 
 
 def pair_raster_path(pairs_dir, reference_date, secondary_date):
-    return os.path.join(pairs_dir, "pair_%s_%s.tif" % (reference_date.replace("-", ""),
-                                                      secondary_date.replace("-", "")))
+    return os.path.join(pairs_dir, prod.pair_file_name(reference_date, secondary_date))
 
 
 def list_pairs(sources):
@@ -196,11 +189,11 @@ def list_pairs(sources):
     out = []
     if not sources.pairs_dir:
         return out
-    for path in sorted(glob.glob(os.path.join(sources.pairs_dir, "pair_*.tif"))):
-        m = _PAIR_NAME.search(os.path.basename(path))
-        if not m:
+    for path in sorted(glob.glob(os.path.join(sources.pairs_dir, prod.PAIR_GLOB))):
+        dates = prod.parse_pair_name(path)
+        if dates is None:
             continue
-        ref, sec = iso_from_compact(m.group(1)), iso_from_compact(m.group(2))
+        ref, sec = dates
         row = table.get((ref, sec))
         out.append(dict(path=path, reference_date=ref, secondary_date=sec,
                         selected=True if row is None else row["selected"],
@@ -377,7 +370,7 @@ def _coordinates(geojson):
 def fitted_velocity_line(dates, values, velocity_m_per_yr):
     """The straight line of slope ``velocity_m_per_yr`` closest (least squares) to the
     series: returns the line's values at ``dates`` (NaN if the velocity is unknown)."""
-    t = np.array([(to_date(d) - to_date(dates[0])).days / 365.25 for d in dates])
+    t = np.array([(to_date(d) - to_date(dates[0])).days / DAYS_PER_YEAR for d in dates])
     values = np.asarray(values, dtype=float)
     ok = np.isfinite(values)
     if not np.isfinite(velocity_m_per_yr) or not ok.any():

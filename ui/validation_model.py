@@ -21,8 +21,9 @@ import numpy as np
 
 from ..core import validation_learning as learning
 from ..core.errors import InputError, SlideWatchError
+from ..core.products import DETECTION_STATUSES
 
-STATUSES = ("unvalidated", "confirmed", "rejected", "uncertain")
+STATUSES = DETECTION_STATUSES
 DECISIONS = ("confirmed", "rejected", "uncertain")
 VALIDATION_FIELDS = ("status", "comment", "validated_by", "validated_at")
 ORDERS = ("score", "probability")
