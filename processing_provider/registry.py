@@ -16,4 +16,6 @@ ALGORITHMS = [
     "alg_import_offsets:ImportOffsetsAlgorithm",
     "alg_quality_layers:QualityLayersAlgorithm",
     "alg_export:ExportAlgorithm",
+    "alg_accuracy_sampling:AccuracySamplingAlgorithm",
+    "alg_accuracy_estimate:AccuracyEstimateAlgorithm",
 ]
