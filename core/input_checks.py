@@ -21,8 +21,6 @@ Helpers
 - :func:`check_detections_layer`: a detections layer has the validation fields.
 """
 
-import csv
-import datetime as _dt
 import errno
 import os
 import shutil
@@ -30,6 +28,7 @@ import uuid
 
 import numpy as np
 
+from . import pairs_file
 from .errors import InputError, OutputError, ParameterError
 from .products import PAIRS_FOLDER, TIMESERIES_FOLDER
 from .raster_io import ensure_writable_folder
@@ -42,10 +41,8 @@ __all__ = ["scan_image_folder", "require_images", "check_window_search",
 #: at most this many problems are spelled out in one message (the rest are counted)
 MAX_LISTED = 10
 
-PAIRS_REQUIRED_COLUMNS = ("reference_date", "secondary_date", "reference_path",
-                          "secondary_path", "selected")
-_TRUE = ("1", "true", "yes", "y", "t")
-_FALSE = ("0", "false", "no", "n", "f", "")
+#: columns a pairs.csv must have (:data:`.pairs_file.REQUIRED_COLUMNS`)
+PAIRS_REQUIRED_COLUMNS = pairs_file.REQUIRED_COLUMNS
 
 
 def _listing(items, limit=MAX_LISTED):
@@ -266,103 +263,28 @@ def check_free_space(folder, needed_bytes, what="the outputs", margin=1.1):
 
 # ----------------------------------------------------------------------------- pairs.csv
 
-def _parse_date(text):
-    """A date from 'YYYY-MM-DD' or 'YYYYMMDD' (a real calendar date), else None."""
-    text = (text or "").strip()
-    for fmt, n in (("%Y-%m-%d", 10), ("%Y%m%d", 8)):
-        if len(text) == n:
-            try:
-                return _dt.datetime.strptime(text, fmt).date()
-            except ValueError:
-                return None
-    return None
-
-
 def validate_pairs_csv(path, check_paths=True):
     """Check a (possibly hand-edited) ``pairs.csv`` row by row.
 
-    Checks the columns, then for every row: both dates are real ISO dates
-    (``YYYY-MM-DD``), the secondary date is after the reference date, ``selected`` is
-    0/1 (or true/false), the image paths of selected rows are filled in and exist
-    (relative paths are relative to the CSV's folder), ``baseline_days`` (if given) is a
-    number, and no pair is listed twice. Raises :class:`InputError` listing every bad
-    row with its line number and what to do; returns the selected rows (dicts with ISO
+    The cells are parsed by :mod:`.pairs_file` (the one pairs.csv contract, also used by
+    every reader): the columns, both dates (``YYYY-MM-DD`` or ``YYYYMMDD``, real dates),
+    the secondary date after the reference date, ``selected`` 1/0 (or true/false, see
+    :func:`.products.parse_bool`), ``baseline_days`` and ``score`` numbers (or empty), no
+    pair listed twice; on top of that the image paths of the selected rows are filled in
+    and (with ``check_paths``) exist (relative paths are relative to the CSV's folder).
+    Raises :class:`InputError` listing every bad row with its line number and what to
+    write instead; returns the selected rows (dicts with ``line``, ``selected``, ISO
     dates and absolute paths) when all rows are good.
     """
-    if not os.path.isfile(path):
-        raise InputError("Pairs file '%s' does not exist. Run the pair selection first, or "
-                         "choose an existing pairs.csv." % path)
-    folder = os.path.dirname(os.path.abspath(path))
-    bad, rows, seen = [], [], {}
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            cols = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in PAIRS_REQUIRED_COLUMNS if c not in cols]
-            if missing:
-                raise InputError("'%s' is not a pairs file: column(s) %s missing in its first "
-                                 "line (expected at least %s). Restore the header line."
-                                 % (path, ", ".join(missing), ",".join(PAIRS_REQUIRED_COLUMNS)))
-            for row in reader:
-                line = reader.line_num
-                if None in row:
-                    bad.append("line %d: %d value(s) more than columns" % (line, len(row[None])))
-                    continue
-                row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-                if not any(row.values()):
-                    continue  # blank line
-                why = []
-                d1, d2 = _parse_date(row["reference_date"]), _parse_date(row["secondary_date"])
-                if d1 is None:
-                    why.append("reference_date %r is not a date YYYY-MM-DD"
-                               % row["reference_date"])
-                if d2 is None:
-                    why.append("secondary_date %r is not a date YYYY-MM-DD"
-                               % row["secondary_date"])
-                if d1 and d2 and d2 <= d1:
-                    why.append("secondary_date %s is not after reference_date %s" % (d2, d1))
-                sel = row["selected"].lower()
-                if sel not in _TRUE + _FALSE:
-                    why.append("selected must be 1 or 0, not %r" % row["selected"])
-                bl = row.get("baseline_days", "")
-                if bl:
-                    try:
-                        float(bl)
-                    except ValueError:
-                        why.append("baseline_days %r is not a number" % bl)
-                item = {"line": line, "selected": sel in _TRUE}
-                for k in ("reference_path", "secondary_path"):
-                    p = row[k]
-                    full = (p if os.path.isabs(p) else os.path.normpath(os.path.join(folder, p))
-                            ) if p else ""
-                    item[k] = full
-                    if sel in _TRUE:
-                        if not p:
-                            why.append("%s is empty" % k)
-                        elif check_paths and not os.path.exists(full):
-                            why.append("%s '%s' does not exist" % (k, full))
-                if d1 and d2:
-                    key = (d1, d2)
-                    if key in seen:
-                        why.append("pair %s / %s already listed on line %d" % (d1, d2, seen[key]))
-                    else:
-                        seen[key] = line
-                if why:
-                    bad.append("line %d: %s" % (line, ", ".join(why)))
-                    continue
-                item.update(reference_date=d1.isoformat(), secondary_date=d2.isoformat())
-                rows.append(item)
-    except UnicodeDecodeError as exc:
-        raise InputError("'%s' is not a text CSV file (%s). Save it as UTF-8 CSV." % (path, exc)
-                         ) from exc
-    except csv.Error as exc:
-        raise InputError("'%s' is not a valid CSV file (%s). Fix the line or re-run the pair "
-                         "selection." % (path, exc)) from exc
+    def paths(row):
+        return pairs_file.image_path_problems(row, check_paths) if row.selected else []
+
+    rows, bad = pairs_file.scan_pairs(path, (paths,))
     if bad:
-        raise InputError("'%s' has %d bad row(s): %s. Fix or delete these rows (or re-run the "
-                         "pair selection to regenerate the file)." % (path, len(bad),
-                                                                      _listing(bad)))
-    return [r for r in rows if r["selected"]]
+        raise InputError(pairs_file.bad_rows_message(path, bad))
+    return [dict(line=r.line, selected=r.selected, reference_path=r.reference_path,
+                 secondary_path=r.secondary_path, reference_date=r.reference_date,
+                 secondary_date=r.secondary_date) for r in rows if r.selected]
 
 
 # ----------------------------------------------------------------------------- detections

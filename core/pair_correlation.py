@@ -33,7 +33,6 @@ are written to the tags (``STABLE_PLANE_DX_PX``/``STABLE_PLANE_DY_PX``).
 import json
 import math
 import os
-import re
 
 import numpy as np
 
@@ -43,6 +42,7 @@ from .correlation_kernels import ROW_GROUP
 from . import seeded_search as seeded
 from .errors import InputError, ParameterError
 from .input_checks import check_window_search, validate_pairs_csv
+from . import pairs_file
 from .stable_offset import MIN_SHARE as STABLE_MIN_SHARE, stable_offset
 from . import products as prod
 from .progress import as_progress
@@ -644,46 +644,16 @@ def reproject_to_grid(src_path, like_path, dst_path, band=1, resampling="cubic",
 
 
 # ------------------------------------------------------------------------- list of pairs
-_TRUE = ("1", "true", "yes", "y")
-
 
 def read_selected_pairs(pairs_csv):
-    """Rows of ``pairs.csv`` (SPEC columns) whose ``selected`` is true/1, as dicts with
+    """Rows of ``pairs.csv`` (SPEC columns) whose ``selected`` is 1/true, as dicts with
     reference_date, secondary_date (ISO) and absolute reference_path, secondary_path
-    (relative paths are resolved against the CSV's folder)."""
-    import csv
-    if not os.path.isfile(pairs_csv):
-        raise InputError("Pairs file '%s' does not exist. Run the pair selection first, or "
-                         "choose an existing pairs.csv." % pairs_csv)
-    folder = os.path.dirname(os.path.abspath(pairs_csv))
-    need = ("reference_date", "secondary_date", "reference_path", "secondary_path",
-            "selected")
-    rows = []
-    with open(pairs_csv, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in need if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError("'%s' is not a pairs file: column(s) %s missing (expected at "
-                             "least %s)." % (pairs_csv, ", ".join(missing), ",".join(need)))
-        for row in reader:
-            if (row.get("selected") or "").strip().lower() not in _TRUE:
-                continue
-            item = {}
-            for k in ("reference_path", "secondary_path"):
-                p = (row.get(k) or "").strip()
-                if not p:
-                    raise InputError("Line %d of '%s' has an empty %s." %
-                                     (reader.line_num, pairs_csv, k))
-                item[k] = p if os.path.isabs(p) else os.path.normpath(os.path.join(folder, p))
-            for k in ("reference_date", "secondary_date"):
-                d = (row.get(k) or "").strip()
-                if not re.match(r"^\d{4}-?\d{2}-?\d{2}", d):
-                    raise InputError("Line %d of '%s': %s %r is not a date (YYYY-MM-DD)." %
-                                     (reader.line_num, pairs_csv, k, d))
-                d = d.replace("-", "")
-                item[k] = "%s-%s-%s" % (d[:4], d[4:6], d[6:8])
-            rows.append(item)
-    return rows
+    (relative paths are resolved against the CSV's folder). Strict
+    (:func:`.pairs_file.read_selected`): a bad cell anywhere in the file, or a selected
+    row without its image paths, raises InputError naming the line, column and value."""
+    return [dict(reference_date=r.reference_date, secondary_date=r.secondary_date,
+                 reference_path=r.reference_path, secondary_path=r.secondary_path)
+            for r in pairs_file.read_selected(pairs_csv, require_paths=True)]
 
 
 def correlate_pairs_csv(pairs_csv, output_folder, progress=None, **params):

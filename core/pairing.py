@@ -94,6 +94,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import pairs_file
 from .errors import InputError, ParameterError
 from .products import DAYS_PER_YEAR, PAIRS_COLUMNS, pair_stem
 from .progress import as_progress
@@ -106,9 +107,8 @@ __all__ = ["Pair", "PairSelection", "PairsTable", "candidate_pairs", "select_pai
            "connected_components", "STRATEGIES", "PAIRS_COLUMNS", "preview_pairs"]
 
 STRATEGIES = ("optimal", "sequential", "seasonal", "all", "random")
-EXTRA_COLUMNS = ("predicted_quality", "preview_quality", "preview_good_fraction",
-                 "preview_coherence", "preview_ncc_median", "weight", "gain", "stage",
-                 "in_range", "cloud_max", "season_diff")
+#: columns written after the SPEC ones (:data:`.pairs_file.EXTRA_COLUMNS`)
+EXTRA_COLUMNS = pairs_file.EXTRA_COLUMNS
 
 
 @dataclass
@@ -1130,32 +1130,32 @@ def _select_design(pairs, cand, n, budget, kmin, criterion, by_quality=False, pr
 
 
 # ----------------------------------------------------------------------------- csv
+# the pairs.csv contract (columns, cell vocabulary, writer, strict reader): .pairs_file
 
-def _f(v, nd=4):
-    if v is None:
-        return ""
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return "" if not math.isfinite(v) else ("%.*g" % (nd + 2, v))
+_f = pairs_file.format_number
+
+
+def _csv_row(p):
+    """The cells of one pair of ``pairs.csv`` (values; formatted by the writer)."""
+    pv = p.preview or {}
+    feats = p.features if p.features is not None else [float("nan")] * len(FEATURES)
+    return dict(reference_date=p.reference_date, secondary_date=p.secondary_date,
+                reference_path=p.reference_path, secondary_path=p.secondary_path,
+                baseline_days=p.baseline_days, score=p.score, selected=p.selected,
+                reason=p.reason, predicted_quality=p.predicted_quality,
+                preview_quality=pv.get("quality"),
+                preview_good_fraction=pv.get("good_fraction"),
+                preview_coherence=pv.get("coherence"),
+                preview_ncc_median=pv.get("ncc_median"), weight=p.weight, gain=p.gain,
+                stage=p.stage, in_range=p.in_range,
+                cloud_max=feats[FEATURES.index("cloud_max")],
+                season_diff=feats[FEATURES.index("season_diff")])
 
 
 def pairs_csv_text(selection):
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(list(PAIRS_COLUMNS) + list(EXTRA_COLUMNS))
-    for p in selection.pairs:
-        pv = p.preview or {}
-        feats = p.features if p.features is not None else [float("nan")] * len(FEATURES)
-        w.writerow([p.reference_date, p.secondary_date, p.reference_path, p.secondary_path,
-                    int(p.baseline_days), _f(p.score), "1" if p.selected else "0", p.reason,
-                    _f(p.predicted_quality), _f(pv.get("quality")),
-                    _f(pv.get("good_fraction")), _f(pv.get("coherence")),
-                    _f(pv.get("ncc_median")), _f(p.weight), _f(p.gain), p.stage,
-                    "1" if p.in_range else "0", _f(feats[FEATURES.index("cloud_max")]),
-                    _f(feats[FEATURES.index("season_diff")])])
-    return buf.getvalue()
+    """The text of ``pairs.csv`` of a :class:`PairSelection` (SPEC columns, then the
+    extra columns; :func:`.pairs_file.pairs_text`)."""
+    return pairs_file.pairs_text(_csv_row(p) for p in selection.pairs)
 
 
 def write_pairs_csv(selection, path):
@@ -1164,64 +1164,22 @@ def write_pairs_csv(selection, path):
     return path
 
 
-_TRUE = ("1", "true", "yes", "y", "selected")
-_FALSE = ("0", "false", "no", "n", "")
-
-
 def read_pairs_csv(path):
-    """Read ``pairs.csv`` tolerantly: bad rows are skipped and reported with their line
-    number in ``problems``. Relative paths are resolved against the CSV's folder.
-    Returns a :class:`PairsTable`."""
-    from .dates import parse_iso
-    if not os.path.exists(path):
-        raise InputError("Pairs file '%s' does not exist. Run the pair selection first." % path)
-    folder = os.path.dirname(os.path.abspath(path))
-    pairs, problems = [], []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        missing = [c for c in ("reference_date", "secondary_date") if c not in cols]
-        if missing:
-            raise InputError("'%s' is not a pairs file: column(s) %s missing (expected %s)."
-                             % (path, ", ".join(missing), ",".join(PAIRS_COLUMNS)))
-        seen = set()
-        for row in reader:
-            line = reader.line_num
-            try:
-                d1, d2 = parse_iso(row.get("reference_date")), parse_iso(row.get("secondary_date"))
-                if d1 is None or d2 is None:
-                    raise ValueError("bad date(s) %r, %r" % (row.get("reference_date"),
-                                                            row.get("secondary_date")))
-                if d2 <= d1:
-                    raise ValueError("secondary date %s is not after reference date %s" % (d2, d1))
-                sel = (row.get("selected") or "1" if "selected" not in cols else
-                       row.get("selected") or "").strip().lower()
-                if sel not in _TRUE + _FALSE:
-                    raise ValueError("selected must be 0 or 1, not %r" % sel)
-                rp, sp = row.get("reference_path") or "", row.get("secondary_path") or ""
-                rp = os.path.join(folder, rp) if rp and not os.path.isabs(rp) else rp
-                sp = os.path.join(folder, sp) if sp and not os.path.isabs(sp) else sp
-                bl = row.get("baseline_days")
-                p = Pair(d1.isoformat(), d2.isoformat(), rp, sp,
-                         int(float(bl)) if bl not in (None, "") else (d2 - d1).days,
-                         score=float(row.get("score")) if row.get("score") not in (None, "")
-                         else float("nan"),
-                         selected=sel in _TRUE, reason=row.get("reason") or "")
-                for c in EXTRA_COLUMNS:
-                    if c in row and row[c] not in (None, ""):
-                        p.extra[c] = row[c]
-                if "predicted_quality" in p.extra:
-                    p.predicted_quality = float(p.extra["predicted_quality"])
-            except (ValueError, TypeError) as exc:
-                problems.append("%s line %d: %s; row skipped" % (path, line, exc))
-                continue
-            if p.key in seen:
-                problems.append("%s line %d: pair %s / %s listed twice; the first is kept" % (
-                    path, line, p.reference_date, p.secondary_date))
-                continue
-            seen.add(p.key)
-            pairs.append(p)
-    return PairsTable(pairs, problems)
+    """Read ``pairs.csv`` strictly (:func:`.pairs_file.read_pairs`): any bad cell (a date,
+    ``selected`` not 1/0/true/false, a number) or a pair listed twice raises InputError
+    naming the file, the line, the column and the value. Relative paths are resolved
+    against the CSV's folder. Returns a :class:`PairsTable` (``problems`` empty)."""
+    pairs = []
+    for r in pairs_file.read_pairs(path):
+        p = Pair(r.reference_date, r.secondary_date, r.reference_path, r.secondary_path,
+                 r.baseline_days, score=r.score, selected=r.selected, reason=r.reason)
+        for c in EXTRA_COLUMNS:
+            if c in r.extra:
+                p.extra[c] = r.extra[c]
+        if "predicted_quality" in p.extra:
+            p.predicted_quality = float(p.extra["predicted_quality"])
+        pairs.append(p)
+    return PairsTable(pairs, [])
 
 
 # ----------------------------------------------------------------------------- summary

@@ -3,7 +3,8 @@
 Input: the pair GeoTIFFs ``pairs/pair_YYYYMMDD_YYYYMMDD.tif`` (bands described
 ``east_m``, ``north_m``, ``ncc``, ``snr``, ``status``; tags ``REFERENCE_DATE``,
 ``SECONDARY_DATE``), all on the same grid. They are found in a folder (its ``pairs/``
-sub-folder when it has one) or listed by a ``pairs.csv`` (rows with ``selected`` true).
+sub-folder when it has one) or listed by a ``pairs.csv`` (rows with ``selected`` 1/true,
+read by :mod:`.pairs_file`).
 
 Output, in ``<output_folder>/timeseries/`` (each written atomically; a cancel or an
 error leaves none of them, and existing ones untouched):
@@ -31,7 +32,6 @@ five input bands (about 160 MB for 120 pairs and 256 x 256 blocks), whatever the
 size. The next block is read in a background thread while the current one is inverted.
 """
 
-import csv
 import json
 import os
 import sys
@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import inversion as inv
+from . import pairs_file
 from .errors import InputError, ParameterError
 from . import products as prod
 from .products import PAIR_BANDS
@@ -123,10 +124,6 @@ def pair_rasters_from_paths(paths):
     return out
 
 
-def _truthy(value):
-    return str(value).strip().lower() in ("1", "true", "yes", "y", "t", "selected")
-
-
 def find_pair_rasters(source, pairs_csv=None):
     """List the pair rasters to invert.
 
@@ -193,20 +190,10 @@ def stack_dates_from_csv(path):
 
 
 def _read_pairs_csv(path, selected_only=True):
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise InputError("Cannot read '%s': %s." % (path, exc)) from exc
-    if not rows or "reference_date" not in rows[0] or "secondary_date" not in rows[0]:
-        raise InputError("'%s' is not a SlideWatch pairs.csv (needs columns reference_date, "
-                         "secondary_date, selected)." % path)
-    out = []
-    for r in rows:
-        if selected_only and "selected" in r and not _truthy(r["selected"]):
-            continue
-        out.append((str(r["reference_date"]).strip()[:10], str(r["secondary_date"]).strip()[:10]))
-    return out
+    """(reference, secondary) ISO dates of the rows of a pairs.csv (the selected ones
+    with ``selected_only``), read strictly by :func:`.pairs_file.read_pairs`: a bad cell
+    raises InputError naming the line, column and value."""
+    return [r.key for r in pairs_file.read_pairs(path, selected_only=selected_only)]
 
 
 # --------------------------------------------------------------------------- reading

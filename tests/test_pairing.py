@@ -11,7 +11,7 @@ from rasterio.transform import from_origin
 from scipy.ndimage import gaussian_filter
 
 from slidewatch.core.catalog import build_catalog
-from slidewatch.core.errors import ParameterError
+from slidewatch.core.errors import InputError, ParameterError
 from slidewatch.core.pairing import (PAIRS_COLUMNS, candidate_pairs, connected_components,
                                      network_summary, read_pairs_csv, select_pairs,
                                      write_network_summary, write_pairs_csv)
@@ -226,7 +226,7 @@ def test_determinism_with_seed(tmp_path):
     assert r0.selected_index_pairs() != r1.selected_index_pairs()
 
 
-def test_pairs_csv_roundtrip_reasons_and_tolerant_reading(tmp_path):
+def test_pairs_csv_roundtrip_reasons_and_strict_reading(tmp_path):
     cat = _make_stack(str(tmp_path / "s"), _dates(10), clouded={_dates(10)[3]})
     sel = select_pairs(cat, "optimal", budget_pairs_per_date=2, max_baseline_days=20, **FAST)
     path = tmp_path / "out" / "pairs.csv"
@@ -239,16 +239,19 @@ def test_pairs_csv_roundtrip_reasons_and_tolerant_reading(tmp_path):
     assert all(p.reason.split(":")[0] in ("selected", "rejected") for p in back.pairs)
     assert any(p.reason.startswith("rejected: baseline") for p in back.pairs)
     assert back.pairs[0].reference_path == sel.pairs[0].reference_path
-    # damaged rows: reported with their line numbers, the rest is kept
+    # damaged rows (strict contract of core/pairs_file.py, the same for every reader):
+    # an InputError listing every bad row with its line number, nothing skipped silently
     lines.insert(3, "2019-13-01,2019-01-06,a,b,5,0.5,1,x")
     lines.insert(5, "2019-01-06,2019-01-01,a,b,5,0.5,1,x")
     lines.insert(7, "2019-01-01,2019-01-06,a,b,5,0.5,maybe,x")
     path.write_text("\n".join(lines) + "\n")
-    bad = read_pairs_csv(str(path))
-    assert len(bad.problems) >= 3
-    assert any("line 4" in pr for pr in bad.problems)
-    assert any("line 6" in pr and "not after" in pr for pr in bad.problems)
-    assert len(bad.selected) == len(sel.selected)
+    with pytest.raises(InputError) as info:
+        read_pairs_csv(str(path))
+    msg = str(info.value)
+    assert str(path) in msg and "3 bad row(s)" in msg
+    assert "line 4: reference_date '2019-13-01' is not a date" in msg
+    assert "line 6: secondary_date '2019-01-01' is not after" in msg
+    assert "line 8: selected must be 1 or 0 (or true/false), not 'maybe'" in msg
     # summary files
     summ = network_summary(sel)
     write_network_summary(summ, str(tmp_path / "out" / "network.json"),

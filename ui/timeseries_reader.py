@@ -8,7 +8,7 @@ main thread, so that a click never freezes QGIS even with hundreds of pair raste
 Files read (SPEC): ``timeseries/ts_east_m.tif``, ``timeseries/ts_north_m.tif`` (one band
 per date, described by the ISO date), ``timeseries/velocity.tif`` and the pair rasters
 ``pairs/pair_YYYYMMDD_YYYYMMDD.tif`` (bands east_m, north_m, ncc, snr, status), with the
-``selected`` flag from ``pairs.csv`` when present.
+``selected`` flag from ``pairs.csv`` when present (read by ``core.pairs_file``).
 """
 
 import csv
@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from ..core import pairs_file
 from ..core import products as prod
 from ..core.errors import InputError
 from ..core.products import DAYS_PER_YEAR, PAIR_BANDS, VELOCITY_BANDS
@@ -146,33 +147,21 @@ def _band_map(src):
 
 
 def read_pair_table(pairs_csv):
-    """Rows of pairs.csv as dicts (reference_date, secondary_date, baseline_days, score,
-    selected (bool), reason, reference_path, secondary_path)."""
+    """Rows of pairs.csv as dicts (every column as written, then reference_date,
+    secondary_date (ISO), baseline_days, score, selected (bool), reason, reference_path,
+    secondary_path (absolute) as parsed). Strict (:func:`..core.pairs_file.read_pairs`,
+    the reader of every step): a bad cell raises InputError naming the line, the column
+    and the value, so that the panel never shows another selection than the one that was
+    correlated and inverted."""
     rows = []
-    with open(pairs_csv, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                ref = to_date(row["reference_date"]).isoformat()
-                sec = to_date(row["secondary_date"]).isoformat()
-            except (KeyError, ValueError):
-                raise InputError("'%s' is not a SlideWatch pairs.csv (needs columns "
-                                 "reference_date, secondary_date, ...)." % pairs_csv) from None
-            out = dict(row)
-            out["reference_date"], out["secondary_date"] = ref, sec
-            out["baseline_days"] = _float(row.get("baseline_days"),
-                                          (to_date(sec) - to_date(ref)).days)
-            out["score"] = _float(row.get("score"), np.nan)
-            out["selected"] = str(row.get("selected", "")).strip().lower() in (
-                "1", "true", "yes", "y", "t")
-            rows.append(out)
+    for r in pairs_file.read_pairs(pairs_csv):
+        out = dict(r.cells)
+        out.update(reference_date=r.reference_date, secondary_date=r.secondary_date,
+                   reference_path=r.reference_path, secondary_path=r.secondary_path,
+                   baseline_days=float(r.baseline_days), score=r.score, selected=r.selected,
+                   reason=r.reason)
+        rows.append(out)
     return rows
-
-
-def _float(text, default):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return default
 
 
 def pair_raster_path(pairs_dir, reference_date, secondary_date):
