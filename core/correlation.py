@@ -111,8 +111,17 @@ INTERPOLATIONS = {"bicubic": 2, "lanczos3": 3, "lanczos4": 4, "lanczos6": 6}
 #: Sentinel-2 null pair's p68 goes 0.145 -> 0.134 px with 10 % fewer valid windows.
 #: With ``prefilter="none"`` and a small ``search`` the peak of raw intensities is broad
 #: (the "second peak" 3 px away is nearly as high): lower ``min_snr`` to 1.0 there.
+#: ``min_snr_coherent=1.0`` since the issue-14 pairing regression: with ``min_snr`` 1.2
+#: alone, windows of weak texture lost nearly every pair and the few survivors were false
+#: matches (about 3 px, whatever the baseline) that the inversion extrapolated into
+#: hundreds of metres (bench/bench_pairing.py: RMSE optimal 0.54 -> 1.31 m, all pairs
+#: 0.61 -> 35 m). A peak whose ratio is between ``min_snr_coherent`` and ``min_snr`` is
+#: kept only when it agrees with its neighbours (:func:`coherence_filter`): the gross
+#: errors of issue 18 are isolated and disagree with them; the ambiguous but right peaks
+#: of a weakly textured area agree with each other.
 DEFAULTS = dict(subpixel="iterative", prefilter="gaussian_hp", prefilter_options=None,
-                max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.2, max_iter=20,
+                max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.2,
+                min_snr_coherent=1.0, coherence_px=1.0, max_iter=20,
                 tol=0.02, interpolation="lanczos4", max_displacement=0, fallback_sigma=3.0,
                 max_sigma=0.0)
 
@@ -198,6 +207,19 @@ def normalize_params(window=32, step=8, search=8, **options):
                              % (p["max_sigma"],)) from None
     if not p["max_sigma"] >= 0.0:
         raise ParameterError("max_sigma must be >= 0 px (0 = off), got %r." % p["max_sigma"])
+    try:
+        p["min_snr_coherent"] = float(p["min_snr_coherent"])
+        p["coherence_px"] = float(p["coherence_px"])
+    except (TypeError, ValueError):
+        raise ParameterError("min_snr_coherent and coherence_px must be numbers (got %r, "
+                             "%r)." % (p["min_snr_coherent"], p["coherence_px"])) from None
+    if not 0.0 <= p["min_snr_coherent"] <= float(p["min_snr"]):
+        raise ParameterError("min_snr_coherent must be between 0 and min_snr (%s), got %r: "
+                             "it is the lowest peak ratio kept for a window that agrees "
+                             "with its neighbours (= min_snr switches this off)."
+                             % (p["min_snr"], p["min_snr_coherent"]))
+    if not p["coherence_px"] > 0.0:
+        raise ParameterError("coherence_px must be > 0 px (got %r)." % p["coherence_px"])
     if int(p["max_iter"]) < 1 or not float(p["tol"]) > 0:
         raise ParameterError("max_iter must be >= 1 and tol > 0.")
     from .seeded_search import check_max_displacement
@@ -374,7 +396,10 @@ def _prepare_around(block, params, rows, cols, todo, row_offset):
 
 def correlate_prepared(ref_stack, sec_stack, rows, cols, image_shape, row_offset, params):
     """Kernel call on prepared stacks (see :func:`_correlate`); (dx, dy, ncc, snr, status)."""
-    return _correlate(ref_stack, sec_stack, rows, cols, image_shape, row_offset, params)[:5]
+    dx, dy, ncc, snr, status, _sig = _correlate(ref_stack, sec_stack, rows, cols,
+                                                image_shape, row_offset, params)
+    coherence_filter(dx, dy, snr, status, params)
+    return dx, dy, ncc, snr, status
 
 
 def _correlate(ref_stack, sec_stack, rows, cols, image_shape, row_offset, params,
@@ -426,13 +451,83 @@ def _correlate(ref_stack, sec_stack, rows, cols, image_shape, row_offset, params
     if rows.size and cols.size:
         K.correlate_grid(ref_stack, sec_stack, tops, lefts, h, w, int(params["search"]),
                          params["max_nodata"], params["min_std"] ** 2, params["min_ncc"],
-                         params["min_snr"], SUBPIXEL_MODES[params["subpixel"]],
+                         kernel_min_snr(params), SUBPIXEL_MODES[params["subpixel"]],
                          params["max_iter"], params["tol"],
                          kappa, params.get("max_sigma", 0.0),
                          INTERPOLATIONS[params["interpolation"]], numba.get_num_threads(),
                          shared, row_groups(rows, h), pre, dy,
                          dx, ncc, snr, status, sig)
     return dx, dy, ncc, snr, status, sig
+
+
+def kernel_min_snr(params):
+    """Peak ratio below which the kernel rejects a window: ``min_snr``, or
+    ``min_snr_coherent`` when lower (those windows are then kept or rejected by
+    :func:`coherence_filter`)."""
+    return min(float(params["min_snr"]), float(params.get("min_snr_coherent",
+                                                          params["min_snr"])))
+
+
+def _neighbour_median(a, valid, above, below):
+    """Median of the valid values among the 8 neighbours of every cell, and their count.
+    ``above``/``below``: optional (values, valid) rows just outside the block."""
+    H, W = a.shape
+    v = np.where(valid, a, np.nan)
+    top = np.full((1, W), np.nan) if above is None else np.where(above[1], above[0],
+                                                                 np.nan)[None]
+    bot = np.full((1, W), np.nan) if below is None else np.where(below[1], below[0],
+                                                                 np.nan)[None]
+    P = np.vstack([top, v, bot])
+    P = np.pad(P, ((0, 0), (1, 1)), constant_values=np.nan)
+    S = np.stack([P[1 + di:1 + di + H, 1 + dj:1 + dj + W]
+                  for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj])
+    count = np.isfinite(S).sum(axis=0)
+    S.sort(axis=0)   # NaN last: the median of the first ``count`` values
+    k = np.clip(count - 1, 0, 7)
+    lo = np.take_along_axis(S, (k // 2)[None], axis=0)[0]
+    hi = np.take_along_axis(S, (k - k // 2)[None], axis=0)[0]
+    return np.where(count > 0, 0.5 * (lo + hi), np.nan), count
+
+
+#: valid neighbours (of 8) that a low-ratio window needs to be judged by
+#: :func:`coherence_filter`
+COHERENCE_MIN_NEIGHBOURS = 3
+
+
+def coherence_filter(dx, dy, snr, status, params, sigma=None, above=None, below=None):
+    """Keep a window whose peak ratio is below ``min_snr`` (but at least
+    ``min_snr_coherent``) only where its displacement is within ``coherence_px`` of the
+    median of the valid windows around it (8 neighbours, at least
+    :data:`COHERENCE_MIN_NEIGHBOURS` of them; the neighbours' own ratios may be low too:
+    a weakly textured area that moves as one keeps its windows); the others become
+    STATUS_LOW_SNR with NaN offsets. In place on (dx, dy, status[, sigma]) of a grid of
+    windows (rows x cols); ``above``/``below``: the (dx, dy, status) of the row of windows
+    just above / below a block of rows, as the kernel returned them (so that a tiled
+    raster gets the same decision as a whole one). Returns the number of windows kept."""
+    thr = float(params["min_snr"])
+    if kernel_min_snr(params) >= thr or dx.size == 0:
+        return 0
+    ok = status == STATUS_VALID
+    with np.errstate(invalid="ignore"):
+        low = ok & (snr < thr)
+    if not low.any():
+        return 0
+    ha = None if above is None else ((above[0], above[2] == STATUS_VALID),
+                                     (above[1], above[2] == STATUS_VALID))
+    hb = None if below is None else ((below[0], below[2] == STATUS_VALID),
+                                     (below[1], below[2] == STATUS_VALID))
+    mx, n = _neighbour_median(dx, ok, ha and ha[0], hb and hb[0])
+    my, _ = _neighbour_median(dy, ok, ha and ha[1], hb and hb[1])
+    with np.errstate(invalid="ignore"):
+        agree = (n >= COHERENCE_MIN_NEIGHBOURS) & (
+            np.hypot(dx - mx, dy - my) <= float(params["coherence_px"]))
+    drop = low & ~agree
+    dx[drop] = np.nan
+    dy[drop] = np.nan
+    status[drop] = STATUS_LOW_SNR
+    if sigma is not None:
+        sigma[drop] = np.nan
+    return int((low & agree).sum())
 
 
 def row_groups(rows, height):
@@ -489,6 +584,10 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
     min_ncc : peaks below are STATUS_LOW_NCC (0.3); min_snr : below is STATUS_LOW_SNR (1.2;
         1.0 before issue 18: ambiguous peaks, e.g. along field rows or on flat snow, gave
         0.1 % of gross errors of up to 5 px that dominated the RMSE of two real textures)
+        unless the window is coherent: min_snr_coherent (1.0), coherence_px (1.0) : a
+        window whose ratio is in [min_snr_coherent, min_snr) is kept where its offset is
+        within coherence_px of the median of its valid neighbours in the grid of
+        ``rows`` x ``cols`` (:func:`coherence_filter`; min_snr_coherent = min_snr: off)
     max_iter, tol : refinement iterations (20) and convergence threshold on the size of
         the last update (0.02 px; the update is applied, and the iteration converges
         about 10x per step, so the remaining error is ~0.002 px)
@@ -529,6 +628,7 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
     if is_seeded(params):
         dx, dy, ncc, snr, status, seeds = correlate_in_memory(ref, sec, rows, cols, params,
                                                               progress)
+        coherence_filter(dx, dy, snr, status, params)
         progress.update(1.0)
         return CorrelationResult(dx=dx, dy=dy, ncc=ncc, snr=snr, status=status, rows=rows,
                                  cols=cols, params=dict(params, seeds=seeds.describe()))
@@ -536,6 +636,7 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
     progress.check()
     dx, dy, ncc, snr, status, sig = correlate_raw(pad_image(ref, m), pad_image(sec, m), rows,
                                                   cols, (H, W), 0, params, with_sigma=True)
+    coherence_filter(dx, dy, snr, status, params, sigma=sig)
     progress.update(1.0)
     return CorrelationResult(dx=dx, dy=dy, ncc=ncc, snr=snr, status=status, rows=rows,
                              cols=cols, params=params, sigma=sig)

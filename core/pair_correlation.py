@@ -36,7 +36,8 @@ import os
 
 import numpy as np
 
-from .correlation import (STATUS_MEANINGS, STATUS_VALID, correlate_raw, normalize_params,
+from .correlation import (STATUS_MEANINGS, STATUS_VALID, coherence_filter, correlate_raw,
+                          normalize_params,
                           read_margin)
 from .correlation_kernels import ROW_GROUP
 from . import seeded_search as seeded
@@ -369,25 +370,13 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
             try:
                 with rasterio.Env(GDAL_CACHEMAX=128):
                     with rasterio.open(stage, "w", **profile) as dst:
-                        for b in range(nblocks):
-                            progress.check()
-                            k0 = b * block_rows
-                            k1 = min(out_h, k0 + block_rows)
-                            rows = rows_all[k0:k1]
-                            src_r0 = int(rows[0]) - h // 2 - rm
-                            src_r1 = int(rows[-1]) - h // 2 + h + rm
-                            ref_blk = read_rows_padded(rs, band, src_r0, src_r1, rm, zero_nod)
-                            sec_blk = read_rows_padded(ss, band, src_r0, src_r1, rm, zero_nod)
-                            if seeds is not None:
-                                dx, dy, ncc, snr, status = seeded.correlate_seeded(
-                                    ref_blk, sec_blk, (src_r0, -rm), rows, cols,
-                                    np.arange(k0, k1), np.arange(out_w), (H, W),
-                                    seeds, corr, progress)
-                                del ref_blk, sec_blk
-                            else:
-                                dx, dy, ncc, snr, status = correlate_raw(
-                                    ref_blk, sec_blk, rows, cols, (H, W), src_r0 + rm, corr)
-                                del ref_blk, sec_blk
+                        def emit(k0, k1, rows, raw, above, below):
+                            """Coherence decision (needs the raw rows around the block),
+                            statistics, stable-ground samples and the write of one block."""
+                            nonlocal n_valid, status_counts
+                            dx, dy, ncc, snr, status = raw
+                            coherence_filter(dx, dy, snr, status, corr, above=above,
+                                             below=below)
                             ok = status == STATUS_VALID
                             n_valid += int(ok.sum())
                             status_counts += np.bincount(status.ravel().astype(np.int64),
@@ -405,8 +394,41 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                             win = rasterio.windows.Window(0, k0, out_w, k1 - k0)
                             for i, arr in enumerate((east, north, ncc, snr, status), start=1):
                                 dst.write(arr.astype(np.float32), i, window=win)
+
+                        # a block is written once the next one is computed: the coherence
+                        # decision of its last row of windows needs the row below
+                        pending, above = None, None
+                        for b in range(nblocks):
+                            progress.check()
+                            k0 = b * block_rows
+                            k1 = min(out_h, k0 + block_rows)
+                            rows = rows_all[k0:k1]
+                            src_r0 = int(rows[0]) - h // 2 - rm
+                            src_r1 = int(rows[-1]) - h // 2 + h + rm
+                            ref_blk = read_rows_padded(rs, band, src_r0, src_r1, rm, zero_nod)
+                            sec_blk = read_rows_padded(ss, band, src_r0, src_r1, rm, zero_nod)
+                            if seeds is not None:
+                                raw = seeded.correlate_seeded(
+                                    ref_blk, sec_blk, (src_r0, -rm), rows, cols,
+                                    np.arange(k0, k1), np.arange(out_w), (H, W),
+                                    seeds, corr, progress)
+                            else:
+                                raw = correlate_raw(
+                                    ref_blk, sec_blk, rows, cols, (H, W), src_r0 + rm, corr)
+                            del ref_blk, sec_blk
+                            raw = tuple(raw)
+                            if pending is not None:
+                                first = tuple(a[0].copy() for a in (raw[0], raw[1], raw[4]))
+                                last = tuple(a[-1].copy() for a in (pending[3][0],
+                                                                    pending[3][1],
+                                                                    pending[3][4]))
+                                emit(*pending, above, first)
+                                above = last
+                            pending = (k0, k1, rows, raw)
                             progress.update((b + 1) / nblocks * (0.9 if tag_params["stable"] != "none" else 1.0),
                                             "correlation: block %d/%d" % (b + 1, nblocks))
+                        if pending is not None:
+                            emit(*pending, above, None)
                         _describe(dst, ref_date, sec_date, tag_params, params, corr, T)
                 med_dx = med_dy = float("nan")
                 n_stable = 0

@@ -346,3 +346,59 @@ def test_second_pass_only_on_its_windows_same_results():
     whole = C.prepare(R, p, True)
     fin = np.isfinite(around)
     assert fin.any() and np.array_equal(around[fin], whole[fin])
+
+
+# ------------------------------------------------------------ coherence of low-ratio peaks
+def _grid(n=8, value=2.0):
+    dx = np.full((n, n), value)
+    dy = np.full((n, n), -1.0)
+    snr = np.full((n, n), 2.0)
+    status = np.zeros((n, n), np.int8)
+    return dx, dy, snr, status
+
+
+def test_coherence_filter_keeps_agreeing_and_drops_isolated_low_ratio_peaks():
+    p = C.normalize_params()
+    assert p["min_snr_coherent"] < p["min_snr"]
+    dx, dy, snr, status = _grid()
+    snr[2, 2], dx[2, 2] = 1.1, 5.0          # ambiguous and 3 px off its neighbours
+    snr[5, 5], dx[5, 5] = 1.1, 2.3          # ambiguous but agrees
+    # a lone ambiguous window: its neighbours are not valid
+    status[0:3, 5:8] = C.STATUS_LOW_NCC
+    status[1, 6], snr[1, 6] = 0, 1.1
+    kept = C.coherence_filter(dx, dy, snr, status, p)
+    assert kept == 1
+    assert status[5, 5] == 0 and dx[5, 5] == 2.3
+    assert status[2, 2] == C.STATUS_LOW_SNR and np.isnan(dx[2, 2]) and np.isnan(dy[2, 2])
+    assert status[1, 6] == C.STATUS_LOW_SNR
+    # switched off: nothing changes
+    dx, dy, snr, status = _grid()
+    snr[2, 2], dx[2, 2] = 1.1, 5.0
+    off = C.normalize_params(min_snr_coherent=1.2)
+    assert C.coherence_filter(dx, dy, snr, status, off) == 0 and status[2, 2] == 0
+    with pytest.raises(ParameterError):
+        C.normalize_params(min_snr_coherent=1.5)
+
+
+def test_coherence_filter_by_blocks_equals_whole_grid():
+    rng = np.random.default_rng(3)
+    n = 12
+    dx = rng.normal(1.0, 0.3, (n, n))
+    dy = rng.normal(0.0, 0.3, (n, n))
+    dx[rng.random((n, n)) < 0.15] += 4.0
+    snr = rng.uniform(1.0, 1.5, (n, n))
+    status = np.where(rng.random((n, n)) < 0.1, C.STATUS_LOW_NCC, 0).astype(np.int8)
+    dx[status != 0] = np.nan
+    p = C.normalize_params()
+    whole = [a.copy() for a in (dx, dy, status)]
+    C.coherence_filter(whole[0], whole[1], snr, whole[2], p)
+    raw = [a.copy() for a in (dx, dy, status)]
+    for b0 in range(0, n, 5):
+        b1 = min(n, b0 + 5)
+        above = None if b0 == 0 else tuple(a[b0 - 1].copy() for a in raw)
+        below = None if b1 == n else tuple(a[b1].copy() for a in raw)
+        blk = [a[b0:b1].copy() for a in (dx, dy, status)]
+        C.coherence_filter(blk[0], blk[1], snr[b0:b1], blk[2], p, above=above, below=below)
+        for w, b in zip(whole, blk):
+            assert np.array_equal(w[b0:b1], b, equal_nan=True)
+    assert (whole[2] == C.STATUS_LOW_SNR).sum() > 0

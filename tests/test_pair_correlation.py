@@ -235,3 +235,20 @@ def test_stable_plane_correction(pair, tmp_path):
     assert json.loads(src.tags()["STABLE_PLANE_DX_PX"]) == pytest.approx(cx)
     with pytest.raises(Exception):
         pc.pair_params(stable="quadric")
+
+
+def test_tiled_equals_untiled_with_ambiguous_peaks(pair, tmp_path):
+    """The coherence decision of the low-ratio windows needs the rows of windows around a
+    block: tiled rasters still equal the in-memory result (min_snr raised so that many
+    windows are judged by it)."""
+    opts = dict(window=16, step=6, search=3, min_snr=3.0, min_snr_coherent=1.0)
+    res = correlate(pair["ref_arr"], pair["sec_arr"], **opts)
+    strict = correlate(pair["ref_arr"], pair["sec_arr"], **dict(opts, min_snr_coherent=3.0))
+    assert (res.status == 0).sum() > (strict.status == 0).sum()
+    for block_rows in (1, 4):
+        out = str(tmp_path / ("b%d" % block_rows) / "pair_20200101_20200111.tif")
+        pc.correlate_pair_rasters(pair["ref"], pair["sec"], out, block_rows=block_rows, **opts)
+        bands, _ = read_pair(out)
+        assert np.array_equal(bands["status"], res.status.astype(np.float32))
+        assert np.array_equal(bands["east_m"], (res.dx * 10).astype(np.float32),
+                              equal_nan=True)
