@@ -19,8 +19,6 @@ from .processing_provider.provider import LOG_TAG, SlideWatchProvider
 from .ui.dock_registry import DOCKS
 
 MENU = "&SlideWatch"
-#: the labelling dock of the accuracy assessment (issue 17), opened like the registered docks
-ACCURACY_SAMPLE_DOCK = ("accuracy_sample_dock", "AccuracySampleDock", "Accuracy sample")
 
 
 class SlideWatchPlugin:
@@ -46,7 +44,7 @@ class SlideWatchPlugin:
         icon = QIcon(ICON_PATH)
         self._add_action(icon, self.tr("Run SlideWatch pipeline…"), self.open_pipeline_dialog,
                          toolbar=True)
-        for module_name, class_name, title in list(DOCKS) + [ACCURACY_SAMPLE_DOCK]:
+        for module_name, class_name, title in DOCKS:
             self._add_action(icon, self.tr(title),
                              lambda checked=False, m=module_name, c=class_name, t=title:
                              self.show_dock(m, c, t), toolbar=True)

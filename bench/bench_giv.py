@@ -22,7 +22,6 @@ re-run), then reports:
     area, so the target is "most of it").
 """
 
-import csv
 import datetime as dt
 import glob
 import json
@@ -57,16 +56,17 @@ def run_pipeline(inp, out):
 
 
 def pairing_report(out):
-    rows = list(csv.DictReader(open(os.path.join(out, "pairs.csv"))))
-    sel = [r for r in rows if r["selected"].strip().lower() in ("1", "true", "yes")]
-    dates = sorted({r["reference_date"] for r in rows} | {r["secondary_date"] for r in rows})
-    used = {r["reference_date"] for r in sel} | {r["secondary_date"] for r in sel}
-    bad = [r for r in sel if r["reference_date"] in FULLY_CLOUDED
-           or r["secondary_date"] in FULLY_CLOUDED]
+    from slidewatch.core.pairs_file import read_pairs
+    rows = read_pairs(os.path.join(out, "pairs.csv"))
+    sel = [r for r in rows if r.selected]
+    dates = sorted({r.reference_date for r in rows} | {r.secondary_date for r in rows})
+    used = {r.reference_date for r in sel} | {r.secondary_date for r in sel}
+    bad = [r for r in sel if r.reference_date in FULLY_CLOUDED
+           or r.secondary_date in FULLY_CLOUDED]
     clear_unused = [d for d in dates if d not in FULLY_CLOUDED and d not in used]
     return dict(n_selected=len(sel), n_touch_clouded=len(bad),
                 share_touch_clouded=len(bad) / max(len(sel), 1),
-                touching=["%s/%s" % (r["reference_date"], r["secondary_date"]) for r in bad],
+                touching=["%s/%s" % (r.reference_date, r.secondary_date) for r in bad],
                 clear_dates_unused=clear_unused)
 
 

@@ -8,4 +8,5 @@ DOCKS = [
     ("timeseries_dock", "TimeSeriesDock", "Time-series inspector"),
     ("validation_dock", "ValidationDock", "Validate detections"),
     ("pair_network_dock", "PairNetworkDock", "Pair network"),
+    ("accuracy_sample_dock", "AccuracySampleDock", "Accuracy sample"),
 ]
