@@ -111,17 +111,19 @@ INTERPOLATIONS = {"bicubic": 2, "lanczos3": 3, "lanczos4": 4, "lanczos6": 6}
 #: Sentinel-2 null pair's p68 goes 0.145 -> 0.134 px with 10 % fewer valid windows.
 #: With ``prefilter="none"`` and a small ``search`` the peak of raw intensities is broad
 #: (the "second peak" 3 px away is nearly as high): lower ``min_snr`` to 1.0 there.
-#: ``min_snr_coherent=1.0`` since the issue-14 pairing regression: with ``min_snr`` 1.2
-#: alone, windows of weak texture lost nearly every pair and the few survivors were false
-#: matches (about 3 px, whatever the baseline) that the inversion extrapolated into
-#: hundreds of metres (bench/bench_pairing.py: RMSE optimal 0.54 -> 1.31 m, all pairs
-#: 0.61 -> 35 m). A peak whose ratio is between ``min_snr_coherent`` and ``min_snr`` is
-#: kept only when it agrees with its neighbours (:func:`coherence_filter`): the gross
-#: errors of issue 18 are isolated and disagree with them; the ambiguous but right peaks
-#: of a weakly textured area agree with each other.
+#: ``min_snr_coherent=1.0``, ``coherence_px=0.5`` since the issue-14 pairing regression:
+#: with ``min_snr`` 1.2 alone, windows of weak texture lost nearly every pair and the few
+#: survivors were false matches (about 3 px, whatever the baseline) that the inversion
+#: extrapolated into hundreds of metres (bench/bench_pairing.py: RMSE optimal 0.54 -> 1.31
+#: m, all pairs 0.61 -> 35 m). A peak whose ratio is between ``min_snr_coherent`` and
+#: ``min_snr`` is kept only when it agrees with the confident windows around it
+#: (:func:`coherence_filter`): the gross errors of issue 18 are 2-5 px off them. Judging by
+#: any valid neighbour (3 x 3) let clusters of one false peak along field rows through
+#: (Sentinel-2 fields 0.008 -> 0.025 px); 1 px instead of 0.5 kept more imprecise snow
+#: windows (Landsat snow at 5 % noise + contrast 0.074 against 0.059 px).
 DEFAULTS = dict(subpixel="iterative", prefilter="gaussian_hp", prefilter_options=None,
                 max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.2,
-                min_snr_coherent=1.0, coherence_px=1.0, max_iter=20,
+                min_snr_coherent=1.0, coherence_px=0.5, max_iter=20,
                 tol=0.02, interpolation="lanczos4", max_displacement=0, fallback_sigma=3.0,
                 max_sigma=0.0)
 
@@ -468,42 +470,42 @@ def kernel_min_snr(params):
                                                           params["min_snr"])))
 
 
-def _neighbour_median(a, valid, above, below):
-    """Median of the valid values among the 8 neighbours of every cell, and their count.
-    ``above``/``below``: optional (values, valid) rows just outside the block."""
-    H, W = a.shape
-    v = np.where(valid, a, np.nan)
-    top = np.full((1, W), np.nan) if above is None else np.where(above[1], above[0],
-                                                                 np.nan)[None]
-    bot = np.full((1, W), np.nan) if below is None else np.where(below[1], below[0],
-                                                                 np.nan)[None]
-    P = np.vstack([top, v, bot])
-    P = np.pad(P, ((0, 0), (1, 1)), constant_values=np.nan)
-    S = np.stack([P[1 + di:1 + di + H, 1 + dj:1 + dj + W]
-                  for di in (-1, 0, 1) for dj in (-1, 0, 1) if di or dj])
-    count = np.isfinite(S).sum(axis=0)
-    S.sort(axis=0)   # NaN last: the median of the first ``count`` values
-    k = np.clip(count - 1, 0, 7)
-    lo = np.take_along_axis(S, (k // 2)[None], axis=0)[0]
-    hi = np.take_along_axis(S, (k - k // 2)[None], axis=0)[0]
-    return np.where(count > 0, 0.5 * (lo + hi), np.nan), count
-
-
-#: valid neighbours (of 8) that a low-ratio window needs to be judged by
-#: :func:`coherence_filter`
+#: neighbourhood of :func:`coherence_filter`: windows up to this many grid steps away
+#: (9 x 9 windows); valid windows of a ratio >= min_snr among them that a low-ratio window
+#: needs to be judged
+COHERENCE_RADIUS = 4
 COHERENCE_MIN_NEIGHBOURS = 3
+
+
+def _halo(rows, n, width, at_end):
+    """The ``n`` rows of (dx, dy, snr, status) next to a block, NaN / invalid where the
+    grid has fewer (``rows``: tuple of 2-D arrays or None; ``at_end``: take its last
+    rows)."""
+    out = [np.full((n, width), np.nan), np.full((n, width), np.nan),
+           np.full((n, width), np.nan), np.full((n, width), -1, np.int16)]
+    if rows is not None and len(rows[0]):
+        k = min(n, len(rows[0]))
+        for o, a in zip(out, rows):
+            src = a[-k:] if at_end else a[:k]
+            if at_end:
+                o[n - k:] = src
+            else:
+                o[:k] = src
+    return out
 
 
 def coherence_filter(dx, dy, snr, status, params, sigma=None, above=None, below=None):
     """Keep a window whose peak ratio is below ``min_snr`` (but at least
     ``min_snr_coherent``) only where its displacement is within ``coherence_px`` of the
-    median of the valid windows around it (8 neighbours, at least
-    :data:`COHERENCE_MIN_NEIGHBOURS` of them; the neighbours' own ratios may be low too:
-    a weakly textured area that moves as one keeps its windows); the others become
-    STATUS_LOW_SNR with NaN offsets. In place on (dx, dy, status[, sigma]) of a grid of
-    windows (rows x cols); ``above``/``below``: the (dx, dy, status) of the row of windows
-    just above / below a block of rows, as the kernel returned them (so that a tiled
-    raster gets the same decision as a whole one). Returns the number of windows kept."""
+    median of the confident windows around it (valid, ratio >= ``min_snr``, at most
+    :data:`COHERENCE_RADIUS` grid steps away, at least :data:`COHERENCE_MIN_NEIGHBOURS`
+    of them); the others become STATUS_LOW_SNR with NaN offsets. Only confident windows
+    judge: ambiguous neighbours may share one false peak (field rows), confident ones
+    do not. In place on (dx, dy, status[, sigma]) of a grid of windows (rows x cols);
+    ``above``/``below``: (dx, dy, snr, status) of the rows of windows just above / below
+    a block of rows (up to COHERENCE_RADIUS of them), as the kernel returned them, so
+    that a tiled raster gets the same decision as a whole one. Returns the number of
+    low-ratio windows kept."""
     thr = float(params["min_snr"])
     if kernel_min_snr(params) >= thr or dx.size == 0:
         return 0
@@ -512,22 +514,42 @@ def coherence_filter(dx, dy, snr, status, params, sigma=None, above=None, below=
         low = ok & (snr < thr)
     if not low.any():
         return 0
-    ha = None if above is None else ((above[0], above[2] == STATUS_VALID),
-                                     (above[1], above[2] == STATUS_VALID))
-    hb = None if below is None else ((below[0], below[2] == STATUS_VALID),
-                                     (below[1], below[2] == STATUS_VALID))
-    mx, n = _neighbour_median(dx, ok, ha and ha[0], hb and hb[0])
-    my, _ = _neighbour_median(dy, ok, ha and ha[1], hb and hb[1])
+    R = COHERENCE_RADIUS
+    H, W = dx.shape
+    top = _halo(above, R, W, True)
+    bot = _halo(below, R, W, False)
+    full = [np.vstack([t, a, b]) for t, a, b in zip(top, (dx, dy, snr, status), bot)]
+    with np.errstate(invalid="ignore"):
+        conf = (full[3] == STATUS_VALID) & (full[2] >= thr)
+    ii, jj = np.nonzero(low)
+    off = np.arange(-R, R + 1)
+    di, dj = (a.ravel() for a in np.meshgrid(off, off, indexing="ij"))
+    keep_off = (di != 0) | (dj != 0)
+    di, dj = di[keep_off], dj[keep_off]
+    r = ii[:, None] + R + di[None]
+    c = jj[:, None] + dj[None]
+    inside = (c >= 0) & (c < W)
+    c = np.clip(c, 0, W - 1)
+    good = conf[r, c] & inside
+    n = good.sum(axis=1)
+    err = []
+    for comp, own in ((full[0], dx[ii, jj]), (full[1], dy[ii, jj])):
+        v = np.where(good, comp[r, c], np.nan)
+        v.sort(axis=1)   # NaN last: the median of the first n values
+        k = np.clip(n - 1, 0, v.shape[1] - 1)
+        med = 0.5 * (np.take_along_axis(v, (k // 2)[:, None], 1)[:, 0]
+                     + np.take_along_axis(v, (k - k // 2)[:, None], 1)[:, 0])
+        err.append(own - med)
     with np.errstate(invalid="ignore"):
         agree = (n >= COHERENCE_MIN_NEIGHBOURS) & (
-            np.hypot(dx - mx, dy - my) <= float(params["coherence_px"]))
-    drop = low & ~agree
-    dx[drop] = np.nan
-    dy[drop] = np.nan
-    status[drop] = STATUS_LOW_SNR
+            np.hypot(err[0], err[1]) <= float(params["coherence_px"]))
+    drop_i, drop_j = ii[~agree], jj[~agree]
+    dx[drop_i, drop_j] = np.nan
+    dy[drop_i, drop_j] = np.nan
+    status[drop_i, drop_j] = STATUS_LOW_SNR
     if sigma is not None:
-        sigma[drop] = np.nan
-    return int((low & agree).sum())
+        sigma[drop_i, drop_j] = np.nan
+    return int(agree.sum())
 
 
 def row_groups(rows, height):
@@ -584,10 +606,10 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
     min_ncc : peaks below are STATUS_LOW_NCC (0.3); min_snr : below is STATUS_LOW_SNR (1.2;
         1.0 before issue 18: ambiguous peaks, e.g. along field rows or on flat snow, gave
         0.1 % of gross errors of up to 5 px that dominated the RMSE of two real textures)
-        unless the window is coherent: min_snr_coherent (1.0), coherence_px (1.0) : a
+        unless the window is coherent: min_snr_coherent (1.0), coherence_px (0.5) : a
         window whose ratio is in [min_snr_coherent, min_snr) is kept where its offset is
         within coherence_px of the median of its valid neighbours in the grid of
-        ``rows`` x ``cols`` (:func:`coherence_filter`; min_snr_coherent = min_snr: off)
+        ``rows`` x ``cols`` (:func:`coherence_filter`; min_snr_coherent = min_snr: off; coherence_px 0.5)
     max_iter, tol : refinement iterations (20) and convergence threshold on the size of
         the last update (0.02 px; the update is applied, and the iteration converges
         about 10x per step, so the remaining error is ~0.002 px)

@@ -36,7 +36,8 @@ import os
 
 import numpy as np
 
-from .correlation import (STATUS_MEANINGS, STATUS_VALID, coherence_filter, correlate_raw,
+from .correlation import (COHERENCE_RADIUS, STATUS_MEANINGS, STATUS_VALID, coherence_filter,
+                          correlate_raw,
                           normalize_params,
                           read_margin)
 from .correlation_kernels import ROW_GROUP
@@ -279,6 +280,34 @@ def _auto_block_rows(params, width, memory_mb):
 
 
 # ------------------------------------------------------------------------- driver
+def _rows_of(blocks, first):
+    """(dx, dy, snr, status) of the first / last COHERENCE_RADIUS rows of windows of the
+    raw results of consecutive ``blocks`` (None when there are none)."""
+    if not blocks:
+        return None
+    R = COHERENCE_RADIUS
+    parts = [tuple(blk[3][i] for i in (0, 1, 3, 4)) for blk in blocks]
+    cat = [np.vstack([p[i] for p in parts]) for i in range(4)]
+    return tuple((a[:R] if first else a[-R:]).copy() for a in cat)
+
+
+def _emit_ready(pending, above, emit, final_block):
+    """Emit the pending blocks whose COHERENCE_RADIUS rows below are computed (all of
+    them with ``final_block``); returns the rows above the next pending block."""
+    while pending:
+        below_rows = sum(len(blk[2]) for blk in pending[1:])
+        if below_rows < COHERENCE_RADIUS and not final_block:
+            break
+        below = _rows_of(pending[1:], first=True)
+        own = _rows_of(pending[:1], first=False)
+        above_next = own if above is None else tuple(
+            np.vstack([a, b])[-COHERENCE_RADIUS:] for a, b in zip(above, own))
+        emit(*pending[0], above, below)
+        pending.pop(0)
+        above = above_next
+    return above
+
+
 def correlate_pair_rasters(reference_path, secondary_path, output_path, progress=None,
                            block_rows=None, memory_mb=256, reference_date=None,
                            secondary_date=None, **params):
@@ -395,9 +424,10 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                             for i, arr in enumerate((east, north, ncc, snr, status), start=1):
                                 dst.write(arr.astype(np.float32), i, window=win)
 
-                        # a block is written once the next one is computed: the coherence
-                        # decision of its last row of windows needs the row below
-                        pending, above = None, None
+                        # a block is written once the COHERENCE_RADIUS rows of windows
+                        # below it are computed: the coherence decision of its last rows
+                        # needs them (and the rows above, kept in ``above``)
+                        pending, above = [], None
                         for b in range(nblocks):
                             progress.check()
                             k0 = b * block_rows
@@ -416,19 +446,11 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                                 raw = correlate_raw(
                                     ref_blk, sec_blk, rows, cols, (H, W), src_r0 + rm, corr)
                             del ref_blk, sec_blk
-                            raw = tuple(raw)
-                            if pending is not None:
-                                first = tuple(a[0].copy() for a in (raw[0], raw[1], raw[4]))
-                                last = tuple(a[-1].copy() for a in (pending[3][0],
-                                                                    pending[3][1],
-                                                                    pending[3][4]))
-                                emit(*pending, above, first)
-                                above = last
-                            pending = (k0, k1, rows, raw)
+                            pending.append((k0, k1, rows, tuple(raw)))
+                            above = _emit_ready(pending, above, emit, final_block=False)
                             progress.update((b + 1) / nblocks * (0.9 if tag_params["stable"] != "none" else 1.0),
                                             "correlation: block %d/%d" % (b + 1, nblocks))
-                        if pending is not None:
-                            emit(*pending, above, None)
+                        _emit_ready(pending, above, emit, final_block=True)
                         _describe(dst, ref_date, sec_date, tag_params, params, corr, T)
                 med_dx = med_dy = float("nan")
                 n_stable = 0

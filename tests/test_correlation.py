@@ -363,14 +363,23 @@ def test_coherence_filter_keeps_agreeing_and_drops_isolated_low_ratio_peaks():
     dx, dy, snr, status = _grid()
     snr[2, 2], dx[2, 2] = 1.1, 5.0          # ambiguous and 3 px off its neighbours
     snr[5, 5], dx[5, 5] = 1.1, 2.3          # ambiguous but agrees
-    # a lone ambiguous window: its neighbours are not valid
-    status[0:3, 5:8] = C.STATUS_LOW_NCC
-    status[1, 6], snr[1, 6] = 0, 1.1
+    # ambiguous windows that agree only with each other are not judged by each other (they
+    # may share one false peak): the confident windows around them disagree, dropped
+    status[0:4, 4:8] = C.STATUS_LOW_NCC
+    dx[0:4, 4:8] = np.nan
+    status[0, 7], snr[0, 7], dx[0, 7] = 0, 1.1, 5.0
+    status[1, 7], snr[1, 7], dx[1, 7] = 0, 1.1, 5.0
+    status[0, 6], snr[0, 6], dx[0, 6] = 0, 1.1, 5.0
     kept = C.coherence_filter(dx, dy, snr, status, p)
     assert kept == 1
     assert status[5, 5] == 0 and dx[5, 5] == 2.3
     assert status[2, 2] == C.STATUS_LOW_SNR and np.isnan(dx[2, 2]) and np.isnan(dy[2, 2])
-    assert status[1, 6] == C.STATUS_LOW_SNR
+    assert np.all(status[[0, 1, 0], [7, 7, 6]] == C.STATUS_LOW_SNR)
+    # all ambiguous: nobody is confident, nothing is kept
+    dx, dy, snr, status = _grid()
+    snr[:] = 1.1
+    assert C.coherence_filter(dx, dy, snr, status, p) == 0
+    assert np.all(status == C.STATUS_LOW_SNR)
     # switched off: nothing changes
     dx, dy, snr, status = _grid()
     snr[2, 2], dx[2, 2] = 1.1, 5.0
@@ -387,18 +396,22 @@ def test_coherence_filter_by_blocks_equals_whole_grid():
     dy = rng.normal(0.0, 0.3, (n, n))
     dx[rng.random((n, n)) < 0.15] += 4.0
     snr = rng.uniform(1.0, 1.5, (n, n))
+    snr[rng.random((n, n)) < 0.5] = 2.0
     status = np.where(rng.random((n, n)) < 0.1, C.STATUS_LOW_NCC, 0).astype(np.int8)
     dx[status != 0] = np.nan
     p = C.normalize_params()
     whole = [a.copy() for a in (dx, dy, status)]
     C.coherence_filter(whole[0], whole[1], snr, whole[2], p)
-    raw = [a.copy() for a in (dx, dy, status)]
-    for b0 in range(0, n, 5):
-        b1 = min(n, b0 + 5)
-        above = None if b0 == 0 else tuple(a[b0 - 1].copy() for a in raw)
-        below = None if b1 == n else tuple(a[b1].copy() for a in raw)
-        blk = [a[b0:b1].copy() for a in (dx, dy, status)]
-        C.coherence_filter(blk[0], blk[1], snr[b0:b1], blk[2], p, above=above, below=below)
-        for w, b in zip(whole, blk):
-            assert np.array_equal(w[b0:b1], b, equal_nan=True)
+    raw = (dx, dy, snr, status)
+    R = C.COHERENCE_RADIUS
+    for size in (1, 3, 5):
+        for b0 in range(0, n, size):
+            b1 = min(n, b0 + size)
+            above = None if b0 == 0 else tuple(a[max(0, b0 - R):b0].copy() for a in raw)
+            below = None if b1 == n else tuple(a[b1:b1 + R].copy() for a in raw)
+            blk = [a[b0:b1].copy() for a in (dx, dy, status)]
+            C.coherence_filter(blk[0], blk[1], snr[b0:b1], blk[2], p, above=above,
+                               below=below)
+            for w, b in zip(whole, blk):
+                assert np.array_equal(w[b0:b1], b, equal_nan=True)
     assert (whole[2] == C.STATUS_LOW_SNR).sum() > 0
