@@ -39,6 +39,7 @@ except ImportError:
 
 from ..core import accuracy_assessment as aa
 from . import layer_finder
+from .button_rows import button_row
 from .validation_dock import SETTINGS_ANALYST
 from .validation_model import default_analyst
 
@@ -229,17 +230,10 @@ class AccuracySampleDock(QDockWidget):
         self.info.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         outer.addWidget(self.info)
 
-        nav = QHBoxLayout()
-        self.prev_button = QPushButton("◀ Previous (P)", body)
-        self.prev_button.clicked.connect(self.previous)
-        nav.addWidget(self.prev_button)
-        self.next_button = QPushButton("Next (N) ▶", body)
-        self.next_button.clicked.connect(self.next)
-        nav.addWidget(self.next_button)
-        self.first_unlabelled_button = QPushButton("First unlabelled (F)", body)
-        self.first_unlabelled_button.clicked.connect(self.first_unlabelled)
-        nav.addWidget(self.first_unlabelled_button)
-        outer.addLayout(nav)
+        outer.addLayout(button_row(self, body, (
+            ("prev_button", "◀ Previous (P)", self.previous),
+            ("next_button", "Next (N) ▶", self.next),
+            ("first_unlabelled_button", "First unlabelled (F)", self.first_unlabelled))))
 
         lab = QHBoxLayout()
         self.moving_button = QPushButton("Moving (M)", body)

@@ -28,6 +28,7 @@ except ImportError:
     from qgis.PyQt.QtWidgets import QShortcut
 
 from . import layer_finder
+from .button_rows import button_row
 from .timeseries_reader import SeriesSources, TaskRunner, read_polygon_series
 from .validation_model import (STATUSES, DecisionConflict, ValidationModel, default_analyst,
                                parse_explanation)
@@ -149,17 +150,10 @@ class ValidationDock(QDockWidget):
         split.setSizes([300, 420])
         outer.addWidget(split, 1)
 
-        nav = QHBoxLayout()
-        self.prev_button = QPushButton("◀ Previous (P)", body)
-        self.prev_button.clicked.connect(self.previous)
-        nav.addWidget(self.prev_button)
-        self.next_button = QPushButton("Next (N) ▶", body)
-        self.next_button.clicked.connect(self.next)
-        nav.addWidget(self.next_button)
-        self.undo_button = QPushButton("Undo (Ctrl+Z)", body)
-        self.undo_button.clicked.connect(self.undo)
-        nav.addWidget(self.undo_button)
-        outer.addLayout(nav)
+        outer.addLayout(button_row(self, body, (
+            ("prev_button", "◀ Previous (P)", self.previous),
+            ("next_button", "Next (N) ▶", self.next),
+            ("undo_button", "Undo (Ctrl+Z)", self.undo))))
         decide = QHBoxLayout()
         self.confirm_button = QPushButton("Confirm (C)", body)
         self.confirm_button.setStyleSheet("background-color: #8fd18f")
