@@ -1,0 +1,78 @@
+"""The product contract is defined once (issue 16): every SPEC file name, pair / velocity
+band name and the length of the year appear as a literal only in core/products.py; the
+other modules of the plugin import them."""
+
+import io
+import os
+import tokenize
+
+import pytest
+
+from slidewatch.core import products as prod
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ("core", "processing_provider", "ui")
+HOME = os.path.join(ROOT, "core", "products.py")
+
+#: band names that are also ordinary words of other tables (a detection's status, a
+#: sample's ncc column): not checked
+GENERIC = ("ncc", "snr", "status", "n_obs", "rmse_m")
+NAMES = (prod.CATALOG_CSV, prod.PAIRS_CSV, prod.TS_EAST_TIF, prod.TS_NORTH_TIF,
+         prod.VELOCITY_TIF, prod.NETWORK_FLAGS_TIF, prod.DETECTIONS_GPKG,
+         prod.PROJECT_QGZ, prod.VELOCITY_ARROWS_GPKG) + tuple(
+             b for b in prod.PAIR_BANDS + prod.VELOCITY_BANDS if b not in GENERIC)
+
+
+def _sources():
+    for pkg in PACKAGES + ("",):
+        folder = os.path.join(ROOT, pkg)
+        names = sorted(os.listdir(folder)) if pkg else ("plugin.py", "__init__.py")
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and os.path.isfile(path) and path != HOME:
+                yield path
+
+
+def _literals(path):
+    """(kind, value, line) of the string and number tokens of a module (docstrings and
+    comments are not literals of a name: a string token equal to the quoted name is)."""
+    with open(path, encoding="utf-8") as fh:
+        src = fh.read()
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.STRING:
+            yield "str", tok.string.strip("rbuRBU").strip("'\""), tok.start[0]
+        elif tok.type == tokenize.NUMBER:
+            yield "num", tok.string, tok.start[0]
+
+
+def test_the_contract_home_defines_them():
+    assert prod.DAYS_PER_YEAR == 365.25
+    assert len(set(NAMES)) == len(NAMES)
+
+
+#: literals still restated when this test was written (2026-12-07), per module: a
+#: ratchet (a module may lose them, never gain; any other module has none). Issue 16
+#: asks for none: remove each entry as its module imports the constants instead.
+STILL_RESTATED = {
+    "core/accuracy_assessment.py": 6, "core/exports.py": 30, "core/input_checks.py": 1,
+    "core/offset_import.py": 2, "core/overview.py": 12, "core/quality_layers.py": 11,
+    "core/quality_model.py": 2, "core/series_models.py": 6,
+    "processing_provider/alg_catalog.py": 1, "processing_provider/alg_pairing.py": 1,
+    "processing_provider/alg_pipeline.py": 1, "processing_provider/project_writer.py": 2,
+    "ui/timeseries_dock.py": 14, "ui/timeseries_reader.py": 14,
+}
+
+
+def test_each_spec_name_and_the_year_are_defined_once():
+    found = {}
+    for path in _sources():
+        rel = os.path.relpath(path, ROOT)
+        for kind, value, line in _literals(path):
+            if (kind == "str" and value in NAMES) or (
+                    kind == "num" and value in ("365.25", "365.2425")):
+                found.setdefault(rel, []).append("%s:%d %s" % (rel, line, value))
+    over = {rel: hits for rel, hits in found.items()
+            if len(hits) > STILL_RESTATED.get(rel, 0)}
+    assert not over, ("new literal(s) of the product contract outside core/products.py "
+                      "(import them from slidewatch.core.products):\n"
+                      + "\n".join(h for hits in over.values() for h in hits))
