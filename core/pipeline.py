@@ -1,5 +1,6 @@
 """End-to-end SlideWatch run: catalog -> common grid -> pairing -> correlation -> inversion
--> detection -> overview, resumable, with a log of what was done, skipped and why.
+-> quality layers -> detection -> overview, resumable, with a log of what was done, skipped
+and why.
 
 Entry point::
 
@@ -11,6 +12,9 @@ Files written under ``output_folder`` (SPEC):
 - ``catalog.csv``, ``pairs.csv``, ``pairs/pair_YYYYMMDD_YYYYMMDD.tif``,
   ``timeseries/ts_east_m.tif``, ``ts_north_m.tif``, ``velocity.tif``, ``detections.gpkg``;
 - ``common_grid/`` (only when the images are not all on one grid: warped copies);
+- ``timeseries/quality_*.tif`` (+ ``.qml`` styles): the per-pixel quality layers of the
+  inversion (valid pairs, share with NCC >= threshold, first/last measured date, longest
+  gap; :mod:`.quality_layers`);
 - ``overview.png`` (velocity + detection outlines + legend, see :mod:`.overview`);
 - ``slidewatch_run.json``: the run manifest (per step: parameter hash, input fingerprint,
   output fingerprint, status, time);
@@ -59,7 +63,7 @@ MANIFEST_VERSION = 1
 
 #: the steps in order, with their share of the progress bar
 STEPS = (("catalog", 0.04), ("grid", 0.04), ("pairing", 0.04), ("correlation", 0.58),
-         ("inversion", 0.20), ("detection", 0.07), ("overview", 0.03))
+         ("inversion", 0.18), ("quality", 0.02), ("detection", 0.07), ("overview", 0.03))
 
 
 @dataclass
@@ -101,6 +105,10 @@ class PipelineParams:
         cross-validation), ``inversion_robust`` ("tukey"), ``inversion_weighting``
         ("ncc"), ``inversion_block_rows`` (rows of the pair grid per task, 64),
         ``inversion_options``: further options of the inversion driver.
+    Quality layers
+        ``write_quality_layers``: write ``timeseries/quality_*.tif`` (True);
+        ``quality_ncc_threshold``: NCC a valid measurement needs to count in the
+        ``ncc_share`` layer (0.5, :data:`.quality_layers.DEFAULT_NCC_THRESHOLD`).
     Detection
         ``detection_options``: fields of :class:`.detection.DetectionParams` to change
         (z_seed, z_grow, min_area_m2, min_score, ...); defaults are the detection
@@ -129,6 +137,8 @@ class PipelineParams:
     inversion_weighting: str = "ncc"
     inversion_block_rows: int = 64
     inversion_options: dict = field(default_factory=dict)
+    write_quality_layers: bool = True
+    quality_ncc_threshold: float = 0.5
     detection_options: dict = field(default_factory=dict)
     dem_path: str = "auto"
     stable_mask: str = "auto"
@@ -156,6 +166,8 @@ class PipelineParams:
         if step == "inversion":
             return dict(self.inversion_options, lam=self.inversion_lambda,
                         robust=self.inversion_robust, weighting=self.inversion_weighting)
+        if step == "quality":
+            return {"ncc_threshold": float(self.quality_ncc_threshold)}
         if step == "detection":
             return dict(self.detection_options, dem_path=self.dem_path)
         if step == "overview":
@@ -305,7 +317,7 @@ class _RunLog:
 #: onset = profile-likelihood median; 4: onset interval widened for correlated residuals;
 #: 5: dates with fewer than half of an object's pixels valid leave its series.
 METHOD_VERSIONS = {"catalog": 1, "grid": 1, "pairing": 1, "correlation": 1, "inversion": 2,
-                   "detection": 5, "overview": 1}
+                   "quality": 1, "detection": 5, "overview": 1}
 
 
 class _Manifest:
@@ -456,6 +468,7 @@ def run_pipeline(input_folder, output_folder, params=None, scheduler=None, progr
         selected = _step_pairing(ctx, catalog, steps("pairing", log))
         _step_correlation(ctx, selected, catalog, steps("correlation", log))
         _step_inversion(ctx, steps("inversion", log))
+        _step_quality(ctx, steps("quality", log))
         _step_detection(ctx, steps("detection", log))
         _step_overview(ctx, catalog, steps("overview", log))
         result.seconds = time.perf_counter() - t_start
@@ -495,6 +508,13 @@ def _check_params(p):
                              % p.inversion_block_rows)
     if int(p.retries) < 0:
         raise ParameterError("Retries must be >= 0 (got %r)." % p.retries)
+    try:
+        ncc_threshold = float(p.quality_ncc_threshold)
+    except (TypeError, ValueError):
+        ncc_threshold = float("nan")
+    if not -1.0 <= ncc_threshold <= 1.0:
+        raise ParameterError("Quality NCC threshold must be a number in [-1, 1] (got %r); "
+                             "0.5 is usual." % (p.quality_ncc_threshold,))
     for name in ("pairing_options", "correlation_options", "inversion_options",
                  "detection_options"):
         if not isinstance(getattr(p, name), dict):
@@ -852,6 +872,49 @@ def _step_inversion(ctx, progress):
     ctx.manifest.record("inversion", phash, inputs_fp, outs, dict(p, lam=info["lam"]))
     ctx.mark("inversion", "done", "%d dates, %d pairs, lam %g" % (
         info["n_dates"], info["n_pairs"], info["lam"]), time.perf_counter() - t0)
+
+
+def _step_quality(ctx, progress):
+    """Per-pixel quality layers of the inversion (:mod:`.quality_layers`), written into
+    ``timeseries/`` beside the series; skipped when up to date."""
+    from . import quality_layers as ql
+    t0 = time.perf_counter()
+    progress.check()
+    if not ctx.params.write_quality_layers:
+        ctx.mark("quality", "skipped", "not requested")
+        progress.update(1.0)
+        return
+    r = ctx.result.paths
+    ts_dir = r["timeseries"]
+    layers = ql.quality_paths(ts_dir)
+    styles = {k: os.path.splitext(v)[0] + ".qml" for k, v in layers.items()}
+    outs = [layers[k] for k in ql.LAYER_KEYS] + [styles[k] for k in ql.LAYER_KEYS]
+    r["quality"] = dict(layers)
+    r["quality_styles"] = dict(styles)
+    p = ctx.params.step_params("quality")
+    phash = params_hash(p)
+    # the pairs the inversion used, and the series (their dates and inversion parameters)
+    inputs = list(r["pairs"]) + [r["ts_east"], r["velocity"]]
+    inputs_fp = fingerprint(inputs, ctx.output_folder)
+    ok, why = ctx.manifest.is_current("quality", phash, inputs_fp, outs)
+    if ok and not ctx.params.force:
+        ctx.mark("quality", "skipped", why)
+        progress.update(1.0)
+        return
+    progress.info("quality: %s, computing the quality layers" % why)
+    # the module's own lines ("Quality layers from ...", "... written to ...") go to the
+    # run log under the step's name, like the inversion's
+    inner = Progress(callback=lambda pct, msg: progress.update(pct / 100.0, msg),
+                     is_cancelled=lambda: progress.cancelled,
+                     log=lambda msg: ctx.log("quality: " + msg))
+    res = ql.compute_quality_layers(ts_dir, ncc_threshold=p["ncc_threshold"], progress=inner)
+    summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+               for k, v in res.summary.items()}
+    ctx.manifest.record("quality", phash, inputs_fp, outs, p, extra={"summary": summary})
+    ctx.mark("quality", "done", "%d layers and their styles in %s, from %d pairs" % (
+        len(res.paths), os.path.relpath(ts_dir, ctx.output_folder), res.n_pairs),
+        time.perf_counter() - t0)
+    progress.update(1.0)
 
 
 def _dem_path(ctx):

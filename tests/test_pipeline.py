@@ -63,7 +63,7 @@ def test_all_spec_files_present(first_run):
     out, result, lines = first_run
     assert all(v["status"] in ("done", "skipped") for v in result.steps.values())
     assert [k for k, v in result.steps.items() if v["status"] == "done"] == [
-        "catalog", "pairing", "correlation", "inversion", "detection", "overview"]
+        "catalog", "pairing", "correlation", "inversion", "quality", "detection", "overview"]
 
     with open(os.path.join(out, "catalog.csv"), newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -132,7 +132,8 @@ def test_rerun_skips_everything(first_run, stack_folder):
     finally:
         os.remove(sidecar)
     assert {k: v["status"] for k, v in result.steps.items()} == dict.fromkeys(
-        ["catalog", "grid", "pairing", "correlation", "inversion", "detection", "overview"],
+        ["catalog", "grid", "pairing", "correlation", "inversion", "quality", "detection",
+         "overview"],
         "skipped")
     assert result.pairs_computed == 0 and result.pairs_reused == first.n_pairs
     after = _mtimes(out)
