@@ -49,6 +49,7 @@ import sqlite3
 import numpy as np
 
 from .errors import InputError, OutputError, ParameterError
+from .products import BAND_V, DETECTIONS_GPKG, TS_EAST_TIF, VELOCITY_TIF
 
 #: the map classes, which are also the strata (row order of the error matrix)
 CLASSES = ("moving", "not_moving")
@@ -195,12 +196,12 @@ def _grid_of_folder(folder):
     ts = os.path.join(folder, "timeseries")
     if not os.path.isdir(ts) and os.path.basename(os.path.normpath(folder)) == "timeseries":
         ts = folder
-    vel = os.path.join(ts, "velocity.tif")
-    east = os.path.join(ts, "ts_east_m.tif")
+    vel = os.path.join(ts, VELOCITY_TIF)
+    east = os.path.join(ts, TS_EAST_TIF)
     if os.path.isfile(vel):
         with rasterio.open(vel) as src:
             desc = list(src.descriptions)
-            b = desc.index("v_m_per_yr") + 1 if "v_m_per_yr" in desc else 1
+            b = desc.index(BAND_V) + 1 if BAND_V in desc else 1
             valid = np.isfinite(src.read(b))
             return vel, valid, src.transform, src.crs
     if os.path.isfile(east):
@@ -301,9 +302,9 @@ def load_strata(path, detections=None, exclude_rejected=False, band=None):
         if detections is None:
             root = path
             if os.path.basename(os.path.normpath(path)) == "timeseries" and not \
-                    os.path.isfile(os.path.join(path, "detections.gpkg")):
+                    os.path.isfile(os.path.join(path, DETECTIONS_GPKG)):
                 root = os.path.dirname(os.path.normpath(path))
-            detections = os.path.join(root, "detections.gpkg")
+            detections = os.path.join(root, DETECTIONS_GPKG)
         sm = strata_from_polygons(detections, valid=valid, transform=transform, crs=crs,
                                   exclude_statuses=excl)
         sm.source += " on the grid of %s" % grid

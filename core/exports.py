@@ -45,6 +45,8 @@ import numpy as np
 
 from . import series_models as sm
 from .errors import InputError, OutputError, ParameterError
+from .products import (BAND_N_OBS, BAND_RMSE, BAND_V, BAND_V_SIGMA, BAND_VE, BAND_VN,
+                       DETECTIONS_GPKG, TS_EAST_TIF, TS_NORTH_TIF, VELOCITY_TIF)
 from .progress import as_progress
 from .raster_io import atomic_output, write_text_atomic
 
@@ -73,13 +75,13 @@ def output_sources(folder):
     """Paths of the outputs an export needs, from an output folder (or its timeseries/)."""
     folder = os.path.abspath(str(folder or ""))
     if os.path.basename(folder) == "timeseries" and os.path.isfile(
-            os.path.join(folder, "ts_east_m.tif")):
+            os.path.join(folder, TS_EAST_TIF)):
         folder = os.path.dirname(folder)
     ts = os.path.join(folder, "timeseries")
-    paths = dict(folder=folder, ts_east=os.path.join(ts, "ts_east_m.tif"),
-                 ts_north=os.path.join(ts, "ts_north_m.tif"),
-                 velocity=os.path.join(ts, "velocity.tif"),
-                 detections=os.path.join(folder, "detections.gpkg"))
+    paths = dict(folder=folder, ts_east=os.path.join(ts, TS_EAST_TIF),
+                 ts_north=os.path.join(ts, TS_NORTH_TIF),
+                 velocity=os.path.join(ts, VELOCITY_TIF),
+                 detections=os.path.join(folder, DETECTIONS_GPKG))
     for key in ("ts_east", "ts_north"):
         if not os.path.isfile(paths[key]):
             raise InputError("'%s' is missing. Choose a SlideWatch output folder (it holds "
@@ -356,16 +358,16 @@ def export_detection_points(folder, output_base=None, formats=("gpkg", "csv"),
     xs, ys = [], []
     for rec, s, (x, y) in items:
         v = s["velocity"]
-        series, vel = scalar_series(s["east"], s["north"], v["ve_m_per_yr"], v["vn_m_per_yr"],
-                                    v["v_m_per_yr"], component)
+        series, vel = scalar_series(s["east"], s["north"], v[BAND_VE], v[BAND_VN],
+                                    v[BAND_V], component)
         xs.append(x)
         ys.append(y)
         cols["velocity"].append(float(vel) * scale)
-        cols["v_sigma"].append(v["v_sigma_m_per_yr"] * scale)
-        cols["ve"].append(v["ve_m_per_yr"] * scale)
-        cols["vn"].append(v["vn_m_per_yr"] * scale)
-        cols["direction_deg"].append(float(np.degrees(np.arctan2(v["ve_m_per_yr"],
-                                                                 v["vn_m_per_yr"])) % 360))
+        cols["v_sigma"].append(v[BAND_V_SIGMA] * scale)
+        cols["ve"].append(v[BAND_VE] * scale)
+        cols["vn"].append(v[BAND_VN] * scale)
+        cols["direction_deg"].append(float(np.degrees(np.arctan2(v[BAND_VE], v[BAND_VN]))
+                                           % 360))
         cols["n_pixels"].append(s["n_pixels"])
         for n in DETECTION_FIELDS:
             if n != "direction_deg":
@@ -428,8 +430,8 @@ def export_pixel_points(folder, output_base=None, formats=("gpkg",), component="
                     e = src_e.read(window=win).astype(np.float64)[:, ::step, ::step]
                     n = src_n.read(window=win).astype(np.float64)[:, ::step, ::step]
                     vel = {}
-                    for name in ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr",
-                                 "v_sigma_m_per_yr", "rmse_m", "n_obs"):
+                    for name in (BAND_VE, BAND_VN, BAND_V, BAND_V_SIGMA, BAND_RMSE,
+                                 BAND_N_OBS):
                         if name in vbands:
                             vel[name] = vsrc.read(vbands[name], window=win).astype(
                                 np.float64)[::step, ::step]
@@ -439,21 +441,20 @@ def export_pixel_points(folder, output_base=None, formats=("gpkg",), component="
                     keep = np.any(np.isfinite(e), axis=0) & np.any(np.isfinite(n), axis=0)
                     if min_velocity is not None:
                         with np.errstate(invalid="ignore"):
-                            keep &= vel["v_m_per_yr"] >= float(min_velocity)
+                            keep &= vel[BAND_V] >= float(min_velocity)
                     if mask is not None:
                         keep &= mask[rr, cc]
                     if keep.any():
                         series, v = scalar_series(e[:, keep], n[:, keep],
-                                                  vel["ve_m_per_yr"][keep],
-                                                  vel["vn_m_per_yr"][keep],
-                                                  vel["v_m_per_yr"][keep], component)
+                                                  vel[BAND_VE][keep], vel[BAND_VN][keep],
+                                                  vel[BAND_V][keep], component)
                         xs, ys = transform * (cc[keep] + 0.5, rr[keep] + 0.5)
                         cols = {"velocity": v * scale,
-                                "v_sigma": vel["v_sigma_m_per_yr"][keep] * scale,
-                                "ve": vel["ve_m_per_yr"][keep] * scale,
-                                "vn": vel["vn_m_per_yr"][keep] * scale,
-                                "rmse": vel["rmse_m"][keep] * scale,
-                                "n_obs": vel["n_obs"][keep], "row": rr[keep], "col": cc[keep],
+                                "v_sigma": vel[BAND_V_SIGMA][keep] * scale,
+                                "ve": vel[BAND_VE][keep] * scale,
+                                "vn": vel[BAND_VN][keep] * scale,
+                                "rmse": vel[BAND_RMSE][keep] * scale,
+                                "n_obs": vel[BAND_N_OBS][keep], "row": rr[keep], "col": cc[keep],
                                 "component": [component] * int(keep.sum()),
                                 "units": [units] * int(keep.sum())}
                         for k, d in enumerate(dates):
@@ -530,8 +531,8 @@ def map_thumbnail(paths, rec, margin=0.6, size_px=(520, 420)):
             op="floor").round_lengths(op="ceil")
         win = win.intersection(Window(0, 0, src.width, src.height))
         if vpath:
-            band = list(src.descriptions).index("v_m_per_yr") + 1 \
-                if "v_m_per_yr" in src.descriptions else 3
+            band = list(src.descriptions).index(BAND_V) + 1 \
+                if BAND_V in src.descriptions else 3
             data = src.read(band, window=win).astype(float)
             label = "velocity (m/yr)"
         else:
@@ -669,8 +670,7 @@ def detection_report_html(paths, rec, series, fits, title_folder=""):
              ("acceleration onset", rec.get("accel_onset_date") if rec.get("accel_flag")
               else None)]
     v = series["velocity"]
-    vv, vs, az = sm.vector_velocity(v["ve_m_per_yr"], v["v_sigma_m_per_yr"],
-                                    v["vn_m_per_yr"], v["v_sigma_m_per_yr"])
+    vv, vs, az = sm.vector_velocity(v[BAND_VE], v[BAND_V_SIGMA], v[BAND_VN], v[BAND_V_SIGMA])
     fit_rows = []
     for model, fit in fits.items():
         if fit is None:

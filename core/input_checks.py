@@ -30,7 +30,7 @@ import numpy as np
 
 from . import pairs_file
 from .errors import InputError, OutputError, ParameterError
-from .products import PAIRS_FOLDER, TIMESERIES_FOLDER
+from .products import BAND_V, PAIRS_FOLDER, TIMESERIES_FOLDER
 from .raster_io import ensure_writable_folder
 
 __all__ = ["scan_image_folder", "require_images", "check_window_search",
@@ -339,7 +339,7 @@ def check_velocity_has_data(velocity_path, n_pairs=None, n_dates=None, min_obs=3
         with rasterio.open(velocity_path) as src:
             idx = 1
             for i, d in enumerate(src.descriptions, start=1):
-                if d == "v_m_per_yr":
+                if d == BAND_V:
                     idx = i
             any_valid = False
             for _, win in src.block_windows(idx):

@@ -997,8 +997,9 @@ def align_pairs(pairs, progress=None):
         r0 = int(round((p.transform.f - T0.f) / T0.e)) - rmin
         h, w = p.east_m.shape
         arrays = {}
-        for name, fill in (("east_m", np.nan), ("north_m", np.nan), ("ncc", np.nan),
-                           ("snr", np.nan), ("status", float(STATUS_NODATA))):
+        for name, fill in ((prod.BAND_EAST, np.nan), (prod.BAND_NORTH, np.nan),
+                           (prod.BAND_NCC, np.nan), (prod.BAND_SNR, np.nan),
+                           (prod.BAND_STATUS, float(STATUS_NODATA))):
             a = np.full((H, W), fill, np.float32)
             a[r0:r0 + h, c0:c0 + w] = getattr(p, name)
             arrays[name] = a

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from .errors import InputError, OutputError
-from .products import DETECTION_STATUSES
+from .products import BAND_V, BAND_V_SIGMA, BAND_VE, BAND_VN, DETECTION_STATUSES
 from .raster_io import atomic_output
 
 __all__ = ["write_overview", "write_velocity_arrows", "VELOCITY_RAMP", "STATUS_COLOURS",
@@ -64,7 +64,7 @@ def _read_velocity(path):
     try:
         with rasterio.open(path) as src:
             names = list(src.descriptions)
-            idx = names.index("v_m_per_yr") + 1 if "v_m_per_yr" in names else 3
+            idx = names.index(BAND_V) + 1 if BAND_V in names else 3
             v = src.read(idx).astype(np.float64)
             return v, src.transform, src.crs
     except rasterio.errors.RasterioIOError as exc:
@@ -175,7 +175,7 @@ def write_overview(velocity_path, out_path, detections_path=None, background_pat
     canvas_t = Affine(ext_w / cw, 0, min(left, right), 0, -ext_h / ch, max(top, bottom))
 
     vc = _sample(velocity_path, canvas_t, (ch, cw),
-                 band=(_band_index(velocity_path, "v_m_per_yr") or 3))
+                 band=(_band_index(velocity_path, BAND_V) or 3))
     finite = np.isfinite(v)
     vmax = float(np.nanpercentile(v[finite], 99)) if finite.any() else 1.0
     if not np.isfinite(vmax) or vmax <= 0:
@@ -297,8 +297,8 @@ def write_velocity_arrows(velocity_path, out_path, max_arrows=45, min_fraction=0
             return src.read(names.index(name) + 1 if name in names else default).astype(
                 np.float64)
 
-        ve, vn = band("ve_m_per_yr", 1), band("vn_m_per_yr", 2)
-        sig = band("v_sigma_m_per_yr", 4)
+        ve, vn = band(BAND_VE, 1), band(BAND_VN, 2)
+        sig = band(BAND_V_SIGMA, 4)
         t, crs = src.transform, src.crs
     h, w = ve.shape
     v = np.hypot(ve, vn)
@@ -337,15 +337,15 @@ def write_velocity_arrows(velocity_path, out_path, max_arrows=45, min_fraction=0
             srs.ImportFromWkt(crs.to_wkt())
             srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         layer = ds.CreateLayer("arrows", srs, ogr.wkbPoint)
-        for name in ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "direction_deg"):
+        for name in (BAND_VE, BAND_VN, BAND_V, "direction_deg"):
             layer.CreateField(ogr.FieldDefn(name, ogr.OFTReal))
         defn = layer.GetLayerDefn()
         layer.StartTransaction()
         for x, y, me, mn, mv, az in feats:
             f = ogr.Feature(defn)
-            f.SetField("ve_m_per_yr", me)
-            f.SetField("vn_m_per_yr", mn)
-            f.SetField("v_m_per_yr", mv)
+            f.SetField(BAND_VE, me)
+            f.SetField(BAND_VN, mn)
+            f.SetField(BAND_V, mv)
             f.SetField("direction_deg", az)
             g = ogr.Geometry(ogr.wkbPoint)
             g.AddPoint_2D(x, y)

@@ -28,7 +28,9 @@ __all__ = [
     "TIMESERIES_FOLDER", "TS_EAST_TIF", "TS_NORTH_TIF", "VELOCITY_TIF", "NETWORK_FLAGS_TIF",
     "DETECTIONS_GPKG", "DETECTIONS_LAYER", "PROJECT_QGZ", "OVERVIEW_PNG",
     "VELOCITY_ARROWS_GPKG", "LOG_FILE", "CATALOG_COLUMNS", "PAIRS_COLUMNS", "PAIR_BANDS",
-    "VELOCITY_BANDS", "NETWORK_FLAGS_BAND", "DETECTION_STATUSES", "TAG_REFERENCE_DATE",
+    "BAND_EAST", "BAND_NORTH", "BAND_NCC", "BAND_SNR", "BAND_STATUS", "VELOCITY_BANDS",
+    "BAND_VE", "BAND_VN", "BAND_V", "BAND_V_SIGMA", "BAND_N_OBS", "BAND_RMSE",
+    "NETWORK_FLAGS_BAND", "DETECTION_STATUSES", "TAG_REFERENCE_DATE",
     "TAG_SECONDARY_DATE", "TAG_PARAMS", "PAIR_PREFIX", "PAIR_EXTENSION", "PAIR_GLOB",
     "PAIR_NAME_RE", "pair_stem", "pair_file_name", "parse_pair_name", "is_pair_file_name",
     "TRUE_WORDS", "FALSE_WORDS", "BOOL_WORDS_TEXT", "parse_bool", "format_bool",
@@ -66,11 +68,25 @@ PAIRS_COLUMNS = ("reference_date", "secondary_date", "reference_path", "secondar
                  "baseline_days", "score", "selected", "reason")
 
 # ----------------------------------------------------------------------------- bands
+#: bands of a pair raster (band descriptions): east and north offset (m), normalised
+#: cross-correlation peak, signal-to-noise ratio, correlation status
+BAND_EAST = "east_m"
+BAND_NORTH = "north_m"
+BAND_NCC = "ncc"
+BAND_SNR = "snr"
+BAND_STATUS = "status"
 #: bands of a pair raster, in order (band descriptions)
-PAIR_BANDS = ("east_m", "north_m", "ncc", "snr", "status")
+PAIR_BANDS = (BAND_EAST, BAND_NORTH, BAND_NCC, BAND_SNR, BAND_STATUS)
+#: bands of timeseries/velocity.tif (band descriptions): east, north velocity, speed,
+#: speed uncertainty (m/yr), number of observations, residual RMSE (m)
+BAND_VE = "ve_m_per_yr"
+BAND_VN = "vn_m_per_yr"
+BAND_V = "v_m_per_yr"
+BAND_V_SIGMA = "v_sigma_m_per_yr"
+BAND_N_OBS = "n_obs"
+BAND_RMSE = "rmse_m"
 #: bands of timeseries/velocity.tif, in order (band descriptions)
-VELOCITY_BANDS = ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr", "n_obs",
-                  "rmse_m")
+VELOCITY_BANDS = (BAND_VE, BAND_VN, BAND_V, BAND_V_SIGMA, BAND_N_OBS, BAND_RMSE)
 #: the one band of timeseries/network_flags.tif
 NETWORK_FLAGS_BAND = "network_flags"
 #: values of the ``status`` field of the detections layer

@@ -43,7 +43,8 @@ import os
 import numpy as np
 
 from .errors import InputError
-from .products import DAYS_PER_YEAR, PAIR_GLOB, PAIRS_FOLDER, TAG_PARAMS, parse_pair_name
+from .products import (BAND_EAST, BAND_NCC, BAND_NORTH, BAND_STATUS, DAYS_PER_YEAR, PAIR_GLOB,
+                       PAIRS_FOLDER, TAG_PARAMS, parse_pair_name)
 from .raster_io import write_text_atomic
 
 __all__ = ["FEATURES", "field_quality", "pair_features", "QualityModel",
@@ -272,10 +273,10 @@ def read_full_results(output_folder, ncc_min=0.5):
             continue
         try:
             with rasterio.open(path) as src:
-                e = src.read(band_index_by_description(src, "east_m")).astype(np.float64)
-                n = src.read(band_index_by_description(src, "north_m")).astype(np.float64)
-                c = src.read(band_index_by_description(src, "ncc")).astype(np.float64)
-                s = src.read(band_index_by_description(src, "status"))
+                e = src.read(band_index_by_description(src, BAND_EAST)).astype(np.float64)
+                n = src.read(band_index_by_description(src, BAND_NORTH)).astype(np.float64)
+                c = src.read(band_index_by_description(src, BAND_NCC)).astype(np.float64)
+                s = src.read(band_index_by_description(src, BAND_STATUS))
                 tags = src.tags()
                 res = abs(src.transform.a)
             step = None

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, ParameterError
-from .products import DAYS_PER_YEAR, VELOCITY_BANDS
+from .products import BAND_V, BAND_VE, BAND_VN, DAYS_PER_YEAR, VELOCITY_BANDS
 
 MODELS = ("linear", "seasonal", "piecewise")
 MODEL_LABELS = {"linear": "linear", "seasonal": "linear + annual",
@@ -414,10 +414,9 @@ def read_area_series(ts_east, ts_north, geometry, velocity=None, label="area"):
         for name in velocity_out:
             if name in means:
                 velocity_out[name] = float(means[name])
-        if "ve_m_per_yr" in means and "vn_m_per_yr" in means:
-            velocity_out["v_m_per_yr"] = float(np.hypot(means["ve_m_per_yr"],
-                                                        means["vn_m_per_yr"]))
-            velocity_out["mean_of_speeds_m_per_yr"] = float(means.get("v_m_per_yr", np.nan))
+        if BAND_VE in means and BAND_VN in means:
+            velocity_out[BAND_V] = float(np.hypot(means[BAND_VE], means[BAND_VN]))
+            velocity_out["mean_of_speeds_m_per_yr"] = float(means.get(BAND_V, np.nan))
     return dict(x=(bounds[0] + bounds[2]) / 2.0, y=(bounds[1] + bounds[3]) / 2.0, row=-1,
                 col=-1, dates=dates, east=me, north=mn, magnitude=np.hypot(me, mn),
                 sigma=sem, east_std=se, north_std=sn, n_pixels=int(inside.sum()),

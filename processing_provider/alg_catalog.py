@@ -70,7 +70,7 @@ class CatalogAlgorithm(SlideWatchAlgorithm):
              self.tr("Warp onto a common grid (union)")], defaultValue=0))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Output folder")))
-        self.addOutput(QgsProcessingOutputString("CATALOG", self.tr("catalog.csv")))
+        self.addOutput(QgsProcessingOutputString("CATALOG", self.tr(prod.CATALOG_CSV)))
         self.addOutput(QgsProcessingOutputNumber("N_IMAGES", self.tr("Number of images")))
         self.addOutput(QgsProcessingOutputNumber("N_PROBLEMS", self.tr("Number of problems")))
 

@@ -114,7 +114,7 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
         self.addParameter(Num(self.SEED, self.tr("Seed"), Num.Integer, 0, minValue=0))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Output folder")))
-        self.addOutput(QgsProcessingOutputString("PAIRS", self.tr("pairs.csv")))
+        self.addOutput(QgsProcessingOutputString("PAIRS", self.tr(prod.PAIRS_CSV)))
         self.addOutput(QgsProcessingOutputString("SUMMARY", self.tr("network_summary.json")))
         self.addOutput(QgsProcessingOutputNumber("N_SELECTED", self.tr("Selected pairs")))
 

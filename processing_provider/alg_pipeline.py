@@ -177,7 +177,7 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
                 minValue=0, maxValue=20))
         adv(QgsProcessingParameterBoolean("FORCE", self.tr("Recompute everything"), False))
         adv(QgsProcessingParameterBoolean("WRITE_PROJECT", self.tr("Write the QGIS project "
-                                                                   "slidewatch.qgz"), True))
+                                                                   + prod.PROJECT_QGZ), True))
 
         self.addOutput(QgsProcessingOutputFile("PROJECT", self.tr("QGIS project")))
         self.addOutput(QgsProcessingOutputFile("OVERVIEW", self.tr("Overview picture")))

@@ -33,6 +33,8 @@ from .timeseries_reader import (SeriesSources, TaskRunner, describe_network_flag
                                 series_to_rows)
 
 from ..core import series_models as sm
+from ..core.products import (BAND_EAST, BAND_N_OBS, BAND_NORTH, BAND_RMSE, BAND_V,
+                             BAND_V_SIGMA, BAND_VE, BAND_VN)
 
 COMPONENTS = ("all", "east", "north", "magnitude")
 #: model combo entries: (key of core.series_models.MODELS or None, label)
@@ -61,7 +63,7 @@ takes the magnitude of the mean vector. Averaging magnitudes (speeds) would be w
 magnitude of a noisy vector is biased up — on ground that does not move every pixel's
 speed is about 1.25 σ, and so is the mean of any number of them, while the speed of the
 mean vector goes to zero as pixels are added.</p>"""
-VELOCITY_OF = {"east": "ve_m_per_yr", "north": "vn_m_per_yr", "magnitude": "v_m_per_yr"}
+VELOCITY_OF = {"east": BAND_VE, "north": BAND_VN, "magnitude": BAND_V}
 SETTINGS_FOLDER = "SlideWatch/timeseries_folder"
 
 
@@ -426,10 +428,10 @@ class TimeSeriesDock(QDockWidget):
         v = result["velocity"]
         self.info.setText("%s at (%.1f, %.1f): velocity %.3g m/yr (σ %.2g), E %.3g N %.3g "
                           "m/yr, %s observations, RMSE %.2g m, %d pair measurements here"
-                          % (result["label"], result["x"], result["y"], v["v_m_per_yr"],
-                             v["v_sigma_m_per_yr"], v["ve_m_per_yr"], v["vn_m_per_yr"],
-                             "?" if not np.isfinite(v["n_obs"]) else int(v["n_obs"]),
-                             v["rmse_m"], len(result["pairs"])))
+                          % (result["label"], result["x"], result["y"], v[BAND_V],
+                             v[BAND_V_SIGMA], v[BAND_VE], v[BAND_VN],
+                             "?" if not np.isfinite(v[BAND_N_OBS]) else int(v[BAND_N_OBS]),
+                             v[BAND_RMSE], len(result["pairs"])))
         quality = describe_quality(result.get("quality"))
         if quality:
             self.info.setText(self.info.text() + ". Quality: " + quality)
@@ -550,9 +552,9 @@ class TimeSeriesDock(QDockWidget):
                    label=s["label"] + " − ref")
         v = dict(s["velocity"])
         rv = ref["velocity"]
-        for key in ("ve_m_per_yr", "vn_m_per_yr"):
+        for key in (BAND_VE, BAND_VN):
             v[key] = v.get(key, np.nan) - rv.get(key, np.nan)
-        v["v_m_per_yr"] = float(np.hypot(v["ve_m_per_yr"], v["vn_m_per_yr"]))
+        v[BAND_V] = float(np.hypot(v[BAND_VE], v[BAND_VN]))
         out["velocity"] = v
         index = {d: i for i, d in enumerate(ref["dates"])}
         pairs = []
@@ -560,8 +562,8 @@ class TimeSeriesDock(QDockWidget):
             i, j = index.get(obs["reference_date"]), index.get(obs["secondary_date"])
             if i is None or j is None:
                 continue
-            pairs.append(dict(obs, east_m=obs["east_m"] - (ref["east"][j] - ref["east"][i]),
-                              north_m=obs["north_m"] - (ref["north"][j] - ref["north"][i])))
+            pairs.append(dict(obs, east_m=obs[BAND_EAST] - (ref["east"][j] - ref["east"][i]),
+                              north_m=obs[BAND_NORTH] - (ref["north"][j] - ref["north"][i])))
         out["pairs"] = pairs
         return out
 

@@ -215,15 +215,15 @@ def read_pair_observations(sources, x, y, selected_only=False, valid_only=False)
         if values is None:
             continue
         got = dict(zip([n for n, i in zip(PAIR_BANDS, idx) if i is not None], values))
-        if not (np.isfinite(got["east_m"]) and np.isfinite(got["north_m"])):
+        if not (np.isfinite(got[prod.BAND_EAST]) and np.isfinite(got[prod.BAND_NORTH])):
             continue
-        status = got.get("status", 0.0)
+        status = got.get(prod.BAND_STATUS, 0.0)
         if valid_only and np.isfinite(status) and status != 0:
             continue
         obs.append(dict(reference_date=pair["reference_date"],
-                        secondary_date=pair["secondary_date"], east_m=got["east_m"],
-                        north_m=got["north_m"], ncc=got.get("ncc", np.nan),
-                        status=got.get("status", 0.0), selected=pair["selected"],
+                        secondary_date=pair["secondary_date"], east_m=got[prod.BAND_EAST],
+                        north_m=got[prod.BAND_NORTH], ncc=got.get(prod.BAND_NCC, np.nan),
+                        status=got.get(prod.BAND_STATUS, 0.0), selected=pair["selected"],
                         path=pair["path"]))
     return obs
 
@@ -370,8 +370,9 @@ def fitted_velocity_line(dates, values, velocity_m_per_yr):
 
 def series_to_rows(series_list):
     """CSV rows (header first) of one or several series: one row per (series, date)."""
-    header = ["series", "x", "y", "row", "col", "date", "east_m", "north_m", "magnitude_m",
-              "ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr", "rmse_m"]
+    header = ["series", "x", "y", "row", "col", "date", prod.BAND_EAST, prod.BAND_NORTH,
+              "magnitude_m", prod.BAND_VE, prod.BAND_VN, prod.BAND_V, prod.BAND_V_SIGMA,
+              prod.BAND_RMSE]
     rows = [header]
     for s in series_list:
         v = s["velocity"]
@@ -379,8 +380,8 @@ def series_to_rows(series_list):
             rows.append([s.get("label", ""), "%.3f" % s["x"], "%.3f" % s["y"], s["row"],
                          s["col"], d] + ["%.6g" % s[k][i] for k in ("east", "north",
                                                                     "magnitude")]
-                        + ["%.6g" % v[k] for k in ("ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr",
-                                                  "v_sigma_m_per_yr", "rmse_m")])
+                        + ["%.6g" % v[k] for k in (prod.BAND_VE, prod.BAND_VN, prod.BAND_V,
+                                                  prod.BAND_V_SIGMA, prod.BAND_RMSE)])
     return rows
 
 
