@@ -515,7 +515,7 @@ def coherence_filter(dx, dy, snr, status, params, sigma=None, above=None, below=
     if not low.any():
         return 0
     R = COHERENCE_RADIUS
-    H, W = dx.shape
+    W = dx.shape[1]
     top = _halo(above, R, W, True)
     bot = _halo(below, R, W, False)
     full = [np.vstack([t, a, b]) for t, a, b in zip(top, (dx, dy, snr, status), bot)]
