@@ -540,8 +540,9 @@ def run_real_null(out_root):
     out["n_candidates_rejected"] = len(res2.candidates_rejected or [])
     out["candidates_rejected"] = res2.candidates_rejected
     out["noise"] = res2.noise.as_dict()
-    # the same without the temporal-evidence rule, to report what significance alone gives
-    res3 = detect(e3, n3, dates, gtr, crs=crs, require_temporal_evidence=False)
+    # the same without the single-pair bar, to report what significance alone gives
+    res3 = detect(e3, n3, dates, gtr, crs=crs, single_pair_min_independent_obs=0.0,
+                  single_pair_min_significance=0.0)
     out["n_detections_without_temporal_rule"] = len(res3.features)
     out["without_rule"] = [dict(area_m2=f["area_m2"], v_mean_m_per_yr=round(f["v_mean_m_per_yr"], 1),
                                 significance_mean=round(f["significance_mean"], 1),

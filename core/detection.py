@@ -31,10 +31,13 @@ Pipeline of :func:`detect` (arrays) / :func:`detect_from_folder` (SlideWatch fil
    evidence, missing evidence counting as 0, stored with each contribution) is
    ``>= min_score``. With fewer than 3 dates (a single pair) there is no temporal
    evidence (the spatial coherence of the object's vectors, relative to that of noise
-   with as many independent vectors, stands in for the vector coherence) and, by
-   default (``require_temporal_evidence``), candidates are only reported
-   (``candidates_rejected``) and not written as detections: one pair cannot tell a
-   moving slope from a local correlation artefact of the same size (docs/detection.md).
+   with as many independent vectors, stands in for the vector coherence) and the
+   object becomes a detection only where the evidence is overwhelming
+   (``single_pair_min_independent_obs`` and ``single_pair_min_significance``, both far
+   above the largest artefact of the real no-motion pair), and its explanation says it
+   comes from a single pair; the others stay candidates (``candidates_rejected``), and
+   ``require_temporal_evidence=True`` makes every single-pair object a candidate: one
+   pair cannot tell a moving slope from a local correlation artefact (docs/detection.md).
 6. **Acceleration** (:mod:`.acceleration`) of each object's mean displacement series.
 7. Polygons (``rasterio.features.shapes``) and ``detections.gpkg``
    (:mod:`.detections_store`, validations preserved across re-runs).
@@ -94,8 +97,17 @@ class DetectionParams:
     sig_full: float = 8.0
     #: slope (degrees) at which the downslope evidence reaches its full weight
     slope_full_deg: float = 10.0
-    #: objects need temporal evidence (>= 3 dates); a single pair gives candidates only
-    require_temporal_evidence: bool = True
+    #: True: a series of fewer than 3 dates (a single pair) gives candidates only, never
+    #: detections. False (default): a single pair gives a detection only where the
+    #: evidence is overwhelming (the two ``single_pair_*`` thresholds below), flagged as
+    #: such in its explanation; see docs/detection.md, "What a single pair can and cannot show"
+    require_temporal_evidence: bool = False
+    #: a single pair's object needs at least this many independent observations (the
+    #: largest coherent artefact of the real no-motion pair has 3.8, docs/detection.md)
+    single_pair_min_independent_obs: float = 10.0
+    #: ... and a mean significance (|v| / noise over the object) of at least this
+    #: (= ``sig_full``, full significance evidence; that artefact has 6.7)
+    single_pair_min_significance: float = 8.0
     #: minimum number of independent observations of an object: (object area / noise
     #: correlation area, at most its pixel count) x (number of independent intervals,
     #: T - 1); the correlation area is measured on stable ground
@@ -131,6 +143,10 @@ class DetectionParams:
         if self.noise_block_px < 8:
             raise ParameterError("Noise block size must be >= 8 pixels (got %s)."
                                  % self.noise_block_px)
+        if self.single_pair_min_independent_obs < 0 or self.single_pair_min_significance < 0:
+            raise ParameterError("Single-pair thresholds must be >= 0 (got %s observations, "
+                                 "significance %s)." % (self.single_pair_min_independent_obs,
+                                                        self.single_pair_min_significance))
         if min(self.w_significance, self.w_coherence, self.w_consistency, self.w_downslope) < 0:
             raise ParameterError("Evidence weights must be >= 0.")
         if not 0 < self.accel_core_fraction <= 1:
@@ -875,6 +891,13 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         elif p.require_temporal_evidence and T < 3:
             reason = ("only %d dates: no temporal evidence (coherence/consistency need >= 3 "
                       "dates), a single pair cannot show that a slope is active" % T)
+        elif T < 3 and (n_indep < p.single_pair_min_independent_obs
+                        or np.nanmean(z[sl][m]) < p.single_pair_min_significance):
+            reason = ("single pair: %.1f independent observation(s) and mean significance "
+                      "%.1f; a pair gives a detection only with >= %.1f and >= %.1f (no "
+                      "temporal evidence to tell motion from a coherent artefact)"
+                      % (n_indep, float(np.nanmean(z[sl][m])),
+                         p.single_pair_min_independent_obs, p.single_pair_min_significance))
         if reason:
             rejected.append({"n_pixels": int(m.sum()), "score": round(obj_score, 3),
                              "significance_max": round(float(np.nanmax(z[sl][m])), 2),
@@ -930,6 +953,12 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
             "mean_series_m": [None if not np.isfinite(x) else float(x) for x in series],
         }
         f["score_explanation"] = _explain(f, vals, contrib, p, dem is not None)
+        if T < 3:
+            f["score_explanation"] = (
+                "Single pair (2 dates): no temporal evidence; the offset is overwhelming "
+                "(%.0f independent observations, mean significance %.1f) but one interval "
+                "cannot tell motion from a coherent artefact: confirm on a longer series. "
+                % (n_indep, f["significance_mean"]) + f["score_explanation"])
         features.append(f)
     polys = _polygons(final, transform, kept)
     for i, f in enumerate(features, start=1):

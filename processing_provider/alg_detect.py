@@ -5,7 +5,10 @@ from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingPa
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination)
 
+from ..core.detection import DetectionParams
 from .base import SlideWatchAlgorithm
+
+_D = DetectionParams()
 
 
 class DetectAlgorithm(SlideWatchAlgorithm):
@@ -19,11 +22,14 @@ class DetectAlgorithm(SlideWatchAlgorithm):
         "on stable ground, so a scene where nothing moves gives no detection. Each polygon "
         "carries an explainable score (the contribution of each piece of evidence is "
         "stored) and validation fields; re-running keeps analysts' validations of polygons "
-        "that still exist (matched by overlap >= 50 % of the smaller polygon; validated "
+        "that still exist (matched by overlap >= 50 %% of the smaller polygon; validated "
         "polygons that disappeared are kept in the layer detections_archive). An object "
         "needs at least 3 independent observations (its area over the noise correlation "
         "area measured on stable ground, times its number of date intervals); a single pair "
-        "gives candidates in the log, not detections (it cannot tell motion from a local "
+        "(2 dates) gives a detection only where the evidence is overwhelming (at least %g "
+        "independent observations and a mean significance of %g; its explanation then says "
+        "it comes from a single pair, to be confirmed on a longer series), the rest are "
+        "candidates in the log (one interval cannot tell motion from a coherent "
         "correlation artefact). The acceleration onset date is the start of the velocity "
         "rise, with an onset interval (accel_onset_earliest / accel_onset_latest).<br>"
         "<b>Time-series folder</b>: the 'timeseries' folder of the inversion (ts_east_m.tif, "
@@ -41,7 +47,8 @@ class DetectAlgorithm(SlideWatchAlgorithm):
         "<b>Keep validations</b>: carry analysts' decisions over from an existing file "
         "(recommended).<br>"
         "<b>Detections</b>: output GeoPackage (layer 'detections').<br>"
-        "<b>Evidence raster</b> (optional): per-pixel significance, evidence and score.")
+        "<b>Evidence raster</b> (optional): per-pixel significance, evidence and score."
+    ) % (_D.single_pair_min_independent_obs, _D.single_pair_min_significance)
 
     TS = "TIMESERIES_FOLDER"
     DEM = "DEM"

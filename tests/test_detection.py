@@ -265,14 +265,20 @@ def test_processing_algorithm_writes_detections(tmp_path):
         alg.processAlgorithm(params, QgsProcessingContext(), QgsProcessingFeedback())
 
 
-def test_single_pair_gives_candidates_but_no_detection():
-    e, n, dates, mask = make_series(seed=9, slide=dict(SLIDE, v=60.0), n=2)
+def test_single_pair_detects_only_overwhelming_objects_and_says_so():
+    # a large, fast slide on one pair: overwhelming evidence -> one detection, flagged
+    e, n, dates, mask = make_series(seed=9, slide=dict(SLIDE, v=60.0, radius_px=16), n=2)
     res = detect(e, n, dates, TR)
-    assert res.features == []
-    assert len(res.candidates_rejected) == 1
-    assert "temporal evidence" in res.candidates_rejected[0]["reason"]
-    res2 = detect(e, n, dates, TR, require_temporal_evidence=False, min_score=0.3)
-    assert len(res2.features) == 1
+    assert len(res.features) == 1
+    f = res.features[0]
+    assert f["independent_obs"] >= res.params.single_pair_min_independent_obs
+    assert f["score_explanation"].startswith("Single pair (2 dates)")
+    # require_temporal_evidence=True: a pair gives candidates only
+    strict = detect(e, n, dates, TR, require_temporal_evidence=True)
+    assert strict.features == []
+    assert "temporal evidence" in strict.candidates_rejected[0]["reason"]
+    with pytest.raises(ParameterError):
+        detect(e, n, dates, TR, single_pair_min_significance=-1.0)
 
 
 def test_stable_mask_raster_is_used_and_checked(tmp_path):

@@ -2,6 +2,7 @@
 number of independent observations of a detection (the single-pair null case)."""
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from slidewatch.core.detection import detect
@@ -68,10 +69,31 @@ def test_single_pair_large_coherent_motion_counts_many_observations():
     f = res.features[0]
     assert f["independent_obs"] >= 3
     assert f["spatial_coherence"] > 0.9
-    # the default keeps the rule: a single pair gives candidates, not detections
+    # the default: a single pair's object this large (> 10 independent observations) and
+    # this significant (mean > 8 x noise) is a detection, flagged as from a single pair
     res2 = detect(e, n, dates, TR)
-    assert res2.features == []
-    assert any("temporal evidence" in c["reason"] for c in res2.candidates_rejected)
+    assert len(res2.features) == 1
+    assert res2.features[0]["score_explanation"].startswith("Single pair")
+    # require_temporal_evidence=True: candidates only
+    res3 = detect(e, n, dates, TR, require_temporal_evidence=True)
+    assert res3.features == []
+    assert any("temporal evidence" in c["reason"] for c in res3.candidates_rejected)
+
+
+@pytest.mark.parametrize("blob, why", [((60, 60, 12, 4.0), "independent observation(s)"),
+                                       ((60, 60, 25, 1.5), "mean significance")])
+def test_single_pair_object_below_the_single_pair_bar_stays_a_candidate(blob, why):
+    # a coherent offset of ~4 independent observations (the size of the largest artefact
+    # of the real no-motion pair), or a large one of only ~5 x noise: candidates, with
+    # the single-pair reason; both pass when the single-pair bar is off
+    e, n, dates, mask = _pair_with_correlated_noise(2, blob=blob)
+    res = detect(e, n, dates, TR)
+    assert res.features == []
+    single = [c for c in res.candidates_rejected if c["reason"].startswith("single pair")]
+    assert single and why in single[0]["reason"]
+    off = detect(e, n, dates, TR, single_pair_min_independent_obs=0.0,
+                 single_pair_min_significance=0.0)
+    assert len(off.features) == 1
 
 
 def test_time_series_objects_count_intervals_as_observations():

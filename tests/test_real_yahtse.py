@@ -110,3 +110,34 @@ def test_processing_dialog_fast_motion_setting(tmp_path, provider):
     v = np.hypot(e, n)
     assert np.nanpercentile(v, 95) > 10          # the fast tongue is measured (m/day)
     assert "30" in tags.get("MAX_VELOCITY_M_PER_DAY", "")
+
+
+def test_fast_body_is_detected_and_the_rock_is_not(tmp_path):
+    """Issue 14's real-body target on the shipped crop, detection defaults: the glacier
+    (CARST faster than 1 m/day off the rock polygons; 28 % of the valid windows) is
+    detected over >= 80 % of its valid windows, the rock over <= 5 %. It comes from a
+    single pair, so it must say so; with require_temporal_evidence=True nothing is."""
+    from slidewatch.core.detection import detect
+    out = str(tmp_path / "pair_20160718_20160803.tif")
+    correlate_pair_rasters(REF, SEC, out, max_velocity_m_per_day=30, stable="median")
+    with rasterio.open(out) as src:
+        e, n, T = src.read(1).astype(float), src.read(2).astype(float), src.transform
+    with rasterio.open(ROCK) as src:
+        rock = src.read(1)[4::8, 4::8][:e.shape[0], :e.shape[1]].astype(bool)
+    ce, cn = _carst_on(T, e.shape)
+    ce -= np.nanmedian(ce[rock])
+    cn -= np.nanmedian(cn[rock])
+    valid = np.isfinite(e) & np.isfinite(n)
+    with np.errstate(invalid="ignore"):
+        body = (np.hypot(ce, cn) > 1.0) & ~rock & valid
+    assert 0.2 <= body.sum() / valid.sum() <= 0.4
+    assert (rock & valid).sum() > 30
+    zero = np.where(valid, 0.0, np.nan)
+    E, N = np.stack([zero, e]), np.stack([zero, n])
+    dates = ["2016-07-18", "2016-08-03"]
+    res = detect(E, N, dates, T)
+    det = res.labels > 0
+    assert det[body].mean() >= 0.80
+    assert det[rock & valid].mean() <= 0.05
+    assert all(f["score_explanation"].startswith("Single pair") for f in res.features)
+    assert detect(E, N, dates, T, require_temporal_evidence=True).features == []
