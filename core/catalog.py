@@ -550,11 +550,51 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
     Returns
     -------
     Catalog (records sorted by date, one per date, and ``problems``).
+
+    The work runs in named phases, in this order: :func:`_parse_band`,
+    :func:`_discover`, :func:`_safe_items` (SAFE folders), :func:`_classify_rasters`
+    (images / per-date masks / auxiliary rasters), :func:`_band_file_items` (product
+    band files grouped by date, sensor and tile), :func:`_single_items` (other rasters),
+    :func:`_masks_by_date`, :func:`_read_items` (header, thumbnail, radiometry, sun,
+    clouds per image), :func:`_assign_grids`, :func:`_estimate_missing_clouds`,
+    :func:`_resolve_duplicates`, :func:`_used_cloud_mask_info`.
     """
-    import rasterio
     progress = as_progress(progress)
     if duplicates not in ("keep_best", "error"):
         raise ParameterError("duplicates must be 'keep_best' or 'error', not %r" % duplicates)
+    band_index, band_name = _parse_band(band)
+    rasters, safes = _discover(inputs)
+    problems, notes = [], []
+    items = _safe_items(safes, band_name, problems)
+    masks, images, aux = _classify_rasters(rasters)
+    info = _auxiliary_info(aux, inputs)
+    groups, singles = _group_band_files(images)
+    items += _band_file_items(groups, band_name, problems, notes)
+    items += _single_items(singles, problems)
+    mask_by_date = _masks_by_date(masks, items, info, notes)
+    records, thumbs = _read_items(items, band_index, band_name, mask_by_date,
+                                  use_cloud_metadata, problems, notes, progress)
+    _assign_grids(records)
+    if estimate_clouds:
+        _estimate_missing_clouds(records, thumbs)
+    kept = _resolve_duplicates(records, duplicates, problems)
+    _used_cloud_mask_info(kept, aux, info)
+    cat = Catalog(kept, problems, notes, info, aux)
+    if len(cat.grids()) > 1:
+        cat.notes.append("images are on %d different grids: use core.common_grid."
+                         "to_common_grid (or the catalog algorithm's COMMON_GRID option) before "
+                         "correlating" % len(cat.grids()))
+    return cat
+
+
+# ----------------------------------------------------------------------------- phases
+# Each phase of build_catalog appends what it has to say to the ``problems`` (skipped
+# inputs), ``notes`` (choices made) and ``info`` (auxiliary rasters) lists it is given.
+# A candidate image ("item") is a dict: path, parsed (ParsedDate), band (name or ""),
+# meta (metadata dict), mask (cloud-mask path or ""), origin.
+
+def _parse_band(band):
+    """``band`` argument -> (1-based band index or None, upper-case band name or None)."""
     band_index = None
     band_name = None
     if band is not None and str(band).strip() != "":
@@ -563,14 +603,17 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
             if band_index < 1:
                 raise ParameterError("Band index must be >= 1 (got %d)." % band_index)
         else:
-            band_name = str(band).strip().upper()
-            m = re.fullmatch(r"B(\d)", band_name)
-            if m:
-                band_name = band_name  # Landsat style kept as is; S2 uses B0x
-    rasters, safes = _discover(inputs)
-    problems, notes = [], []
+            band_name = str(band).strip().upper()   # Landsat "B8" kept as is; S2 uses B0x
+    return band_index, band_name
 
-    # ---- candidates: (path, parsed date, band name, metadata dict, mask path)
+
+def _merge_tile_metadata(meta, tile_meta):
+    """Tile metadata (MTD_TL) into ``meta``; the product's cloud percentage wins."""
+    meta.update({k: v for k, v in tile_meta.items() if k != "cloud" or "cloud" not in meta})
+
+
+def _safe_items(safes, band_name, problems):
+    """One candidate per Sentinel-2 SAFE folder (its chosen band file, SCL mask, MTD)."""
     items = []
     for safe in safes:
         pref = [band_name] if band_name else DEFAULT_BANDS["S2"]
@@ -588,24 +631,30 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
         if mtd:
             meta.update(_s2_product_metadata(mtd[0], bname))
         if tl:
-            tlm = _s2_tile_metadata(tl)
-            meta.update({k: v for k, v in tlm.items() if k != "cloud" or "cloud" not in meta})
+            _merge_tile_metadata(meta, _s2_tile_metadata(tl))
         items.append(dict(path=f, parsed=pd, band=bname, meta=meta, mask=scl, origin=safe))
+    return items
 
+
+def _classify_rasters(rasters):
+    """Loose rasters -> (per-date masks, images, auxiliary {kind: [paths]})."""
     masks, images, aux = [], [], {}
     for r in rasters:
         kind = auxiliary_kind(r)
         if kind in ("dem", "stable_mask"):
             aux.setdefault(kind, []).append(r)
         elif kind == "cloud_mask" or _is_mask_name(r):
-            masks.append(r)            # cloud masks: per-date masks, matched below
+            masks.append(r)            # cloud masks: per-date masks, matched later
         else:
             images.append(r)
         if kind == "cloud_mask":
             aux.setdefault(kind, []).append(r)
-    info = _auxiliary_info(aux, inputs)
+    return masks, images, aux
 
-    # group product band files by (date, sensor family, tile) and choose the band
+
+def _group_band_files(images):
+    """Product band files grouped by (date, sensor family, tile) -> [(path, parsed)];
+    the other images are returned apart ("singles")."""
     groups = {}
     singles = []
     for f in images:
@@ -615,58 +664,89 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
             groups.setdefault((pd.date, fam, pd.tile), []).append((f, pd))
         else:
             singles.append(f)
-    for (date, fam, tile), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        by_band = {}
-        for f, pd in members:
-            by_band.setdefault(pd.band, []).append((f, pd))
-        pref = [band_name] if band_name else list(DEFAULT_BANDS[fam])
-        pick = next((b for b in pref if b in by_band), None)
-        if pick is None and band_name and fam == "L":
-            # Landsat "B04" -> "B4"
-            alt = re.sub(r"^B0(\d)$", r"B\1", band_name)
-            pick = alt if alt in by_band else None
-        if pick is None and band_name and fam == "S2":
-            alt = re.sub(r"^B(\d)$", r"B0\1", band_name)
-            pick = alt if alt in by_band else None
-        if pick is None:
-            if band_name or len(by_band) > 1:
-                problems.append("%s %s tile %s: band %s not found among %s; skipped" % (
-                    {"S2": "Sentinel-2", "L": "Landsat"}[fam], date.isoformat(), tile or "?",
-                    " or ".join(pref), ", ".join(sorted(by_band))))
-                continue
-            pick = next(iter(by_band))
-        cands = sorted(by_band[pick], key=lambda fp: ("_10m" not in fp[0], fp[0]))
-        f, pd = cands[0]
-        meta = {}
-        mask = ""
-        if fam == "S2":
-            safe = _find_safe_ancestor(f)
-            if safe:
-                mtd = glob.glob(os.path.join(safe, "MTD_MSIL*.xml"))
-                if mtd:
-                    meta.update(_s2_product_metadata(mtd[0], pick))
-                    p2 = parse_name(safe)
-                    if p2.ok:
-                        pd.sensor, pd.processing_baseline = p2.sensor, p2.processing_baseline
-                        pd.level = p2.level
-                tl = glob.glob(os.path.join(os.path.dirname(f), "..", "MTD_TL.xml")) + \
-                    glob.glob(os.path.join(os.path.dirname(f), "..", "..", "MTD_TL.xml"))
-                if tl:
-                    meta.update({k: v for k, v in _s2_tile_metadata(tl[0]).items()
-                                 if k != "cloud" or "cloud" not in meta})
-            if "SCL" in by_band:
-                mask = by_band["SCL"][0][0]
-        else:
-            meta.update(_landsat_mtl(f))
-            for key in ("QA_PIXEL", "BQA"):
-                if key in by_band:
-                    mask = by_band[key][0][0]
-        other = sorted(b for b in by_band if b not in (pick, "SCL", "QA_PIXEL", "BQA"))
-        if other:
-            notes.append("%s %s: using band %s (also present: %s)" % (
-                f, date.isoformat(), pick, ", ".join(other)))
-        items.append(dict(path=f, parsed=pd, band=pick, meta=meta, mask=mask, origin=f))
+    return groups, singles
 
+
+def _pick_band(fam, by_band, band_name):
+    """(band of the group to use or None, preference list) for a sensor family."""
+    pref = [band_name] if band_name else list(DEFAULT_BANDS[fam])
+    pick = next((b for b in pref if b in by_band), None)
+    if pick is None and band_name and fam == "L":
+        # Landsat "B04" -> "B4"
+        alt = re.sub(r"^B0(\d)$", r"B\1", band_name)
+        pick = alt if alt in by_band else None
+    if pick is None and band_name and fam == "S2":
+        alt = re.sub(r"^B(\d)$", r"B0\1", band_name)
+        pick = alt if alt in by_band else None
+    return pick, pref
+
+
+def _s2_band_file_meta(f, pick, pd):
+    """Metadata of a Sentinel-2 band file from its SAFE ancestor (MTD_MSIL*, MTD_TL);
+    updates ``pd`` (sensor, processing baseline, level) from the SAFE name."""
+    meta = {}
+    safe = _find_safe_ancestor(f)
+    if safe:
+        mtd = glob.glob(os.path.join(safe, "MTD_MSIL*.xml"))
+        if mtd:
+            meta.update(_s2_product_metadata(mtd[0], pick))
+            p2 = parse_name(safe)
+            if p2.ok:
+                pd.sensor, pd.processing_baseline = p2.sensor, p2.processing_baseline
+                pd.level = p2.level
+        tl = glob.glob(os.path.join(os.path.dirname(f), "..", "MTD_TL.xml")) + \
+            glob.glob(os.path.join(os.path.dirname(f), "..", "..", "MTD_TL.xml"))
+        if tl:
+            _merge_tile_metadata(meta, _s2_tile_metadata(tl[0]))
+    return meta
+
+
+def _band_file_item(key, members, band_name, problems, notes):
+    """The candidate of one (date, family, tile) group of band files, or None."""
+    date, fam, tile = key
+    by_band = {}
+    for f, pd in members:
+        by_band.setdefault(pd.band, []).append((f, pd))
+    pick, pref = _pick_band(fam, by_band, band_name)
+    if pick is None:
+        if band_name or len(by_band) > 1:
+            problems.append("%s %s tile %s: band %s not found among %s; skipped" % (
+                {"S2": "Sentinel-2", "L": "Landsat"}[fam], date.isoformat(), tile or "?",
+                " or ".join(pref), ", ".join(sorted(by_band))))
+            return None
+        pick = next(iter(by_band))
+    cands = sorted(by_band[pick], key=lambda fp: ("_10m" not in fp[0], fp[0]))
+    f, pd = cands[0]
+    mask = ""
+    if fam == "S2":
+        meta = _s2_band_file_meta(f, pick, pd)
+        if "SCL" in by_band:
+            mask = by_band["SCL"][0][0]
+    else:
+        meta = dict(_landsat_mtl(f))
+        for qa in ("QA_PIXEL", "BQA"):
+            if qa in by_band:
+                mask = by_band[qa][0][0]
+    other = sorted(b for b in by_band if b not in (pick, "SCL", "QA_PIXEL", "BQA"))
+    if other:
+        notes.append("%s %s: using band %s (also present: %s)" % (
+            f, date.isoformat(), pick, ", ".join(other)))
+    return dict(path=f, parsed=pd, band=pick, meta=meta, mask=mask, origin=f)
+
+
+def _band_file_items(groups, band_name, problems, notes):
+    """One candidate per group of product band files (see :func:`_group_band_files`)."""
+    items = []
+    for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        it = _band_file_item(key, members, band_name, problems, notes)
+        if it is not None:
+            items.append(it)
+    return items
+
+
+def _single_items(singles, problems):
+    """One candidate per other raster whose date can be found (name or tags)."""
+    items = []
     for f in singles:
         pd = date_from_path(f)
         if not pd.ok:
@@ -674,8 +754,12 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
             continue
         items.append(dict(path=f, parsed=pd, band="", meta=_landsat_mtl(f) if
                           _sensor_family(pd.sensor) == "L" else {}, mask="", origin=f))
+    return items
 
-    # masks by date (generic masks: same date in the name)
+
+def _masks_by_date(masks, items, info, notes):
+    """Generic masks by the date in their name {date: [paths]}; masks that match no
+    image are reported (``info`` for cloud masks, ``notes`` for other mask names)."""
     mask_by_date = {}
     item_dates = {it["parsed"].date for it in items if it["parsed"].ok}
     for mpath in masks:
@@ -692,142 +776,208 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
             notes.append("%s: its name marks it as a cloud/quality mask, but no image has %s; "
                          "ignored (rename it if it is an image)" % (
                              mpath, "its date " + pd.date.isoformat() if pd.ok else "a date"))
+    return mask_by_date
 
-    # ---- read each image (header + thumbnail)
+
+def _choose_band_index(src, it, band_index, band_name, problems):
+    """(1-based band index, band name) of an open raster, or None (skipped)."""
+    count = src.count
+    bidx = 1
+    bname = it["band"]
+    if band_index is not None:
+        if band_index > count:
+            problems.append("%s: has %d band(s), band %d requested; skipped" % (
+                it["path"], count, band_index))
+            return None
+        bidx = band_index
+        bname = bname or (src.descriptions[bidx - 1] or "band %d" % bidx)
+    elif band_name and count > 1 and not it["band"]:
+        descs = [str(d or "").upper() for d in src.descriptions]
+        if band_name in descs:
+            bidx = descs.index(band_name) + 1
+            bname = band_name
+        else:
+            problems.append("%s: no band described as %s (bands: %s); skipped" % (
+                it["path"], band_name, ", ".join(descs)))
+            return None
+    elif not bname:
+        bname = src.descriptions[0] or "band 1"
+    return bidx, bname
+
+
+def _read_header(it, band_index, band_name, problems):
+    """Header and float32 thumbnail of a candidate (dict), or None (skipped)."""
+    import rasterio
+    try:
+        with rasterio.open(it["path"]) as src:
+            chosen = _choose_band_index(src, it, band_index, band_name, problems)
+            if chosen is None:
+                return None
+            bidx, bname = chosen
+            from rasterio.enums import Resampling
+            return dict(
+                bidx=bidx, bname=bname, tags=dict(src.tags()),
+                crs=src.crs.to_string() if src.crs else "",
+                transform=tuple(src.transform)[:6], width=src.width, height=src.height,
+                nodata=src.nodata,
+                thumb=src.read(bidx, out_shape=_thumb_shape(src.height, src.width),
+                               resampling=Resampling.nearest).astype(np.float32))
+    except rasterio.errors.RasterioIOError as exc:
+        problems.append("%s: cannot be read (%s); skipped" % (it["path"], exc))
+        return None
+
+
+def _radiometry(meta, tags, pd, fam):
+    """(zero is nodata, radiometric offset, processing baseline, quantification or None)."""
+    zero_nodata = fam == "S2" or (fam == "L") or str(tags.get("ZERO_IS_NODATA", "")) in (
+        "1", "true", "True")
+    offset = meta.get("offset")
+    baseline = meta.get("baseline") or pd.processing_baseline
+    if offset is None:
+        for key in ("RADIO_ADD_OFFSET", "BOA_ADD_OFFSET", "RADIOMETRIC_OFFSET"):
+            if key in tags:
+                try:
+                    offset = float(tags[key])
+                except ValueError:
+                    pass
+    if offset is None and fam == "S2":
+        bv = processing_baseline_value(baseline)
+        if bv is not None:
+            offset = -1000.0 if bv >= 4.0 else 0.0
+    offset = float(offset or 0.0)
+    quant = meta.get("quant") or (10000.0 if fam == "S2" else None)
+    return zero_nodata, offset, baseline, quant
+
+
+def _apply_nodata(thumb, nodata, zero_nodata, offset):
+    """(thumbnail with offset added and NaN where invalid, invalid mask)."""
+    bad = ~np.isfinite(thumb)
+    if nodata is not None and np.isfinite(nodata):
+        bad |= thumb == nodata
+    if zero_nodata:
+        bad |= thumb == 0
+    thumb = thumb + np.float32(offset) if offset else thumb
+    thumb[bad] = np.nan
+    return thumb, bad
+
+
+def _set_sun_angles(rec, meta, tags):
+    """Sun azimuth / elevation of a record: metadata, then raster tags."""
+    for key, attr in (("sun_azimuth", "sun_azimuth"), ("sun_elevation", "sun_elevation")):
+        v = meta.get(key)
+        if v is None:
+            for tk in (key.upper(), key.upper().replace("SUN_", "SOLAR_")):
+                if tk in tags:
+                    try:
+                        v = float(tags[tk])
+                    except ValueError:
+                        pass
+        if v is None and key == "sun_elevation" and "SUN_ZENITH" in tags:
+            try:
+                v = 90.0 - float(tags["SUN_ZENITH"])
+            except ValueError:
+                pass
+        if v is not None:
+            setattr(rec, attr, float(v))
+
+
+def _match_mask(it, pd, mask_by_date, notes):
+    """Cloud-mask path of a candidate: its own, else the single mask of its date (or of
+    its date and tile), else "" (several candidates are reported in ``notes``)."""
+    mask = it["mask"]
+    if not mask:
+        cands = mask_by_date.get(pd.date, [])
+        if len(cands) == 1:
+            mask = cands[0]
+        elif len(cands) > 1:
+            same_tile = [c for c in cands if pd.tile and pd.tile in os.path.basename(c)]
+            mask = same_tile[0] if len(same_tile) == 1 else ""
+            if not mask:
+                notes.append("%s: several cloud masks for %s (%s); none used" % (
+                    it["path"], pd.date.isoformat(), ", ".join(cands)))
+    return mask
+
+
+def _metadata_cloud(meta, tags):
+    """Cloud fraction (0..1) from metadata, then raster tags, or None."""
+    cf = meta.get("cloud")
+    if cf is None:
+        for tk in ("CLOUD_FRACTION", "CLOUD_COVER", "CLOUDY_PIXEL_PERCENTAGE"):
+            if tk in tags:
+                try:
+                    cf = float(tags[tk])
+                    cf = cf / 100.0 if (tk != "CLOUD_FRACTION" or cf > 1.0) else cf
+                except ValueError:
+                    cf = None
+                break
+    return cf
+
+
+def _set_cloud(rec, it, mask, thumb, bad, meta, tags, use_cloud_metadata, notes):
+    """Cloud fraction of a record: mask > metadata > tags (the estimate comes later)."""
+    if mask:
+        try:
+            cf = _read_mask_fraction(mask, _mask_kind(mask), thumb.shape, ~bad)
+            rec.cloud_fraction, rec.cloud_source = round(cf, 4), "mask:%s" % os.path.basename(mask)
+            rec.mask_path = os.path.abspath(mask)
+        except Exception as exc:  # unreadable mask: report, fall back
+            notes.append("%s: cloud mask %s unreadable (%s)" % (it["path"], mask, exc))
+    if not rec.cloud_source and use_cloud_metadata:
+        cf = _metadata_cloud(meta, tags)
+        if cf is not None and np.isfinite(cf):
+            rec.cloud_fraction, rec.cloud_source = round(float(cf), 4), "metadata"
+
+
+def _catalog_item(it, band_index, band_name, mask_by_date, use_cloud_metadata, problems,
+                  notes):
+    """(CatalogRecord, thumbnail) of one candidate, or None (skipped, in ``problems``)."""
+    pd = it["parsed"]
+    hd = _read_header(it, band_index, band_name, problems)
+    if hd is None:
+        return None
+    tags, nodata = hd["tags"], hd["nodata"]
+    sensor = pd.sensor or str(tags.get("SENSOR", "") or tags.get("SPACECRAFT_ID", "") or "")
+    meta = dict(it["meta"])
+    zero_nodata, offset, baseline, quant = _radiometry(meta, tags, pd, _sensor_family(sensor))
+    thumb, bad = _apply_nodata(hd["thumb"], nodata, zero_nodata, offset)
+    valid_fraction = float((~bad).mean()) if bad.size else 0.0
+    if valid_fraction == 0.0:
+        problems.append("%s: no valid pixel (every pixel is nodata%s); skipped" % (
+            it["path"], " or 0" if zero_nodata else ""))
+        return None
+    rec = CatalogRecord(
+        path=os.path.abspath(it["path"]), date=pd.date, sensor=sensor,
+        valid_fraction=round(valid_fraction, 4), band=str(hd["bname"]), band_index=hd["bidx"],
+        crs=hd["crs"], width=hd["width"], height=hd["height"], transform=hd["transform"],
+        nodata=float(nodata) if nodata is not None else float("nan"),
+        zero_is_nodata=bool(zero_nodata), radiometric_offset=offset,
+        scale=(1.0 / quant) if quant else float("nan"), date_source=pd.source,
+        tile=pd.tile, processing_baseline=baseline or "", time=pd.time)
+    _set_sun_angles(rec, meta, tags)
+    mask = _match_mask(it, pd, mask_by_date, notes)
+    _set_cloud(rec, it, mask, thumb, bad, meta, tags, use_cloud_metadata, notes)
+    return rec, thumb
+
+
+def _read_items(items, band_index, band_name, mask_by_date, use_cloud_metadata, problems,
+                notes, progress):
+    """Read every candidate (header + thumbnail): (records, thumbnails), same order."""
     records, thumbs = [], []
     n = max(1, len(items))
     for k, it in enumerate(items):
         progress.check()
         progress.update(k / n, "reading %s" % os.path.basename(it["path"]))
-        pd = it["parsed"]
-        try:
-            with rasterio.open(it["path"]) as src:
-                count = src.count
-                bidx = 1
-                bname = it["band"]
-                if band_index is not None:
-                    if band_index > count:
-                        problems.append("%s: has %d band(s), band %d requested; skipped" % (
-                            it["path"], count, band_index))
-                        continue
-                    bidx = band_index
-                    bname = bname or (src.descriptions[bidx - 1] or "band %d" % bidx)
-                elif band_name and count > 1 and not it["band"]:
-                    descs = [str(d or "").upper() for d in src.descriptions]
-                    if band_name in descs:
-                        bidx = descs.index(band_name) + 1
-                        bname = band_name
-                    else:
-                        problems.append("%s: no band described as %s (bands: %s); skipped" % (
-                            it["path"], band_name, ", ".join(descs)))
-                        continue
-                elif not bname:
-                    bname = src.descriptions[0] or "band 1"
-                tags = dict(src.tags())
-                crs = src.crs.to_string() if src.crs else ""
-                transform = tuple(src.transform)[:6]
-                width, height = src.width, src.height
-                nodata = src.nodata
-                shape = _thumb_shape(height, width)
-                from rasterio.enums import Resampling
-                thumb = src.read(bidx, out_shape=shape,
-                                 resampling=Resampling.nearest).astype(np.float32)
-        except rasterio.errors.RasterioIOError as exc:
-            problems.append("%s: cannot be read (%s); skipped" % (it["path"], exc))
-            continue
-        sensor = pd.sensor or str(tags.get("SENSOR", "") or tags.get("SPACECRAFT_ID", "") or "")
-        fam = _sensor_family(sensor)
-        meta = dict(it["meta"])
-        zero_nodata = fam == "S2" or (fam == "L") or str(tags.get("ZERO_IS_NODATA", "")) in ("1", "true", "True")
-        offset = meta.get("offset")
-        baseline = meta.get("baseline") or pd.processing_baseline
-        if offset is None:
-            for key in ("RADIO_ADD_OFFSET", "BOA_ADD_OFFSET", "RADIOMETRIC_OFFSET"):
-                if key in tags:
-                    try:
-                        offset = float(tags[key])
-                    except ValueError:
-                        pass
-        if offset is None and fam == "S2":
-            bv = processing_baseline_value(baseline)
-            if bv is not None:
-                offset = -1000.0 if bv >= 4.0 else 0.0
-        offset = float(offset or 0.0)
-        quant = meta.get("quant") or (10000.0 if fam == "S2" else None)
-        bad = ~np.isfinite(thumb)
-        if nodata is not None and np.isfinite(nodata):
-            bad |= thumb == nodata
-        if zero_nodata:
-            bad |= thumb == 0
-        thumb = thumb + np.float32(offset) if offset else thumb
-        thumb[bad] = np.nan
-        valid_fraction = float((~bad).mean()) if bad.size else 0.0
-        if valid_fraction == 0.0:
-            problems.append("%s: no valid pixel (every pixel is nodata%s); skipped" % (
-                it["path"], " or 0" if zero_nodata else ""))
-            continue
-        rec = CatalogRecord(
-            path=os.path.abspath(it["path"]), date=pd.date, sensor=sensor,
-            valid_fraction=round(valid_fraction, 4), band=str(bname), band_index=bidx,
-            crs=crs, width=width, height=height, transform=transform,
-            nodata=float(nodata) if nodata is not None else float("nan"),
-            zero_is_nodata=bool(zero_nodata), radiometric_offset=offset,
-            scale=(1.0 / quant) if quant else float("nan"), date_source=pd.source,
-            tile=pd.tile, processing_baseline=baseline or "", time=pd.time)
-        # sun angles: metadata, then tags
-        for key, attr in (("sun_azimuth", "sun_azimuth"), ("sun_elevation", "sun_elevation")):
-            v = meta.get(key)
-            if v is None:
-                for tk in (key.upper(), key.upper().replace("SUN_", "SOLAR_")):
-                    if tk in tags:
-                        try:
-                            v = float(tags[tk])
-                        except ValueError:
-                            pass
-            if v is None and key == "sun_elevation" and "SUN_ZENITH" in tags:
-                try:
-                    v = 90.0 - float(tags["SUN_ZENITH"])
-                except ValueError:
-                    pass
-            if v is not None:
-                setattr(rec, attr, float(v))
-        # clouds: mask > metadata > tags
-        mask = it["mask"]
-        if not mask:
-            cands = mask_by_date.get(pd.date, [])
-            if len(cands) == 1:
-                mask = cands[0]
-            elif len(cands) > 1:
-                same_tile = [c for c in cands if pd.tile and pd.tile in os.path.basename(c)]
-                mask = same_tile[0] if len(same_tile) == 1 else ""
-                if not mask:
-                    notes.append("%s: several cloud masks for %s (%s); none used" % (
-                        it["path"], pd.date.isoformat(), ", ".join(cands)))
-        if mask:
-            try:
-                cf = _read_mask_fraction(mask, _mask_kind(mask), thumb.shape, ~bad)
-                rec.cloud_fraction, rec.cloud_source = round(cf, 4), "mask:%s" % os.path.basename(mask)
-                rec.mask_path = os.path.abspath(mask)
-            except Exception as exc:  # unreadable mask: report, fall back
-                notes.append("%s: cloud mask %s unreadable (%s)" % (it["path"], mask, exc))
-        if not rec.cloud_source and use_cloud_metadata:
-            cf = meta.get("cloud")
-            if cf is None:
-                for tk in ("CLOUD_FRACTION", "CLOUD_COVER", "CLOUDY_PIXEL_PERCENTAGE"):
-                    if tk in tags:
-                        try:
-                            cf = float(tags[tk])
-                            cf = cf / 100.0 if (tk != "CLOUD_FRACTION" or cf > 1.0) else cf
-                        except ValueError:
-                            cf = None
-                        break
-            if cf is not None and np.isfinite(cf):
-                rec.cloud_fraction, rec.cloud_source = round(float(cf), 4), "metadata"
-        records.append(rec)
-        thumbs.append(thumb)
+        got = _catalog_item(it, band_index, band_name, mask_by_date, use_cloud_metadata,
+                            problems, notes)
+        if got is not None:
+            records.append(got[0])
+            thumbs.append(got[1])
     progress.update(1.0, "catalogued %d image(s)" % len(records))
+    return records, thumbs
 
-    # ---- grids
+
+def _assign_grids(records):
+    """``grid_id`` g1, g2, ... shared by records on the same grid (first seen first)."""
     keys = {}
     for r in records:
         key = _grid_key(r.crs, r.transform, r.width, r.height)
@@ -835,30 +985,35 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
             keys[key] = "g%d" % (len(keys) + 1)
         r.grid_id = keys[key]
 
-    # ---- cloud estimate for the others
-    if estimate_clouds:
-        by_grid = {}
-        for i, r in enumerate(records):
-            by_grid.setdefault(r.grid_id, []).append(i)
-        for gid, idx in by_grid.items():
-            need = [i for i in idx if not records[i].cloud_source]
-            if not need:
-                continue
-            if len(idx) >= 3:
-                est = _estimate_clouds_temporal([thumbs[i] for i in idx])
-                for i, e in zip(idx, est):
-                    if not records[i].cloud_source and np.isfinite(e):
-                        records[i].cloud_fraction = round(e, 4)
-                        records[i].cloud_source = "estimated-temporal"
-            else:
-                for i in need:
-                    if np.isfinite(records[i].scale):
-                        e = _estimate_clouds_absolute(thumbs[i], records[i].scale)
-                        if np.isfinite(e):
-                            records[i].cloud_fraction = round(e, 4)
-                            records[i].cloud_source = "estimated-absolute"
 
-    # ---- duplicates
+def _estimate_missing_clouds(records, thumbs):
+    """Cloud fraction estimated from the thumbnails where no mask / metadata gave one:
+    temporal when >= 3 images share the grid, absolute (known reflectance scale) else."""
+    by_grid = {}
+    for i, r in enumerate(records):
+        by_grid.setdefault(r.grid_id, []).append(i)
+    for gid, idx in by_grid.items():
+        need = [i for i in idx if not records[i].cloud_source]
+        if not need:
+            continue
+        if len(idx) >= 3:
+            est = _estimate_clouds_temporal([thumbs[i] for i in idx])
+            for i, e in zip(idx, est):
+                if not records[i].cloud_source and np.isfinite(e):
+                    records[i].cloud_fraction = round(e, 4)
+                    records[i].cloud_source = "estimated-temporal"
+        else:
+            for i in need:
+                if np.isfinite(records[i].scale):
+                    e = _estimate_clouds_absolute(thumbs[i], records[i].scale)
+                    if np.isfinite(e):
+                        records[i].cloud_fraction = round(e, 4)
+                        records[i].cloud_source = "estimated-absolute"
+
+
+def _resolve_duplicates(records, duplicates, problems):
+    """One record per date, sorted by date ("keep_best": largest valid fraction, then
+    fewest clouds, then path; the others are reported; "error": raise)."""
     by_date = {}
     for r in records:
         by_date.setdefault(r.date, []).append(r)
@@ -878,18 +1033,17 @@ def build_catalog(inputs, band=None, progress=None, duplicates="keep_best",
         problems.append("duplicate date %s: %s; kept %s (largest valid fraction %.2f), the "
                         "other(s) are not used. Keep one image per date to choose yourself."
                         % (d.isoformat(), names, os.path.basename(best.path), best.valid_fraction))
+    return kept
+
+
+def _used_cloud_mask_info(kept, aux, info):
+    """An ``info`` line naming the auxiliary cloud masks that gave a cloud fraction."""
     used = sorted({os.path.basename(r.mask_path) for r in kept if r.mask_path and any(
         os.path.abspath(m) == r.mask_path for m in aux.get("cloud_mask", []))})
     if used:
         info.append("found cloud mask%s %s: used for the cloud fraction of the image of the "
                     "same date" % ("s" if len(used) > 1 else "", ", ".join(used[:3]) + (
                         " and %d more" % (len(used) - 3) if len(used) > 3 else "")))
-    cat = Catalog(kept, problems, notes, info, aux)
-    if len(cat.grids()) > 1:
-        cat.notes.append("images are on %d different grids: use core.common_grid."
-                         "to_common_grid (or the catalog algorithm's COMMON_GRID option) before "
-                         "correlating" % len(cat.grids()))
-    return cat
 
 
 # ----------------------------------------------------------------------------- csv
