@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, ParameterError
-from .products import BAND_V, BAND_VE, BAND_VN, DAYS_PER_YEAR, VELOCITY_BANDS
+from .products import (BAND_V, BAND_V_SIGMA, BAND_VE, BAND_VN, DAYS_PER_YEAR,
+                       VELOCITY_BANDS)
 
 MODELS = ("linear", "seasonal", "piecewise")
 MODEL_LABELS = {"linear": "linear", "seasonal": "linear + annual",
@@ -352,6 +353,28 @@ def area_statistics(values):
     return mean, std, n
 
 
+def mean_vector_sigma(mean_ve, mean_vn, mean_pixel_sigma):
+    """Sigma (m/yr) of the speed of an area's mean velocity vector ``(mean_ve, mean_vn)``.
+
+    ``velocity.tif`` keeps one sigma per pixel, ``v_sigma_m_per_yr``, which the inversion
+    propagates from the east and north sigmas (:func:`.inversion.velocity_magnitude`);
+    with equal component sigmas it *is* the component sigma, so it is taken as the sigma
+    of each component (as the exports do). The sigma of a mean component lies between
+    ``sqrt(sum sigma_i^2) / n`` (independent pixel errors) and the mean of the
+    ``sigma_i`` (errors fully correlated). The pixels of an area share correlation
+    windows (a window spans several grid steps) and every pair's co-registration and
+    stable-ground correction, so their errors are far from independent: the mean,
+    ``mean_pixel_sigma``, is used, an upper bound that does not shrink as ``1/sqrt(n)``.
+    The speed's sigma propagated to first order from the two component sigmas,
+    ``sqrt((ve s_e)^2 + (vn s_n)^2) / |v|`` (the RMS of ``s_e``, ``s_n`` at ``|v| = 0``),
+    is, for equal component sigmas, that sigma in every direction: the result is
+    ``mean_pixel_sigma`` (NaN when the mean vector is unknown)."""
+    s = float(mean_pixel_sigma)
+    if not (np.isfinite(s) and np.isfinite(mean_ve) and np.isfinite(mean_vn)):
+        return float("nan")
+    return s
+
+
 def read_area_series(ts_east, ts_north, geometry, velocity=None, label="area"):
     """Mean series of the pixels inside a polygon (GeoJSON-like mapping in the rasters'
     CRS): east and north averaged first, magnitude of the mean vector after.
@@ -359,8 +382,10 @@ def read_area_series(ts_east, ts_north, geometry, velocity=None, label="area"):
     Returns a dict like the inspector's pixel series: ``dates, east, north, magnitude,
     sigma`` (per date: the larger of the east and north standard errors of the mean,
     ``std / sqrt(n)``), ``n_pixels``, ``east_std``, ``north_std``, ``velocity`` (means of
-    ``ve_m_per_yr``, ``vn_m_per_yr``, ``v_sigma_m_per_yr``, ``rmse_m``, ``n_obs`` and
-    ``v_m_per_yr = hypot(mean ve, mean vn)``, not the mean of the speeds), ``label``.
+    ``ve_m_per_yr``, ``vn_m_per_yr``, ``rmse_m``, ``n_obs``; ``v_m_per_yr = hypot(mean
+    ve, mean vn)``, not the mean of the speeds, which is kept as
+    ``mean_of_speeds_m_per_yr``; ``v_sigma_m_per_yr`` from :func:`mean_vector_sigma`),
+    ``label``.
     Reads only the polygon's bounding window. Raises InputError when the polygon is
     outside the rasters or covers no pixel.
     """
@@ -417,6 +442,9 @@ def read_area_series(ts_east, ts_north, geometry, velocity=None, label="area"):
         if BAND_VE in means and BAND_VN in means:
             velocity_out[BAND_V] = float(np.hypot(means[BAND_VE], means[BAND_VN]))
             velocity_out["mean_of_speeds_m_per_yr"] = float(means.get(BAND_V, np.nan))
+            if BAND_V_SIGMA in means:
+                velocity_out[BAND_V_SIGMA] = mean_vector_sigma(
+                    means[BAND_VE], means[BAND_VN], means[BAND_V_SIGMA])
     return dict(x=(bounds[0] + bounds[2]) / 2.0, y=(bounds[1] + bounds[3]) / 2.0, row=-1,
                 col=-1, dates=dates, east=me, north=mn, magnitude=np.hypot(me, mn),
                 sigma=sem, east_std=se, north_std=sn, n_pixels=int(inside.sum()),

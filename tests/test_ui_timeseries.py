@@ -84,6 +84,47 @@ def test_reader_polygon_mean(outputs):
                                rtol=1e-5, atol=1e-6)
 
 
+def test_polygon_mean_of_opposite_velocities_is_still(tmp_path):
+    """A detection's mean averages east/north first (issue 17): two pixels moving 3 m/yr
+    in opposite directions average to a speed of ~0, not to the mean of their speeds (3);
+    the area's v_sigma is the mean of the pixels' sigma (correlated errors), not /sqrt(n)."""
+    from rasterio.transform import from_origin
+
+    from slidewatch.core.raster_io import write_bands
+    from slidewatch.ui.timeseries_reader import SeriesSources, read_polygon_series
+
+    ts = tmp_path / "timeseries"
+    ts.mkdir()
+    tr = from_origin(0.0, 10.0, 10.0, 10.0)  # one row of two 10 m pixels
+    ve = np.array([[3.0, -3.0]])
+    vn = np.array([[0.5, -0.5]])
+    write_bands(str(ts / "velocity.tif"),
+                [ve, vn, np.hypot(ve, vn), np.array([[0.1, 0.3]]), np.full((1, 2), 8.0),
+                 np.full((1, 2), 0.02)], tr, "EPSG:32633",
+                descriptions=["ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr",
+                              "n_obs", "rmse_m"])
+    years = np.array([0.0, 0.5, 1.0])
+    dates = ["2020-01-01", "2020-07-02", "2020-12-31"]
+    for name, v in (("ts_east_m.tif", ve), ("ts_north_m.tif", vn)):
+        write_bands(str(ts / name), years[:, None, None] * v[None], tr, "EPSG:32633",
+                    descriptions=dates)
+    both = {"type": "Polygon", "coordinates": [[(1, 1), (19, 1), (19, 9), (1, 9), (1, 1)]]}
+    s = read_polygon_series(SeriesSources.from_folder(str(tmp_path)), both, "two")
+    assert s["n_pixels"] == 2 and s["dates"] == dates
+    v = s["velocity"]
+    assert v["v_m_per_yr"] == pytest.approx(0.0, abs=1e-6)  # the old mean of speeds: 3.04
+    assert v["ve_m_per_yr"] == pytest.approx(0.0, abs=1e-6)
+    assert v["mean_of_speeds_m_per_yr"] == pytest.approx(np.hypot(3.0, 0.5), rel=1e-6)
+    assert v["v_sigma_m_per_yr"] == pytest.approx(0.2, rel=1e-6)
+    np.testing.assert_allclose(s["magnitude"], 0.0, atol=1e-6)
+    # one pixel: the polygon mean is the pixel itself
+    one = {"type": "Polygon", "coordinates": [[(1, 1), (9, 1), (9, 9), (1, 9), (1, 1)]]}
+    p = read_polygon_series(SeriesSources.from_folder(str(tmp_path)), one)
+    assert p["velocity"]["v_m_per_yr"] == pytest.approx(np.hypot(3.0, 0.5), rel=1e-6)
+    assert p["velocity"]["v_sigma_m_per_yr"] == pytest.approx(0.1, rel=1e-6)
+    np.testing.assert_allclose(p["magnitude"], years * np.hypot(3.0, 0.5), rtol=1e-6)
+
+
 def test_map_tool_click_in_another_crs_plots_the_pixel(dock, outputs, qgis_canvas):
     folder, truth = outputs
     from slidewatch.ui.plot_helpers import dates_seconds

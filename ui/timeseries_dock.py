@@ -58,11 +58,16 @@ series is subtracted date by date and the σ add in quadrature
 (σ' = √(σ² + σ<sub>ref</sub>²)). Use ground known not to move to remove what all pixels
 share (co-registration, illumination). <b>No reference</b> goes back to the raw curves.</p>
 <p><b>Averages are of components, never of speeds.</b> The mean series of a detection or
-of a stable area averages the east and north displacements (and velocities) first and
-takes the magnitude of the mean vector. Averaging magnitudes (speeds) would be wrong: the
-magnitude of a noisy vector is biased up — on ground that does not move every pixel's
-speed is about 1.25 σ, and so is the mean of any number of them, while the speed of the
-mean vector goes to zero as pixels are added.</p>"""
+of a stable area (and of a detection in the validation dock) averages the east and north
+displacements and the east and north velocities first, and takes the magnitude of the
+mean vector: the area's speed is √(mean v<sub>E</sub>² + mean v<sub>N</sub>²). Averaging
+magnitudes (speeds) would be wrong: the magnitude of a noisy vector is biased up — on
+ground that does not move every pixel's speed is about 1.25 σ, and so is the mean of any
+number of them, while the speed of the mean vector goes to zero as pixels are added.
+The area's velocity σ is the mean of its pixels' σ, not σ/√n: neighbouring pixels share
+correlation windows and each pair's co-registration, so their errors are not
+independent (an upper bound). The σ of the mean curves at each date is the scatter of
+the pixels over √n.</p>"""
 VELOCITY_OF = {"east": BAND_VE, "north": BAND_VN, "magnitude": BAND_V}
 SETTINGS_FOLDER = "SlideWatch/timeseries_folder"
 
