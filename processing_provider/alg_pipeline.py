@@ -76,6 +76,14 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         "<i>Inversion lambda</i>: regularisation (empty = default, 'auto' = generalised "
         "cross-validation). <i>Robust</i>: tukey, huber or none. <i>Weighting</i>: ncc or "
         "none. <i>Rows per inversion task</i>: rows of the pair grid per task.<br>"
+        "<i>Write the quality layers</i> (on by default): after the inversion, per-pixel "
+        "rasters timeseries/quality_*.tif (number of valid pairs, share of the pairs "
+        "valid with NCC at or above the threshold, first / last measured date, longest "
+        "gap between measured dates), each with its .qml style, shown in the project's "
+        "<i>Quality</i> group; skipped when up to date. <i>Quality layers: NCC "
+        "threshold</i> (-1 to 1): the correlation a valid measurement needs "
+        "to count in the share; changing it recomputes only the quality layers (see "
+        "docs/quality_layers.md).<br>"
         "<i>Detection</i>: seed and growth significance (in units of noise), minimum area "
         "(m&sup2;), minimum score; <i>DEM</i>: elevation raster (empty: dem.tif of the input "
         "folder if present).<br>"
@@ -155,6 +163,11 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
                 d.inversion_block_rows, minValue=1, maxValue=100000))
         adv(S("INVERSION_OPTIONS", self.tr("Further inversion options (JSON)"), "",
               optional=True))
+        adv(QgsProcessingParameterBoolean("WRITE_QUALITY_LAYERS", self.tr(
+            "Write the quality layers (timeseries/quality_*.tif)"), d.write_quality_layers))
+        adv(Num("QUALITY_NCC_THRESHOLD", self.tr("Quality layers: NCC threshold of the share "
+                                                 "of good pairs"), Num.Double,
+                d.quality_ncc_threshold, minValue=-1.0, maxValue=1.0))
         adv(Num("Z_SEED", self.tr("Detection: seed significance"), Num.Double, 5.0,
                 minValue=0.1))
         adv(Num("Z_GROW", self.tr("Detection: growth significance"), Num.Double, 3.0,
@@ -261,6 +274,10 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
             inversion_block_rows=self.parameterAsInt(parameters, "INVERSION_BLOCK_ROWS",
                                                      context),
             inversion_options=self._json(parameters, "INVERSION_OPTIONS", context),
+            write_quality_layers=self.parameterAsBool(parameters, "WRITE_QUALITY_LAYERS",
+                                                      context),
+            quality_ncc_threshold=self.parameterAsDouble(parameters, "QUALITY_NCC_THRESHOLD",
+                                                         context),
             detection_options=det,
             dem_path=dem,
             stable_mask=stable,

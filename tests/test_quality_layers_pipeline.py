@@ -157,6 +157,56 @@ def test_threshold_change_recomputes_only_the_quality_layers(first_run, stack_fo
         run_pipeline(stack_folder, out, PipelineParams(quality_ncc_threshold=2.0))
 
 
+def test_processing_dialog_has_the_quality_settings(provider, first_run, stack_folder,
+                                                    tmp_path):
+    """slidewatch:pipeline offers PipelineParams' write_quality_layers and
+    quality_ncc_threshold (defaults of the core object) and passes them to the core."""
+    from qgis.core import (QgsApplication, QgsProcessingAlgorithm, QgsProcessingContext,
+                           QgsProcessingFeedback)
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("slidewatch:pipeline")
+    d = PipelineParams()
+    write = alg.parameterDefinition("WRITE_QUALITY_LAYERS")
+    threshold = alg.parameterDefinition("QUALITY_NCC_THRESHOLD")
+    assert write is not None and threshold is not None
+    assert write.defaultValue() == d.write_quality_layers is True
+    assert threshold.defaultValue() == d.quality_ncc_threshold
+    assert (threshold.minimum(), threshold.maximum()) == (-1.0, 1.0)
+    assert "quality layers" in alg.shortHelpString().lower()
+    context = QgsProcessingContext()
+    base = {"INPUT": stack_folder, "OUTPUT_FOLDER": str(tmp_path / "x")}
+    p = alg.params_from(dict(base), context)
+    assert (p.write_quality_layers, p.quality_ncc_threshold) == (
+        d.write_quality_layers, d.quality_ncc_threshold)
+    assert p.step_params("quality") == d.step_params("quality")  # same hash as from Python
+    p = alg.params_from(dict(base, WRITE_QUALITY_LAYERS=False, QUALITY_NCC_THRESHOLD=0.7),
+                        context)
+    assert (p.write_quality_layers, p.quality_ncc_threshold) == (False, 0.7)
+    # through the algorithm: the threshold reaches the layers, only they are recomputed
+    out0, _, _ = first_run
+    out = str(tmp_path / "results")
+    shutil.copytree(out0, out)
+    res, ok = QgsProcessingAlgorithm.run(
+        alg, {"INPUT": stack_folder, "OUTPUT_FOLDER": out, "QUALITY_NCC_THRESHOLD": 0.7,
+              "WRITE_PROJECT": False}, QgsProcessingContext(), QgsProcessingFeedback())
+    assert ok, res
+    tags = _read(os.path.join(out, "timeseries", FILES["ncc_share"]))[2]
+    assert float(tags["NCC_THRESHOLD"]) == 0.7
+    with open(os.path.join(out, MANIFEST_NAME)) as fh:
+        steps = json.load(fh)["steps"]
+    assert steps["quality"]["params"]["ncc_threshold"] == 0.7
+    # unticked: the quality step is skipped, the layers of the earlier run stay
+    res, ok = QgsProcessingAlgorithm.run(
+        alg, {"INPUT": stack_folder, "OUTPUT_FOLDER": out, "WRITE_QUALITY_LAYERS": False,
+              "QUALITY_NCC_THRESHOLD": 0.2, "WRITE_PROJECT": False}, QgsProcessingContext(),
+        QgsProcessingFeedback())
+    assert ok, res
+    with open(res["LOG"]) as fh:
+        assert "quality: skipped (not requested)" in fh.read()
+    tags = _read(os.path.join(out, "timeseries", FILES["ncc_share"]))[2]
+    assert float(tags["NCC_THRESHOLD"]) == 0.7
+
+
 def test_cancel_during_the_quality_step_then_resume(first_run, stack_folder, tmp_path):
     out0, _, _ = first_run
     out = str(tmp_path / "results")
