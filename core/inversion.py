@@ -52,6 +52,9 @@ alone (the velocity is continued smoothly across the break); flag bit 2. When ``
 ``lam2`` are both 0 a first-order term of 1e-6 is kept so that these cases stay solvable.
 Other flag bits: 4 = at least one pair rejected by the robust weights, 8 = fewer than
 ``min_obs`` usable pairs (all outputs NaN, ``n_obs`` 0), 16 = solver failure (NaN).
+A network of fewer pairs than ``min_obs`` (a single pair, two pairs) uses ``min_obs`` =
+its number of pairs (:func:`effective_min_obs`): a pixel then needs every pair, and a
+single pair's series is that pair's displacement, with no redundancy to reject it.
 
 Outputs
 -------
@@ -305,6 +308,13 @@ def bandwidth(pi, pj, Q):
     return max(span, _q_bandwidth(Q))
 
 
+def effective_min_obs(min_obs, n_pairs):
+    """``min_obs`` capped at the number of pairs of the network (at least 1): a network
+    smaller than ``min_obs`` (e.g. a single pair) needs every pair at a pixel instead of
+    giving no pixel at all."""
+    return max(1, min(int(min_obs), int(n_pairs)))
+
+
 def invert_arrays(east, north, wprior, pi, pj, dates64, lam=None, lam2=DEFAULT_LAM2,
                   robust="tukey", min_obs=3, max_iter=12, n_start=5, c_huber=1.345,
                   c_tukey=4.685, tol=1e-3, sigma_floor=0.01, Q=None):
@@ -322,6 +332,9 @@ def invert_arrays(east, north, wprior, pi, pj, dates64, lam=None, lam2=DEFAULT_L
     wprior = np.ascontiguousarray(wprior, dtype=np.float32)
     n_pairs, n_pix = east.shape
     n_dates = len(dates64)
+    # a network of fewer pairs than min_obs could never give a pixel: each pixel then needs
+    # every pair (a single pair gives the pair's displacement, without redundancy)
+    min_obs = effective_min_obs(min_obs, n_pairs)
     if Q is None:
         Q = regularisation_matrix(dates64, default_lambda(dates64) if lam is None else lam,
                                   lam2)

@@ -935,6 +935,7 @@ def _dem_path(ctx):
 
 def _step_detection(ctx, progress):
     from . import detection as det
+    from . import inversion as inv
     t0 = time.perf_counter()
     progress.check()
     known = {f.name for f in dataclasses.fields(det.DetectionParams)}
@@ -945,7 +946,9 @@ def _step_detection(ctx, progress):
     from .input_checks import check_velocity_has_data
     check_velocity_has_data(ctx.result.paths["velocity"], ctx.result.n_pairs,
                             ctx.result.n_dates,
-                            int(ctx.params.inversion_options.get("min_obs", 3)))
+                            inv.effective_min_obs(
+                                ctx.params.inversion_options.get("min_obs", 3),
+                                ctx.result.n_pairs or 3))
     dem = _dem_path(ctx)
     p = ctx.params.step_params("detection")
     phash = params_hash(p)

@@ -301,3 +301,22 @@ def test_resolve_lambda_and_regularisation_matrix_reject_bad_values():
     lam, info = inv.resolve_lambda("auto", e, e, np.zeros_like(e), np.array([0, 1, 2, 3]),
                                    np.array([1, 2, 3, 4]), d)
     assert lam == inv.default_lambda(d) and info["lambda_rule"] == "gcv"
+
+
+def test_network_smaller_than_min_obs_needs_every_pair_instead_of_giving_nothing():
+    # a single pair (2 images): the series is the pair's displacement, the velocity its rate
+    e = np.array([[[3.0, np.nan], [-1.5, 0.2]]], np.float32)
+    n = np.array([[[1.0, 2.0], [0.5, np.nan]]], np.float32)
+    res = inv.invert_network(e, n, ["2016-07-18"], ["2016-08-03"], min_obs=3)
+    assert res.dates == ["2016-07-18", "2016-08-03"]
+    np.testing.assert_allclose(res.cum_east[1, 0, 0], 3.0, atol=1e-4)
+    np.testing.assert_allclose(res.cum_north[1, 1, 0], 0.5, atol=1e-4)
+    np.testing.assert_allclose(res.ve[0, 0], 3.0 / (16 / 365.25), rtol=1e-4)
+    # a pixel missing one component is not usable
+    assert np.isnan(res.ve[0, 1]) and np.isnan(res.ve[1, 1])
+    # two pairs: each pixel needs both of them
+    e2 = np.array([[1.0, 1.0], [2.0, np.nan]], np.float32)
+    res2 = inv.invert_network(e2, e2, ["2020-01-01", "2020-01-11"],
+                              ["2020-01-11", "2020-01-21"], min_obs=3)
+    assert np.isfinite(res2.ve[0]) and np.isnan(res2.ve[1])
+    assert inv.effective_min_obs(3, 1) == 1 and inv.effective_min_obs(3, 40) == 3

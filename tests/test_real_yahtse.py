@@ -141,3 +141,24 @@ def test_fast_body_is_detected_and_the_rock_is_not(tmp_path):
     assert det[rock & valid].mean() <= 0.05
     assert all(f["score_explanation"].startswith("Single pair") for f in res.features)
     assert detect(E, N, dates, T, require_temporal_evidence=True).features == []
+
+
+def test_pipeline_on_the_two_real_images_detects_the_glacier(tmp_path):
+    """A new user's first run on two images: the pipeline (fast-motion setting only) goes
+    from the folder to detections; a single pair gives the pair's displacement as the
+    series (the inversion needs every pair of a network smaller than min_obs)."""
+    import shutil
+    from slidewatch.core import detections_store
+    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    inp = tmp_path / "images"
+    inp.mkdir()
+    for p in (REF, SEC):
+        shutil.copy(p, inp / os.path.basename(p))
+    res = run_pipeline(str(inp), str(tmp_path / "out"), PipelineParams(
+        correlation_options={"max_velocity_m_per_day": 30.0}))
+    from slidewatch.core.products import BAND_V, VELOCITY_BANDS
+    with rasterio.open(res.paths["velocity"]) as src:
+        v = src.read(VELOCITY_BANDS.index(BAND_V) + 1)
+    assert np.isfinite(v).mean() > 0.5
+    feats = detections_store.read_detections(res.paths["detections"])
+    assert feats and max(f["area_m2"] for f in feats) > 5e6   # the tongue, ~10 km2
