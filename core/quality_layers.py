@@ -449,6 +449,11 @@ _CONTENT = dict(
 
 
 # ------------------------------------------------------------------------ styles
+# One definition of the quality layers' styles: the .qml beside each raster (QGIS applies
+# it whenever it opens the raster) and the project slidewatch.qgz, which loads that .qml.
+# Every label carries the unit of the data written (pairs, 0-1 share, ISO dates for the
+# YYYYMMDD numbers, days), the ramp spans the data's range and a continuous legend shows
+# the first and the last label (a colour bar labelled with bare numbers otherwise).
 _RED_YELLOW_GREEN = ("#d7191c", "#fdae61", "#ffffbf", "#a6d96a", "#1a9641")
 _VIRIDIS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
 
@@ -461,9 +466,11 @@ def _xml(text):
 def qml_pseudocolor(items, vmin, vmax, continuous_legend=True, label_precision=2,
                     opacity=1.0):
     """Text of a QGIS (3.22+) raster style: single-band pseudo-colour, band 1, linear
-    interpolation between ``items`` = [(value, "#rrggbb", label), ...]."""
+    interpolation between ``items`` = [(value, "#rrggbb", label), ...]. A continuous
+    legend (colour bar) is labelled with the first and the last item's label."""
     rows = "\n".join('          <item alpha="255" value="%r" label="%s" color="%s"/>'
                      % (float(v), _xml(lbl), c) for v, c, lbl in items)
+    min_label, max_label = (items[0][2], items[-1][2]) if continuous_legend else ("", "")
     return """<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.22.0" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0" minScale="1e+08" maxScale="0">
   <pipe>
@@ -482,7 +489,7 @@ def qml_pseudocolor(items, vmin, vmax, continuous_legend=True, label_precision=2
       <rastershader>
         <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" labelPrecision="%d" minimumValue="%r" maximumValue="%r">
 %s
-          <rampLegendSettings prefix="" suffix="" minimumLabel="" maximumLabel="" direction="0" orientation="2" useContinuousLegend="%d"/>
+          <rampLegendSettings prefix="" suffix="" minimumLabel="%s" maximumLabel="%s" direction="0" orientation="2" useContinuousLegend="%d"/>
         </colorrampshader>
       </rastershader>
     </rasterrenderer>
@@ -494,44 +501,70 @@ def qml_pseudocolor(items, vmin, vmax, continuous_legend=True, label_precision=2
   <blendMode>0</blendMode>
 </qgis>
 """ % (float(opacity), float(vmin), float(vmax), int(label_precision), float(vmin),
-       float(vmax), rows, 1 if continuous_legend else 0)
+       float(vmax), rows, _xml(min_label), _xml(max_label), 1 if continuous_legend else 0)
 
 
-def _spread(lo, hi, colours, fmt):
-    n = len(colours)
-    out = []
-    for i, c in enumerate(colours):
-        v = lo + (hi - lo) * i / (n - 1)
-        out.append((v, c, fmt(v)))
-    return out
+def _ramp_colour(colours, f):
+    """Colour at fraction ``f`` (0-1) of the ramp through ``colours`` (equally spaced)."""
+    f = min(max(float(f), 0.0), 1.0) * (len(colours) - 1)
+    i = min(int(f), len(colours) - 2)
+    t = f - i
+    a, b = (tuple(int(c[k:k + 2], 16) for k in (1, 3, 5)) for c in colours[i:i + 2])
+    return "#%02x%02x%02x" % tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))
 
 
 def style_items(key, dates_iso, n_pairs, gap_max_days, ncc_threshold):
-    """(items, vmin, vmax, continuous legend) of the style of a quality layer."""
+    """(items, vmin, vmax, continuous legend) of the style of a quality layer: ``items``
+    are ``(value, "#rrggbb", label)``, increasing, every label with its unit.
+
+    - ``n_valid_pairs`` (count): viridis at whole numbers of pairs from 0 to the number
+      of pairs inverted (the largest possible value);
+    - ``ncc_share`` (fraction 0-1): red-yellow-green from 0 (no pair) to 1 (every pair);
+    - ``first_valid_date`` / ``last_valid_date`` (YYYYMMDD numbers): viridis over the dates
+      of the run, legend entries in ISO dates;
+    - ``longest_gap_days`` (days): green at the median sampling interval of the run, red at
+      the longest gap of the raster, or at twice the median interval when no gap is
+      longer (a well-sampled raster stays green), labelled so.
+    """
     if key == "n_valid_pairs":
         hi = max(int(n_pairs), 1)
-        return _spread(0.0, hi, _RED_YELLOW_GREEN, lambda v: "%d pairs" % round(v)), 0, hi, True
+        values = sorted(set(int(round(i * hi / 4.0)) for i in range(5)))
+        items = [(float(v), _ramp_colour(_VIRIDIS, v / float(hi)), "%d pairs" % v)
+                 for v in values]
+        return items, 0.0, float(hi), True
     if key == "ncc_share":
-        items = _spread(0.0, 1.0, _RED_YELLOW_GREEN, lambda v: "%d %%" % round(100 * v))
+        items = [(v, c, "%.2f" % v) for v, c in zip((0.0, 0.25, 0.5, 0.75, 1.0),
+                                                     _RED_YELLOW_GREEN)]
+        items[0] = (0.0, items[0][1], "0 (no pair)")
+        items[-1] = (1.0, items[-1][1], "1 (every pair)")
         return items, 0.0, 1.0, True
     if key in ("first_valid_date", "last_valid_date"):
         ds = sorted(dates_iso)
         picks = sorted(set(int(round(i * (len(ds) - 1) / 4.0)) for i in range(5)))
-        colours = _VIRIDIS if len(picks) == 5 else _VIRIDIS[:len(picks)]
-        items = [(float(ds[i].replace("-", "")), c, ds[i]) for i, c in zip(picks, colours)]
-        if len(items) == 1:
+        n = len(picks)
+        items = [(float(ds[i].replace("-", "")), _ramp_colour(_VIRIDIS, k / max(n - 1, 1)),
+                  ds[i]) for k, i in enumerate(picks)]
+        if len(items) == 1:  # one date: a ramp needs two values
             items.append((items[0][0] + 1, _VIRIDIS[-1], ds[-1]))
         return items, items[0][0], items[-1][0], False
     if key == "longest_gap_days":
         d64 = np.array(sorted(dates_iso), dtype="datetime64[D]")
         steps = np.diff(d64).astype(float)
         base = float(np.median(steps)) if steps.size else 1.0
-        hi = max(float(gap_max_days), 2.0 * base, base + 1.0)
-        items = [(base, "#1a9641", "%.0f days (median sampling)" % base),
-                 ((base + hi) / 2.0, "#ffffbf", "%.0f days" % ((base + hi) / 2.0)),
-                 (hi, "#d7191c", "%.0f days" % hi)]
+        gap = float(gap_max_days) if np.isfinite(gap_max_days) else 0.0
+        hi = max(gap, 2.0 * base, base + 1.0)
+        top = ("%.0f days (longest gap)" % hi if hi == gap else
+               "%.0f days (2 x median sampling; longest gap %.0f days)" % (hi, gap))
+        items = [(base, _RED_YELLOW_GREEN[4], "%.0f days (median sampling)" % base),
+                 ((base + hi) / 2.0, _RED_YELLOW_GREEN[2], "%.0f days" % ((base + hi) / 2.0)),
+                 (hi, _RED_YELLOW_GREEN[0], top)]
         return items, base, hi, True
     raise ParameterError("unknown quality layer %r" % key)
+
+
+def style_path(path):
+    """The ``.qml`` style of a quality layer (same name, beside it)."""
+    return os.path.splitext(path)[0] + ".qml"
 
 
 def write_styles(paths, dates_iso, n_pairs, gap_max_days, ncc_threshold):
@@ -540,11 +573,35 @@ def write_styles(paths, dates_iso, n_pairs, gap_max_days, ncc_threshold):
     for key, path in paths.items():
         items, lo, hi, cont = style_items(key, dates_iso, n_pairs, gap_max_days,
                                           ncc_threshold)
-        qml = os.path.splitext(path)[0] + ".qml"
+        qml = style_path(path)
         write_text_atomic(qml, qml_pseudocolor(items, lo, hi, cont,
                                                label_precision=0 if key != "ncc_share" else 2))
         out[key] = qml
     return out
+
+
+def restore_styles(ts_folder):
+    """Write the ``.qml`` of the quality layers of ``ts_folder`` that have none, from the
+    rasters themselves (their DATES, N_PAIRS, NCC_THRESHOLD tags and the longest gap
+    written); returns ``{key: qml path}`` of every layer present."""
+    import rasterio
+
+    present = {k: p for k, p in quality_paths(ts_folder).items() if os.path.exists(p)}
+    missing = {k: p for k, p in present.items() if not os.path.exists(style_path(p))}
+    if missing:
+        with rasterio.open(next(iter(missing.values()))) as src:
+            tags = src.tags()
+        gap = 0.0
+        if "longest_gap_days" in missing:
+            with rasterio.open(missing["longest_gap_days"]) as src:
+                for _ij, win in src.block_windows(1):
+                    a = src.read(1, window=win)
+                    if np.isfinite(a).any():
+                        gap = max(gap, float(np.nanmax(a)))
+        write_styles(missing, [d for d in tags.get("DATES", "").split(",") if d],
+                     int(tags.get("N_PAIRS", 1)), gap,
+                     float(tags.get("NCC_THRESHOLD", DEFAULT_NCC_THRESHOLD)))
+    return {k: style_path(p) for k, p in present.items()}
 
 
 def read_quality_at(ts_folder, x, y):

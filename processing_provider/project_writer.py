@@ -13,11 +13,13 @@ Layers (top to bottom):
   for the time-series inspector dock, and ``velocity sigma (m/yr)``;
 - group ``Quality`` (unchecked; only its first layer checked inside), the per-pixel quality
   layers of the inversion (``timeseries/quality_*.tif``, :mod:`..core.quality_layers`),
-  when the pipeline wrote them: ``valid pairs (count)`` viridis from 0 to the number of
-  pairs inverted; ``share of pairs with NCC >= t (0-1)`` red-yellow-green from 0 to 1;
-  ``longest gap (days)`` green (the median sampling interval) to red (the longest gap);
-  ``first valid date`` / ``last valid date`` (YYYYMMDD, unchecked) viridis over the dates,
-  labelled with ISO dates. Every legend entry carries its unit;
+  when the pipeline wrote them, each with the ``.qml`` style written beside it (one
+  definition, :func:`..core.quality_layers.style_items`): ``valid pairs (count)`` viridis
+  from 0 to the number of pairs inverted; ``share of pairs with NCC >= t (0-1)``
+  red-yellow-green from 0 to 1; ``longest gap (days)`` green (the median sampling
+  interval) to red (the longest gap, at least twice that interval); ``first valid date`` /
+  ``last valid date`` (YYYYMMDD, unchecked) viridis over the dates, labelled with ISO
+  dates. Every legend entry carries its unit;
 - ``reference image``: the first image of the stack in grey, as a base map.
 
 Paths are stored relative to the project file, so the whole output folder can be moved
@@ -29,8 +31,7 @@ import contextlib
 import os
 import uuid
 
-from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsColorRampLegendNodeSettings,
-                       QgsColorRampShader,
+from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsColorRampShader,
                        QgsCoordinateReferenceSystem, QgsFillSymbol, QgsGradientColorRamp,
                        QgsGradientStop, QgsMarkerSymbol, QgsPalLayerSettings, QgsProject,
                        QgsProperty, QgsRasterLayer, QgsRasterShader, QgsReferencedRectangle,
@@ -60,9 +61,6 @@ LAYER_NAMES = dict(detections="detections", arrows="displacement direction",
 #: one shown when the group is switched on
 QUALITY_ORDER = ("n_valid_pairs", "ncc_share", "longest_gap_days", "first_valid_date",
                  "last_valid_date")
-VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
-RED_YELLOW_GREEN = ((215, 25, 28), (253, 174, 97), (255, 255, 191), (166, 217, 106),
-                    (26, 150, 65))
 
 
 def _rgb(c, alpha=255):
@@ -120,118 +118,43 @@ def _pseudocolor(layer, band, vmax, ramp):
     layer.setRenderer(renderer)
 
 
-def _ramp_renderer(layer, items, continuous=True, band=1):
-    """Single-band pseudo-colour renderer interpolating ``items`` = [(value, (r, g, b),
-    label), ...] (values increasing). Legend: the labels of the items (``continuous``
-    False), or a colour bar labelled with the first and the last label."""
-    ramp_items = [QgsColorRampShader.ColorRampItem(float(v), _rgb(c), label)
-                  for v, c, label in items]
-    lo, hi = float(items[0][0]), float(items[-1][0])
-    shader_fn = QgsColorRampShader(lo, hi)
-    shader_fn.setColorRampType(QgsColorRampShader.Interpolated)
-    shader_fn.setColorRampItemList(ramp_items)
-    shader_fn.setMinimumValue(lo)
-    shader_fn.setMaximumValue(hi)
-    shader_fn.setClip(False)
-    legend = QgsColorRampLegendNodeSettings()
-    legend.setUseContinuousLegend(bool(continuous))
-    if continuous:
-        legend.setMinimumLabel(items[0][2])
-        legend.setMaximumLabel(items[-1][2])
-    shader_fn.setLegendSettings(legend)
-    shader = QgsRasterShader()
-    shader.setRasterShaderFunction(shader_fn)
-    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
-    renderer.setClassificationMin(lo)
-    renderer.setClassificationMax(hi)
-    layer.setRenderer(renderer)
-
-
-def _spread(lo, hi, colours, label):
-    n = len(colours)
-    return [(lo + (hi - lo) * i / (n - 1), c, label(lo + (hi - lo) * i / (n - 1)))
-            for i, c in enumerate(colours)]
-
-
 def _quality_tags(path):
     import rasterio
     with rasterio.open(path) as src:
         return src.tags()
 
 
-def _max_value(path):
-    """Largest finite value of band 1 (decimated read for large rasters), or None."""
-    import numpy as np
-    import rasterio
-    with rasterio.open(path) as src:
-        factor = max(1, int(max(src.height, src.width) / 1500))
-        a = src.read(1, out_shape=(max(1, src.height // factor),
-                                   max(1, src.width // factor))).astype("float64")
-    a = a[np.isfinite(a)]
-    return float(a.max()) if a.size else None
-
-
-def quality_style(key, path):
-    """(layer name, legend items, continuous legend) of the quality layer ``key`` at
-    ``path``: items are ``(value, (r, g, b), label)`` with the unit in every label."""
-    tags = _quality_tags(path)
-    dates = sorted(d for d in (tags.get("DATES") or "").split(",") if d)
-    if key == "n_valid_pairs":
-        try:
-            n = max(int(tags.get("N_PAIRS", "")), 1)
-        except ValueError:
-            n = max(int(_max_value(path) or 1), 1)
-        items = _spread(0.0, float(n), VIRIDIS, lambda v: "%d pairs" % round(v))
-        return LAYER_NAMES[key], items, True
-    if key == "ncc_share":
-        try:
-            t = float(tags.get("NCC_THRESHOLD", ""))
-        except ValueError:
-            t = 0.5
-        items = _spread(0.0, 1.0, RED_YELLOW_GREEN, lambda v: "%.2f" % v)
-        items[0] = (0.0, items[0][1], "0 (no pair)")
-        items[-1] = (1.0, items[-1][1], "1 (every pair)")
-        return LAYER_NAMES[key] % t, items, True
-    if key == "longest_gap_days":
-        import numpy as np
-        steps = np.diff(np.array(dates, dtype="datetime64[D]")).astype(float) if dates \
-            else np.zeros(0)
-        base = float(np.median(steps)) if steps.size else 1.0
-        hi = max(_max_value(path) or 0.0, 2.0 * base, base + 1.0)
-        mid = (base + hi) / 2.0
-        items = [(base, RED_YELLOW_GREEN[4], "%.0f days (median sampling)" % base),
-                 (mid, RED_YELLOW_GREEN[2], "%.0f days" % mid),
-                 (hi, RED_YELLOW_GREEN[0], "%.0f days" % hi)]
-        return LAYER_NAMES[key], items, True
-    if key in ("first_valid_date", "last_valid_date"):
-        if not dates:
-            return LAYER_NAMES[key], [(19700101.0, VIRIDIS[0], "1970-01-01"),
-                                      (20991231.0, VIRIDIS[-1], "2099-12-31")], False
-        # YYYYMMDD is monotonic in time: interpolate between dates of the run
-        picks = sorted(set(int(round(i * (len(dates) - 1) / 4.0)) for i in range(5)))
-        n = len(picks)
-        colours = [VIRIDIS[int(round(i * (len(VIRIDIS) - 1) / max(n - 1, 1)))]
-                   for i in range(n)]
-        items = [(float(dates[i].replace("-", "")), c, dates[i])
-                 for i, c in zip(picks, colours)]
-        if len(items) == 1:
-            items.append((items[0][0] + 1.0, VIRIDIS[-1], dates[-1]))
-        return LAYER_NAMES[key], items, False
-    raise KeyError(key)
+def quality_layer_name(key, path):
+    """Name of the quality layer ``key`` at ``path`` in the project (with its unit; the
+    NCC share names its threshold, from the raster's NCC_THRESHOLD tag)."""
+    if key != "ncc_share":
+        return LAYER_NAMES[key]
+    from ..core.quality_layers import DEFAULT_NCC_THRESHOLD
+    try:
+        t = float(_quality_tags(path).get("NCC_THRESHOLD", ""))
+    except ValueError:
+        t = DEFAULT_NCC_THRESHOLD
+    return LAYER_NAMES[key] % t
 
 
 def _quality_layers(ts):
-    """[(key, styled layer)] of the quality layers present in ``ts`` (group order)."""
-    from ..core.quality_layers import quality_paths
+    """[(key, styled layer)] of the quality layers present in ``ts`` (group order), each
+    with the style that :mod:`..core.quality_layers` wrote beside it (its ``.qml``, the one
+    definition of their ramps and legends; restored from the raster when missing)."""
+    from ..core.quality_layers import quality_paths, restore_styles
     paths = quality_paths(ts)
+    styles = restore_styles(ts)
     out = []
     for key in QUALITY_ORDER:
-        p = paths.get(key)
-        if not p or not os.path.exists(p):
+        p, qml = paths.get(key), styles.get(key)
+        if not qml:
             continue
-        name, items, continuous = quality_style(key, p)
-        layer = _raster(p, name, None)
-        _ramp_renderer(layer, items, continuous)
+        layer = _raster(p, quality_layer_name(key, p), None)
+        message, ok = layer.loadNamedStyle(qml)
+        if not ok:
+            raise OutputError("QGIS cannot read the style '%s' (%s). Delete it and write "
+                              "the project again: it is rebuilt from the raster."
+                              % (qml, message))
         out.append((key, layer))
     return out
 

@@ -224,6 +224,97 @@ def test_styles_are_applied_when_qgis_opens_the_layers(stack, qgis_new_project):
             assert renderer.classificationMax() == len(PAIRS)
 
 
+def _check_style_matches_data(key, renderer, data, tags, band_tags):
+    """The ramp of a quality layer spans the data written and every label states its
+    value in the unit of the band (UNITS tag)."""
+    fn = renderer.shader().rasterShaderFunction()
+    items = fn.colorRampItemList()
+    lo, hi = renderer.classificationMin(), renderer.classificationMax()
+    assert (lo, hi) == (fn.minimumValue(), fn.maximumValue()) == (items[0].value,
+                                                                  items[-1].value), key
+    assert [i.value for i in items] == sorted(i.value for i in items), key
+    a = data.astype(float)
+    a = a[np.isfinite(a) & (a != 0)] if key.endswith("_date") else a[np.isfinite(a)]
+    legend = fn.legendSettings()
+    if legend.useContinuousLegend():  # a colour bar labelled with the end items' labels
+        assert legend.minimumLabel() == items[0].label and legend.maximumLabel() == \
+            items[-1].label, key
+    unit = band_tags["UNITS"]
+    if key == "n_valid_pairs":
+        assert unit == "count"
+        assert (lo, hi) == (0.0, float(tags["N_PAIRS"])) and a.max() <= hi, key
+        assert [i.label for i in items] == ["%d pairs" % i.value for i in items]
+        assert all(i.value == int(i.value) for i in items)
+    elif key == "ncc_share":
+        assert unit == "fraction" and (lo, hi) == (0.0, 1.0)
+        assert 0.0 <= a.min() and a.max() <= 1.0
+        assert [float(i.label.split()[0]) for i in items] == [i.value for i in items]
+    elif key.endswith("_date"):
+        assert unit == "YYYYMMDD" and not legend.useContinuousLegend()
+        assert [i.label.replace("-", "") for i in items] == ["%d" % i.value for i in items]
+        dates = tags["DATES"].split(",")
+        assert (items[0].label, items[-1].label) == (dates[0], dates[-1])
+        assert lo <= a.min() and a.max() <= hi, key
+    else:
+        assert key == "longest_gap_days" and unit == "days"
+        assert all(i.label.startswith("%.0f days" % i.value) for i in items)
+        steps = np.diff(np.array(tags["DATES"].split(","), dtype="datetime64[D]"))
+        assert lo == float(np.median(steps.astype(float)))
+        assert hi == max(float(a.max()), 2 * lo)
+        assert ("longest gap" in items[-1].label) and (
+            "%.0f days" % a.max() in items[-1].label)
+
+
+def test_each_style_matches_the_data_and_units_written(stack, qgis_new_project, tmp_path):
+    """The .qml of every layer, as QGIS reads it: ramp from the data's lower to its upper
+    bound, labels with the band's unit and value (a colour bar shows the first and last
+    labels, not bare numbers); the project loads the same style."""
+    from qgis.core import QgsRasterLayer
+
+    root, _truth = stack
+    res = ql.compute_quality_layers(root)
+    for key, path in res.paths.items():
+        with rasterio.open(path) as src:
+            data, tags, band_tags = src.read(1), src.tags(), src.tags(1)
+        layer = QgsRasterLayer(path, key, "gdal")
+        _check_style_matches_data(key, layer.renderer(), data, tags, band_tags)
+    # a gap no longer than twice the median sampling: the red end says so
+    items, lo, hi, cont = ql.style_items("longest_gap_days", DATES[:3], 3, 13.0, 0.5)
+    assert (lo, hi) == (18.0, 36.0) and cont
+    assert items[-1][2] == "36 days (2 x median sampling; longest gap 13 days)"
+    items, lo, hi, _ = ql.style_items("n_valid_pairs", DATES, 1, 0.0, 0.5)
+    assert [(v, lbl) for v, _c, lbl in items] == [(0.0, "0 pairs"), (1.0, "1 pairs")]
+
+
+def test_project_uses_the_styles_and_restores_a_missing_one(stack, qgis_new_project,
+                                                            tmp_path):
+    import shutil
+
+    from qgis.core import QgsRasterLayer
+
+    from slidewatch.processing_provider.project_writer import _quality_layers
+
+    root0, _truth = stack
+    ql.compute_quality_layers(root0)
+    root = str(tmp_path / "copy")
+    shutil.copytree(root0, root)
+    ts = os.path.join(root, "timeseries")
+    qml = ql.style_path(os.path.join(ts, "quality_longest_gap.tif"))
+    with open(qml) as fh:
+        written = fh.read()
+    os.remove(qml)
+    layers = dict(_quality_layers(ts))
+    with open(qml) as fh:
+        assert fh.read() == written  # rebuilt from the raster: the same style
+    for key, path in ql.quality_paths(ts).items():
+        layer = QgsRasterLayer(path, key, "gdal")  # kept: its renderer dies with it
+        own = layer.renderer().shader().rasterShaderFunction()
+        got = layers[key].renderer().shader().rasterShaderFunction()
+        assert [(i.value, i.label, i.color.name()) for i in got.colorRampItemList()] == [
+            (i.value, i.label, i.color.name()) for i in own.colorRampItemList()], key
+        assert got.legendSettings().maximumLabel() == own.legendSettings().maximumLabel()
+
+
 def _run(alg_id, params, context=None):
     from qgis.core import (QgsApplication, QgsProcessingAlgorithm, QgsProcessingContext,
                            QgsProcessingFeedback)
