@@ -57,6 +57,8 @@ Usage::
     st = generate_stack("/tmp/stack", n_dates=40, shape=(512, 512), seed=0)
     dx, dy = st.pair_truth_px(0, 5)        # what a correlator should measure (px)
     st = SyntheticStack.load("/tmp/stack")  # later, from truth.npz
+    p = SyntheticStackParams(n_dates=12, ramp=0.2).validate()   # or as an object
+    st = generate_stack("/tmp/stack2", p, seed=4)                 # keywords override it
 
 ``generate_stack(None, write=False)`` keeps the images in memory (``st.images``);
 ``write=False, keep_images=False`` computes the truth only (no rendering, fast).
@@ -81,7 +83,7 @@ from .products import DAYS_PER_YEAR
 from .progress import as_progress
 from .texture import fractal_texture, sentinel2_texture, shift_image  # noqa: F401
 
-__all__ = ["generate_stack", "SyntheticStack", "shift_image", "sentinel2_texture",
+__all__ = ["generate_stack", "SyntheticStackParams", "SyntheticStack", "shift_image", "sentinel2_texture",
            "fractal_texture", "DEFAULT_LANDSLIDES", "image_file_name"]
 
 CRS_EPSG = 32632
@@ -92,7 +94,7 @@ YEAR_DAYS = DAYS_PER_YEAR
 _TOL_PX = 1e-6
 _BLOCK_ROWS = 256
 
-#: Default landslides ("default"). Keys: see :func:`generate_stack`.
+#: Default landslides ("default"). Keys: see :attr:`SyntheticStackParams.landslides`.
 DEFAULT_LANDSLIDES = (
     dict(name="steady", velocity_m_per_yr=5.0, length_m=700.0, width_m=450.0),
     dict(name="accelerating", velocity_m_per_yr=3.0, velocity_after_m_per_yr=30.0,
@@ -633,129 +635,217 @@ def _write_npz(path, arrays, stacked):
 
 
 # --------------------------------------------------------------------------------------
-# Main entry point
+# Parameters
 # --------------------------------------------------------------------------------------
 
-def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=10.0,
-                   start_date="2019-01-01", mean_interval_days=10, landslides="default",
-                   cloudy_date_fraction=0.3, fully_clouded_dates=1, noise_level=0.01,
-                   illumination_change=True, coreg_sigma_px=0.15, nodata_border=True,
-                   texture="sentinel2", ramp=None, elevation_bias=None, noisy_area=False,
-                   write=True, keep_images=None, progress=None):
-    """Generate a synthetic image stack with ground truth; see the module docstring.
+@dataclasses.dataclass
+class SyntheticStackParams:
+    """What a synthetic stack looks like (:func:`generate_stack`); units and bounds below.
 
-    Parameters
-    ----------
-    out_folder : folder receiving the images, ``dem.tif``, ``truth.npz``, ``truth.json``
-        (may be None when ``write`` is False).
-    n_dates : number of acquisitions (>= 2).
-    shape : (rows, cols) of every image.
-    seed : everything is deterministic from it.
-    pixel_size : metres (north-up grid, EPSG:32632).
-    start_date, mean_interval_days : first date (ISO) and mean revisit; intervals are
-        multiples of 5 days (Sentinel-2 revisit), gamma-distributed.
-    landslides : "default" (a steady ~5 m/yr slide and one accelerating from 3 to 30 m/yr
-        at 55 % of the period), None / [] for none, or a list of dicts with optional keys
-        ``velocity_m_per_yr`` (before any acceleration), ``velocity_after_m_per_yr``,
-        ``accel_onset_date`` (ISO) or ``accel_onset_fraction`` (of the time span),
-        ``accel_ramp_days`` (velocity rises linearly over this many days, default 30),
-        ``length_m``, ``width_m`` (ellipse axes along/across motion; shrunk to fit small
-        images), ``centre_px`` ((row, col), default: random on a steep slope),
-        ``direction_deg`` (azimuth of motion, default: downslope on the DEM), ``name``.
-        Velocities are peak values (core of the slide); the speed tapers smoothly
-        (cosine) to 0 at the ellipse border.
-    cloudy_date_fraction : fraction of dates (never date 0) with partial clouds
-        (5-60 % cover) and their shadows.
-    fully_clouded_dates : number of dates (never date 0) ~98-100 % covered.
-    noise_level : sensor noise std relative to the mean signal.
-    illumination_change : seasonal gain/offset/gamma and sun-dependent terrain shading;
-        False gives identical radiometry on every date.
-    coreg_sigma_px : std of the per-date co-registration offset (px); date 0 has none.
-    nodata_border : zero (nodata) swath edges / strips on some dates (never date 0).
-    texture : "sentinel2" (real S2 texture, fractal fallback) or "fractal".
-    ramp : None or amplitude (px): per-date planar misregistration whose coefficients
-        (px across the full image width/height, for dx and dy) are N(0, ramp); date 0 none.
-    elevation_bias : None or px per km: dates of relative orbit R065 (about half, never
-        date 0) get an apparent shift of ``elevation_bias`` px per km of elevation above
-        the scene mean, along the across-track direction (~east, 12 deg tilt).
-    noisy_area : add a vegetated patch whose texture changes randomly between dates.
-    write : write files (False: only return the object; images are then kept).
-    keep_images : keep the uint16 images in memory (default: True when not writing or
-        when the stack is small, <= 16 M pixels).
-    progress : optional :class:`~.progress.Progress`.
-
-    Returns
-    -------
-    SyntheticStack
+    Everything is deterministic from ``seed``. ``validate()`` checks the bounds and
+    returns the object; the values are used (and recorded in ``SyntheticStack.params``)
+    as given.
     """
-    import affine
 
-    progress = as_progress(progress)
-    n_dates = int(n_dates)
-    h, w = (int(shape[0]), int(shape[1]))
-    if n_dates < 2:
-        raise ParameterError("n_dates must be at least 2 (got %r)." % n_dates)
-    if h < 32 or w < 32:
-        raise ParameterError("shape must be at least 32 x 32 pixels (got %r)." % (shape,))
-    if pixel_size <= 0:
-        raise ParameterError("pixel_size must be positive (got %r)." % pixel_size)
-    if texture not in ("sentinel2", "fractal"):
-        raise ParameterError("texture must be 'sentinel2' or 'fractal' (got %r)." % texture)
-    if not 0 <= cloudy_date_fraction <= 1:
-        raise ParameterError("cloudy_date_fraction must be within 0..1.")
-    if write:
-        if not out_folder:
-            raise ParameterError("out_folder is required when write=True.")
-        from .raster_io import ensure_writable_folder
-        ensure_writable_folder(out_folder)
-        out_folder = os.path.abspath(out_folder)
-    if keep_images is None:
-        keep_images = (not write) or n_dates * h * w <= 16_000_000
-    # write=False, keep_images=False: truth only (clouds, masks, fields), no rendering
-    render = bool(write or keep_images)
+    #: number of acquisitions (>= 2)
+    n_dates: int = 40
+    #: (rows, cols) of every image, pixels (each >= 32)
+    shape: tuple = (512, 512)
+    #: seed of every random draw (integer >= 0)
+    seed: int = 0
+    #: metres (> 0); north-up grid in EPSG:32632
+    pixel_size: float = 10.0
+    #: first date (ISO ``YYYY-MM-DD``)
+    start_date: str = "2019-01-01"
+    #: mean revisit, days (>= 0); intervals are gamma-distributed multiples of 5 days
+    #: (Sentinel-2 revisit; of 1 day below a 5-day mean, at least one step)
+    mean_interval_days: float = 10
+    #: "default" (a steady ~5 m/yr slide and one accelerating from 3 to 30 m/yr at 55 %
+    #: of the period), None / [] for none, or a list of dicts with optional keys
+    #: ``velocity_m_per_yr`` (before any acceleration), ``velocity_after_m_per_yr``,
+    #: ``accel_onset_date`` (ISO) or ``accel_onset_fraction`` (of the time span),
+    #: ``accel_ramp_days`` (velocity rises linearly over this many days, default 30),
+    #: ``length_m``, ``width_m`` (ellipse axes along/across motion; shrunk to fit small
+    #: images), ``centre_px`` ((row, col), default: random on a steep slope),
+    #: ``direction_deg`` (azimuth of motion, default: downslope on the DEM), ``name``.
+    #: Velocities are peak values (core of the slide); the speed tapers smoothly
+    #: (cosine) to 0 at the ellipse border.
+    landslides: object = "default"
+    #: fraction (0..1) of dates (never date 0) with partial clouds (5-60 % cover) and
+    #: their shadows
+    cloudy_date_fraction: float = 0.3
+    #: number (>= 0) of dates (never date 0) ~98-100 % covered by clouds
+    fully_clouded_dates: int = 1
+    #: sensor noise std relative to the mean signal (>= 0)
+    noise_level: float = 0.01
+    #: seasonal gain/offset/gamma and sun-dependent terrain shading; False gives
+    #: identical radiometry on every date
+    illumination_change: bool = True
+    #: std (px, >= 0) of the per-date co-registration offset; date 0 has none
+    coreg_sigma_px: float = 0.15
+    #: zero (nodata) swath edges / strips on some dates (never date 0)
+    nodata_border: bool = True
+    #: "sentinel2" (real S2 texture, fractal fallback) or "fractal"
+    texture: str = "sentinel2"
+    #: None or amplitude (px, >= 0): per-date planar misregistration whose coefficients
+    #: (px across the full image width/height, for dx and dy) are N(0, ramp); date 0 none
+    ramp: float = None
+    #: None or px per km of elevation (any sign): dates of relative orbit R065 (about
+    #: half, never date 0) get an apparent shift of ``elevation_bias`` px per km above
+    #: the scene mean, along the across-track direction (~east, 12 deg tilt)
+    elevation_bias: float = None
+    #: add a vegetated patch whose texture changes randomly between dates
+    noisy_area: bool = False
 
-    rng = np.random.default_rng(seed)
-    rng_dates, rng_dem, rng_slides, rng_geo, rng_rad, rng_cloud, rng_nod, rng_noise, \
-        rng_veg = [np.random.default_rng([seed, k]) for k in range(1, 10)]
-    del rng
+    def validate(self):
+        n_dates = int(self.n_dates)
+        if n_dates < 2:
+            raise ParameterError("n_dates must be at least 2 (got %r)." % n_dates)
+        try:
+            h, w = (int(self.shape[0]), int(self.shape[1]))
+        except (TypeError, ValueError, IndexError):
+            raise ParameterError("shape must be (rows, cols) (got %r)." % (self.shape,))
+        if len(self.shape) != 2 or h < 32 or w < 32:
+            raise ParameterError("shape must be at least 32 x 32 pixels (got %r)."
+                                 % (self.shape,))
+        if self.pixel_size <= 0:
+            raise ParameterError("pixel_size must be positive (got %r)." % self.pixel_size)
+        if self.texture not in ("sentinel2", "fractal"):
+            raise ParameterError("texture must be 'sentinel2' or 'fractal' (got %r)."
+                                 % self.texture)
+        if not 0 <= self.cloudy_date_fraction <= 1:
+            raise ParameterError("cloudy_date_fraction must be within 0..1.")
+        try:
+            _dt.date.fromisoformat(str(self.start_date))
+        except ValueError:
+            raise ParameterError("start_date must be an ISO date YYYY-MM-DD (got %r)."
+                                 % (self.start_date,))
+        if not self.mean_interval_days >= 0:
+            raise ParameterError("mean_interval_days must be >= 0 (got %r)."
+                                 % self.mean_interval_days)
+        if int(self.fully_clouded_dates) < 0:
+            raise ParameterError("fully_clouded_dates must be >= 0 (got %r)."
+                                 % self.fully_clouded_dates)
+        for name in ("noise_level", "coreg_sigma_px", "ramp"):
+            v = getattr(self, name)
+            if v is not None and not v >= 0:
+                raise ParameterError("%s must be >= 0 (got %r)." % (name, v))
+        if isinstance(self.seed, (int, np.integer)) and self.seed < 0:
+            raise ParameterError("seed must be >= 0 (got %r)." % self.seed)
+        return self
 
-    # ---- dates, orbits, sun
-    dates = _make_dates(n_dates, start_date, float(mean_interval_days), rng_dates)
+    def record(self, dem_mean):
+        """The ``SyntheticStack.params`` entries of these parameters (truth.json)."""
+        return dict(seed=self.seed, n_dates=int(self.n_dates),
+                    shape=[int(self.shape[0]), int(self.shape[1])],
+                    pixel_size=self.pixel_size, start_date=str(self.start_date),
+                    mean_interval_days=self.mean_interval_days,
+                    cloudy_date_fraction=self.cloudy_date_fraction,
+                    fully_clouded_dates=self.fully_clouded_dates,
+                    noise_level=self.noise_level,
+                    illumination_change=bool(self.illumination_change),
+                    coreg_sigma_px=self.coreg_sigma_px, nodata_border=bool(self.nodata_border),
+                    texture=self.texture, ramp=self.ramp, elevation_bias=self.elevation_bias,
+                    noisy_area=bool(self.noisy_area), dem_mean=dem_mean)
+
+
+def _resolve_params(params, overrides):
+    """SyntheticStackParams from ``params`` (object, dict or None) and keyword overrides."""
+    if params is None:
+        params = SyntheticStackParams()
+    elif isinstance(params, dict):
+        params = SyntheticStackParams(**params)
+    elif not isinstance(params, SyntheticStackParams):
+        raise ParameterError("params must be a SyntheticStackParams (got %s)."
+                             % type(params).__name__)
+    if overrides:
+        names = {f.name for f in dataclasses.fields(SyntheticStackParams)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError("generate_stack() got unexpected keyword argument(s) %s; "
+                            "parameters are %s" % (", ".join(unknown), ", ".join(sorted(names))))
+        params = dataclasses.replace(params, **overrides)
+    return params.validate()
+
+
+# --------------------------------------------------------------------------------------
+# Generation phases (in the order generate_stack runs them)
+# --------------------------------------------------------------------------------------
+
+#: names of the independent random streams, seeded [seed, 1] ... [seed, 9]: each phase
+#: draws only from its own, so phases cannot disturb one another
+_STREAMS = ("dates", "dem", "slides", "geo", "rad", "cloud", "nod", "noise", "veg")
+
+
+def _random_streams(seed):
+    return {name: np.random.default_rng([seed, k]) for k, name in enumerate(_STREAMS, 1)}
+
+
+@dataclasses.dataclass
+class _Acquisitions:
+    """Dates and per-date acquisition geometry."""
+    dates: list
+    days: np.ndarray
+    span: float              # days from first to last date (>= 1)
+    orbit_b: np.ndarray      # bool: relative orbit R065 (else R108)
+    spacecraft: list
+    sun: list                # (azimuth, elevation) deg
+    names: list
+    paths: list
+
+
+def _acquisitions(p, out_folder, rng):
+    """Dates, orbits, spacecraft, times, sun angles and file names (stream ``dates``)."""
+    n_dates = int(p.n_dates)
+    dates = _make_dates(n_dates, p.start_date, float(p.mean_interval_days), rng)
     days = np.array([(_dt.date.fromisoformat(d) - _dt.date.fromisoformat(dates[0])).days
                      for d in dates], float)
     span = max(days[-1], 1.0)
-    orbit_b = rng_dates.random(n_dates) < 0.5
+    orbit_b = rng.random(n_dates) < 0.5
     orbit_b[0] = False
     spacecraft = ["S2A" if (_dt.date.fromisoformat(d) < _dt.date(2017, 7, 1)
-                            or rng_dates.random() < 0.5) else "S2B" for d in dates]
-    times = ["1030%02d" % rng_dates.integers(10, 60) if not b else
-             "1025%02d" % rng_dates.integers(10, 60) for b in orbit_b]
+                            or rng.random() < 0.5) else "S2B" for d in dates]
+    times = ["1030%02d" % rng.integers(10, 60) if not b else
+             "1025%02d" % rng.integers(10, 60) for b in orbit_b]
     sun = [_sun_position(d) for d in dates]
-    if not illumination_change:
+    if not p.illumination_change:
         sun = [sun[0]] * n_dates
     names = [image_file_name(d, sc, "R065" if b else "R108", tm)
              for d, sc, b, tm in zip(dates, spacecraft, orbit_b, times)]
     paths = [os.path.join(out_folder, nm) if out_folder else nm for nm in names]
+    return _Acquisitions(dates, days, span, orbit_b, spacecraft, sun, names, paths)
 
-    # ---- DEM and landslides (reference grid)
-    dem = _make_dem((h, w), pixel_size, rng_dem)
-    dem_mean = float(dem.mean())
-    if landslides == "default":
+
+@dataclasses.dataclass
+class _Landslides:
+    """Landslide model on the reference grid."""
+    slides: list             # dicts, see SyntheticStack.landslides
+    weights: np.ndarray      # float32 (K, H, W)
+    dirs: np.ndarray         # (K, 2)
+    amplitudes: np.ndarray   # (n_dates, K) m
+    labels: np.ndarray       # int32 (H, W)
+
+
+def _landslide_model(p, dem, acq, rng):
+    """Place the landslides on the DEM, their displacement per date and their labelled
+    areas and summary velocities (stream ``slides``)."""
+    h, w = int(p.shape[0]), int(p.shape[1])
+    pixel_size, span = p.pixel_size, acq.span
+    if p.landslides == "default":
         specs = list(DEFAULT_LANDSLIDES)
-    elif landslides is None:
+    elif p.landslides is None:
         specs = []
     else:
-        specs = list(landslides)
-    slides, weights, dirs = _place_landslides(specs, dem, pixel_size, rng_slides, span,
-                                              dates)
+        specs = list(p.landslides)
+    slides, weights, dirs = _place_landslides(specs, dem, pixel_size, rng, span, acq.dates)
     K = len(slides)
     slide_weights = (np.stack(weights) if K else np.zeros((0, h, w), np.float32))
     slide_dirs = np.array(dirs, float).reshape(K, 2)
-    amplitudes = np.zeros((n_dates, K), float)
+    amplitudes = np.zeros((int(p.n_dates), K), float)
     labels = np.zeros((h, w), np.int32)
     for k, s in enumerate(slides):
         amplitudes[:, k] = _cum_displacement(
-            days, s["velocity_before_m_per_yr"],
+            acq.days, s["velocity_before_m_per_yr"],
             s["velocity_after_m_per_yr"] if s["accel_onset_date"] else None,
             s["accel_onset_day"], s["accel_ramp_days"])
         sel = slide_weights[k] >= 0.05
@@ -770,180 +860,314 @@ def generate_stack(out_folder, n_dates=40, shape=(512, 512), seed=0, pixel_size=
         e = ORIGIN_EN[0] + (s["centre_px"][1] + 0.5) * pixel_size
         n = ORIGIN_EN[1] - (s["centre_px"][0] + 0.5) * pixel_size
         s["centre"] = [round(e, 2), round(n, 2)]
+    return _Landslides(slides, slide_weights, slide_dirs, amplitudes, labels)
 
-    # ---- geometry errors
-    coreg = rng_geo.normal(0.0, float(coreg_sigma_px), (n_dates, 2))
+
+def _geometry_errors(p, orbit_b, rng):
+    """(co-registration (n, 2), ramp (n, 4), elevation (n, 2)) px (stream ``geo``)."""
+    n_dates = int(p.n_dates)
+    coreg = rng.normal(0.0, float(p.coreg_sigma_px), (n_dates, 2))
     coreg[0] = 0.0
     ramp_c = np.zeros((n_dates, 4))
-    if ramp:
-        ramp_c = rng_geo.normal(0.0, float(ramp), (n_dates, 4))
+    if p.ramp:
+        ramp_c = rng.normal(0.0, float(p.ramp), (n_dates, 4))
         ramp_c[0] = 0.0
     elev_c = np.zeros((n_dates, 2))
-    if elevation_bias:
+    if p.elevation_bias:
         th = math.radians(12.0)
-        elev_c[orbit_b] = float(elevation_bias) * np.array([math.cos(th), math.sin(th)])
+        elev_c[orbit_b] = float(p.elevation_bias) * np.array([math.cos(th), math.sin(th)])
+    return coreg, ramp_c, elev_c
 
-    # ---- noisy vegetated patch (ground-attached)
+
+def _noisy_patch(p, labels, n_slides, rng):
+    """(bool mask, soft float32 weight or None) of the vegetated patch, ground-attached
+    and kept away from the landslides (stream ``veg``)."""
+    h, w = int(p.shape[0]), int(p.shape[1])
     noisy = np.zeros((h, w), bool)
     veg_soft = None
-    if noisy_area:
-        blob = fractal_texture((h, w), rng=rng_veg, beta=3.5)
-        cy, cx = rng_veg.uniform(0.25, 0.75) * h, rng_veg.uniform(0.25, 0.75) * w
+    if p.noisy_area:
+        blob = fractal_texture((h, w), rng=rng, beta=3.5)
+        cy, cx = rng.uniform(0.25, 0.75) * h, rng.uniform(0.25, 0.75) * w
         for _ in range(50):  # keep it away from the landslides
-            if not K or np.all(labels[max(0, int(cy - h * 0.12)):int(cy + h * 0.12),
-                                      max(0, int(cx - w * 0.12)):int(cx + w * 0.12)] == 0):
+            if not n_slides or np.all(labels[max(0, int(cy - h * 0.12)):int(cy + h * 0.12),
+                                             max(0, int(cx - w * 0.12)):int(cx + w * 0.12)] == 0):
                 break
-            cy, cx = rng_veg.uniform(0.15, 0.85) * h, rng_veg.uniform(0.15, 0.85) * w
+            cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
         yy, xx = np.mgrid[0:h, 0:w]
         rad = np.hypot((yy - cy) / (0.13 * h), (xx - cx) / (0.13 * w))
         field = 1.0 - rad + 0.25 * blob
         veg_soft = np.clip(field / 0.15, 0.0, 1.0).astype(np.float32)
         noisy = veg_soft > 0
+    return noisy, veg_soft
 
-    stack = SyntheticStack(
-        folder=out_folder, dates=dates, paths=paths,
-        transform=affine.Affine(pixel_size, 0.0, ORIGIN_EN[0], 0.0, -pixel_size, ORIGIN_EN[1]),
-        crs="EPSG:%d" % CRS_EPSG, shape=(h, w), pixel_size=float(pixel_size), dem=dem,
-        landslide_labels=labels, landslides=slides,
+
+def _new_stack(p, out_folder, acq, dem, ls, geometry, noisy, keep_images):
+    """The SyntheticStack of the truth computed so far (clouds and masks filled later)."""
+    import affine
+    h, w = int(p.shape[0]), int(p.shape[1])
+    n_dates = int(p.n_dates)
+    coreg, ramp_c, elev_c = geometry
+    return SyntheticStack(
+        folder=out_folder, dates=acq.dates, paths=acq.paths,
+        transform=affine.Affine(p.pixel_size, 0.0, ORIGIN_EN[0], 0.0, -p.pixel_size,
+                                ORIGIN_EN[1]),
+        crs="EPSG:%d" % CRS_EPSG, shape=(h, w), pixel_size=float(p.pixel_size), dem=dem,
+        landslide_labels=ls.labels, landslides=ls.slides,
         cloud_masks=np.zeros((n_dates, h, w), bool),
         valid_masks=np.ones((n_dates, h, w), bool),
         coreg_offsets_px=coreg, fully_clouded=[], noisy_mask=noisy, ramp_coeffs_px=ramp_c,
-        elevation_coeffs_px_per_km=elev_c, slide_weights=slide_weights,
-        slide_dirs=slide_dirs, amplitudes_m=amplitudes,
-        params=dict(seed=seed, n_dates=n_dates, shape=[h, w], pixel_size=pixel_size,
-                    start_date=str(start_date), mean_interval_days=mean_interval_days,
-                    cloudy_date_fraction=cloudy_date_fraction,
-                    fully_clouded_dates=fully_clouded_dates, noise_level=noise_level,
-                    illumination_change=bool(illumination_change),
-                    coreg_sigma_px=coreg_sigma_px, nodata_border=bool(nodata_border),
-                    texture=texture, ramp=ramp, elevation_bias=elevation_bias,
-                    noisy_area=bool(noisy_area), dem_mean=dem_mean),
+        elevation_coeffs_px_per_km=elev_c, slide_weights=ls.weights,
+        slide_dirs=ls.dirs, amplitudes_m=ls.amplitudes,
+        params=p.record(float(dem.mean())),
         images=[] if keep_images else None)
 
-    # ---- ground texture with a margin (rendering samples slightly outside the grid)
+
+@dataclasses.dataclass
+class _Scene:
+    """Ground texture and terrain on the grid padded by ``margin`` pixels (rendering
+    samples slightly outside the grid); arrays are None when nothing is rendered."""
+    margin: int
+    padded_shape: tuple
+    tex_mean: float = 1000.0
+    tex_coef: np.ndarray = None   # cubic B-spline coefficients of the texture
+    slope: np.ndarray = None
+    aspect: np.ndarray = None     # azimuth of downslope (from north)
+    veg_pad: np.ndarray = None    # soft weight of the vegetated patch
+
+
+def _ground_scene(p, stack, veg_soft, render):
+    """Margin from the largest apparent displacement, then (when rendering) the texture
+    (from ``seed``, no stream), its spline coefficients, terrain slope and aspect."""
+    h, w = stack.shape
+    dem = stack.dem
     max_app = 2.0
-    for t in range(n_dates):
-        max_app = max(max_app, float(np.abs(amplitudes[t]).max(initial=0.0)) / pixel_size
-                      + np.abs(coreg[t]).sum() + np.abs(ramp_c[t]).sum()
-                      + (abs(float(elevation_bias or 0)) * float(np.ptp(dem)) / 1000.0))
+    for t in range(stack.n_dates):
+        max_app = max(max_app, float(np.abs(stack.amplitudes_m[t]).max(initial=0.0))
+                      / p.pixel_size + np.abs(stack.coreg_offsets_px[t]).sum()
+                      + np.abs(stack.ramp_coeffs_px[t]).sum()
+                      + (abs(float(p.elevation_bias or 0)) * float(np.ptp(dem)) / 1000.0))
     m = int(math.ceil(max_app)) + 8
     H, W = h + 2 * m, w + 2 * m
-    tex_mean, veg_pad = 1000.0, None
-    stack.params["texture_source"] = ("sentinel2" if texture == "sentinel2" and
+    scene = _Scene(margin=m, padded_shape=(H, W))
+    stack.params["texture_source"] = ("sentinel2" if p.texture == "sentinel2" and
                                       (not render or _s2_available()) else "fractal")
-    if render:
-        if texture == "sentinel2":
-            tex = sentinel2_texture((H, W), seed)
-        else:
-            from .texture import _fractal_dn
-            tex = _fractal_dn((H, W), seed)
-        tex_mean = float(tex.mean())
-        dem_pad = ndimage.gaussian_filter(np.pad(dem, m, mode="reflect").astype(np.float64), 1.5)
-        gy, gx = np.gradient(dem_pad, pixel_size)
-        slope = np.arctan(np.hypot(gx, gy)).astype(np.float32)
-        aspect = np.arctan2(-gx, gy).astype(np.float32)  # azimuth of downslope (from north)
-        del gx, gy, dem_pad
-        veg_pad = np.pad(veg_soft, m, mode="reflect") if veg_soft is not None else None
+    if not render:
+        return scene
+    if p.texture == "sentinel2":
+        tex = sentinel2_texture((H, W), p.seed)
+    else:
+        from .texture import _fractal_dn
+        tex = _fractal_dn((H, W), p.seed)
+    scene.tex_mean = float(tex.mean())
+    dem_pad = ndimage.gaussian_filter(np.pad(dem, m, mode="reflect").astype(np.float64), 1.5)
+    gy, gx = np.gradient(dem_pad, p.pixel_size)
+    scene.slope = np.arctan(np.hypot(gx, gy)).astype(np.float32)
+    scene.aspect = np.arctan2(-gx, gy).astype(np.float32)
+    del gx, gy, dem_pad
+    scene.veg_pad = np.pad(veg_soft, m, mode="reflect") if veg_soft is not None else None
+    # continuous scene: see _render_ground
+    scene.tex_coef = ndimage.spline_filter(tex, order=3, output=np.float32, mode="mirror")
+    return scene
 
-    # ---- date schedule for clouds / nodata
-    cand = list(range(1, n_dates))
-    order = list(rng_cloud.permutation(cand))
-    n_full = min(int(fully_clouded_dates), len(order))
+
+def _cloud_schedule(p, stack, rng):
+    """(fully clouded date indices, set of partly cloudy ones), never date 0 (stream
+    ``cloud``); recorded in the stack."""
+    n_dates = stack.n_dates
+    order = list(rng.permutation(list(range(1, n_dates))))
+    n_full = min(int(p.fully_clouded_dates), len(order))
     full = sorted(int(i) for i in order[:n_full])
-    n_cloudy = min(int(round(cloudy_date_fraction * n_dates)), len(order) - n_full)
+    n_cloudy = min(int(round(p.cloudy_date_fraction * n_dates)), len(order) - n_full)
     cloudy = set(int(i) for i in order[n_full:n_full + n_cloudy])
     stack.fully_clouded = full
     stack.params["cloudy_dates"] = sorted(cloudy)
+    return full, cloudy
 
-    # radiometry per date
-    doy = np.array([_dt.date.fromisoformat(d).timetuple().tm_yday for d in dates], float)
-    if illumination_change:
+
+def _radiometry_per_date(p, stack, rng):
+    """(gain, offset, gamma) per date (stream ``rad``); recorded in the stack."""
+    n_dates = stack.n_dates
+    doy = np.array([_dt.date.fromisoformat(d).timetuple().tm_yday for d in stack.dates], float)
+    if p.illumination_change:
         gain = 1.0 + 0.15 * np.sin(2 * np.pi * (doy - 100) / YEAR_DAYS) \
-            + rng_rad.normal(0, 0.05, n_dates)
-        offset = rng_rad.normal(0, 40.0, n_dates)
-        gamma = np.clip(1.0 + rng_rad.normal(0, 0.04, n_dates), 0.9, 1.1)
+            + rng.normal(0, 0.05, n_dates)
+        offset = rng.normal(0, 40.0, n_dates)
+        gamma = np.clip(1.0 + rng.normal(0, 0.04, n_dates), 0.9, 1.1)
     else:
         gain, offset, gamma = np.ones(n_dates), np.zeros(n_dates), np.ones(n_dates)
     stack.params["radiometry"] = dict(gain=[round(g, 5) for g in gain],
                                       offset=[round(o, 3) for o in offset],
                                       gamma=[round(g, 5) for g in gamma])
-    noise_std = float(noise_level) * tex_mean
+    return gain, offset, gamma
 
+
+def _ground_image(stack, t, scene, shade, radio, rng_veg):
+    """Radiance of date t before clouds: the ground (with the day's vegetation texture,
+    stream ``veg``) and the day's gain / offset / gamma (float32)."""
+    gain, offset, gamma = radio
+    veg = None
+    if scene.veg_pad is not None:
+        vt = scene.tex_mean * (1.15 + 0.18 * fractal_texture(scene.padded_shape, rng=rng_veg,
+                                                             beta=1.8))
+        veg = (scene.veg_pad, ndimage.spline_filter(vt, order=3, output=np.float32,
+                                                    mode="mirror"),
+               np.float32(rng_veg.uniform(0.6, 0.95)))
+        del vt
+    img = _render_ground(stack, t, scene.margin, scene.tex_coef, shade, veg)
+    del veg
+    tex_mean = scene.tex_mean
+    img = np.maximum(img, np.float32(1.0))
+    return np.float32(offset[t]) + np.float32(gain[t] * tex_mean) \
+        * (img / np.float32(tex_mean)) ** np.float32(gamma[t])
+
+
+def _date_clouds(p, stack, t, sun_t, full, rng):
+    """(alpha, shadow, brightness) of the clouds of date t, or None (stream ``cloud``)."""
+    h, w = stack.shape
+    az, el = sun_t
+    cover = rng.uniform(0.985, 1.0) if t in full else rng.uniform(0.05, 0.6)
+    height = rng.uniform(800.0, 2500.0)
+    dist = min(height / math.tan(math.radians(max(el, 10.0))) / p.pixel_size,
+               0.3 * min(h, w))
+    saz = math.radians(az + 180.0)
+    shift = (-math.cos(saz) * dist, math.sin(saz) * dist)  # rows, cols
+    return _cloud_layers((h, w), cover, rng, shift)
+
+
+def _date_record(acq, t, cloud_frac, nod, coreg):
+    """The ``per_date`` entry of date t (truth.json)."""
+    az, el = acq.sun[t]
+    return dict(date=acq.dates[t], file=acq.names[t], orbit="R065" if acq.orbit_b[t]
+                else "R108", sun_azimuth=round(az, 3),
+                sun_elevation=round(el, 3), cloud_fraction=round(cloud_frac, 4),
+                valid_fraction=round(float((~nod).mean()), 4),
+                coreg_dx_px=round(float(coreg[t, 0]), 5),
+                coreg_dy_px=round(float(coreg[t, 1]), 5))
+
+
+def _write_image(stack, t, img, acq, info, cloud_frac, seed):
+    """Image t as a UInt16 GeoTIFF with its acquisition tags."""
+    from .raster_io import write_bands
+    az, el = acq.sun[t]
+    write_bands(stack.paths[t], [img], stack.transform, stack.crs, descriptions=["B08"],
+                tags=dict(ACQUISITION_DATE=acq.dates[t], SPACECRAFT=acq.spacecraft[t],
+                          RELATIVE_ORBIT=info["orbit"],
+                          SUN_AZIMUTH="%.3f" % az, SUN_ELEVATION="%.3f" % el,
+                          CLOUD_FRACTION="%.4f" % cloud_frac,
+                          VALID_FRACTION="%.4f" % info["valid_fraction"],
+                          SYNTHETIC="1", SYNTHETIC_SEED=str(seed)),
+                dtype="uint16", nodata=0)
+
+
+def _render_dates(p, stack, acq, scene, schedule, radio, streams, write, keep_images, render,
+                  progress):
+    """Date by date: ground, radiometry, clouds and shadows (stream ``cloud``), sensor
+    noise (``noise``), nodata (``nod``), UInt16 quantisation; fills the cloud / valid
+    masks and ``params["per_date"]``, writes and/or keeps each image."""
+    full, cloudy = schedule
+    h, w = stack.shape
+    noise_std = float(p.noise_level) * scene.tex_mean
     per_date_info = []
-    # continuous scene: see _render_ground
-    if render:
-        tex_coef = ndimage.spline_filter(tex, order=3, output=np.float32, mode="mirror")
-        del tex
     shade = None
     prog = progress.sub(0.0, 0.92)
-    for t in range(n_dates):
+    for t in range(stack.n_dates):
         progress.check()
-        az, el = sun[t]
+        az, el = acq.sun[t]
         img = None
         if render:
-            if shade is None or illumination_change:
-                shade = _shading(slope, aspect, az, el)
-            veg = None
-            if veg_pad is not None:
-                vt = tex_mean * (1.15 + 0.18 * fractal_texture((H, W), rng=rng_veg, beta=1.8))
-                veg = (veg_pad, ndimage.spline_filter(vt, order=3, output=np.float32,
-                                                      mode="mirror"),
-                       np.float32(rng_veg.uniform(0.6, 0.95)))
-                del vt
-            img = _render_ground(stack, t, m, tex_coef, shade, veg)
-            del veg
-            # radiometry
-            img = np.maximum(img, np.float32(1.0))
-            img = np.float32(offset[t]) + np.float32(gain[t] * tex_mean) \
-                * (img / np.float32(tex_mean)) ** np.float32(gamma[t])
-        # clouds and shadows
+            if shade is None or p.illumination_change:
+                shade = _shading(scene.slope, scene.aspect, az, el)
+            img = _ground_image(stack, t, scene, shade, radio, streams["veg"])
         cmask = np.zeros((h, w), bool)
-        cover = 0.0
         if t in cloudy or t in full:
-            cover = rng_cloud.uniform(0.985, 1.0) if t in full else rng_cloud.uniform(0.05, 0.6)
-            height = rng_cloud.uniform(800.0, 2500.0)
-            dist = min(height / math.tan(math.radians(max(el, 10.0))) / pixel_size,
-                       0.3 * min(h, w))
-            saz = math.radians(az + 180.0)
-            shift = (-math.cos(saz) * dist, math.sin(saz) * dist)  # rows, cols
-            alpha, shadow, bright = _cloud_layers((h, w), cover, rng_cloud, shift)
+            alpha, shadow, bright = _date_clouds(p, stack, t, acq.sun[t], full, streams["cloud"])
             if render:
                 img = img * (1.0 - 0.6 * shadow)
                 img = img * (1.0 - alpha) + alpha * bright
             cmask = (alpha > 0) | (shadow > 0)
-        # sensor noise, quantisation, nodata
         if render:
             if noise_std > 0:
-                img += rng_noise.standard_normal((h, w), dtype=np.float32) \
+                img += streams["noise"].standard_normal((h, w), dtype=np.float32) \
                     * np.float32(noise_std)
             img = np.clip(np.rint(img), 1, 65535).astype(np.uint16)
-        nod = _nodata_mask((h, w), rng_nod, t) if nodata_border else np.zeros((h, w), bool)
+        nod = (_nodata_mask((h, w), streams["nod"], t) if p.nodata_border
+               else np.zeros((h, w), bool))
         if render:
             img[nod] = 0
         stack.cloud_masks[t] = cmask
         stack.valid_masks[t] = ~nod
         cloud_frac = float(cmask[~nod].mean()) if (~nod).any() else 1.0
-        per_date_info.append(dict(date=dates[t], file=names[t], orbit="R065" if orbit_b[t]
-                                  else "R108", sun_azimuth=round(az, 3),
-                                  sun_elevation=round(el, 3), cloud_fraction=round(cloud_frac, 4),
-                                  valid_fraction=round(float((~nod).mean()), 4),
-                                  coreg_dx_px=round(float(coreg[t, 0]), 5),
-                                  coreg_dy_px=round(float(coreg[t, 1]), 5)))
+        per_date_info.append(_date_record(acq, t, cloud_frac, nod, stack.coreg_offsets_px))
         if write:
-            from .raster_io import write_bands
-            write_bands(paths[t], [img], stack.transform, stack.crs, descriptions=["B08"],
-                        tags=dict(ACQUISITION_DATE=dates[t], SPACECRAFT=spacecraft[t],
-                                  RELATIVE_ORBIT=per_date_info[-1]["orbit"],
-                                  SUN_AZIMUTH="%.3f" % az, SUN_ELEVATION="%.3f" % el,
-                                  CLOUD_FRACTION="%.4f" % cloud_frac,
-                                  VALID_FRACTION="%.4f" % per_date_info[-1]["valid_fraction"],
-                                  SYNTHETIC="1", SYNTHETIC_SEED=str(seed)),
-                        dtype="uint16", nodata=0)
+            _write_image(stack, t, img, acq, per_date_info[-1], cloud_frac, p.seed)
         if keep_images:
             stack.images.append(img)
-        prog.update((t + 1) / n_dates, "Synthetic image %d/%d" % (t + 1, n_dates))
+        prog.update((t + 1) / stack.n_dates, "Synthetic image %d/%d" % (t + 1, stack.n_dates))
     stack.params["per_date"] = per_date_info
 
+
+# --------------------------------------------------------------------------------------
+# Main entry point
+# --------------------------------------------------------------------------------------
+
+def generate_stack(out_folder, params=None, *, write=True, keep_images=None, progress=None,
+                   **overrides):
+    """Generate a synthetic image stack with ground truth; see the module docstring.
+
+    Parameters
+    ----------
+    out_folder : folder receiving the images, ``dem.tif``, ``truth.npz``, ``truth.json``
+        (may be None when ``write`` is False).
+    params : :class:`SyntheticStackParams` (or a dict of its fields; default: its
+        defaults): what the stack looks like, with units and bounds.
+    **overrides : any field of :class:`SyntheticStackParams` (``n_dates``, ``shape``,
+        ``seed``, ``pixel_size``, ``start_date``, ``mean_interval_days``, ``landslides``,
+        ``cloudy_date_fraction``, ``fully_clouded_dates``, ``noise_level``,
+        ``illumination_change``, ``coreg_sigma_px``, ``nodata_border``, ``texture``,
+        ``ramp``, ``elevation_bias``, ``noisy_area``), replacing the value of ``params``:
+        ``generate_stack(folder, n_dates=8, seed=3)`` works as it always did.
+    write : write files (False: only return the object; images are then kept).
+    keep_images : keep the uint16 images in memory (default: True when not writing or
+        when the stack is small, <= 16 M pixels).
+    progress : optional :class:`~.progress.Progress`.
+
+    Returns
+    -------
+    SyntheticStack
+
+    The phases, in order: :func:`_acquisitions` (dates, orbits, sun), :func:`_make_dem`,
+    :func:`_landslide_model`, :func:`_geometry_errors`, :func:`_noisy_patch`,
+    :func:`_new_stack`, :func:`_ground_scene` (texture, terrain), :func:`_cloud_schedule`,
+    :func:`_radiometry_per_date`, :func:`_render_dates`, :func:`_write_truth`. Each draws
+    from its own random stream (``_STREAMS``), so a phase never changes another's draws.
+    """
+    p = _resolve_params(params, overrides)
+    progress = as_progress(progress)
+    n_dates = int(p.n_dates)
+    h, w = (int(p.shape[0]), int(p.shape[1]))
+    if write:
+        if not out_folder:
+            raise ParameterError("out_folder is required when write=True.")
+        from .raster_io import ensure_writable_folder
+        ensure_writable_folder(out_folder)
+        out_folder = os.path.abspath(out_folder)
+    if keep_images is None:
+        keep_images = (not write) or n_dates * h * w <= 16_000_000
+    # write=False, keep_images=False: truth only (clouds, masks, fields), no rendering
+    render = bool(write or keep_images)
+
+    streams = _random_streams(p.seed)
+    acq = _acquisitions(p, out_folder, streams["dates"])
+    dem = _make_dem((h, w), p.pixel_size, streams["dem"])
+    ls = _landslide_model(p, dem, acq, streams["slides"])
+    geometry = _geometry_errors(p, acq.orbit_b, streams["geo"])
+    noisy, veg_soft = _noisy_patch(p, ls.labels, len(ls.slides), streams["veg"])
+    stack = _new_stack(p, out_folder, acq, dem, ls, geometry, noisy, keep_images)
+    scene = _ground_scene(p, stack, veg_soft, render)
+    schedule = _cloud_schedule(p, stack, streams["cloud"])
+    radio = _radiometry_per_date(p, stack, streams["rad"])
+    _render_dates(p, stack, acq, scene, schedule, radio, streams, write, keep_images, render,
+                  progress)
     if write:
         _write_truth(stack, out_folder)
     progress.update(1.0, "Synthetic stack written")

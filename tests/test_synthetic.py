@@ -383,3 +383,31 @@ def test_progress_and_cancel(tmp_path):
                        progress=Progress(is_cancelled=cancel))
     assert not os.path.exists(str(tmp_path / "b" / "truth.npz"))
     assert not [f for f in os.listdir(str(tmp_path / "b")) if f.endswith(".partial")]
+
+
+def test_params_object_and_keyword_overrides_give_the_same_stack():
+    """SyntheticStackParams, a dict of it, and the old keyword call are one stack."""
+    from slidewatch.core.synthetic import SyntheticStackParams
+    kw = dict(n_dates=3, shape=(48, 48), seed=4, texture="fractal", ramp=0.2, **CLEAN)
+    a = generate_stack(None, write=False, **kw)
+    b = generate_stack(None, SyntheticStackParams(**kw), write=False)
+    c = generate_stack(None, dict(kw, seed=9), write=False, seed=4)   # override wins
+    for st in (b, c):
+        assert st.params == a.params
+        for ia, ib in zip(a.images, st.images):
+            np.testing.assert_array_equal(ia, ib)
+
+
+def test_params_validation():
+    from slidewatch.core.errors import ParameterError
+    from slidewatch.core.synthetic import SyntheticStackParams
+    assert SyntheticStackParams().validate().n_dates == 40
+    for bad in (dict(fully_clouded_dates=-1), dict(noise_level=-0.1), dict(ramp=-1.0),
+                dict(start_date="2019-13-01"), dict(shape=(64,)), dict(seed=-1),
+                dict(mean_interval_days=-5)):
+        with pytest.raises(ParameterError):
+            SyntheticStackParams(**bad).validate()
+    with pytest.raises(TypeError, match="n_date"):
+        generate_stack(None, write=False, n_date=3)
+    with pytest.raises(ParameterError):
+        generate_stack(None, 5, write=False)     # the old positional n_dates: a clear error
