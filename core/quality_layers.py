@@ -45,6 +45,9 @@ import numpy as np
 
 from . import inversion as inv
 from .errors import InputError, ParameterError
+from .products import (BAND_EAST, BAND_NCC, BAND_NORTH, BAND_SNR, BAND_STATUS, PAIR_BANDS,
+                       PAIRS_CSV, PAIRS_FOLDER, TAG_PARAMS, TIMESERIES_FOLDER, TS_EAST_TIF,
+                       VELOCITY_TIF)
 from .progress import as_progress
 from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, write_text_atomic
 
@@ -60,8 +63,9 @@ LAYER_KEYS = tuple(k for k, *_ in LAYERS)
 #: default NCC threshold of ``ncc_share`` (the pairing's quality model uses the same)
 DEFAULT_NCC_THRESHOLD = 0.5
 DEFAULT_MEMORY_MB = 256
-TS_FOLDER = "timeseries"
-_PAIR_BANDS = ("east_m", "north_m", "ncc", "snr", "status")
+TS_FOLDER = TIMESERIES_FOLDER
+_PAIR_BANDS = PAIR_BANDS
+_TS_EAST = TIMESERIES_FOLDER + "/" + TS_EAST_TIF
 
 
 @dataclass
@@ -88,19 +92,19 @@ def _folders(folder):
         raise InputError("No folder given: choose the SlideWatch output folder (the one that "
                          "holds timeseries/ and pairs/).")
     folder = os.path.abspath(str(folder))
-    if os.path.isfile(os.path.join(folder, TS_FOLDER, "ts_east_m.tif")):
+    if os.path.isfile(os.path.join(folder, TS_FOLDER, TS_EAST_TIF)):
         return folder, os.path.join(folder, TS_FOLDER)
-    if os.path.isfile(os.path.join(folder, "ts_east_m.tif")):
+    if os.path.isfile(os.path.join(folder, TS_EAST_TIF)):
         return os.path.dirname(folder), folder
-    raise InputError("'%s' has no timeseries/ts_east_m.tif. Choose the output folder of the "
-                     "inversion (it holds timeseries/ and pairs/)." % folder)
+    raise InputError("'%s' has no %s. Choose the output folder of the inversion (it holds "
+                     "%s/ and %s/)." % (folder, _TS_EAST, TIMESERIES_FOLDER, PAIRS_FOLDER))
 
 
 def _ts_metadata(ts_folder):
     """(dates ISO, params dict, grid) of the time-series files."""
     import rasterio
 
-    path = os.path.join(ts_folder, "ts_east_m.tif")
+    path = os.path.join(ts_folder, TS_EAST_TIF)
     with rasterio.open(path) as src:
         tags = src.tags()
         descriptions = list(src.descriptions)
@@ -113,18 +117,18 @@ def _ts_metadata(ts_folder):
             raise InputError("Band %d of '%s' is described as %r, not an ISO date. Is it a "
                              "SlideWatch time-series raster?" % (i, path, d)) from None
     params = {}
-    for src_path in (path, os.path.join(ts_folder, "velocity.tif")):
+    for src_path in (path, os.path.join(ts_folder, VELOCITY_TIF)):
         if params or not os.path.exists(src_path):
             continue
         with rasterio.open(src_path) as src:
-            text = src.tags().get("SLIDEWATCH_PARAMS")
+            text = src.tags().get(TAG_PARAMS)
         if text:
             try:
                 params = json.loads(text)
             except ValueError:
                 params = {}
-    if not params and tags.get("SLIDEWATCH_PARAMS"):
-        params = json.loads(tags["SLIDEWATCH_PARAMS"])
+    if not params and tags.get(TAG_PARAMS):
+        params = json.loads(tags[TAG_PARAMS])
     return dates, params, grid
 
 
@@ -133,7 +137,7 @@ def used_pairs(root, params):
     and a sentence saying where the list came from."""
     from .timeseries_io import find_pair_rasters, pair_rasters_from_paths
 
-    pair_dir = os.path.join(root, "pairs")
+    pair_dir = os.path.join(root, PAIRS_FOLDER)
     names = params.get("pairs") if isinstance(params, dict) else None
     if names:
         paths = [os.path.join(pair_dir, os.path.basename(str(n))) for n in names]
@@ -143,18 +147,18 @@ def used_pairs(root, params):
                              "'%s' (first: %s). Restore them, or re-run the inversion."
                              % (len(missing), len(paths), pair_dir,
                                 os.path.basename(missing[0])))
-        return pair_rasters_from_paths(paths), "the inversion's list (SLIDEWATCH_PARAMS tag)"
-    csv_path = os.path.join(root, "pairs.csv")
+        return pair_rasters_from_paths(paths), "the inversion's list (%s tag)" % TAG_PARAMS
+    csv_path = os.path.join(root, PAIRS_CSV)
     if os.path.exists(csv_path):
-        return find_pair_rasters(root, csv_path), "the selected pairs of pairs.csv"
-    return find_pair_rasters(root), "every pair raster of pairs/"
+        return find_pair_rasters(root, csv_path), "the selected pairs of " + PAIRS_CSV
+    return find_pair_rasters(root), "every pair raster of %s/" % PAIRS_FOLDER
 
 
 def _band_indices(src):
     names = {d: i for i, d in enumerate(src.descriptions, start=1) if d}
-    if "east_m" not in names or "north_m" not in names:
-        raise InputError("'%s' has no bands described east_m / north_m: not a SlideWatch "
-                         "pair raster." % src.name)
+    if BAND_EAST not in names or BAND_NORTH not in names:
+        raise InputError("'%s' has no bands described %s / %s: not a SlideWatch pair "
+                         "raster." % (src.name, BAND_EAST, BAND_NORTH))
     return [names.get(b) for b in _PAIR_BANDS]
 
 
@@ -305,10 +309,10 @@ def compute_quality_layers(folder, ncc_threshold=DEFAULT_NCC_THRESHOLD,
     specs = {k: (desc, dtype, nodata) for k, _n, desc, dtype, nodata in LAYERS}
     tags = dict(NCC_THRESHOLD=ncc_threshold, N_PAIRS=len(pairs),
                 DATES=",".join(inv.iso(d) for d in all_dates),
-                SLIDEWATCH_PARAMS=json.dumps(dict(
+                **{TAG_PARAMS: json.dumps(dict(
                     ncc_threshold=ncc_threshold, weighting=weighting, min_ncc=min_ncc,
                     min_snr=min_snr, pairs=[os.path.basename(p.path) for p in pairs],
-                    pairs_from=origin)))
+                    pairs_from=origin))})
     units = dict(n_valid_pairs="count", ncc_share="fraction", first_valid_date="YYYYMMDD",
                  last_valid_date="YYYYMMDD", longest_gap_days="days")
     stats = dict(n_max=0, gap_max=0.0, n_sum=0, n_px=0, share_sum=0.0, share_px=0)
@@ -380,12 +384,12 @@ def _read_pairs(pairs, win):
         got = {}
         for name, i, a in zip(names, wanted, arr):
             nd = nodata[i - 1]
-            if name != "status" and nd is not None and not np.isnan(nd):
+            if name != BAND_STATUS and nd is not None and not np.isnan(nd):
                 a[a == nd] = np.nan
             got[name] = a
         del arr
-        yield (k, got["east_m"], got["north_m"], got.get("ncc"), got.get("snr"),
-               got.get("status"))
+        yield (k, got[BAND_EAST], got[BAND_NORTH], got.get(BAND_NCC), got.get(BAND_SNR),
+               got.get(BAND_STATUS))
 
 
 def _update_stats(stats, q):

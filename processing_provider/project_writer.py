@@ -183,7 +183,7 @@ def _raster(path, name, project_folder):
 
 def _velocity_layer(path):
     layer = _raster(path, LAYER_NAMES["velocity"], None)
-    band = _band(path, "v_m_per_yr", 3)
+    band = _band(path, prod.BAND_V, prod.VELOCITY_BANDS.index(prod.BAND_V) + 1)
     vmax = _percentile(path, band)
     _pseudocolor(layer, band, vmax, velocity_ramp())
     layer.renderer().setOpacity(0.85)
@@ -192,7 +192,7 @@ def _velocity_layer(path):
 
 def _sigma_layer(path):
     layer = _raster(path, LAYER_NAMES["sigma"], None)
-    band = _band(path, "v_sigma_m_per_yr", 4)
+    band = _band(path, prod.BAND_V_SIGMA, prod.VELOCITY_BANDS.index(prod.BAND_V_SIGMA) + 1)
     vmax = _percentile(path, band, 95.0)
     ramp = QgsGradientColorRamp(QColor(247, 251, 255), QColor(8, 48, 107))
     _pseudocolor(layer, band, vmax, ramp)
