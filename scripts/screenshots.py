@@ -27,7 +27,8 @@ from qgis.utils import iface, plugins
 FOLDER = os.environ.get("SLIDEWATCH_SHOT_FOLDER", "demo_output")
 OUT = os.environ.get("SLIDEWATCH_SHOT_OUT", "docs/screenshots")
 LOG = os.environ.get("SLIDEWATCH_SHOT_LOG", "")
-#: "learning": only the learned-ranking picture (needs >= 20 validated: fixture folder)
+#: "learning": only the learned-ranking picture (needs >= 20 validated: fixture folder);
+#: "accuracy": only the accuracy sample dock
 ONLY = os.environ.get("SLIDEWATCH_SHOT_ONLY", "")
 STATUS_STYLE = {"unvalidated": ("#ffd400", "unvalidated"), "confirmed": ("#1a9850", "confirmed"),
                 "rejected": ("#d73027", "rejected"), "uncertain": ("#4575b4", "uncertain")}
@@ -233,6 +234,80 @@ def inspector_models(ts, recs, crs):
     ts.clear_reference()
 
 
+def reference_labels(sample_path, share=0.68):
+    """The labels an analyst gives to the first ``share`` of the sample's points, from the
+    truth when the folder is a demo run (its images folder keeps the generator's
+    truth.npz: moving = inside a known landslide, unsure on the edge of one), else from
+    the velocity (moving above 0.5 m/yr, unsure between 0.35 and 0.5 m/yr). Written at
+    once in the sample file (core.accuracy_assessment.set_labels); returns (labels, what
+    they came from)."""
+    import numpy as np
+    import rasterio
+
+    from slidewatch.core import accuracy_assessment as aa
+
+    images = os.path.join(os.path.dirname(os.path.abspath(FOLDER)), "images")
+    truth = os.path.join(images, "truth.npz")
+    if os.path.exists(truth) and os.path.exists(os.path.join(images, "dem.tif")):
+        moving = np.load(truth)["landslide_labels"] > 0
+        with rasterio.open(os.path.join(images, "dem.tif")) as src:  # the image grid
+            inv = ~src.transform
+        source = "the demo's known landslides (images/truth.npz)"
+
+        def label_at(r, c):
+            near = moving[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
+            return ("unsure" if near.any() and not near.all() else
+                    "moving" if moving[r, c] else "not_moving")
+    else:
+        with rasterio.open(os.path.join(FOLDER, "timeseries", "velocity.tif")) as src:
+            v = src.read(list(src.descriptions).index("v_m_per_yr") + 1).astype(float)
+            inv = ~src.transform
+        source = "the velocity (moving above 0.5 m/yr)"
+
+        def label_at(r, c):
+            speed = v[r, c]
+            return ("unsure" if 0.35 < speed < 0.5 else
+                    "moving" if speed >= 0.5 else "not_moving")
+    samples = aa.read_samples(sample_path).samples
+    labels = {}
+    for s in samples[:int(share * len(samples))]:
+        c, r = inv * (s["x"], s["y"])
+        labels[s["id"]] = label_at(int(r), int(c))
+    aa.set_labels(sample_path, labels, analyst="demo analyst")
+    return labels, source
+
+
+def accuracy_sample():
+    """Accuracy sample dock: a stratified sample of the run's detection map drawn by the
+    Processing algorithm (seed 1, default design), two thirds of it labelled, the estimate
+    so far, and the dock back on the first point not labelled yet."""
+    import processing
+
+    iface.mapCanvas().zoomToFullExtent()
+    sample = os.path.join(FOLDER, "accuracy_samples.gpkg")
+    res = processing.run("slidewatch:accuracy_sampling",
+                         {"DETECTION_FOLDER": FOLDER, "SEED": 1, "OUTPUT": sample})
+    log("accuracy sampling: %s" % {k: v for k, v in res.items() if k != "OUTPUT"})
+    labels, source = reference_labels(sample)
+    log("accuracy sample: %d of %d points labelled from %s"
+        % (len(labels), res["N_SAMPLES"], source))
+    dock = show_only("AccuracySampleDock")
+    dock.zoom_combo.setCurrentIndex(0)  # 40 pixels wide: the point and its surroundings
+    dock.analyst.setText("demo analyst")
+    if dock.open_file(sample) is None:
+        raise RuntimeError("accuracy sample dock: %s" % dock.status_label.text())
+    yield 1000
+    report = dock.estimate()
+    if report is None:
+        raise RuntimeError("accuracy estimate: %s" % dock.status_label.text())
+    log("accuracy estimate: %s" % report.summary())
+    dock.first_unlabelled()
+    dock.comment.setText("compare with the images before labelling")
+    iface.mapCanvas().refresh()
+    yield 3000
+    grab("accuracy_sample_dock.png")
+
+
 # ------------------------------------------------------------------------ steps
 def steps():
     win = iface.mainWindow()
@@ -243,6 +318,9 @@ def steps():
     recs = sorted(detections(), key=lambda r: -(r.get("score") or 0))
     crs = raster_crs()
 
+    if ONLY == "accuracy":
+        yield from accuracy_sample()
+        return
     if not ONLY:
         # 1. time-series inspector: click the fastest pixel, pin it, then click inside the
         #    second-best detection (which also pins the detection's mean series)
@@ -305,7 +383,9 @@ def steps():
 
     if ONLY:
         return
-    # 3. pair network: click a selected pair (loads its raster)
+    # 3. accuracy assessment: a stratified sample being labelled, the estimate so far
+    yield from accuracy_sample()
+    # 4. pair network: click a selected pair (loads its raster)
     iface.mapCanvas().zoomToFullExtent()
     pn = show_only("PairNetworkDock")
     pn.set_folder(FOLDER)

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Screenshots of the SlideWatch docks in real QGIS desktop under Xvfb -> docs/screenshots/.
-# Usage: scripts/screenshots.sh [output folder]   (default: demo_output/results from `make demo`;
-# when it has no time series yet, a small demo folder is generated from fixture data).
+# Usage: scripts/screenshots.sh [output folder [only]]   (default: demo_output/results from
+# `make demo`; when it has no time series yet, a small demo folder is generated from fixture
+# data). only = "accuracy": just docs/screenshots/accuracy_sample_dock.png. The PNGs go to
+# $SLIDEWATCH_SCREENSHOTS_OUT (default docs/screenshots).
 # Works on a copy of the folder (the validation step writes decisions), in a private QGIS
 # profile with the plugin enabled, so the user's profile and data are left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 src="${1:-$root/demo_output}"
-out="$root/docs/screenshots"
+only="${2:-}"
+out="${SLIDEWATCH_SCREENSHOTS_OUT:-$root/docs/screenshots}"
 work="$root/.build/screenshots"
 profiles="$work/qgis"
 export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$root/.cache/numba}"
@@ -85,10 +88,10 @@ fail() {
   exit 1
 }
 : >"$work/qgis_stdout.txt"; : >"$work/qgis_stderr.txt"
-run_qgis "$work/data" || fail "exit $?"
+run_qgis "$work/data" "$only" || fail "exit $?"
 grep -q "\] done" "$work/log.txt" 2>/dev/null || fail "no 'done' in the log"
 # the learned ranking needs >= 20 validated detections: the fixture folder has 40
-if ! grep -q "validation_learning.png" "$work/log.txt"; then
+if [ -z "$only" ] && ! grep -q "validation_learning.png" "$work/log.txt"; then
   echo "Learning picture: from the fixture folder (the outputs have too few detections)"
   rm -rf "$work/fixture" && make_fixture "$work/fixture"
   : >"$work/log2.txt"; mv "$work/log.txt" "$work/log1.txt"
