@@ -671,9 +671,56 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
     Returns
     -------
     DetectionResult (``features`` ready for :func:`detections_store.write_detections`).
+
+    Phases (module doc): :func:`_checked_inputs`, :func:`_noise_passes` (bias removal,
+    velocity, noise; :func:`_without_stable_ground` when no ground is stable),
+    :func:`_evidence_maps`, :func:`_candidate_objects`, then :func:`_judge_object` and
+    :func:`_feature` for each object.
     """
     progress = as_progress(progress)
     p = dataclasses.replace(params or DetectionParams(), **overrides).validate()
+    east, north, dates, t, dem, user_stable, p = _checked_inputs(east, north, dates, dem,
+                                                                 stable_mask, p)
+    T, H, W = east.shape
+    px_area = abs(transform.a * transform.e)
+    some = np.isfinite(east).any(0) & np.isfinite(north).any(0)
+    if not some.any():
+        raise InputError("The time series has no valid pixel.")
+    s = _noise_passes(east, north, t, transform, dem, user_stable, some, p, progress)
+    ev = _evidence_maps(s, t, p, dem, transform, some, progress)
+    progress.check()
+    lab, n, corr_area = _candidate_objects(s, p, px_area)
+    s["noise"].correlation_area_px = corr_area
+    features, rejected = [], []
+    final = np.zeros((H, W), np.int32)
+    objs = ndimage.find_objects(lab)
+    kept = 0
+    for k in range(1, n + 1):
+        progress.check()
+        sl = objs[k - 1]
+        m = lab[sl] == k
+        verdict = _judge_object(s, ev, p, T, sl, m, corr_area)
+        if verdict["reason"]:
+            rejected.append(_rejected_entry(s, verdict, sl, m))
+            continue
+        kept += 1
+        final[sl][m] = kept
+        features.append(_feature(s, ev, verdict, p, dates, t, sl, m, px_area, T,
+                                 dem is not None))
+    polys = _polygons(final, transform, kept)
+    for i, f in enumerate(features, start=1):
+        f["geometry"] = polys[i]
+    progress.update(1.0, "%d detection(s)" % len(features))
+    return DetectionResult(features=features, labels=final, velocity_east=s["fit"]["ve"],
+                           velocity_north=s["fit"]["vn"], significance=s["z"],
+                           evidence=ev["evidence"], noise=s["noise"],
+                           bias_report=s["report"], params=p, dates=dates,
+                           transform=transform, crs=crs, candidates_rejected=rejected)
+
+
+def _checked_inputs(east, north, dates, dem, stable_mask, p):
+    """Arrays as float64, dates as ISO strings, years, DEM and user stable mask checked
+    against the grid, and ``p.min_dates`` lowered to the series length when shorter."""
     east = np.asarray(east, dtype=np.float64)
     north = np.asarray(north, dtype=np.float64)
     if east.ndim != 3 or east.shape != north.shape:
@@ -701,54 +748,66 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         if user_stable.shape != (H, W):
             raise InputError("Stable-area mask shape %s differs from the time-series grid %s."
                              % (user_stable.shape, (H, W)))
-    px_area = abs(transform.a * transform.e)
-    some = np.isfinite(east).any(0) & np.isfinite(north).any(0)
-    if not some.any():
-        raise InputError("The time series has no valid pixel.")
+    return east, north, dates, t, dem, user_stable, p
 
-    # ---- two passes: bias removal + velocity + noise; second pass excludes motion
+
+def _noise_pass(east, north, t, transform, dem, stable, p, progress):
+    """One pass: bias removal on ``stable``, velocity fit, local noise, significance."""
+    # pass 2 fits on all the ground not moving after pass 1, not only its slower part:
+    # a bias that grows with time (ramp, elevation terms) is itself apparent velocity,
+    # and fitting it only where it is small would attenuate it
+    E, N, report = remove_bias(east, north, transform, dem=dem, stable=stable,
+                               use_topography=p.use_topography, progress=progress.sub(0, 0.6))
+    progress.check()
+    some = np.isfinite(east).any(0) & np.isfinite(north).any(0)
+    st_fit = (stable if stable is not None else some)
+    fit = fit_velocity(E, N, t, st_fit, p.outlier_k, p.min_dates)
+    ve_s = nan_gaussian(fit["ve"], p.smooth_px)
+    vn_s = nan_gaussian(fit["vn"], p.smooth_px)
+    sf = fit["sigma_formal"]
+    ref = sf[st_fit & np.isfinite(sf)]
+    sf_med = float(np.median(ref)) if ref.size else 1.0
+    gap = np.clip(sf / sf_med, 1.0, 5.0)
+    # (a) empirical local noise of the velocity on stable ground
+    noise = local_noise([ve_s / gap, vn_s / gap], st_fit, block=p.noise_block_px,
+                        center="zero")
+    sigma = noise.sigma * gap
+    # (b) motion-insensitive local noise from the temporal scatter around each pixel's
+    # line (captures noisy, e.g. vegetated, patches even where they look like motion
+    # and are therefore not stable ground), calibrated on stable ground
     calib = float("nan")
+    vf = fit["variance_factor"]
+    if np.isfinite(vf).sum() > 100:
+        vf_fill = np.where(np.isfinite(vf), vf, np.nanmedian(vf))
+        size = max(3, int(2 * round(2 * max(p.smooth_px, 1.0)) + 3))
+        vf_loc = ndimage.median_filter(vf_fill, size=size, mode="nearest")
+        s_res = sf * np.sqrt(np.maximum(vf_loc, 1e-12))
+        with np.errstate(all="ignore"):
+            ratio = np.concatenate([(ve_s / s_res)[st_fit], (vn_s / s_res)[st_fit]])
+        c = robust_sigma(ratio)
+        calib = float(c)
+        if np.isfinite(c) and c > 0:
+            sigma = np.fmax(sigma, c * s_res)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.hypot(ve_s, vn_s) / sigma
+    return dict(E=E, N=N, report=report, fit=fit, ve_s=ve_s, vn_s=vn_s, sigma=sigma,
+                noise=noise, z=z, calib=calib)
+
+
+def _noise_passes(east, north, t, transform, dem, user_stable, some, p, progress):
+    """Two passes of :func:`_noise_pass`; the second excludes what moves after the first.
+    Returns the second pass's state plus ``stable_final`` and the report fields."""
     slow = None if user_stable is not None else slow_ground(
         east, north, t, some, p.outlier_k, p.min_dates)
     stable = user_stable if user_stable is not None else slow
+    calib = float("nan")
     for it in range(2):
-        sub = progress.sub(0.0 + 0.3 * it, 0.3 + 0.3 * it)
-        # pass 2 fits on all the ground not moving after pass 1, not only its slower part:
-        # a bias that grows with time (ramp, elevation terms) is itself apparent velocity,
-        # and fitting it only where it is small would attenuate it
-        E, N, report = remove_bias(east, north, transform, dem=dem, stable=stable,
-                                   use_topography=p.use_topography, progress=sub.sub(0, 0.6))
-        sub.check()
-        st_fit = (stable if stable is not None else some)
-        fit = fit_velocity(E, N, t, st_fit, p.outlier_k, p.min_dates)
-        ve_s = nan_gaussian(fit["ve"], p.smooth_px)
-        vn_s = nan_gaussian(fit["vn"], p.smooth_px)
-        sf = fit["sigma_formal"]
-        ref = sf[st_fit & np.isfinite(sf)]
-        sf_med = float(np.median(ref)) if ref.size else 1.0
-        gap = np.clip(sf / sf_med, 1.0, 5.0)
-        # (a) empirical local noise of the velocity on stable ground
-        noise = local_noise([ve_s / gap, vn_s / gap], st_fit, block=p.noise_block_px,
-                            center="zero")
-        sigma = noise.sigma * gap
-        # (b) motion-insensitive local noise from the temporal scatter around each pixel's
-        # line (captures noisy, e.g. vegetated, patches even where they look like motion
-        # and are therefore not stable ground), calibrated on stable ground
-        vf = fit["variance_factor"]
-        if np.isfinite(vf).sum() > 100:
-            vf_fill = np.where(np.isfinite(vf), vf, np.nanmedian(vf))
-            size = max(3, int(2 * round(2 * max(p.smooth_px, 1.0)) + 3))
-            vf_loc = ndimage.median_filter(vf_fill, size=size, mode="nearest")
-            s_res = sf * np.sqrt(np.maximum(vf_loc, 1e-12))
-            with np.errstate(all="ignore"):
-                ratio = np.concatenate([(ve_s / s_res)[st_fit], (vn_s / s_res)[st_fit]])
-            c = robust_sigma(ratio)
-            calib = float(c)
-            if np.isfinite(c) and c > 0:
-                sigma = np.fmax(sigma, c * s_res)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.hypot(ve_s, vn_s) / sigma
+        s = _noise_pass(east, north, t, transform, dem, stable, p,
+                        progress.sub(0.0 + 0.3 * it, 0.3 + 0.3 * it))
+        # the calibration of a pass without enough scatter estimates keeps the last one
+        calib = s["calib"] = s["calib"] if np.isfinite(s["calib"]) else calib
         if it == 0:
+            z = s["z"]
             if user_stable is None and stable is not None:
                 # the noise was measured on the slower half of the pixels: for pure 2-D
                 # Gaussian noise that half has 0.554 x the component sigma of all of it
@@ -761,32 +820,47 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
                 stable = user_stable
         progress.update(0.3 + 0.3 * it, "Noise model (pass %d)" % (it + 1))
     stable_final = stable if stable is not None else some
+    report = s["report"]
     report["stable_source"] = ("%s minus pixels moving after a first pass (robust fit)"
                                % ("stable-area mask" if user_stable is not None else
                                   "whole scene (first pass: its slower half)"))
     report["stable_share"] = float(stable_final.sum()) / max(int(some.sum()), 1)
-    report["signal_rms_m"] = _signal_rms(E, N, stable_final, some)
+    report["signal_rms_m"] = _signal_rms(s["E"], s["N"], stable_final, some)
     # stable ground's velocities in units of their own temporal scatter: about 1 when it
     # is still, much more when the "stable" ground moves coherently (no stable ground)
     report["stable_velocity_over_scatter"] = calib
+    s["stable_final"] = stable_final
     if user_stable is None and np.isfinite(calib) and calib > NO_STABLE_RATIO:
-        # the ground taken as stable moves coherently: there is no stable ground to fit a
-        # bias model on (e.g. a glacier filling the valid area); keep the series as they
-        # are (images assumed co-registered) and measure significance against each
-        # pixel's own temporal scatter only
-        E, N = east, north
-        fit = fit_velocity(E, N, t, some, p.outlier_k, p.min_dates)
-        ve_s = nan_gaussian(fit["ve"], p.smooth_px)
-        vn_s = nan_gaussian(fit["vn"], p.smooth_px)
-        sigma = _scatter_sigma(fit, p.smooth_px)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.hypot(ve_s, vn_s) / sigma
-        moving = ndimage.binary_dilation(np.nan_to_num(z) > p.z_grow, iterations=2)
-        stable_final = some & ~moving
-        if stable_final.sum() < 100:
-            stable_final = some
-        report = _no_bias_report(report, calib, stable_final, some, E, N)
+        _without_stable_ground(s, east, north, t, some, p)
+    return s
 
+
+def _without_stable_ground(s, east, north, t, some, p):
+    """The ground taken as stable moves coherently: there is no stable ground to fit a
+    bias model on (e.g. a glacier filling the valid area); keep the series as they are
+    (images assumed co-registered) and measure significance against each pixel's own
+    temporal scatter only. Updates ``s`` in place."""
+    E, N = east, north
+    fit = fit_velocity(E, N, t, some, p.outlier_k, p.min_dates)
+    ve_s = nan_gaussian(fit["ve"], p.smooth_px)
+    vn_s = nan_gaussian(fit["vn"], p.smooth_px)
+    sigma = _scatter_sigma(fit, p.smooth_px)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.hypot(ve_s, vn_s) / sigma
+    moving = ndimage.binary_dilation(np.nan_to_num(z) > p.z_grow, iterations=2)
+    stable_final = some & ~moving
+    if stable_final.sum() < 100:
+        stable_final = some
+    report = _no_bias_report(s["report"], s["calib"], stable_final, some, E, N)
+    s.update(E=E, N=N, fit=fit, ve_s=ve_s, vn_s=vn_s, sigma=sigma, z=z,
+             stable_final=stable_final, report=report)
+
+
+def _evidence_maps(s, t, p, dem, transform, some, progress):
+    """Per-pixel evidence in [0, 1] (significance, coherence, consistency, downslope with
+    a DEM), their weights and the weighted score."""
+    E, N, fit, ve_s, vn_s, z = s["E"], s["N"], s["fit"], s["ve_s"], s["vn_s"], s["z"]
+    T = E.shape[0]
     # ---- temporal evidence on lightly smoothed series
     if p.smooth_px > 0:
         Es = np.stack([nan_gaussian(np.where(fit["valid"][k], E[k], np.nan), p.smooth_px)
@@ -802,7 +876,7 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
     valid = fit["valid"] & np.isfinite(Es) & np.isfinite(Ns)
     coh, tau = temporal_evidence(Es, Ns, valid, t, ue, un, progress.sub(0.6, 0.75))
     # relative to stable ground; without any, relative to 0 (what noise gives at best)
-    ev_ref = np.zeros_like(some) if report.get("no_stable_ground") else stable_final
+    ev_ref = np.zeros_like(some) if s["report"].get("no_stable_ground") else s["stable_final"]
     e_coh, coh0 = _relative(coh, ev_ref)
     e_cons, tau0 = _relative(tau, ev_ref)
     e_sig = np.clip((z - p.sig_zero) / (p.sig_full - p.sig_zero), 0.0, 1.0)
@@ -821,9 +895,14 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
     wsum = sum(weights.values()) or 1.0
     score = sum(weights[k] * np.nan_to_num(evidence[k]) for k in weights) / wsum
     evidence["score"] = score
-    progress.check()
+    return dict(evidence=evidence, weights=weights, wsum=wsum, coh=coh, tau=tau,
+                slope=slope, agree=agree)
 
-    # ---- objects
+
+def _candidate_objects(s, p, px_area):
+    """Seeds grown to objects (labels, count) and the noise correlation area (pixels)."""
+    z, fit, sigma, report, stable_final = (s["z"], s["fit"], s["sigma"], s["report"],
+                                           s["stable_final"])
     zf = np.nan_to_num(z, nan=0.0)
     seeds = zf >= p.z_seed
     grow = zf >= p.z_grow
@@ -845,129 +924,128 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
     with np.errstate(all="ignore"):
         corr_area = float(np.mean([correlation_area(fit[c] / sigma, stable_final)
                                    for c in ("ve", "vn")]))
-    noise.correlation_area_px = corr_area
-    ve_u, vn_u = fit["ve"], fit["vn"]
-    features, rejected = [], []
-    final = np.zeros((H, W), np.int32)
-    ve_raw, vn_raw = fit["ve"], fit["vn"]
-    objs = ndimage.find_objects(lab)
-    kept = 0
-    for k in range(1, n + 1):
-        progress.check()
-        sl = objs[k - 1]
-        m = lab[sl] == k
-        # missing evidence (e.g. no temporal evidence from a single pair) counts as none
-        vals = {name: float(np.mean(np.nan_to_num(arr[sl][m], nan=0.0)))
-                for name, arr in evidence.items()}
+    return lab, n, corr_area
+
+
+def _judge_object(s, ev, p, T, sl, m, corr_area):
+    """Evidence, independent observations, spatial coherence and score of one object, and
+    the reason it is rejected (None when it is kept)."""
+    fit, z = s["fit"], s["z"]
+    weights, wsum = ev["weights"], ev["wsum"]
+    # missing evidence (e.g. no temporal evidence from a single pair) counts as none
+    vals = {name: float(np.mean(np.nan_to_num(arr[sl][m], nan=0.0)))
+            for name, arr in ev["evidence"].items()}
+    contrib = {name: weights[name] * vals[name] / wsum for name in weights}
+    n_pix = int(m.sum())
+    n_eff_space = min(float(n_pix), n_pix / corr_area)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        n_int = max(float(np.nanmedian(fit["n_dates"][sl][m])) - 1.0, 1.0)
+    n_indep = n_eff_space * n_int
+    # spatial coherence of the (unsmoothed) velocity vectors inside the object, and
+    # what pure noise with n_eff_space independent vectors would give (1/sqrt(n))
+    vu_e, vu_n = fit["ve"][sl][m], fit["vn"][sl][m]
+    okv = np.isfinite(vu_e) & np.isfinite(vu_n)
+    sum_len = float(np.hypot(vu_e[okv], vu_n[okv]).sum()) if okv.any() else 0.0
+    sp_coh = (float(np.hypot(vu_e[okv].sum(), vu_n[okv].sum())) / sum_len
+              if sum_len > 0 else 0.0)
+    sp_coh0 = min(0.95, 1.0 / np.sqrt(max(n_eff_space, 1.0)))
+    if T < 3:
+        # no temporal evidence: the spatial coherence of the vectors, relative to that
+        # of noise at this number of independent vectors, stands in for the coherence
+        vals["coherence"] = float(np.clip((sp_coh - sp_coh0) / (1.0 - sp_coh0), 0.0, 1.0))
         contrib = {name: weights[name] * vals[name] / wsum for name in weights}
-        n_pix = int(m.sum())
-        n_eff_space = min(float(n_pix), n_pix / corr_area)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            n_int = max(float(np.nanmedian(fit["n_dates"][sl][m])) - 1.0, 1.0)
-        n_indep = n_eff_space * n_int
-        # spatial coherence of the (unsmoothed) velocity vectors inside the object, and
-        # what pure noise with n_eff_space independent vectors would give (1/sqrt(n))
-        vu_e, vu_n = ve_u[sl][m], vn_u[sl][m]
-        okv = np.isfinite(vu_e) & np.isfinite(vu_n)
-        sum_len = float(np.hypot(vu_e[okv], vu_n[okv]).sum()) if okv.any() else 0.0
-        sp_coh = (float(np.hypot(vu_e[okv].sum(), vu_n[okv].sum())) / sum_len
-                  if sum_len > 0 else 0.0)
-        sp_coh0 = min(0.95, 1.0 / np.sqrt(max(n_eff_space, 1.0)))
-        if T < 3:
-            # no temporal evidence: the spatial coherence of the vectors, relative to that
-            # of noise at this number of independent vectors, stands in for the coherence
-            vals["coherence"] = float(np.clip((sp_coh - sp_coh0) / (1.0 - sp_coh0), 0.0, 1.0))
-            contrib = {name: weights[name] * vals[name] / wsum for name in weights}
-        obj_score = float(sum(contrib.values()))
-        reason = None
-        if n_indep < p.min_independent_obs:
-            reason = ("%.1f independent observation(s) < %.1f: %.1f noise-correlation cell(s) "
-                      "of %.0f px x %d interval(s); too few to tell motion from a "
-                      "correlation artefact" % (n_indep, p.min_independent_obs, n_eff_space,
-                                                corr_area, int(n_int)))
-        elif obj_score < p.min_score:
-            reason = "score %.2f < %.2f" % (obj_score, p.min_score)
-        elif p.require_temporal_evidence and T < 3:
-            reason = ("only %d dates: no temporal evidence (coherence/consistency need >= 3 "
-                      "dates), a single pair cannot show that a slope is active" % T)
-        elif T < 3 and (n_indep < p.single_pair_min_independent_obs
-                        or np.nanmean(z[sl][m]) < p.single_pair_min_significance):
-            reason = ("single pair: %.1f independent observation(s) and mean significance "
-                      "%.1f; a pair gives a detection only with >= %.1f and >= %.1f (no "
-                      "temporal evidence to tell motion from a coherent artefact)"
-                      % (n_indep, float(np.nanmean(z[sl][m])),
-                         p.single_pair_min_independent_obs, p.single_pair_min_significance))
-        if reason:
-            rejected.append({"n_pixels": int(m.sum()), "score": round(obj_score, 3),
-                             "significance_max": round(float(np.nanmax(z[sl][m])), 2),
-                             "v_mean_m_per_yr": round(float(np.nanmean(np.hypot(
-                                 ve_raw[sl][m], vn_raw[sl][m]))), 3),
-                             "reason": reason,
-                             "independent_obs": round(n_indep, 2),
-                             "spatial_coherence": round(sp_coh, 3),
-                             "evidence": {a: round(b, 3) for a, b in vals.items()}})
-            continue
-        kept += 1
-        final[sl][m] = kept
-        vpe, vpn = ve_raw[sl][m], vn_raw[sl][m]
-        sp = np.hypot(vpe, vpn)
-        mve, mvn = float(np.nanmean(vpe)), float(np.nanmean(vpn))
-        ser = object_series(E, N, fit, t, sl, m, p.accel_core_fraction,
-                            p.accel_min_valid_fraction)
-        series, ser_sigma = ser["series"], ser["sigma"]
-        acc = _accel.detect_acceleration(dates, series, min_delta_bic=p.accel_min_delta_bic,
-                                         min_t=p.accel_min_t, min_ratio=p.accel_min_ratio,
-                                         sigma=ser_sigma,
-                                         max_ramp_days=p.accel_max_ramp_days)
-        zz = z[sl][m]
-        f = {
-            "area_m2": float(m.sum() * px_area),
-            "v_mean_m_per_yr": float(np.nanmean(sp)),
-            "v_p95_m_per_yr": float(np.nanpercentile(sp, 95)),
-            "direction_deg": _azimuth(mve, mvn),
-            "coherence": _nanmean(coh[sl][m]),
-            "consistency": _nanmean(tau[sl][m]),
-            "score": obj_score,
-            "accel_flag": int(acc["accel_flag"]),
-            "accel_onset_date": acc["onset_date"],
-            "accel_v_before_m_per_yr": acc["v_before_m_per_yr"] if acc["accel_flag"] else None,
-            "accel_v_after_m_per_yr": acc["v_after_m_per_yr"] if acc["accel_flag"] else None,
-            "accel_delta_bic": acc["delta_bic"],
-            "accel_onset_earliest": acc["onset_earliest"],
-            "accel_onset_latest": acc["onset_latest"],
-            "accel_ramp_days": acc["ramp_days"],
-            "accel_onset_hinge_date": acc["onset_hinge_date"],
-            "ev_significance": contrib["significance"],
-            "ev_coherence": contrib["coherence"],
-            "ev_consistency": contrib["consistency"],
-            "ev_downslope": contrib.get("downslope"),
-            "n_pixels": int(m.sum()),
-            "independent_obs": float(n_indep),
-            "spatial_coherence": sp_coh,
-            "significance_max": float(np.nanmax(zz)),
-            "significance_mean": float(np.nanmean(zz)),
-            "noise_sigma_m_per_yr": float(np.nanmean(sigma[sl][m])),
-            "downslope_agreement": float(np.nanmean(agree[sl][m])) if agree is not None else None,
-            "slope_deg": float(np.nanmean(slope[sl][m])) if slope is not None else None,
-            "mean_series_m": [None if not np.isfinite(x) else float(x) for x in series],
-        }
-        f["score_explanation"] = _explain(f, vals, contrib, p, dem is not None)
-        if T < 3:
-            f["score_explanation"] = (
-                "Single pair (2 dates): no temporal evidence; the offset is overwhelming "
-                "(%.0f independent observations, mean significance %.1f) but one interval "
-                "cannot tell motion from a coherent artefact: confirm on a longer series. "
-                % (n_indep, f["significance_mean"]) + f["score_explanation"])
-        features.append(f)
-    polys = _polygons(final, transform, kept)
-    for i, f in enumerate(features, start=1):
-        f["geometry"] = polys[i]
-    progress.update(1.0, "%d detection(s)" % len(features))
-    return DetectionResult(features=features, labels=final, velocity_east=ve_raw,
-                           velocity_north=vn_raw, significance=z, evidence=evidence,
-                           noise=noise, bias_report=report, params=p, dates=dates,
-                           transform=transform, crs=crs, candidates_rejected=rejected)
+    obj_score = float(sum(contrib.values()))
+    reason = None
+    if n_indep < p.min_independent_obs:
+        reason = ("%.1f independent observation(s) < %.1f: %.1f noise-correlation cell(s) "
+                  "of %.0f px x %d interval(s); too few to tell motion from a "
+                  "correlation artefact" % (n_indep, p.min_independent_obs, n_eff_space,
+                                            corr_area, int(n_int)))
+    elif obj_score < p.min_score:
+        reason = "score %.2f < %.2f" % (obj_score, p.min_score)
+    elif p.require_temporal_evidence and T < 3:
+        reason = ("only %d dates: no temporal evidence (coherence/consistency need >= 3 "
+                  "dates), a single pair cannot show that a slope is active" % T)
+    elif T < 3 and (n_indep < p.single_pair_min_independent_obs
+                    or np.nanmean(z[sl][m]) < p.single_pair_min_significance):
+        reason = ("single pair: %.1f independent observation(s) and mean significance "
+                  "%.1f; a pair gives a detection only with >= %.1f and >= %.1f (no "
+                  "temporal evidence to tell motion from a coherent artefact)"
+                  % (n_indep, float(np.nanmean(z[sl][m])),
+                     p.single_pair_min_independent_obs, p.single_pair_min_significance))
+    return dict(vals=vals, contrib=contrib, score=obj_score, n_indep=n_indep,
+                sp_coh=sp_coh, reason=reason)
+
+
+def _rejected_entry(s, v, sl, m):
+    """The run-report entry of a rejected candidate."""
+    return {"n_pixels": int(m.sum()), "score": round(v["score"], 3),
+            "significance_max": round(float(np.nanmax(s["z"][sl][m])), 2),
+            "v_mean_m_per_yr": round(float(np.nanmean(np.hypot(
+                s["fit"]["ve"][sl][m], s["fit"]["vn"][sl][m]))), 3),
+            "reason": v["reason"],
+            "independent_obs": round(v["n_indep"], 2),
+            "spatial_coherence": round(v["sp_coh"], 3),
+            "evidence": {a: round(b, 3) for a, b in v["vals"].items()}}
+
+
+def _feature(s, ev, v, p, dates, t, sl, m, px_area, T, has_dem):
+    """The attributes of one kept object (detections_store fields), with its mean series
+    and acceleration test."""
+    fit, z, sigma = s["fit"], s["z"], s["sigma"]
+    coh, tau, slope, agree = ev["coh"], ev["tau"], ev["slope"], ev["agree"]
+    vals, contrib, obj_score, n_indep = v["vals"], v["contrib"], v["score"], v["n_indep"]
+    vpe, vpn = fit["ve"][sl][m], fit["vn"][sl][m]
+    sp = np.hypot(vpe, vpn)
+    mve, mvn = float(np.nanmean(vpe)), float(np.nanmean(vpn))
+    ser = object_series(s["E"], s["N"], fit, t, sl, m, p.accel_core_fraction,
+                        p.accel_min_valid_fraction)
+    series, ser_sigma = ser["series"], ser["sigma"]
+    acc = _accel.detect_acceleration(dates, series, min_delta_bic=p.accel_min_delta_bic,
+                                     min_t=p.accel_min_t, min_ratio=p.accel_min_ratio,
+                                     sigma=ser_sigma,
+                                     max_ramp_days=p.accel_max_ramp_days)
+    zz = z[sl][m]
+    f = {
+        "area_m2": float(m.sum() * px_area),
+        "v_mean_m_per_yr": float(np.nanmean(sp)),
+        "v_p95_m_per_yr": float(np.nanpercentile(sp, 95)),
+        "direction_deg": _azimuth(mve, mvn),
+        "coherence": _nanmean(coh[sl][m]),
+        "consistency": _nanmean(tau[sl][m]),
+        "score": obj_score,
+        "accel_flag": int(acc["accel_flag"]),
+        "accel_onset_date": acc["onset_date"],
+        "accel_v_before_m_per_yr": acc["v_before_m_per_yr"] if acc["accel_flag"] else None,
+        "accel_v_after_m_per_yr": acc["v_after_m_per_yr"] if acc["accel_flag"] else None,
+        "accel_delta_bic": acc["delta_bic"],
+        "accel_onset_earliest": acc["onset_earliest"],
+        "accel_onset_latest": acc["onset_latest"],
+        "accel_ramp_days": acc["ramp_days"],
+        "accel_onset_hinge_date": acc["onset_hinge_date"],
+        "ev_significance": contrib["significance"],
+        "ev_coherence": contrib["coherence"],
+        "ev_consistency": contrib["consistency"],
+        "ev_downslope": contrib.get("downslope"),
+        "n_pixels": int(m.sum()),
+        "independent_obs": float(n_indep),
+        "spatial_coherence": v["sp_coh"],
+        "significance_max": float(np.nanmax(zz)),
+        "significance_mean": float(np.nanmean(zz)),
+        "noise_sigma_m_per_yr": float(np.nanmean(sigma[sl][m])),
+        "downslope_agreement": float(np.nanmean(agree[sl][m])) if agree is not None else None,
+        "slope_deg": float(np.nanmean(slope[sl][m])) if slope is not None else None,
+        "mean_series_m": [None if not np.isfinite(x) else float(x) for x in series],
+    }
+    f["score_explanation"] = _explain(f, vals, contrib, p, has_dem)
+    if T < 3:
+        f["score_explanation"] = (
+            "Single pair (2 dates): no temporal evidence; the offset is overwhelming "
+            "(%.0f independent observations, mean significance %.1f) but one interval "
+            "cannot tell motion from a coherent artefact: confirm on a longer series. "
+            % (n_indep, f["significance_mean"]) + f["score_explanation"])
+    return f
 
 
 def _explain(f, vals, contrib, p, has_dem):
