@@ -156,17 +156,35 @@ def test_only_empty_images_left_is_explained(tmp_path):
     assert "nan_20200601.tif: no valid pixel" in msg and "remove the empty images" in msg
 
 
-def test_too_few_valid_pairs_per_pixel_is_explained(tmp_path):
-    """Two usable images (one pair) and the default min_obs of 3: the inversion cannot give
-    any pixel; said before the detection, with what to do (not 'no valid pixel')."""
+def test_two_usable_images_give_the_pair_not_an_error(tmp_path):
+    """Two usable images (one pair; the third image is empty) and the default min_obs of
+    3: the network is smaller than min_obs, so each pixel needs its one pair
+    (inversion.effective_min_obs) and the run ends with the pair's velocity."""
+    import rasterio
+    from slidewatch.core.products import BAND_V, VELOCITY_BANDS
     inp = tmp_path / "in"
     stack(inp, n=2)
     write(inp / "z_20200601.tif", np.zeros((120, 120)), nodata=0)
+    res = _run(inp, tmp_path / "out")
+    assert res.n_dates == 2
+    with rasterio.open(res.paths["velocity"]) as src:
+        assert np.isfinite(src.read(VELOCITY_BANDS.index(BAND_V) + 1)).any()
+
+
+def test_too_few_valid_pairs_per_pixel_is_explained(tmp_path):
+    """An inversion without any valid pixel is said before the detection, with what to
+    do (not 'no valid pixel' from deep inside the detection)."""
+    import rasterio
+    from affine import Affine
+    path = str(tmp_path / "velocity.tif")
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1,
+                       dtype="float32", transform=Affine(10, 0, 0, 0, -10, 80)) as dst:
+        dst.write(np.full((1, 8, 8), np.nan, np.float32))
     with pytest.raises(InputError) as info:
-        _run(inp, tmp_path / "out")
+        ic.check_velocity_has_data(path, n_pairs=3, n_dates=3, min_obs=3)
     msg = str(info.value)
     assert "The inversion gave no valid pixel" in msg and "velocity.tif" in msg
-    assert "(1 pair(s) over 2 date(s))" in msg and "lower the inversion option min_obs" in msg
+    assert "(3 pair(s) over 3 date(s))" in msg and "lower the inversion option min_obs" in msg
 
 
 def test_fully_clouded_image_gives_no_value_not_a_wrong_one(tmp_path):
