@@ -31,22 +31,6 @@ VELOCITY_BANDS = ["ve_m_per_yr", "vn_m_per_yr", "v_m_per_yr", "v_sigma_m_per_yr"
                   "rmse_m"]
 
 
-@pytest.fixture(scope="module")
-def stack_folder(tmp_path_factory):
-    from slidewatch.core.synthetic import generate_stack
-    folder = tmp_path_factory.mktemp("stack") / "images"
-    generate_stack(str(folder), n_dates=8, shape=(128, 128), seed=3)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def first_run(stack_folder, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("run") / "results")
-    lines = []
-    result = run_pipeline(stack_folder, out, PipelineParams(), progress=Progress(log=lines.append))
-    return out, result, lines
-
-
 def _mtimes(folder):
     out = {}
     for root, _dirs, files in os.walk(folder):

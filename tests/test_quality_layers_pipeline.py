@@ -26,22 +26,6 @@ FILES = {"n_valid_pairs": "quality_n_valid_pairs.tif", "ncc_share": "quality_ncc
          "longest_gap_days": "quality_longest_gap.tif"}
 
 
-@pytest.fixture(scope="module")
-def stack_folder(tmp_path_factory):
-    from slidewatch.core.synthetic import generate_stack
-    folder = tmp_path_factory.mktemp("qstack") / "images"
-    generate_stack(str(folder), n_dates=8, shape=(128, 128), seed=3)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def first_run(stack_folder, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("qrun") / "results")
-    lines = []
-    result = run_pipeline(stack_folder, out, PipelineParams(), progress=Progress(log=lines.append))
-    return out, result, lines
-
-
 def _read(path):
     import rasterio
     with rasterio.open(path) as src:
