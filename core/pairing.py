@@ -90,7 +90,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -102,7 +102,8 @@ from .quality_model import (FEATURES, QualityModel, field_quality, merge_trainin
                             pair_features, read_full_results, read_training_csv)
 from .raster_io import write_text_atomic
 
-__all__ = ["Pair", "PairSelection", "PairsTable", "candidate_pairs", "select_pairs",
+__all__ = ["Pair", "PairSelection", "PairsTable", "PairingParams", "candidate_pairs",
+           "select_pairs", "pairing_params",
            "write_pairs_csv", "read_pairs_csv", "network_summary", "write_network_summary",
            "connected_components", "STRATEGIES", "PAIRS_COLUMNS", "preview_pairs"]
 
@@ -191,6 +192,154 @@ class PairsTable:
     @property
     def selected(self):
         return [p for p in self.pairs if p.selected]
+
+@dataclass
+class PairingParams:
+    """Parameters of :func:`select_pairs` (one pair selection), with units and bounds.
+
+    The Processing algorithm *Select correlation pairs* and :class:`.pipeline.PipelineParams`
+    take their defaults (and the dialog's bounds, :data:`BOUNDS`) from here. Where the
+    selection reads or writes files (``history_folder``, ``training_csv``) is not a
+    parameter of the selection: those are arguments of :func:`select_pairs`.
+    :meth:`validate` raises :class:`.errors.ParameterError` naming the field, its bound
+    and the value given.
+    """
+
+    #: "optimal" (quality model + greedy optimal design), "sequential", "seasonal",
+    #: "all" or "random" (:data:`STRATEGIES`)
+    strategy: str = "optimal"
+    #: budget: average number of selected pairs per date (None = no such limit)
+    budget_pairs_per_date: float = 3
+    #: budget: total number of pairs (None = no such limit)
+    budget_pairs: int = None
+    #: budget: seconds of full-resolution correlation, with the time per pair estimated
+    #: from a crop (or ``pair_cost_s``); None = no such limit. The smallest budget applies
+    budget_cpu_s: float = None
+    #: at least this many pairs per date where usable pairs exist (k)
+    min_pairs_per_date: int = 2
+    #: candidate baselines, days: min_baseline_days <= baseline <= max_baseline_days
+    min_baseline_days: int = 1
+    max_baseline_days: int = 365
+    #: days: anniversary pairs (baseline within this many days of a whole number of
+    #: years) are candidates too, and the width of the season of "seasonal" (None = no
+    #: anniversary pairs; "seasonal" then uses 30 d)
+    seasonal_window_days: int = None
+    #: correlate a sample of candidates at coarse resolution (needs one common grid)
+    previews: bool = True
+    #: number of previews (None = n_dates - 1 + n_dates // 2)
+    preview_sample: int = None
+    #: block-averaging factor of the previews (None = image long side / 512, at least 2)
+    preview_factor: int = None
+    #: preview correlation window and grid step, pixels of the block-averaged images
+    preview_window: int = 16
+    preview_step: int = 8
+    #: preview search range, pixels of the block-averaged images (None = search /
+    #: factor + 1, at least 3)
+    preview_search: int = None
+    #: full-resolution correlation window, step and search range (pixels) that will be
+    #: used: for the CPU estimate and the expected-motion check
+    window: int = 32
+    step: int = 8
+    search: int = 8
+    #: fastest expected motion, m/yr: pairs where it exceeds the search range are
+    #: rejected (None = no limit; otherwise measured by the long-baseline previews)
+    expected_velocity_m_per_yr: float = None
+    #: design criterion: "D" (log det of the network information) or "A" (mean variance)
+    criterion: str = "D"
+    #: usability threshold on predicted quality (0-1): absolute, and relative to the 90th
+    #: percentile of the preview qualities; the larger applies
+    min_quality: float = 0.03
+    min_quality_rel: float = 0.1
+    #: seconds to correlate one full-resolution pair, for ``budget_cpu_s`` (None =
+    #: measured on a central crop)
+    pair_cost_s: float = None
+    #: random generator seed (preview sample, "random"): same seed, same selection
+    seed: int = 0
+    #: NCC a preview window needs to count as good (-1..1)
+    ncc_min: float = 0.5
+    #: the design is evaluated on blocks x blocks spatial blocks
+    blocks: int = 4
+    #: gamma of the motion error term, the error of a pair as a fraction of the
+    #: displacement it measures (>= 0)
+    motion_error_fraction: float = 0.2
+    #: pair weight = (expected good fraction) ** this (>= 0), or "odds" (u / (1.1 - u))
+    quality_weighting: float = 1.0
+    #: clear factor (0-1) below which a date is unusable by "optimal" / "seasonal"
+    #: (0 disables)
+    min_clear_factor: float = 0.2
+    #: m/day: the correlation's fast-motion setting
+    #: (:func:`.pair_correlation.correlate_pair_rasters`); a pair's reach is then
+    #: max(search, v * baseline / pixel) px (None = search only)
+    max_velocity_m_per_day: float = None
+
+    #: the fields that may be None ("no limit" / "automatic", see each field)
+    OPTIONAL = ("budget_pairs_per_date", "budget_pairs", "budget_cpu_s",
+                "seasonal_window_days", "preview_sample", "preview_factor", "preview_search",
+                "expected_velocity_m_per_yr", "pair_cost_s", "max_velocity_m_per_day")
+    #: (lowest, highest) allowed value of the numeric fields (None = unbounded); the
+    #: Processing dialog uses the same
+    BOUNDS = {
+        "budget_pairs_per_date": (0, None), "budget_pairs": (0, None),
+        "budget_cpu_s": (0, None), "min_pairs_per_date": (0, None),
+        "min_baseline_days": (0, None), "max_baseline_days": (1, None),
+        "seasonal_window_days": (0, 182), "preview_sample": (0, None),
+        "preview_factor": (1, None), "preview_window": (4, None), "preview_step": (1, None),
+        "preview_search": (1, None), "window": (4, None), "step": (1, None),
+        "search": (1, None), "expected_velocity_m_per_yr": (0, None),
+        "min_quality": (0, 1), "min_quality_rel": (0, 1), "pair_cost_s": (0, None),
+        "seed": (0, None), "ncc_min": (-1, 1), "blocks": (1, None),
+        "motion_error_fraction": (0, None), "max_velocity_m_per_day": (0, None),
+    }
+
+    @classmethod
+    def names(cls):
+        """The field names (the keyword parameters :func:`select_pairs` accepts)."""
+        return [f.name for f in fields(cls)]
+
+    def validate(self):
+        """Check every field; returns ``self`` with ``min_clear_factor`` as a float.
+        Raises :class:`.errors.ParameterError` with the field, its bound and the value."""
+        if self.strategy not in STRATEGIES:
+            raise ParameterError("Unknown pairing strategy '%s'; choose one of %s." % (
+                self.strategy, ", ".join(STRATEGIES)))
+        if self.criterion not in ("A", "D"):
+            raise ParameterError("criterion must be 'A' or 'D' (got %r)." % self.criterion)
+        try:
+            self.min_clear_factor = float(self.min_clear_factor)
+        except (TypeError, ValueError):
+            raise ParameterError("min_clear_factor must be a number in [0, 1) (got %r)."
+                                 % (self.min_clear_factor,))
+        if not (0.0 <= self.min_clear_factor < 1.0):
+            raise ParameterError("min_clear_factor must be in [0, 1) (got %r): it is the "
+                                 "clear factor below which a date is unusable."
+                                 % self.min_clear_factor)
+        if self.quality_weighting != "odds":
+            _check_bound("quality_weighting", self.quality_weighting, 0, None,
+                         ' (or "odds")')
+        for name, (lo, hi) in self.BOUNDS.items():
+            value = getattr(self, name)
+            if value is None and name in self.OPTIONAL:
+                continue
+            _check_bound(name, value, lo, hi)
+        if self.max_baseline_days < self.min_baseline_days:
+            raise ParameterError("Baselines must satisfy 0 <= min_baseline_days (%s) <= "
+                                 "max_baseline_days (%s)." % (self.min_baseline_days,
+                                                              self.max_baseline_days))
+        return self
+
+
+def _check_bound(name, value, lo, hi, alternative=""):
+    """ParameterError unless ``lo <= value <= hi`` (None: no bound on that side)."""
+    span = "in [%s, %s]" % (lo, hi) if hi is not None else ">= %s" % lo
+    try:
+        ok = np.all(np.asarray(value, dtype=float) >= lo) and (
+            hi is None or np.all(np.asarray(value, dtype=float) <= hi))
+    except (TypeError, ValueError):
+        raise ParameterError("Pairing parameter %s must be a number %s%s (got %r)." % (
+            name, span, alternative, value)) from None
+    if not ok:
+        raise ParameterError("Pairing parameter %s must be %s%s (got %r)." % (
+            name, span, alternative, value))
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -543,68 +692,54 @@ def _budget(n_dates, budget_pairs, budget_pairs_per_date, budget_cpu_s, pair_cos
     return min(limits) if limits else None
 
 
-def select_pairs(catalog, strategy="optimal", budget_pairs_per_date=3, budget_pairs=None,
-                 budget_cpu_s=None, min_pairs_per_date=2, min_baseline_days=1,
-                 max_baseline_days=365, seasonal_window_days=None, previews=True,
-                 preview_sample=None, preview_factor=None, preview_window=16,
-                 preview_step=8, preview_search=None, window=32, step=8, search=8,
-                 expected_velocity_m_per_yr=None, criterion="D", min_quality=0.03,
-                 min_quality_rel=0.1, pair_cost_s=None, seed=0, history_folder=None,
-                 training_csv=None, ncc_min=0.5, blocks=4, motion_error_fraction=0.2,
-                 quality_weighting=1.0, min_clear_factor=0.2, max_velocity_m_per_day=None,
-                 progress=None):
+def pairing_params(params=None, **overrides):
+    """A validated copy of ``params`` (:class:`PairingParams`, None = defaults, or a
+    strategy name) with ``overrides`` (field names) applied."""
+    if params is None:
+        params = PairingParams()
+    elif isinstance(params, str):
+        if "strategy" in overrides:
+            raise ParameterError("The strategy is given twice (%r and strategy=%r)."
+                                 % (params, overrides["strategy"]))
+        overrides = dict(overrides, strategy=params)
+        params = PairingParams()
+    elif not isinstance(params, PairingParams):
+        raise ParameterError("params must be a PairingParams (or a strategy name), got %r."
+                             % (params,))
+    unknown = sorted(set(overrides) - set(PairingParams.names()))
+    if unknown:
+        raise ParameterError("Unknown pairing parameter(s): %s. Known: %s." % (
+            ", ".join(unknown), ", ".join(PairingParams.names())))
+    return replace(params, **overrides).validate()
+
+
+def select_pairs(catalog, params=None, *, history_folder=None, training_csv=None,
+                 progress=None, **overrides):
     """Choose the pairs to correlate; see the module documentation.
 
     Parameters
     ----------
     catalog : :class:`~.catalog.Catalog` (one image per date, one grid for previews)
-    strategy : "optimal" (default), "sequential", "seasonal", "all" or "random"
-    budget_pairs_per_date : average number of pairs per date (3); budget_pairs : total
-        number of pairs; budget_cpu_s : seconds of full correlation (uses the per-pair
-        time estimated from the previews, or ``pair_cost_s``). The smallest applies.
-    min_pairs_per_date : at least this many pairs per date where possible (k).
-    min_baseline_days, max_baseline_days : candidate range; seasonal_window_days :
-        also allow anniversary pairs within this many days of whole years (and, for the
-        ``seasonal`` strategy, the width of the season).
-    previews : correlate a sample of candidates at coarse resolution (needs one grid).
-    preview_sample : number of previews (default ~2 per date); preview_factor : block
-        averaging factor (default: image long side / 512, at least 2).
-    window, step, search : full-resolution correlation parameters (for the CPU estimate
-        and the expected-motion feature). expected_velocity_m_per_yr : fastest expected
-        motion (pairs where it exceeds ``search`` are rejected), None = no limit.
-    criterion : "D" (log det, default) or "A" (mean variance of the time series).
-    blocks : the design is evaluated on blocks x blocks spatial blocks (4).
-    quality_weighting : pair weight = (expected good fraction) ** this (1.0), or "odds".
-    motion_error_fraction : gamma of the motion error term (0.2).
-    min_quality, min_quality_rel : usability threshold on predicted quality (absolute,
-        and relative to the 90th percentile of the preview qualities).
-    max_velocity_m_per_day : the correlation's fast-motion setting (see
-        :func:`.pair_correlation.correlate_pair_rasters`): a pair's reach is then
-        ``max(search, v * baseline / pixel)`` px instead of ``search`` (expected-motion
-        feature and the "expected motion > search" rejection).
-    min_clear_factor : a date whose clear factor (quality model's per-date factor, or
-        ``1 - cloud fraction`` without a measured pair) is below this (0.2, in [0, 1);
-        0 disables) is unusable: none of its pairs is selected by ``optimal`` or
-        ``seasonal``, whatever the budget, and the date is reported as excluded.
-    seed : random generator seed (preview sample, ``random``); same seed, same result.
+    params : :class:`PairingParams` (None: the defaults). For the calls written before
+        it existed, a string here is the strategy (``select_pairs(cat, "sequential")``).
     history_folder : output folder of earlier runs: its ``pairs/pair_*.tif`` (full
         results) train the model; ``quality_training.csv`` there (or ``training_csv``)
         is read and updated.
+    progress : a :class:`.progress.Progress` (or None).
+    **overrides : fields of :class:`PairingParams` replacing those of ``params``
+        (``select_pairs(cat, strategy="random", seed=3, previews=False)``); an unknown
+        name is a :class:`.errors.ParameterError`.
+
+    Returns a :class:`PairSelection`: every candidate with its decision and reason.
     """
+    prm = pairing_params(params, **overrides)
     progress = as_progress(progress)
-    if strategy not in STRATEGIES:
-        raise ParameterError("Unknown pairing strategy '%s'; choose one of %s." % (
-            strategy, ", ".join(STRATEGIES)))
-    if criterion not in ("A", "D"):
-        raise ParameterError("criterion must be 'A' or 'D' (got %r)." % criterion)
-    try:
-        min_clear_factor = float(min_clear_factor)
-    except (TypeError, ValueError):
-        raise ParameterError("min_clear_factor must be a number in [0, 1) (got %r)."
-                             % (min_clear_factor,))
-    if not (0.0 <= min_clear_factor < 1.0):
-        raise ParameterError("min_clear_factor must be in [0, 1) (got %r): it is the "
-                             "clear factor below which a date is unusable." % min_clear_factor)
+    (strategy, budget_pairs_per_date, budget_pairs, budget_cpu_s, min_pairs_per_date,
+     min_baseline_days, max_baseline_days, seasonal_window_days, previews, preview_sample,
+     preview_factor, preview_window, preview_step, preview_search, window, step, search,
+     expected_velocity_m_per_yr, criterion, min_quality, min_quality_rel, pair_cost_s, seed,
+     ncc_min, blocks, motion_error_fraction, quality_weighting, min_clear_factor,
+     max_velocity_m_per_day) = (getattr(prm, n) for n in PairingParams.names())
     recs = catalog.records
     n = len(recs)
     if n < 2:

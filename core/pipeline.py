@@ -41,7 +41,6 @@ address). Tasks get paths, write their own outputs atomically and return small r
 import dataclasses
 import datetime as _dt
 import hashlib
-import inspect
 import json
 import os
 import time
@@ -257,17 +256,6 @@ def _list_files(folder):
         out.extend(os.path.join(root, f) for f in sorted(files)
                    if not f.startswith(".") and not f.lower().endswith(_SIDECAR_SUFFIXES))
     return out
-
-
-def _accepted(fn, options):
-    """The subset of ``options`` that ``fn`` accepts as keyword arguments."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return dict(options)
-    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        return dict(options)
-    return {k: v for k, v in options.items() if k in sig.parameters}
 
 
 def _require(module, name, step):
@@ -695,8 +683,14 @@ def _step_pairing(ctx, catalog, progress):
         if vmax:
             opts.setdefault("max_velocity_m_per_day", vmax)
         opts.setdefault("history_folder", ctx.output_folder)
-        opts = _accepted(pr.select_pairs, opts)
-        selection = pr.select_pairs(catalog, progress=progress, **opts)
+        files = {k: opts.pop(k) for k in ("history_folder", "training_csv") if k in opts}
+        ignored = sorted(set(opts) - set(pr.PairingParams.names()))
+        if ignored:
+            # as before PairingParams: names select_pairs does not know are left out
+            ctx.log("pairing: option(s) %s ignored: not pairing parameters (known: %s)" % (
+                ", ".join(ignored), ", ".join(pr.PairingParams.names())))
+        params = pr.PairingParams(**{k: v for k, v in opts.items() if k not in ignored})
+        selection = pr.select_pairs(catalog, params, progress=progress, **files)
         pr.write_pairs_csv(selection, out)
         ctx.manifest.record("pairing", phash, inputs_fp, [out], p_all)
         for line in selection.report().splitlines():
