@@ -23,24 +23,19 @@ from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsCoordinateReferenc
                        QgsCoordinateTransform, QgsGeometry, QgsMapLayerProxyModel,
                        QgsMarkerSymbol, QgsPointXY, QgsProject, QgsRectangle,
                        QgsRendererCategory, QgsSettings, QgsVectorLayer, QgsWkbTypes)
-from qgis.gui import QgsMapLayerComboBox, QgsRubberBand, QgsVertexMarker
+from qgis.gui import QgsRubberBand, QgsVertexMarker
 from qgis.PyQt.QtCore import Qt, QUrl
 from qgis.PyQt.QtGui import QColor, QKeySequence
 from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget,
-                                 QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                                 QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
+                                 QDoubleSpinBox, QFileDialog, QHBoxLayout, QHeaderView,
+                                 QLabel, QProgressBar, QPushButton,
                                  QSpinBox, QTableWidget, QTableWidgetItem, QTextBrowser,
                                  QVBoxLayout, QWidget)
 
-try:  # Qt6 moved QShortcut to QtGui
-    from qgis.PyQt.QtGui import QShortcut
-except ImportError:
-    from qgis.PyQt.QtWidgets import QShortcut
-
 from ..core import accuracy_assessment as aa
 from . import layer_finder
-from .button_rows import button_row
-from .validation_dock import SETTINGS_ANALYST
+from .button_rows import (SETTINGS_ANALYST, analyst_form, button_row, finish_dock,
+                          install_shortcuts, layer_row)
 from .validation_model import default_analyst
 
 #: marker / layer colour of each label (None = not labelled yet)
@@ -180,24 +175,12 @@ class AccuracySampleDock(QDockWidget):
         body = QWidget(self)
         outer = QVBoxLayout(body)
         outer.setContentsMargins(4, 4, 4, 4)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Sample", body))
-        self.layer_combo = QgsMapLayerComboBox(body)
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.PointLayer)
-        self.layer_combo.setAllowEmptyLayer(True)
-        self.layer_combo.setToolTip("A sample layer of the project (written by 'Accuracy "
-                                    "assessment: sample points')")
-        row.addWidget(self.layer_combo, 1)
-        self.open_button = QPushButton("Open…", body)
-        self.open_button.setToolTip("Open a sample file (.gpkg or .csv) and add it to the "
-                                    "project")
-        self.open_button.clicked.connect(lambda: self.open_file())
-        row.addWidget(self.open_button)
-        self.reload_button = QPushButton("Reload", body)
-        self.reload_button.setToolTip("Re-read the file (labels written by another session)")
-        self.reload_button.clicked.connect(self.reload)
-        row.addWidget(self.reload_button)
-        outer.addLayout(row)
+        outer.addLayout(layer_row(
+            self, body, "Sample", QgsMapLayerProxyModel.Filter.PointLayer,
+            "Open a sample file (.gpkg or .csv) and add it to the project",
+            "Re-read the file (labels written by another session)",
+            "A sample layer of the project (written by 'Accuracy assessment: sample "
+            "points')"))
 
         head = QHBoxLayout()
         head.addWidget(QLabel("Point", body))
@@ -235,39 +218,18 @@ class AccuracySampleDock(QDockWidget):
             ("next_button", "Next (N) ▶", self.next),
             ("first_unlabelled_button", "First unlabelled (F)", self.first_unlabelled))))
 
-        lab = QHBoxLayout()
-        self.moving_button = QPushButton("Moving (M)", body)
-        self.moving_button.setStyleSheet("background-color: #f4a6a0")
-        self.moving_button.setToolTip("The ground at the point moves (reference label)")
-        self.moving_button.clicked.connect(lambda: self.label("moving"))
-        lab.addWidget(self.moving_button)
-        self.not_moving_button = QPushButton("Not moving (S)", body)
-        self.not_moving_button.setStyleSheet("background-color: #8fd18f")
-        self.not_moving_button.setToolTip("The ground at the point is stable (S)")
-        self.not_moving_button.clicked.connect(lambda: self.label("not_moving"))
-        lab.addWidget(self.not_moving_button)
-        self.unsure_button = QPushButton("Unsure (U)", body)
-        self.unsure_button.setStyleSheet("background-color: #ffe082")
-        self.unsure_button.setToolTip("Cannot tell: left out of the estimates, counted and "
-                                      "reported")
-        self.unsure_button.clicked.connect(lambda: self.label("unsure"))
-        lab.addWidget(self.unsure_button)
-        self.clear_button = QPushButton("Clear (Del)", body)
-        self.clear_button.setToolTip("Remove the label of this point")
-        self.clear_button.clicked.connect(lambda: self.label(None))
-        lab.addWidget(self.clear_button)
-        outer.addLayout(lab)
+        outer.addLayout(button_row(self, body, (
+            ("moving_button", "Moving (M)", lambda: self.label("moving"),
+             "background-color: #f4a6a0", "The ground at the point moves (reference label)"),
+            ("not_moving_button", "Not moving (S)", lambda: self.label("not_moving"),
+             "background-color: #8fd18f", "The ground at the point is stable (S)"),
+            ("unsure_button", "Unsure (U)", lambda: self.label("unsure"),
+             "background-color: #ffe082",
+             "Cannot tell: left out of the estimates, counted and reported"),
+            ("clear_button", "Clear (Del)", lambda: self.label(None), None,
+             "Remove the label of this point"))))
 
-        form = QFormLayout()
-        self.comment = QLineEdit(body)
-        self.comment.setPlaceholderText("optional note saved with the label")
-        form.addRow("Comment", self.comment)
-        self.analyst = QLineEdit(body)
-        self.analyst.setText(QgsSettings().value(SETTINGS_ANALYST, "", type=str)
-                             or default_analyst())
-        self.analyst.editingFinished.connect(
-            lambda: QgsSettings().setValue(SETTINGS_ANALYST, self.analyst.text().strip()))
-        form.addRow("Analyst", self.analyst)
+        form = analyst_form(self, body, "optional note saved with the label")
         self.advance_box = QCheckBox("after a label, go to the next unlabelled point", body)
         self.advance_box.setChecked(True)
         form.addRow("", self.advance_box)
@@ -305,23 +267,15 @@ class AccuracySampleDock(QDockWidget):
         self.results.setOpenExternalLinks(True)
         self.results.setMinimumHeight(150)
         outer.addWidget(self.results, 1)
-        self.status_label = QLabel(body)
-        self.status_label.setWordWrap(True)
-        outer.addWidget(self.status_label)
-        self.setWidget(body)
+        finish_dock(self, body, outer)
 
     def _shortcuts(self):
-        self.shortcuts = []
-        for key, slot in (("M", lambda: self.label("moving")),
-                          ("S", lambda: self.label("not_moving")),
-                          ("U", lambda: self.label("unsure")),
-                          (QKeySequence.StandardKey.Delete, lambda: self.label(None)),
-                          ("N", self.next), ("P", self.previous),
-                          ("F", self.first_unlabelled)):
-            sc = QShortcut(QKeySequence(key), self.widget())
-            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            sc.activated.connect(slot)
-            self.shortcuts.append(sc)
+        install_shortcuts(self, (("M", lambda: self.label("moving")),
+                                 ("S", lambda: self.label("not_moving")),
+                                 ("U", lambda: self.label("unsure")),
+                                 (QKeySequence.StandardKey.Delete, lambda: self.label(None)),
+                                 ("N", self.next), ("P", self.previous),
+                                 ("F", self.first_unlabelled)))
 
     # ----------------------------------------------------------------- the sample
     def _refresh_layer_filter(self):

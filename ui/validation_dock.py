@@ -13,27 +13,20 @@ import os
 import numpy as np
 from qgis.core import (Qgis, QgsCoordinateTransform, QgsGeometry, QgsMapLayerProxyModel,
                        QgsProject, QgsRectangle, QgsSettings, QgsVectorLayer)
-from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor, QKeySequence
 from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QDoubleSpinBox,
-                                 QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
-                                 QLineEdit, QProgressBar, QPushButton, QSplitter,
-                                 QTableWidget, QTableWidgetItem, QTextBrowser, QVBoxLayout,
-                                 QWidget)
-
-try:  # Qt6 moved QShortcut to QtGui
-    from qgis.PyQt.QtGui import QShortcut
-except ImportError:
-    from qgis.PyQt.QtWidgets import QShortcut
+                                 QFileDialog, QHBoxLayout, QHeaderView, QProgressBar,
+                                 QPushButton, QSplitter, QTableWidget, QTableWidgetItem,
+                                 QTextBrowser, QVBoxLayout, QWidget)
 
 from . import layer_finder
-from .button_rows import button_row
+from .button_rows import (SETTINGS_ANALYST, analyst_form, button_row, finish_dock,
+                          install_shortcuts, layer_row)
 from .timeseries_reader import SeriesSources, TaskRunner, read_polygon_series
 from .validation_model import (STATUSES, DecisionConflict, ValidationModel, default_analyst,
                                parse_explanation)
 
-SETTINGS_ANALYST = "SlideWatch/analyst"
 STATUS_COLOURS = {"unvalidated": "#FFFFFF", "confirmed": "#C8F0C8", "rejected": "#F5C6C6",
                   "uncertain": "#FFF0B0"}
 COLUMNS = ("id", "score", "P(confirm)", "area m²", "v mean m/yr", "status")
@@ -75,21 +68,10 @@ class ValidationDock(QDockWidget):
         body = QWidget(self)
         outer = QVBoxLayout(body)
         outer.setContentsMargins(4, 4, 4, 4)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Detections", body))
-        self.layer_combo = QgsMapLayerComboBox(body)
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
-        self.layer_combo.setAllowEmptyLayer(True)
-        row.addWidget(self.layer_combo, 1)
-        self.open_button = QPushButton("Open…", body)
-        self.open_button.setToolTip("Open a detections.gpkg and add it to the project")
-        self.open_button.clicked.connect(lambda: self.open_file())
-        row.addWidget(self.open_button)
-        self.reload_button = QPushButton("Reload", body)
-        self.reload_button.setToolTip("Re-read the file (decisions made in other sessions)")
-        self.reload_button.clicked.connect(self.reload)
-        row.addWidget(self.reload_button)
-        outer.addLayout(row)
+        outer.addLayout(layer_row(
+            self, body, "Detections", QgsMapLayerProxyModel.Filter.PolygonLayer,
+            "Open a detections.gpkg and add it to the project",
+            "Re-read the file (decisions made in other sessions)"))
 
         filters = QHBoxLayout()
         self.status_combo = QComboBox(body)
@@ -154,31 +136,14 @@ class ValidationDock(QDockWidget):
             ("prev_button", "◀ Previous (P)", self.previous),
             ("next_button", "Next (N) ▶", self.next),
             ("undo_button", "Undo (Ctrl+Z)", self.undo))))
-        decide = QHBoxLayout()
-        self.confirm_button = QPushButton("Confirm (C)", body)
-        self.confirm_button.setStyleSheet("background-color: #8fd18f")
-        self.confirm_button.clicked.connect(lambda: self.decide("confirmed"))
-        decide.addWidget(self.confirm_button)
-        self.reject_button = QPushButton("Reject (R)", body)
-        self.reject_button.setStyleSheet("background-color: #ef9a9a")
-        self.reject_button.clicked.connect(lambda: self.decide("rejected"))
-        decide.addWidget(self.reject_button)
-        self.uncertain_button = QPushButton("Uncertain (U)", body)
-        self.uncertain_button.setStyleSheet("background-color: #ffe082")
-        self.uncertain_button.clicked.connect(lambda: self.decide("uncertain"))
-        decide.addWidget(self.uncertain_button)
-        outer.addLayout(decide)
-        form = QFormLayout()
-        self.comment = QLineEdit(body)
-        self.comment.setPlaceholderText("optional note saved with the decision")
-        form.addRow("Comment", self.comment)
-        self.analyst = QLineEdit(body)
-        self.analyst.setText(QgsSettings().value(SETTINGS_ANALYST, "", type=str)
-                             or default_analyst())
-        self.analyst.editingFinished.connect(
-            lambda: QgsSettings().setValue(SETTINGS_ANALYST, self.analyst.text().strip()))
-        form.addRow("Analyst", self.analyst)
-        outer.addLayout(form)
+        outer.addLayout(button_row(self, body, (
+            ("confirm_button", "Confirm (C)", lambda: self.decide("confirmed"),
+             "background-color: #8fd18f"),
+            ("reject_button", "Reject (R)", lambda: self.decide("rejected"),
+             "background-color: #ef9a9a"),
+            ("uncertain_button", "Uncertain (U)", lambda: self.decide("uncertain"),
+             "background-color: #ffe082"))))
+        outer.addLayout(analyst_form(self, body, "optional note saved with the decision"))
         prog = QHBoxLayout()
         self.progress = QProgressBar(body)
         self.progress.setFormat("%v / %m validated")
@@ -188,22 +153,14 @@ class ValidationDock(QDockWidget):
         self.report_button.clicked.connect(lambda: self.export_report())
         prog.addWidget(self.report_button)
         outer.addLayout(prog)
-        self.status_label = QLabel(body)
-        self.status_label.setWordWrap(True)
-        outer.addWidget(self.status_label)
-        self.setWidget(body)
+        finish_dock(self, body, outer)
 
     def _shortcuts(self):
-        self.shortcuts = []
-        for key, slot in (("C", lambda: self.decide("confirmed")),
-                          ("R", lambda: self.decide("rejected")),
-                          ("U", lambda: self.decide("uncertain")),
-                          ("N", self.next), ("P", self.previous),
-                          (QKeySequence.StandardKey.Undo, self.undo)):
-            sc = QShortcut(QKeySequence(key), self.widget())
-            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            sc.activated.connect(slot)
-            self.shortcuts.append(sc)
+        install_shortcuts(self, (("C", lambda: self.decide("confirmed")),
+                                 ("R", lambda: self.decide("rejected")),
+                                 ("U", lambda: self.decide("uncertain")),
+                                 ("N", self.next), ("P", self.previous),
+                                 (QKeySequence.StandardKey.Undo, self.undo)))
 
     # --------------------------------------------------------------------- layer
     def open_file(self, path=None):
