@@ -675,14 +675,12 @@ def _run_previews_body(catalog, pairs, idx, factor, window, step, search, ncc_mi
 # ----------------------------------------------------------------------------- selection
 
 def _budget(n_dates, budget_pairs, budget_pairs_per_date, budget_cpu_s, pair_cost_s):
+    """The pair budget: the smallest of the given limits (None = no limit). The bounds
+    of the limits are checked by :meth:`PairingParams.validate`."""
     limits = []
     if budget_pairs is not None:
-        if int(budget_pairs) < 0:
-            raise ParameterError("budget_pairs must be >= 0 (got %r)." % budget_pairs)
         limits.append(int(budget_pairs))
     if budget_pairs_per_date is not None:
-        if budget_pairs_per_date < 0:
-            raise ParameterError("budget_pairs_per_date must be >= 0.")
         limits.append(int(round(budget_pairs_per_date * n_dates)))
     if budget_cpu_s is not None:
         if not pair_cost_s or not np.isfinite(pair_cost_s) or pair_cost_s <= 0:
@@ -713,6 +711,44 @@ def pairing_params(params=None, **overrides):
     return replace(params, **overrides).validate()
 
 
+@dataclass
+class _Run:
+    """What the phases of one :func:`select_pairs` call share and fill in, in order."""
+
+    catalog: object
+    prm: PairingParams
+    progress: object
+    history_folder: object = None
+    training_csv: object = None
+    recs: list = None
+    n: int = 0
+    rng: object = None
+    timings: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    # candidates
+    pairs: list = None
+    inr: list = None
+    pixel: float = float("nan")
+    exp_px: float = 0.0
+    cloud_fill: float = 0.0
+    # previews and model
+    preview_results: dict = field(default_factory=dict)
+    pair_cost: object = None
+    model: object = None
+    prior: dict = None
+    # usability and weights
+    q_ref: float = float("nan")
+    q_min: float = float("nan")
+    date_prev: dict = None
+    unusable: dict = None
+    date_clear: list = None
+    usable: list = None
+    # selection
+    budget: object = None
+    excluded: list = field(default_factory=list)
+
+
 def select_pairs(catalog, params=None, *, history_folder=None, training_csv=None,
                  progress=None, **overrides):
     """Choose the pairs to correlate; see the module documentation.
@@ -731,90 +767,127 @@ def select_pairs(catalog, params=None, *, history_folder=None, training_csv=None
         name is a :class:`.errors.ParameterError`.
 
     Returns a :class:`PairSelection`: every candidate with its decision and reason.
+    Phases, in this order (module documentation): :func:`_start`, :func:`_candidates`,
+    :func:`_previews`, :func:`_pair_cost`, :func:`_fit_model`, :func:`_usability`,
+    :func:`_select`, :func:`_network_report`, :func:`_selection_result`.
     """
-    prm = pairing_params(params, **overrides)
-    progress = as_progress(progress)
-    (strategy, budget_pairs_per_date, budget_pairs, budget_cpu_s, min_pairs_per_date,
-     min_baseline_days, max_baseline_days, seasonal_window_days, previews, preview_sample,
-     preview_factor, preview_window, preview_step, preview_search, window, step, search,
-     expected_velocity_m_per_yr, criterion, min_quality, min_quality_rel, pair_cost_s, seed,
-     ncc_min, blocks, motion_error_fraction, quality_weighting, min_clear_factor,
-     max_velocity_m_per_day) = (getattr(prm, n) for n in PairingParams.names())
-    recs = catalog.records
-    n = len(recs)
-    if n < 2:
+    run = _Run(catalog, pairing_params(params, **overrides), as_progress(progress),
+               history_folder, training_csv)
+    _start(run)
+    _candidates(run)
+    _previews(run)
+    _pair_cost(run)
+    _fit_model(run)
+    _usability(run)
+    _select(run)
+    _network_report(run)
+    return _selection_result(run)
+
+
+def _start(run):
+    """The catalog's dates (at least two) and the random generator."""
+    run.recs = run.catalog.records
+    run.n = len(run.recs)
+    if run.n < 2:
         raise InputError("At least two dated images are needed to form pairs (the catalog "
-                         "has %d). Check the catalog problems." % n)
-    rng = np.random.default_rng(seed)
-    timings = {}
-    problems, notes = [], []
-    pairs = candidate_pairs(catalog, min_baseline_days, max_baseline_days,
-                            seasonal_window_days)
-    inr = [k for k, p in enumerate(pairs) if p.in_range]
-    if not inr:
+                         "has %d). Check the catalog problems." % run.n)
+    run.rng = np.random.default_rng(run.prm.seed)
+
+
+def _candidates(run):
+    """Phase 1-2: every candidate pair (:func:`candidate_pairs`) with its cheap features
+    and its reach (search range, or the fast-motion setting's displacement)."""
+    prm, recs = run.prm, run.recs
+    pairs = candidate_pairs(run.catalog, prm.min_baseline_days, prm.max_baseline_days,
+                            prm.seasonal_window_days)
+    run.pairs = pairs
+    run.inr = [k for k, p in enumerate(pairs) if p.in_range]
+    if not run.inr:
         raise ParameterError("No pair has a baseline between %s and %s days: widen the "
-                             "baseline range." % (min_baseline_days, max_baseline_days))
+                             "baseline range." % (prm.min_baseline_days,
+                                                  prm.max_baseline_days))
     pixel = abs(recs[0].transform[0]) if recs[0].transform else float("nan")
-    exp_px = (expected_velocity_m_per_yr / pixel) if (expected_velocity_m_per_yr and
-                                                      np.isfinite(pixel) and pixel > 0) else 0.0
+    v = prm.expected_velocity_m_per_yr
+    run.pixel = pixel
+    run.exp_px = (v / pixel) if (v and np.isfinite(pixel) and pixel > 0) else 0.0
     known = [r.cloud_fraction for r in recs if np.isfinite(r.cloud_fraction)]
-    cloud_fill = float(np.median(known)) if known else 0.0
-    vmax = float(max_velocity_m_per_day or 0.0)
+    run.cloud_fill = float(np.median(known)) if known else 0.0
+    vmax = float(prm.max_velocity_m_per_day or 0.0)
     for p in pairs:
-        p.extra["reach_px"] = max(float(search), vmax * p.baseline_days / pixel
+        p.extra["reach_px"] = max(float(prm.search), vmax * p.baseline_days / pixel
                                   if vmax > 0 and np.isfinite(pixel) and pixel > 0 else 0.0)
-        p.features = pair_features(recs[p.i], recs[p.j], p.baseline_days, exp_px,
-                                   p.extra["reach_px"], 0.0, cloud_fill)
+        p.features = pair_features(recs[p.i], recs[p.j], p.baseline_days, run.exp_px,
+                                   p.extra["reach_px"], 0.0, run.cloud_fill)
 
-    # ---- previews
-    preview_results = {}
-    pair_cost = pair_cost_s
-    if previews:
-        from .common_grid import require_common_grid
-        require_common_grid(catalog)
-        t0 = time.perf_counter()
-        H, W = recs[0].height, recs[0].width
-        factor = int(preview_factor or max(2, int(math.ceil(max(H, W) / 512.0))))
-        psearch = int(preview_search or max(3, int(math.ceil(search / factor)) + 1))
-        sample = int(preview_sample if preview_sample is not None else n - 1 + n // 2)
-        idx = preview_pairs(pairs, n, max(0, min(sample, len(inr))), rng)
-        preview_results, n_win, t_corr = _run_previews(
-            catalog, pairs, idx, factor, preview_window, preview_step, psearch, ncc_min,
-            progress.sub(0.0, 0.8), blocks)
-        # a date judged only through pairs with poor partners is not known to be poor:
-        # one more preview with a partner that is known to be good (issue 14)
-        extra = confirmation_previews(pairs, preview_results, inr, n, min_clear_factor)
-        if extra:
-            more, n_more, t_more = _run_previews(
-                catalog, pairs, extra, factor, preview_window, preview_step, psearch,
-                ncc_min, progress.sub(0.8, 0.85), blocks)
-            preview_results.update(more)
-            t_corr += t_more
-            idx = list(idx) + list(extra)
-            notes.append("%d confirmation preview(s) for date(s) seen only beside poor "
-                         "dates" % len(extra))
-        timings["previews_s"] = time.perf_counter() - t0
-        timings["previews_correlation_s"] = t_corr
-        for pk, q in preview_results.items():
-            pairs[pk].preview = q
-        notes.append("%d preview correlation(s) at 1/%d resolution (window %d, step %d, "
-                     "search %d) in %.2f s" % (len(idx), factor, preview_window, preview_step,
-                                               psearch, timings["previews_s"]))
-    if pair_cost is None and budget_cpu_s is not None:
-        t0 = time.perf_counter()
-        pair_cost = _measure_pair_cost(catalog, pairs[inr[0]], window, step, search)
-        timings["cost_probe_s"] = time.perf_counter() - t0
-    timings["pair_cost_estimate_s"] = float(pair_cost) if pair_cost else float("nan")
 
-    # ---- model
+def _previews(run):
+    """Phase 3: the preview correlations (and the confirmation previews of dates seen
+    only beside poor dates); their results go to ``run.preview_results`` and to the
+    previewed pairs."""
+    prm, pairs, recs, n = run.prm, run.pairs, run.recs, run.n
+    if not prm.previews:
+        return
+    from .common_grid import require_common_grid
+    require_common_grid(run.catalog)
     t0 = time.perf_counter()
-    new_rows = [_training_row(pairs[pk], q, "preview") for pk, q in preview_results.items()]
-    tr_path = training_csv or (os.path.join(history_folder, "quality_training.csv")
-                               if history_folder else None)
+    H, W = recs[0].height, recs[0].width
+    factor = int(prm.preview_factor or max(2, int(math.ceil(max(H, W) / 512.0))))
+    psearch = int(prm.preview_search or max(3, int(math.ceil(prm.search / factor)) + 1))
+    sample = int(prm.preview_sample if prm.preview_sample is not None else n - 1 + n // 2)
+    idx = preview_pairs(pairs, n, max(0, min(sample, len(run.inr))), run.rng)
+    preview_results, n_win, t_corr = _run_previews(
+        run.catalog, pairs, idx, factor, prm.preview_window, prm.preview_step, psearch,
+        prm.ncc_min, run.progress.sub(0.0, 0.8), prm.blocks)
+    # a date judged only through pairs with poor partners is not known to be poor:
+    # one more preview with a partner that is known to be good (issue 14)
+    extra = confirmation_previews(pairs, preview_results, run.inr, n, prm.min_clear_factor)
+    if extra:
+        more, n_more, t_more = _run_previews(
+            run.catalog, pairs, extra, factor, prm.preview_window, prm.preview_step, psearch,
+            prm.ncc_min, run.progress.sub(0.8, 0.85), prm.blocks)
+        preview_results.update(more)
+        t_corr += t_more
+        idx = list(idx) + list(extra)
+        run.notes.append("%d confirmation preview(s) for date(s) seen only beside poor "
+                         "dates" % len(extra))
+    run.timings["previews_s"] = time.perf_counter() - t0
+    run.timings["previews_correlation_s"] = t_corr
+    for pk, q in preview_results.items():
+        pairs[pk].preview = q
+    run.notes.append("%d preview correlation(s) at 1/%d resolution (window %d, step %d, "
+                     "search %d) in %.2f s" % (len(idx), factor, prm.preview_window,
+                                               prm.preview_step, psearch,
+                                               run.timings["previews_s"]))
+    run.preview_results = preview_results
+
+
+def _pair_cost(run):
+    """The seconds per full-resolution pair: given, or measured on a crop when a CPU
+    budget needs it."""
+    prm = run.prm
+    run.pair_cost = prm.pair_cost_s
+    if run.pair_cost is None and prm.budget_cpu_s is not None:
+        t0 = time.perf_counter()
+        run.pair_cost = _measure_pair_cost(run.catalog, run.pairs[run.inr[0]], prm.window,
+                                           prm.step, prm.search)
+        run.timings["cost_probe_s"] = time.perf_counter() - t0
+    run.timings["pair_cost_estimate_s"] = (float(run.pair_cost) if run.pair_cost
+                                           else float("nan"))
+
+
+def _training_rows(run):
+    """(rows of this run, every training row, number of full-resolution rows, path of
+    the training file or None): the previews, the full results of earlier runs in the
+    history folder and the rows of the training file."""
+    pairs, notes = run.pairs, run.notes
+    new_rows = [_training_row(pairs[pk], q, "preview")
+                for pk, q in run.preview_results.items()]
+    tr_path = run.training_csv or (os.path.join(run.history_folder, "quality_training.csv")
+                                   if run.history_folder else None)
     full_used = 0
-    if history_folder:
+    if run.history_folder:
         by_key = {(p.reference_date, p.secondary_date): p for p in pairs}
-        for r in read_full_results(history_folder, ncc_min=ncc_min):
+        for r in read_full_results(run.history_folder, ncc_min=run.prm.ncc_min):
             if "problem" in r:
                 notes.append("earlier result skipped: " + r["problem"])
                 continue
@@ -829,14 +902,23 @@ def select_pairs(catalog, params=None, *, history_folder=None, training_csv=None
     rows = new_rows + [r for r in (read_training_csv(tr_path) if tr_path else [])
                        if (r["reference_date"], r["secondary_date"], r["source"]) not in have]
     full_used += sum(1 for r in rows[len(new_rows):] if r["source"] == "full")
+    return new_rows, rows, full_used, tr_path
+
+
+def _fit_model(run):
+    """Phase 4: the quality model fitted on the training rows predicts every candidate
+    (without any row: a prior from the cheap features); previewed pairs keep their
+    measured quality; the training file is updated."""
+    t0 = time.perf_counter()
+    pairs, notes = run.pairs, run.notes
+    new_rows, rows, full_used, tr_path = _training_rows(run)
     train_X = [np.array([float(r[f]) for f in FEATURES]) for r in rows]
     train_q = [float(r["quality"]) for r in rows]
     ti = [r["reference_date"] for r in rows]
     tj = [r["secondary_date"] for r in rows]
     tw = [1.0] * len(rows)
-    model = None
-    prior = {r.iso: 1.0 - (r.cloud_fraction if np.isfinite(r.cloud_fraction) else
-                            cloud_fill) for r in recs}
+    run.prior = prior = {r.iso: 1.0 - (r.cloud_fraction if np.isfinite(r.cloud_fraction)
+                                       else run.cloud_fill) for r in run.recs}
     if train_q:
         model = QualityModel().fit(np.array(train_X), np.array(train_q), ti, tj, tw)
         X = np.array([p.features for p in pairs])
@@ -847,6 +929,7 @@ def select_pairs(catalog, params=None, *, history_folder=None, training_csv=None
         for p, q in zip(pairs, pred):
             p.predicted_quality = float(q)
         notes.append(model.describe())
+        run.model = model
     else:
         # no preview, no history: prior from the cheap features only
         for p in pairs:
@@ -857,184 +940,253 @@ def select_pairs(catalog, params=None, *, history_folder=None, training_csv=None
             p.predicted_quality = float(q)
         notes.append("no previews or earlier results: quality predicted from cloud/valid "
                      "fractions, season and baseline only")
-    for pk, q in preview_results.items():
+    for pk, q in run.preview_results.items():
         pairs[pk].predicted_quality = float(q["quality"])
     if tr_path and new_rows:
         try:
             merge_training_rows(tr_path, new_rows)
         except Exception as exc:  # keep going: the training file is a cache
             notes.append("could not update %s: %s" % (tr_path, exc))
-    timings["model_s"] = time.perf_counter() - t0
+    run.timings["model_s"] = time.perf_counter() - t0
 
-    # ---- usability and weights, per spatial block (see module doc)
-    G = blocks * blocks
-    pq = [q["quality"] for q in preview_results.values()]
-    q_ref = float(np.percentile(pq, 90)) if pq else float(
-        np.percentile([pairs[k].predicted_quality for k in inr], 90))
-    q_ref = max(q_ref, 1e-3)
-    q_min = max(min_quality, min_quality_rel * q_ref)
+
+def _date_clear_blocks(run, bref):
+    """(previews' qualities by date, per-date clear fraction in each spatial block):
+    the best preview of the date in the block relative to ``bref``, or ``1 - cloud
+    fraction`` for a date without a preview."""
+    G = run.prm.blocks * run.prm.blocks
     date_prev = {}
-    clear = np.zeros((n, G))
-    seen = np.zeros(n, bool)
-    for pk, q in preview_results.items():
-        for d in (pairs[pk].i, pairs[pk].j):
+    clear = np.zeros((run.n, G))
+    seen = np.zeros(run.n, bool)
+    for pk, q in run.preview_results.items():
+        for d in (run.pairs[pk].i, run.pairs[pk].j):
             date_prev.setdefault(d, []).append(q["quality"])
             clear[d] = np.maximum(clear[d], q["blocks"])
             seen[d] = True
+    clear = np.minimum(clear / bref, 1.0)
+    for d in range(run.n):
+        if not seen[d]:
+            cf = run.recs[d].cloud_fraction
+            clear[d] = 1.0 - (cf if np.isfinite(cf) else run.cloud_fill)
+    return date_prev, clear
+
+
+def _usability(run):
+    """Phase 5 (first half): reference and minimum quality, unusable dates, and each
+    in-range pair's block weights (quality x motion term) or the reason it is not usable;
+    the weights of the usable pairs are normalised to a maximum of 1."""
+    prm, pairs, recs, preview_results = run.prm, run.pairs, run.recs, run.preview_results
+    pq = [q["quality"] for q in preview_results.values()]
+    q_ref = float(np.percentile(pq, 90)) if pq else float(
+        np.percentile([pairs[k].predicted_quality for k in run.inr], 90))
+    q_ref = max(q_ref, 1e-3)
+    q_min = max(prm.min_quality, prm.min_quality_rel * q_ref)
     bref = max(float(np.percentile(np.concatenate([q["blocks"] for q in preview_results.values()]),
                                    90)) if preview_results else 1.0, 1e-3)
-    clear = np.minimum(clear / bref, 1.0)
-    for d in range(n):
-        if not seen[d]:
-            cf = recs[d].cloud_fraction
-            clear[d] = 1.0 - (cf if np.isfinite(cf) else cloud_fill)
+    date_prev, clear = _date_clear_blocks(run, bref)
     # motion-dependent error: sigma_p^2 = sigma_c^2 + (gamma * v * dt)^2 (see module doc)
-    v_px, sigma_c = _motion_model(pairs, preview_results, exp_px, q_min, notes, pixel)
+    v_px, sigma_c = _motion_model(pairs, preview_results, run.exp_px, q_min, run.notes,
+                                  run.pixel)
     # per-date clear factor: the lower of the previews' evidence (the model's c_i) and
     # the images' own (1 - cloud / perturbed fraction); unusable dates (module doc)
+    prior, model = run.prior, run.model
     date_clear = [min(float(model.date_effects.get(r.iso, prior[r.iso])), float(prior[r.iso]))
                   if model is not None else float(prior[r.iso]) for r in recs]
-    quality_aware = strategy in ("optimal", "seasonal")
+    quality_aware = prm.strategy in ("optimal", "seasonal")
     unusable = {d: "date %s unusable: clear factor %.2f < %.2g" % (
-        recs[d].iso, date_clear[d], min_clear_factor)
-        for d in range(n) if quality_aware and date_clear[d] < min_clear_factor}
-    usable = []
-    for k in inr:
-        p = pairs[k]
-        p.score = round(p.predicted_quality, 4)
-        ratio = motion_error_fraction * v_px * (p.baseline_days / DAYS_PER_YEAR) / sigma_c
-        p.extra["motion_factor"] = 1.0 / (1.0 + ratio * ratio)
-        if p.preview is not None:
-            qb = np.minimum(p.preview["blocks"] / bref, 1.0)
-        else:
-            cc = clear[p.i] * clear[p.j]
-            qb = np.minimum(cc * (p.predicted_quality / q_ref) / max(float(cc.mean()), 0.05), 1.0)
-        qb = np.clip(qb, 0.0, 1.0)
-        wq = qb / (1.1 - qb) if quality_weighting == "odds" else qb ** float(quality_weighting)
-        p.block_weights = np.where(qb * q_ref >= q_min, wq, 0.0) * p.extra["motion_factor"]
-        p.weight = float(p.block_weights.mean())
-        motion = p.features[FEATURES.index("motion_ratio")]
-        if motion > 1.0:
-            p.reason = "rejected: expected motion %.1f px > search %.0f px" % (
-                motion * p.extra["reach_px"], p.extra["reach_px"])
-            p.weight = 0.0
-            continue
-        if p.predicted_quality < q_min or not (p.block_weights > 0).any():
-            p.reason = "rejected: predicted quality %.2f < %.2f%s" % (
-                p.predicted_quality, q_min, _why_poor(p, recs, date_prev, q_min))
-            p.weight = 0.0
-            continue
-        bad_dates = [unusable[d] for d in (p.i, p.j) if d in unusable]
-        if bad_dates:
-            p.reason = "rejected: " + "; ".join(bad_dates)
-            p.weight = 0.0
-            continue
-        usable.append(k)
+        recs[d].iso, date_clear[d], prm.min_clear_factor)
+        for d in range(run.n) if quality_aware and date_clear[d] < prm.min_clear_factor}
+    usable = [k for k in run.inr
+              if _pair_usable(pairs[k], prm, v_px, sigma_c, bref, clear, q_ref, q_min,
+                              unusable, recs, date_prev)]
     wmax = max([float(pairs[k].block_weights.max()) for k in usable] or [1.0])
     for k in usable:
         pairs[k].block_weights = pairs[k].block_weights / wmax
         pairs[k].weight /= wmax
+    run.q_ref, run.q_min, run.date_prev = q_ref, q_min, date_prev
+    run.unusable, run.date_clear, run.usable = unusable, date_clear, usable
 
-    budget = _budget(n, budget_pairs, budget_pairs_per_date, budget_cpu_s, pair_cost)
+
+def _pair_usable(p, prm, v_px, sigma_c, bref, clear, q_ref, q_min, unusable, recs, date_prev):
+    """Set the score, motion factor, block weights and weight of the in-range pair
+    ``p``; False (with the reason) when it is not usable: expected motion beyond its
+    reach, predicted quality too low, or an unusable date."""
+    p.score = round(p.predicted_quality, 4)
+    ratio = prm.motion_error_fraction * v_px * (p.baseline_days / DAYS_PER_YEAR) / sigma_c
+    p.extra["motion_factor"] = 1.0 / (1.0 + ratio * ratio)
+    if p.preview is not None:
+        qb = np.minimum(p.preview["blocks"] / bref, 1.0)
+    else:
+        cc = clear[p.i] * clear[p.j]
+        qb = np.minimum(cc * (p.predicted_quality / q_ref) / max(float(cc.mean()), 0.05), 1.0)
+    qb = np.clip(qb, 0.0, 1.0)
+    qw = prm.quality_weighting
+    wq = qb / (1.1 - qb) if qw == "odds" else qb ** float(qw)
+    p.block_weights = np.where(qb * q_ref >= q_min, wq, 0.0) * p.extra["motion_factor"]
+    p.weight = float(p.block_weights.mean())
+    motion = p.features[FEATURES.index("motion_ratio")]
+    if motion > 1.0:
+        p.reason = "rejected: expected motion %.1f px > search %.0f px" % (
+            motion * p.extra["reach_px"], p.extra["reach_px"])
+        p.weight = 0.0
+        return False
+    if p.predicted_quality < q_min or not (p.block_weights > 0).any():
+        p.reason = "rejected: predicted quality %.2f < %.2f%s" % (
+            p.predicted_quality, q_min, _why_poor(p, recs, date_prev, q_min))
+        p.weight = 0.0
+        return False
+    bad_dates = [unusable[d] for d in (p.i, p.j) if d in unusable]
+    if bad_dates:
+        p.reason = "rejected: " + "; ".join(bad_dates)
+        p.weight = 0.0
+        return False
+    return True
+
+
+def _select(run):
+    """Phase 5 (second half): the budget, then the strategy's selection."""
+    prm, pairs, inr, n = run.prm, run.pairs, run.inr, run.n
+    budget = _budget(n, prm.budget_pairs, prm.budget_pairs_per_date, prm.budget_cpu_s,
+                     run.pair_cost)
     t0 = time.perf_counter()
+    strategy = prm.strategy
     if strategy == "all":
         for k in inr:
             pairs[k].selected = True
             pairs[k].stage = "all"
             pairs[k].reason = "selected: all pairs within the baseline range"
         if budget is not None and budget < len(inr):
-            notes.append("strategy 'all' ignores the budget (%d pairs instead of %d)" % (
+            run.notes.append("strategy 'all' ignores the budget (%d pairs instead of %d)" % (
                 len(inr), budget))
         budget = None
     elif strategy == "sequential":
         _select_sequential(pairs, inr, n, budget)
     elif strategy == "random":
-        _select_random(pairs, inr, budget, rng, seed)
+        _select_random(pairs, inr, budget, run.rng, prm.seed)
     else:
-        cand = usable
+        cand = run.usable
         if strategy == "seasonal":
-            win = seasonal_window_days if seasonal_window_days is not None else 30
-            cand = [k for k in usable if _is_seasonal(pairs[k], win)]
-            for k in usable:
-                if k not in set(cand):
-                    pairs[k].reason = "rejected: not seasonal (baseline %d d, season " \
-                                      "difference %.0f d > %d d)" % (
-                                          pairs[k].baseline_days,
-                                          _season_days(recs[pairs[k].i].date,
-                                                       recs[pairs[k].j].date), win)
-        _select_design(pairs, cand, n, budget, min_pairs_per_date, criterion,
-                       by_quality=(strategy == "seasonal"), progress=progress.sub(0.8, 1.0))
-    timings["selection_s"] = time.perf_counter() - t0
+            cand = _seasonal_candidates(run)
+        _select_design(pairs, cand, n, budget, prm.min_pairs_per_date, prm.criterion,
+                       by_quality=(strategy == "seasonal"),
+                       progress=run.progress.sub(0.8, 1.0))
+    run.timings["selection_s"] = time.perf_counter() - t0
+    run.budget = budget
 
-    # ---- reasons for the rest, connectivity report
-    for k in inr:
+
+def _seasonal_candidates(run):
+    """The usable pairs that are short or anniversary pairs (the others get their
+    reason)."""
+    pairs, recs = run.pairs, run.recs
+    win = run.prm.seasonal_window_days if run.prm.seasonal_window_days is not None else 30
+    cand = [k for k in run.usable if _is_seasonal(pairs[k], win)]
+    for k in run.usable:
+        if k not in set(cand):
+            pairs[k].reason = "rejected: not seasonal (baseline %d d, season " \
+                              "difference %.0f d > %d d)" % (
+                                  pairs[k].baseline_days,
+                                  _season_days(recs[pairs[k].i].date,
+                                               recs[pairs[k].j].date), win)
+    return cand
+
+
+def _network_report(run):
+    """Reasons for the pairs left without one, excluded dates and the connectivity
+    problems of the selected network."""
+    prm, pairs, recs, n = run.prm, run.pairs, run.recs, run.n
+    for k in run.inr:
         p = pairs[k]
         if not p.selected and not p.reason:
             p.reason = "rejected: budget reached"
             if np.isfinite(p.gain):
                 p.reason += " (gain %.3g)" % p.gain
-    usable_dates = set()
-    for k in usable:
-        usable_dates.update((pairs[k].i, pairs[k].j))
     sel_edges = [(p.i, p.j) for p in pairs if p.selected]
     deg = np.zeros(n, int)
     for i, j in sel_edges:
         deg[i] += 1
         deg[j] += 1
-    excluded = []
-    for d in range(n):
-        if d in unusable:
-            excluded.append(recs[d].iso)
-            notes.append("date %s excluded: clear factor %.2f < min_clear_factor %.2g, "
-                         "none of its pairs is used (%s)" % (
-                             recs[d].iso, date_clear[d], min_clear_factor,
-                             _date_evidence(d, recs, date_prev)))
-        elif deg[d] == 0:
-            if d not in usable_dates and strategy in ("optimal", "seasonal"):
-                excluded.append(recs[d].iso)
-                problems.append("date %s excluded: no usable pair (%s)" % (
-                    recs[d].iso, _date_evidence(d, recs, date_prev)))
-            else:
-                problems.append("date %s is in no selected pair (budget %s too small or "
-                                "strategy %s)" % (recs[d].iso, budget, strategy))
+    _excluded_dates(run, deg)
     comps = [c for c in connected_components(n, sel_edges) if any(deg[k] for k in c)]
     if len(comps) > 1:
-        problems.append("the selected network has %d disconnected parts (%s): their relative "
-                        "displacement is fixed only by the inversion's regularisation" % (
-                            len(comps), "; ".join("%s..%s (%d dates)" % (
-                                recs[c[0]].iso, recs[c[-1]].iso, len(c)) for c in comps)))
-        if unusable:
-            # a part cut off from the main network next to unusable dates: say which
-            main = set(max(comps, key=len))
-            for c in comps:
-                if set(c) == main:
-                    continue
-                near = sorted({recs[b].iso for k in inr
-                               for a, b in ((pairs[k].i, pairs[k].j), (pairs[k].j, pairs[k].i))
-                               if a in c and b in unusable})
-                if near:
-                    problems.append("date(s) %s cannot be connected to the main network "
-                                    "(%s..%s) through usable pairs; their in-range pairs "
-                                    "with unusable date(s) %s were not used" % (
-                                        ", ".join(recs[k].iso for k in c), recs[min(main)].iso,
-                                        recs[max(main)].iso, ", ".join(near)))
-    if strategy in ("optimal", "seasonal"):
+        _disconnected_parts(run, comps)
+    if prm.strategy in ("optimal", "seasonal"):
         for d in range(n):
-            if 0 < deg[d] < min_pairs_per_date:
-                notes.append("date %s has only %d selected pair(s) (< %d): not enough usable "
-                             "pairs within the budget" % (recs[d].iso, deg[d],
-                                                          min_pairs_per_date))
-    if budget is not None:
-        timings["estimated_correlation_s"] = len(sel_edges) * (pair_cost or float("nan"))
-    params = dict(strategy=strategy, budget_pairs_per_date=budget_pairs_per_date,
-                  budget_pairs=budget_pairs, budget_cpu_s=budget_cpu_s,
-                  min_pairs_per_date=min_pairs_per_date, min_baseline_days=min_baseline_days,
-                  max_baseline_days=max_baseline_days,
-                  seasonal_window_days=seasonal_window_days, previews=bool(previews),
-                  preview_sample=preview_sample, criterion=criterion, seed=seed,
-                  min_clear_factor=min_clear_factor, q_ref=q_ref, q_min=q_min)
-    return PairSelection([r.iso for r in recs], [r.path for r in recs], pairs, strategy,
-                         budget, problems, notes, timings, model, excluded, params)
+            if 0 < deg[d] < prm.min_pairs_per_date:
+                run.notes.append("date %s has only %d selected pair(s) (< %d): not enough "
+                                 "usable pairs within the budget" % (
+                                     recs[d].iso, deg[d], prm.min_pairs_per_date))
+    if run.budget is not None:
+        run.timings["estimated_correlation_s"] = len(sel_edges) * (run.pair_cost
+                                                                   or float("nan"))
+
+
+def _excluded_dates(run, deg):
+    """Dates excluded (unusable, or without a usable pair) and dates in no selected pair
+    (``deg``: selected pairs per date)."""
+    recs, unusable, date_prev = run.recs, run.unusable, run.date_prev
+    usable_dates = set()
+    for k in run.usable:
+        usable_dates.update((run.pairs[k].i, run.pairs[k].j))
+    for d in range(run.n):
+        if d in unusable:
+            run.excluded.append(recs[d].iso)
+            run.notes.append("date %s excluded: clear factor %.2f < min_clear_factor %.2g, "
+                             "none of its pairs is used (%s)" % (
+                                 recs[d].iso, run.date_clear[d], run.prm.min_clear_factor,
+                                 _date_evidence(d, recs, date_prev)))
+        elif deg[d] == 0:
+            if d not in usable_dates and run.prm.strategy in ("optimal", "seasonal"):
+                run.excluded.append(recs[d].iso)
+                run.problems.append("date %s excluded: no usable pair (%s)" % (
+                    recs[d].iso, _date_evidence(d, recs, date_prev)))
+            else:
+                run.problems.append("date %s is in no selected pair (budget %s too small or "
+                                    "strategy %s)" % (recs[d].iso, run.budget,
+                                                      run.prm.strategy))
+
+
+def _disconnected_parts(run, comps):
+    """The problem lines of a selected network in several parts (``comps``), naming the
+    parts cut off next to unusable dates."""
+    recs, pairs, unusable = run.recs, run.pairs, run.unusable
+    run.problems.append("the selected network has %d disconnected parts (%s): their "
+                        "relative displacement is fixed only by the inversion's "
+                        "regularisation" % (len(comps), "; ".join(
+                            "%s..%s (%d dates)" % (recs[c[0]].iso, recs[c[-1]].iso, len(c))
+                            for c in comps)))
+    if not unusable:
+        return
+    # a part cut off from the main network next to unusable dates: say which
+    main = set(max(comps, key=len))
+    for c in comps:
+        if set(c) == main:
+            continue
+        near = sorted({recs[b].iso for k in run.inr
+                       for a, b in ((pairs[k].i, pairs[k].j), (pairs[k].j, pairs[k].i))
+                       if a in c and b in unusable})
+        if near:
+            run.problems.append("date(s) %s cannot be connected to the main network "
+                                "(%s..%s) through usable pairs; their in-range pairs "
+                                "with unusable date(s) %s were not used" % (
+                                    ", ".join(recs[k].iso for k in c), recs[min(main)].iso,
+                                    recs[max(main)].iso, ", ".join(near)))
+
+
+def _selection_result(run):
+    """The :class:`PairSelection` of a finished run (its ``params``: the main settings
+    and the quality thresholds used)."""
+    prm, recs = run.prm, run.recs
+    params = dict(strategy=prm.strategy, budget_pairs_per_date=prm.budget_pairs_per_date,
+                  budget_pairs=prm.budget_pairs, budget_cpu_s=prm.budget_cpu_s,
+                  min_pairs_per_date=prm.min_pairs_per_date,
+                  min_baseline_days=prm.min_baseline_days,
+                  max_baseline_days=prm.max_baseline_days,
+                  seasonal_window_days=prm.seasonal_window_days, previews=bool(prm.previews),
+                  preview_sample=prm.preview_sample, criterion=prm.criterion, seed=prm.seed,
+                  min_clear_factor=prm.min_clear_factor, q_ref=run.q_ref, q_min=run.q_min)
+    return PairSelection([r.iso for r in recs], [r.path for r in recs], run.pairs,
+                         prm.strategy, run.budget, run.problems, run.notes, run.timings,
+                         run.model, run.excluded, params)
 
 
 def _motion_model(pairs, preview_results, exp_px, q_min, notes, pixel):
