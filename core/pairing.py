@@ -105,9 +105,11 @@ from .raster_io import write_text_atomic
 __all__ = ["Pair", "PairSelection", "PairsTable", "PairingParams", "candidate_pairs",
            "select_pairs", "pairing_params",
            "write_pairs_csv", "read_pairs_csv", "network_summary", "write_network_summary",
-           "connected_components", "STRATEGIES", "PAIRS_COLUMNS", "preview_pairs"]
+           "connected_components", "STRATEGIES", "CRITERIA", "PAIRS_COLUMNS", "preview_pairs"]
 
 STRATEGIES = ("optimal", "sequential", "seasonal", "all", "random")
+#: design criteria of the optimal strategy: log det (D) or mean variance (A)
+CRITERIA = ("A", "D")
 #: columns written after the SPEC ones (:data:`.pairs_file.EXTRA_COLUMNS`)
 EXTRA_COLUMNS = pairs_file.EXTRA_COLUMNS
 
@@ -302,7 +304,7 @@ class PairingParams:
         if self.strategy not in STRATEGIES:
             raise ParameterError("Unknown pairing strategy '%s'; choose one of %s." % (
                 self.strategy, ", ".join(STRATEGIES)))
-        if self.criterion not in ("A", "D"):
+        if self.criterion not in CRITERIA:
             raise ParameterError("criterion must be 'A' or 'D' (got %r)." % self.criterion)
         try:
             self.min_clear_factor = float(self.min_clear_factor)

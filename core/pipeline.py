@@ -50,6 +50,7 @@ import numpy as np
 
 from .errors import Cancelled, InputError, ParameterError, SlideWatchError
 from . import products as prod
+from .pairing import PairingParams
 from .progress import Progress, as_progress
 from .raster_io import ensure_writable_folder, remove_stale_partials, write_text_atomic
 
@@ -78,8 +79,11 @@ class PipelineParams:
     Pairing
         ``pair_strategy``: "optimal" (default; quality model picks the most informative
         pairs), or another strategy of :mod:`.pairing`; ``pairs_per_date``: budget of
-        pairs per date (3); ``pairing_options``: further keyword options of
-        ``select_pairs`` (dict).
+        pairs per date (3); both default to :class:`.pairing.PairingParams`'s.
+        ``pairing_options``: further fields of :class:`.pairing.PairingParams` (dict;
+        ``training_csv`` too; names that are not fields are left out, with a log line).
+        The window, step, search and ``max_velocity_m_per_day`` of the correlation are
+        passed to the pairing as well.
     Correlation
         ``window`` (32 px), ``step`` (8 px: the output grid spacing), ``search`` (8 px:
         largest displacement looked for), ``stable_ground`` ("median", default: the
@@ -123,8 +127,8 @@ class PipelineParams:
     band: object = None
     grid_extent: str = "intersection"
     grid_resampling: str = "cubic"
-    pair_strategy: str = "optimal"
-    pairs_per_date: int = 3
+    pair_strategy: str = PairingParams.strategy
+    pairs_per_date: int = PairingParams.budget_pairs_per_date
     pairing_options: dict = field(default_factory=dict)
     window: int = 32
     step: int = 8

@@ -8,7 +8,19 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingOutputString,
                        QgsProcessingParameterNumber)
 
 from ..core import products as prod
+from ..core.pairing import CRITERIA, STRATEGIES, PairingParams
 from .base import SlideWatchAlgorithm
+
+
+def _bounds(name):
+    """minValue / maxValue of a number parameter from :data:`PairingParams.BOUNDS`."""
+    lo, hi = PairingParams.BOUNDS[name]
+    out = {}
+    if lo is not None:
+        out["minValue"] = lo
+    if hi is not None:
+        out["maxValue"] = hi
+    return out
 
 
 class SelectPairsAlgorithm(SlideWatchAlgorithm):
@@ -74,49 +86,75 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
     CRITERION = "CRITERION"
     SEED = "SEED"
     OUTPUT = "OUTPUT_FOLDER"
-    STRATEGIES = ["optimal", "sequential", "seasonal", "all", "random"]
-    CRITERIA = ["A", "D"]
+    STRATEGIES = list(STRATEGIES)
+    CRITERIA = list(CRITERIA)
 
     def initAlgorithm(self, config=None):  # noqa: N802
+        """Parameters with the defaults and bounds of :class:`.pairing.PairingParams`
+        (0 stands for its None: no limit / automatic)."""
         Num = QgsProcessingParameterNumber
+        d = PairingParams()
+
+        def num(key, label, kind, field, default):
+            self.addParameter(Num(key, self.tr(label), kind, default, **_bounds(field)))
+
         self.addParameter(QgsProcessingParameterFile(
             self.CATALOG, self.tr("Catalog (catalog.csv)"), extension="csv"))
         self.addParameter(QgsProcessingParameterEnum(
-            self.STRATEGY, self.tr("Strategy"), self.STRATEGIES, defaultValue=0))
-        self.addParameter(Num(self.PER_DATE, self.tr("Pairs per date (budget)"), Num.Double,
-                              3.0, minValue=0.0))
-        self.addParameter(Num(self.MAX_PAIRS, self.tr("Maximum number of pairs (0 = none)"),
-                              Num.Integer, 0, minValue=0))
-        self.addParameter(Num(self.CPU, self.tr("CPU budget (s, 0 = none)"),
-                              Num.Double, 0.0, minValue=0.0))
-        self.addParameter(Num(self.KMIN, self.tr("Minimum pairs per date"), Num.Integer, 2,
-                              minValue=0))
-        self.addParameter(Num(self.MIN_BL, self.tr("Minimum baseline (days)"), Num.Integer, 1,
-                              minValue=0))
-        self.addParameter(Num(self.MAX_BL, self.tr("Maximum baseline (days)"), Num.Integer,
-                              365, minValue=1))
-        self.addParameter(Num(self.SEASON, self.tr("Seasonal window (days, 0 = none)"),
-                              Num.Integer, 0, minValue=0, maxValue=182))
+            self.STRATEGY, self.tr("Strategy"), self.STRATEGIES,
+            defaultValue=self.STRATEGIES.index(d.strategy)))
+        num(self.PER_DATE, "Pairs per date (budget)", Num.Double, "budget_pairs_per_date",
+            float(d.budget_pairs_per_date or 0))
+        num(self.MAX_PAIRS, "Maximum number of pairs (0 = none)", Num.Integer, "budget_pairs",
+            d.budget_pairs or 0)
+        num(self.CPU, "CPU budget (s, 0 = none)", Num.Double, "budget_cpu_s",
+            float(d.budget_cpu_s or 0))
+        num(self.KMIN, "Minimum pairs per date", Num.Integer, "min_pairs_per_date",
+            d.min_pairs_per_date)
+        num(self.MIN_BL, "Minimum baseline (days)", Num.Integer, "min_baseline_days",
+            d.min_baseline_days)
+        num(self.MAX_BL, "Maximum baseline (days)", Num.Integer, "max_baseline_days",
+            d.max_baseline_days)
+        num(self.SEASON, "Seasonal window (days, 0 = none)", Num.Integer,
+            "seasonal_window_days", d.seasonal_window_days or 0)
         self.addParameter(QgsProcessingParameterBoolean(
-            self.PREVIEWS, self.tr("Preview correlations"), True))
-        self.addParameter(Num(self.SAMPLE, self.tr("Number of previews (0 = automatic)"),
-                              Num.Integer, 0, minValue=0))
-        self.addParameter(Num(self.VEL, self.tr("Expected maximum velocity (m/yr, 0 = no "
-                                                "limit)"), Num.Double, 0.0, minValue=0.0))
-        self.addParameter(Num(self.WINDOW, self.tr("Correlation window (px)"), Num.Integer, 32,
-                              minValue=8))
-        self.addParameter(Num(self.STEP, self.tr("Correlation step (px)"), Num.Integer, 8,
-                              minValue=1))
-        self.addParameter(Num(self.SEARCH, self.tr("Correlation search range (px)"),
-                              Num.Integer, 8, minValue=1))
+            self.PREVIEWS, self.tr("Preview correlations"), d.previews))
+        num(self.SAMPLE, "Number of previews (0 = automatic)", Num.Integer, "preview_sample",
+            d.preview_sample or 0)
+        num(self.VEL, "Expected maximum velocity (m/yr, 0 = no limit)", Num.Double,
+            "expected_velocity_m_per_yr", float(d.expected_velocity_m_per_yr or 0))
+        num(self.WINDOW, "Correlation window (px)", Num.Integer, "window", d.window)
+        num(self.STEP, "Correlation step (px)", Num.Integer, "step", d.step)
+        num(self.SEARCH, "Correlation search range (px)", Num.Integer, "search", d.search)
         self.addParameter(QgsProcessingParameterEnum(
-            self.CRITERION, self.tr("Design criterion"), self.CRITERIA, defaultValue=1))
-        self.addParameter(Num(self.SEED, self.tr("Seed"), Num.Integer, 0, minValue=0))
+            self.CRITERION, self.tr("Design criterion"), self.CRITERIA,
+            defaultValue=self.CRITERIA.index(d.criterion)))
+        num(self.SEED, "Seed", Num.Integer, "seed", d.seed)
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputString("PAIRS", self.tr(prod.PAIRS_CSV)))
         self.addOutput(QgsProcessingOutputString("SUMMARY", self.tr("network_summary.json")))
         self.addOutput(QgsProcessingOutputNumber("N_SELECTED", self.tr("Selected pairs")))
+
+    def pairing_params(self, parameters, context):
+        """The :class:`.pairing.PairingParams` of the parameter values (0 = None)."""
+        num = lambda key: self.parameterAsDouble(parameters, key, context)  # noqa: E731
+        inum = lambda key: self.parameterAsInt(parameters, key, context)  # noqa: E731
+        enum = lambda key, values: values[self.parameterAsEnum(parameters, key,  # noqa: E731
+                                                                context)]
+        return PairingParams(
+            strategy=enum(self.STRATEGY, self.STRATEGIES),
+            budget_pairs_per_date=num(self.PER_DATE) or None,
+            budget_pairs=inum(self.MAX_PAIRS) or None,
+            budget_cpu_s=num(self.CPU) or None,
+            min_pairs_per_date=inum(self.KMIN),
+            min_baseline_days=inum(self.MIN_BL), max_baseline_days=inum(self.MAX_BL),
+            seasonal_window_days=inum(self.SEASON) or None,
+            previews=self.parameterAsBool(parameters, self.PREVIEWS, context),
+            preview_sample=inum(self.SAMPLE) or None,
+            expected_velocity_m_per_yr=num(self.VEL) or None,
+            window=inum(self.WINDOW), step=inum(self.STEP), search=inum(self.SEARCH),
+            criterion=enum(self.CRITERION, self.CRITERIA), seed=inum(self.SEED))
 
     def compute(self, parameters, context, feedback, progress):
         from ..core.catalog import read_catalog_csv
@@ -129,23 +167,8 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
             progress.info("catalog: " + line)
         out = self.parameterAsString(parameters, self.OUTPUT, context)
         ensure_writable_folder(out)
-        num = lambda key: self.parameterAsDouble(parameters, key, context)  # noqa: E731
-        inum = lambda key: self.parameterAsInt(parameters, key, context)  # noqa: E731
-        sel = select_pairs(
-            cat,
-            strategy=self.STRATEGIES[self.parameterAsEnum(parameters, self.STRATEGY, context)],
-            budget_pairs_per_date=num(self.PER_DATE) or None,
-            budget_pairs=inum(self.MAX_PAIRS) or None,
-            budget_cpu_s=num(self.CPU) or None,
-            min_pairs_per_date=inum(self.KMIN),
-            min_baseline_days=inum(self.MIN_BL), max_baseline_days=inum(self.MAX_BL),
-            seasonal_window_days=inum(self.SEASON) or None,
-            previews=self.parameterAsBool(parameters, self.PREVIEWS, context),
-            preview_sample=inum(self.SAMPLE) or None,
-            expected_velocity_m_per_yr=num(self.VEL) or None,
-            window=inum(self.WINDOW), step=inum(self.STEP), search=inum(self.SEARCH),
-            criterion=self.CRITERIA[self.parameterAsEnum(parameters, self.CRITERION, context)],
-            seed=inum(self.SEED), history_folder=out, progress=progress)
+        sel = select_pairs(cat, self.pairing_params(parameters, context), history_folder=out,
+                           progress=progress)
         for line in sel.report().splitlines():
             progress.info(line)
         pairs_path = write_pairs_csv(sel, os.path.join(out, prod.PAIRS_CSV))

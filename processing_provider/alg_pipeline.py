@@ -17,12 +17,12 @@ from qgis.core import (QgsProcessing, QgsProcessingMultiStepFeedback, QgsProcess
                        QgsProcessingParameterString)
 
 from ..core import products as prod
+from ..core.pairing import STRATEGIES
 from .base import SlideWatchAlgorithm, feedback_progress
 from .layer_source import layer_file_source
 
 GRID_EXTENTS = ("intersection", "union", "reference")
 RESAMPLINGS = ("cubic", "bilinear", "lanczos", "nearest", "average")
-STRATEGIES = ("optimal", "sequential", "seasonal", "all", "random")
 #: "default" = the correlation module's own default (not passed)
 SUBPIXELS = ("default", "iterative", "parabola", "none")
 PREFILTERS = ("default", "none", "gaussian_hp", "wallis", "orientation")
