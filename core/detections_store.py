@@ -418,9 +418,48 @@ def _write_detections(path, features, crs_wkt=None, preserve=True, match_overlap
     -------
     dict: ``n_features``, ``n_validations_kept``, ``n_archived`` (validated polygons
     without a match now in ``detections_archive``), ``ids`` (list, in feature order).
+
+    Phases: :func:`_prepare_target`, :func:`_lock_previous` (and
+    :func:`_read_previous`), :func:`_assign_ids`, :func:`_carry_validations`,
+    :func:`_write_gpkg`, :func:`_check_written`, :func:`_replace_target`,
+    :func:`_release`.
     """
     ogr = _ogr()
-    from osgeo import osr
+    path, folder = _prepare_target(path, match_overlap)
+    tmp = os.path.join(folder, ".%s.%s.partial.gpkg" % (os.path.basename(path), uuid.uuid4().hex[:8]))
+    now = gpkg_timestamp()
+    run_id = uuid.uuid4().hex[:12]
+    lock_conn = None
+    try:
+        prev, arch = [], []
+        if preserve and os.path.exists(path):
+            lock_conn = _lock_previous(path, lock_timeout)
+            prev, arch = _read_previous(path)
+        new_geoms = [_geometry(ogr, f.get("geometry")) for f in features]
+        # ids: keep the id of the best-matching previous polygon (any status)
+        pool = prev + arch
+        ids = _assign_ids(ogr, new_geoms, pool, match_overlap)
+        touched = [r for r in pool if _touched(r)]
+        val_match = _match(ogr, new_geoms, touched, match_overlap) if touched else [None] * len(features)
+        records, kept, archived = _carry_validations(features, ids, touched, val_match, run_id,
+                                                     now)
+        _write_gpkg(tmp, crs_wkt, records, archived, new_geoms,
+                    (("run_id", run_id), ("written_at", now), ("superseded", "0"),
+                     ("match_overlap", str(match_overlap)),
+                     ("run_info", json.dumps(run_info or {}, default=str))))
+        _check_written(tmp)
+        _replace_target(tmp, path, lock_conn)
+    except OSError as exc:
+        raise OutputError("Could not write '%s': %s. Check free space and permissions."
+                          % (path, exc)) from exc
+    finally:
+        _release(lock_conn, tmp)
+    return {"n_features": len(records), "n_validations_kept": kept,
+            "n_archived": len(archived), "ids": ids, "run_id": run_id}
+
+
+def _prepare_target(path, match_overlap):
+    """(absolute path, its folder, created if needed) after checking ``match_overlap``."""
     if not 0.0 < float(match_overlap) <= 1.0:
         raise ParameterError("match_overlap must be in (0, 1]; got %r." % (match_overlap,))
     path = os.path.abspath(path)
@@ -429,154 +468,175 @@ def _write_detections(path, features, crs_wkt=None, preserve=True, match_overlap
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise OutputError("Cannot create folder '%s' for the detections: %s" % (folder, exc)) from exc
-    tmp = os.path.join(folder, ".%s.%s.partial.gpkg" % (os.path.basename(path), uuid.uuid4().hex[:8]))
-    now = gpkg_timestamp()
-    run_id = uuid.uuid4().hex[:12]
-    lock_conn = None
+    return path, folder
+
+
+def _lock_previous(path, lock_timeout):
+    """An sqlite3 connection holding the write lock (``BEGIN IMMEDIATE``) of the existing
+    file, so that no decision is written to it while the new file is made."""
+    lock_conn = _connect(path, timeout=lock_timeout)
     try:
-        prev, arch = [], []
-        if preserve and os.path.exists(path):
-            lock_conn = _connect(path, timeout=lock_timeout)
-            try:
-                lock_conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise OutputError("'%s' stayed locked by another program for %.0f s; close the "
-                                  "editing session on it (or wait) and run again."
-                                  % (path, lock_timeout)) from exc
-            except sqlite3.DatabaseError as exc:
-                raise OutputError("'%s' exists and is not a GeoPackage (%s). Move it away or "
-                                  "choose another output file." % (path, exc)) from exc
-            prev, arch = _read_previous(path)
-        new_geoms = [_geometry(ogr, f.get("geometry")) for f in features]
-        # ids: keep the id of the best-matching previous polygon (any status)
-        pool = prev + arch
-        id_match = _match(ogr, new_geoms, pool, match_overlap) if pool else [None] * len(features)
-        touched_idx = [i for i, r in enumerate(pool) if _touched(r)]
-        touched = [pool[i] for i in touched_idx]
-        val_match = _match(ogr, new_geoms, touched, match_overlap) if touched else [None] * len(features)
-        next_id = 1 + max([int(r.get("id") or r["fid"] or 0) for r in pool] + [0])
-        used_ids = set()
-        ids = []
-        for k in range(len(features)):
-            j = id_match[k]
-            cand = None
-            if j is not None:
-                cand = pool[j].get("id") or pool[j]["fid"]
-            if cand is None or cand in used_ids:
-                cand = next_id
-                next_id += 1
-            used_ids.add(int(cand))
-            ids.append(int(cand))
-        kept = 0
-        matched_touched = set()
-        records = []
-        for k, f in enumerate(features):
-            attrs = {n: f.get(n) for n, _ in ALL_FIELDS}
-            attrs["id"] = ids[k]
-            attrs["run_id"] = run_id
-            attrs["detected_at"] = now
+        lock_conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        lock_conn.close()
+        raise OutputError("'%s' stayed locked by another program for %.0f s; close the "
+                          "editing session on it (or wait) and run again."
+                          % (path, lock_timeout)) from exc
+    except sqlite3.DatabaseError as exc:
+        lock_conn.close()
+        raise OutputError("'%s' exists and is not a GeoPackage (%s). Move it away or "
+                          "choose another output file." % (path, exc)) from exc
+    return lock_conn
+
+
+def _assign_ids(ogr, new_geoms, pool, match_overlap):
+    """The id of each new polygon: that of its best-matching previous polygon (any
+    status, detections and archive ``pool``) unless already taken, else a new one."""
+    id_match = _match(ogr, new_geoms, pool, match_overlap) if pool else [None] * len(new_geoms)
+    next_id = 1 + max([int(r.get("id") or r["fid"] or 0) for r in pool] + [0])
+    used_ids = set()
+    ids = []
+    for k in range(len(new_geoms)):
+        j = id_match[k]
+        cand = None
+        if j is not None:
+            cand = pool[j].get("id") or pool[j]["fid"]
+        if cand is None or cand in used_ids:
+            cand = next_id
+            next_id += 1
+        used_ids.add(int(cand))
+        ids.append(int(cand))
+    return ids
+
+
+def _carry_validations(features, ids, touched, val_match, run_id, now):
+    """(attribute records of the new features, number of validations carried over,
+    validated old records without a match: to the archive, with ``archived_at``)."""
+    kept = 0
+    matched_touched = set()
+    records = []
+    for k, f in enumerate(features):
+        attrs = {n: f.get(n) for n, _ in ALL_FIELDS}
+        attrs["id"] = ids[k]
+        attrs["run_id"] = run_id
+        attrs["detected_at"] = now
+        for n in VALIDATION_FIELDS:
+            attrs[n] = None
+        attrs["status"] = "unvalidated"
+        j = val_match[k]
+        if j is not None:
             for n in VALIDATION_FIELDS:
-                attrs[n] = None
-            attrs["status"] = "unvalidated"
-            j = val_match[k]
-            if j is not None:
-                for n in VALIDATION_FIELDS:
-                    attrs[n] = touched[j].get(n)
-                attrs["status"] = touched[j].get("status") or "unvalidated"
-                matched_touched.add(j)
-                kept += 1
-            records.append(attrs)
-        archived = [r for j, r in enumerate(touched) if j not in matched_touched]
-        for r in archived:
-            r.setdefault("archived_at", None)
-            if not r.get("archived_at"):
-                r["archived_at"] = now
+                attrs[n] = touched[j].get(n)
+            attrs["status"] = touched[j].get("status") or "unvalidated"
+            matched_touched.add(j)
+            kept += 1
+        records.append(attrs)
+    archived = [r for j, r in enumerate(touched) if j not in matched_touched]
+    for r in archived:
+        r.setdefault("archived_at", None)
+        if not r.get("archived_at"):
+            r["archived_at"] = now
+    return records, kept, archived
 
-        from osgeo import gdal
-        ds = gdal.GetDriverByName("GPKG").Create(tmp, 0, 0, 0, gdal.GDT_Unknown)
-        if ds is None:
-            raise OutputError("Cannot create '%s'." % tmp)
-        srs = None
-        if crs_wkt:
-            srs = osr.SpatialReference()
-            srs.SetFromUserInput(str(crs_wkt))
-            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+
+def _write_gpkg(tmp, crs_wkt, records, archived, new_geoms, meta_items):
+    """Write the temporary GeoPackage: the status domain, the detections and archive
+    layers, and the ``slidewatch_meta`` table (``meta_items``: (key, value) pairs)."""
+    from osgeo import gdal, osr
+    ogr = _ogr()
+    ds = gdal.GetDriverByName("GPKG").Create(tmp, 0, 0, 0, gdal.GDT_Unknown)
+    if ds is None:
+        raise OutputError("Cannot create '%s'." % tmp)
+    srs = None
+    if crs_wkt:
+        srs = osr.SpatialReference()
+        srs.SetFromUserInput(str(crs_wkt))
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    try:
+        dom = ogr.CreateCodedFieldDomain(STATUS_DOMAIN, "Validation status of a detection",
+                                         ogr.OFTString, ogr.OFSTNone,
+                                         {s: s for s in STATUSES})
+        ds.AddFieldDomain(dom)
+    except (AttributeError, RuntimeError):
+        pass
+    for lname, recs, extra in ((LAYER, records, ()), (ARCHIVE_LAYER, archived, ARCHIVE_EXTRA)):
+        _write_layer(ogr, osr, ds, lname, srs, extra, recs, new_geoms)
+    meta = ds.CreateLayer(META_LAYER, None, ogr.wkbNone)
+    meta.CreateField(ogr.FieldDefn("key", ogr.OFTString))
+    meta.CreateField(ogr.FieldDefn("value", ogr.OFTString))
+    for k, v in meta_items:
+        mf = ogr.Feature(meta.GetLayerDefn())
+        mf.SetField("key", k)
+        mf.SetField("value", v)
+        meta.CreateFeature(mf)
+    ds.FlushCache()
+    ds = None
+
+
+def _write_layer(ogr, osr, ds, lname, srs, extra, recs, new_geoms):
+    """One layer in one transaction: the detections (fid = id, the new geometries) or
+    the archive (geometries from the old records' WKT)."""
+    lyr = _create_layer(ogr, osr, ds, lname, srs, extra)
+    defn = lyr.GetLayerDefn()
+    lyr.StartTransaction()
+    for k, attrs in enumerate(recs):
+        feat = ogr.Feature(defn)
+        if lname == LAYER:
+            feat.SetFID(int(attrs["id"]))
+            g = new_geoms[k]
+        else:
+            g = ogr.CreateGeometryFromWkt(attrs["geometry_wkt"]) if attrs.get("geometry_wkt") else None
+        _set_fields(feat, attrs, defn)
+        if g is not None:
+            feat.SetGeometry(g)
+        lyr.CreateFeature(feat)
+    lyr.CommitTransaction()
+
+
+def _check_written(tmp):
+    """Rollback journal, SQLite integrity check and fsync of the temporary file."""
+    c = sqlite3.connect(tmp)
+    c.execute("PRAGMA journal_mode=DELETE")
+    ok = c.execute("PRAGMA integrity_check").fetchone()[0]
+    c.close()
+    if ok != "ok":
+        raise OutputError("The new detections file failed SQLite's integrity check (%s)." % ok)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _replace_target(tmp, path, lock_conn):
+    """Rename the temporary file over ``path``; the locked old file is marked superseded
+    and released just before."""
+    if lock_conn is not None:
+        # decisions queued on the old file must go to the new one: mark the old file
+        # superseded and release it just before the rename (SQLite refuses writes to a
+        # file that has been renamed over, so this cannot happen after it)
+        _mark_superseded(lock_conn)
+        lock_conn.execute("COMMIT")
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if lock_conn is not None:
+            _clear_superseded(path)
+        raise
+
+
+def _release(lock_conn, tmp):
+    """Roll back and close the lock (if any) and remove what is left of ``tmp``."""
+    if lock_conn is not None:
         try:
-            dom = ogr.CreateCodedFieldDomain(STATUS_DOMAIN, "Validation status of a detection",
-                                             ogr.OFTString, ogr.OFSTNone,
-                                             {s: s for s in STATUSES})
-            ds.AddFieldDomain(dom)
-        except (AttributeError, RuntimeError):
+            if lock_conn.in_transaction:
+                lock_conn.execute("ROLLBACK")
+        except sqlite3.Error:
             pass
-        for lname, recs, extra in ((LAYER, records, ()), (ARCHIVE_LAYER, archived, ARCHIVE_EXTRA)):
-            lyr = _create_layer(ogr, osr, ds, lname, srs, extra)
-            defn = lyr.GetLayerDefn()
-            lyr.StartTransaction()
-            for k, attrs in enumerate(recs):
-                feat = ogr.Feature(defn)
-                if lname == LAYER:
-                    feat.SetFID(int(attrs["id"]))
-                    g = new_geoms[k]
-                else:
-                    g = ogr.CreateGeometryFromWkt(attrs["geometry_wkt"]) if attrs.get("geometry_wkt") else None
-                _set_fields(feat, attrs, defn)
-                if g is not None:
-                    feat.SetGeometry(g)
-                lyr.CreateFeature(feat)
-            lyr.CommitTransaction()
-        meta = ds.CreateLayer(META_LAYER, None, ogr.wkbNone)
-        meta.CreateField(ogr.FieldDefn("key", ogr.OFTString))
-        meta.CreateField(ogr.FieldDefn("value", ogr.OFTString))
-        for k, v in (("run_id", run_id), ("written_at", now), ("superseded", "0"),
-                     ("match_overlap", str(match_overlap)),
-                     ("run_info", json.dumps(run_info or {}, default=str))):
-            mf = ogr.Feature(meta.GetLayerDefn())
-            mf.SetField("key", k)
-            mf.SetField("value", v)
-            meta.CreateFeature(mf)
-        ds.FlushCache()
-        ds = None
-        c = sqlite3.connect(tmp)
-        c.execute("PRAGMA journal_mode=DELETE")
-        ok = c.execute("PRAGMA integrity_check").fetchone()[0]
-        c.close()
-        if ok != "ok":
-            raise OutputError("The new detections file failed SQLite's integrity check (%s)." % ok)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if lock_conn is not None:
-            # decisions queued on the old file must go to the new one: mark the old file
-            # superseded and release it just before the rename (SQLite refuses writes to a
-            # file that has been renamed over, so this cannot happen after it)
-            _mark_superseded(lock_conn)
-            lock_conn.execute("COMMIT")
+        lock_conn.close()
+    for p in (tmp, tmp + "-journal"):
         try:
-            os.replace(tmp, path)
+            os.remove(p)
         except OSError:
-            if lock_conn is not None:
-                _clear_superseded(path)
-            raise
-    except OSError as exc:
-        raise OutputError("Could not write '%s': %s. Check free space and permissions."
-                          % (path, exc)) from exc
-    finally:
-        if lock_conn is not None:
-            try:
-                if lock_conn.in_transaction:
-                    lock_conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            lock_conn.close()
-        for p in (tmp, tmp + "-journal"):
-            try:
-                os.remove(p)
-            except OSError:
-                pass
-    return {"n_features": len(records), "n_validations_kept": kept,
-            "n_archived": len(archived), "ids": ids, "run_id": run_id}
+            pass
 
-
-# --------------------------------------------------------------------------- decisions
 
 def ensure_validation_fields(gpkg, layer=LAYER, timeout=30.0):
     """Add any missing validation field (status, comment, validated_by, validated_at).
