@@ -751,7 +751,7 @@ def _checked_inputs(east, north, dates, dem, stable_mask, p):
     return east, north, dates, t, dem, user_stable, p
 
 
-def _noise_pass(east, north, t, transform, dem, stable, p, progress):
+def _noise_pass(east, north, t, transform, dem, stable, some, p, progress):
     """One pass: bias removal on ``stable``, velocity fit, local noise, significance."""
     # pass 2 fits on all the ground not moving after pass 1, not only its slower part:
     # a bias that grows with time (ramp, elevation terms) is itself apparent velocity,
@@ -759,7 +759,6 @@ def _noise_pass(east, north, t, transform, dem, stable, p, progress):
     E, N, report = remove_bias(east, north, transform, dem=dem, stable=stable,
                                use_topography=p.use_topography, progress=progress.sub(0, 0.6))
     progress.check()
-    some = np.isfinite(east).any(0) & np.isfinite(north).any(0)
     st_fit = (stable if stable is not None else some)
     fit = fit_velocity(E, N, t, st_fit, p.outlier_k, p.min_dates)
     ve_s = nan_gaussian(fit["ve"], p.smooth_px)
@@ -802,7 +801,7 @@ def _noise_passes(east, north, t, transform, dem, user_stable, some, p, progress
     stable = user_stable if user_stable is not None else slow
     calib = float("nan")
     for it in range(2):
-        s = _noise_pass(east, north, t, transform, dem, stable, p,
+        s = _noise_pass(east, north, t, transform, dem, stable, some, p,
                         progress.sub(0.0 + 0.3 * it, 0.3 + 0.3 * it))
         # the calibration of a pass without enough scatter estimates keeps the last one
         calib = s["calib"] = s["calib"] if np.isfinite(s["calib"]) else calib
