@@ -1,26 +1,26 @@
 """Third real stack (issue 14): 8 Landsat 7 dates of Sverdrup Glacier, pipeline defaults.
 
-Data: /work/realdata/sverdrup_l7/ (not shipped; made from github.com/yaramohajerani/
-FrontLearning, commit 70f0e4c, MIT, Landsat 7 B2 summer 2000; see its README.txt): 200 x
-300 px crops on one common (rotated, resampled) grid, no georeference. The glacier trunk
-flows towards the top of the frame at ~0.06 px/day; bedrock strips on both sides; fjord
-ice above the calving front (not scored: it moves and changes). Nothing was tuned on it.
-
-The frames get an *assumed* georeference (40 m pixels in EPSG:3413, the source's pixel size
-is unknown: ~40-50 m from the glacier's width), so areas and speeds are in those assumed
-units; the score below is in windows and does not depend on it. Run: ``run_pipeline`` with
+Data: tests/data/sverdrup/ (shipped, 8 x 45 kB; made by scripts/make_sverdrup_stack.py
+from github.com/yaramohajerani/FrontLearning, commit 70f0e4c, MIT, Landsat 7 B2 summer
+2000; see its README.txt): 200 x 300 px crops on one common (rotated, resampled) grid
+with an *assumed* georeference (40 m pixels in EPSG:3413: the source's is unknown, ~40-50 m
+from the glacier's width), so areas and speeds are in those assumed units; the score below
+is in windows and does not depend on it. The glacier trunk flows towards the top of the
+frame at ~0.06 px/day; bedrock strips on both sides; fjord ice above the calving front (not
+scored: it moves and changes). Nothing was tuned on it. Run: ``run_pipeline`` with
 defaults (no option at all), then
-  * body = the glacier trunk box (rows 130-296, columns 50-146 of the frame, by eye on the
-    first/last images; about 27 % of the frame), margins = the two bedrock boxes
-    (rows 100-292 / 2-42 and 140-292 / 150-198) without their windows that reach the
-    ice (centre < 24 px from the glacier's edge): rows 100-292 / 2-21 and 140-292 / 174-198;
-  * twice: pipeline defaults, and with the bedrock boxes as the stable-area mask (the
+  * body, rock and margins: the boxes of tests/data/sverdrup/regions.json (drawn by eye on
+    the first and last images: the trunk, about 27 % of the frame; the two bedrock strips;
+    the bedrock without the windows that reach the ice);
+  * twice: pipeline defaults, and with the rock boxes as the stable-area mask (the
     documented option when the scene moves in large part);
   * share of the body's and of the margins' valid velocity pixels inside detections;
   * median glacier speed (px/day) against the stack README's phase-correlation check
     (~0.06 px/day), and median rock speed.
 
-    .venv/bin/python bench/bench_sverdrup.py [/work/realdata/sverdrup_l7] [out]
+    .venv/bin/python bench/bench_sverdrup.py [tests/data/sverdrup] [out]
+
+The scoring (:func:`score`) is shared with tests/test_real_sverdrup.py.
 """
 
 import json
@@ -30,31 +30,20 @@ import time
 
 import numpy as np
 
-SRC = "/work/realdata/sverdrup_l7"
-PX = 40.0
-BODY = (slice(130, 297), slice(50, 147))
-ROCK = [(slice(100, 293), slice(2, 43)), (slice(140, 293), slice(150, 199))]
-#: the rock boxes without the windows that reach the ice: a window (32 px) centred less
-#: than half a window plus a grid step (24 px) from the glacier's edge holds moving ice
-MARGIN = [(slice(100, 293), slice(2, 22)), (slice(140, 293), slice(174, 199))]
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(HERE, "..", "tests", "data", "sverdrup")
+with open(os.path.join(SRC, "regions.json")) as _f:
+    REGIONS = json.load(_f)
+GRID = REGIONS["assumed_grid"]
+PX = GRID["pixel_m"]
 
 
-def georeferenced_copy(src, dst):
-    import rasterio
-    from rasterio.transform import from_origin
-    os.makedirs(dst, exist_ok=True)
-    for f in sorted(os.listdir(src)):
-        if not f.endswith(".tif"):
-            continue
-        with rasterio.open(os.path.join(src, f)) as s:
-            a = s.read(1)
-        prof = dict(driver="GTiff", width=a.shape[1], height=a.shape[0], count=1,
-                    dtype=a.dtype, crs="EPSG:3413", nodata=0,
-                    transform=from_origin(-300000.0, -1500000.0, PX, PX))
-        with rasterio.open(os.path.join(dst, "LE07_%s.tif" % f[:10].replace("-", "")),
-                           "w", **prof) as d:
-            d.write(a, 1)
-    return a.shape
+def _boxes(name):
+    return [(slice(*r), slice(*c)) for r, c in REGIONS[name]]
+
+
+BODY, ROCK, MARGIN = _boxes("body"), _boxes("rock"), _boxes("margins")
+SHAPE = tuple(REGIONS["frame_shape"])
 
 
 def frame_mask(shape, boxes):
@@ -81,11 +70,11 @@ def score(res, shape, sec):
                           1) for f in feats), out_shape=vshape, transform=T,
                         dtype="uint8").astype(bool)
     # frame boxes -> velocity grid (pixel centres of the grid in frame pixels)
-    rr = (-1500000.0 - (T.f + (np.arange(vshape[0]) + 0.5) * T.e)) / PX
-    cc = (T.c + (np.arange(vshape[1]) + 0.5) * T.a + 300000.0) / PX
+    rr = (GRID["origin_y"] - (T.f + (np.arange(vshape[0]) + 0.5) * T.e)) / PX
+    cc = (T.c + (np.arange(vshape[1]) + 0.5) * T.a - GRID["origin_x"]) / PX
     R, C = np.meshgrid(rr.astype(int).clip(0, shape[0] - 1), cc.astype(int).clip(0, shape[1] - 1),
                        indexing="ij")
-    body = frame_mask(shape, [BODY])[R, C]
+    body = frame_mask(shape, BODY)[R, C]
     rock = frame_mask(shape, MARGIN)[R, C]
     valid = np.isfinite(ve) & np.isfinite(vn)
     speed = np.hypot(ve, vn) / 365.25 / PX          # px/day
@@ -99,27 +88,31 @@ def score(res, shape, sec):
                 margin_speed_px_per_day=float(np.nanmedian(speed[rock & valid])))
 
 
+def rock_mask(images, out_path):
+    """The rock boxes as a stable-area mask raster on the images' grid."""
+    import rasterio
+    first = sorted(f for f in os.listdir(images) if f.endswith(".tif"))[0]
+    with rasterio.open(os.path.join(images, first)) as s:
+        prof = dict(s.profile, dtype="uint8", nodata=None)
+    with rasterio.open(out_path, "w", **prof) as d:
+        d.write(frame_mask(SHAPE, ROCK).astype("uint8"), 1)
+    return out_path
+
+
 def main(argv):
     src = argv[1] if len(argv) > 1 else SRC
     out = argv[2] if len(argv) > 2 else "/tmp/bench_sverdrup"
     if not os.path.isdir(src):
         print("Sverdrup stack not found in %s (see the module doc)" % src)
         return 1
-    import rasterio
     from slidewatch.core.pipeline import PipelineParams, run_pipeline
-    shape = georeferenced_copy(src, os.path.join(out, "images"))
-    mask = os.path.join(out, "rock_mask.tif")
-    with rasterio.open(os.path.join(out, "images", sorted(os.listdir(
-            os.path.join(out, "images")))[0])) as s:
-        prof = dict(s.profile, dtype="uint8", nodata=None)
-    with rasterio.open(mask, "w", **prof) as d:
-        d.write(frame_mask(shape, ROCK).astype("uint8"), 1)
+    os.makedirs(out, exist_ok=True)
+    mask = rock_mask(src, os.path.join(out, "rock_mask.tif"))
     results = {}
     for name, kw in (("defaults", {}), ("rock boxes as stable mask", dict(stable_mask=mask))):
         t0 = time.perf_counter()
-        res = run_pipeline(os.path.join(out, "images"), os.path.join(out, "run_%d" % len(results)),
-                           PipelineParams(**kw))
-        r = score(res, shape, time.perf_counter() - t0)
+        res = run_pipeline(src, os.path.join(out, "run_%d" % len(results)), PipelineParams(**kw))
+        r = score(res, SHAPE, time.perf_counter() - t0)
         results[name] = r
         print(name, json.dumps(r, indent=1))
     with open(os.path.join(out, "bench_sverdrup.json"), "w") as fh:

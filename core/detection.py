@@ -56,7 +56,8 @@ from . import acceleration as _accel
 from .bias_removal import remove_bias, summarize_report, terrain_derivatives
 from .errors import InputError, ParameterError
 from .noise_model import correlation_area, local_noise, nan_gaussian, robust_sigma
-from .products import DAYS_PER_YEAR, DETECTIONS_GPKG, TS_EAST_TIF, TS_NORTH_TIF
+from .products import (DAYS_PER_YEAR, DETECTIONS_GPKG, TAG_STABLE_GROUND_PAIRS,
+                       TS_EAST_TIF, TS_NORTH_TIF)
 from .progress import as_progress
 
 try:  # numba is a core dependency; keep a numpy fallback for robustness
@@ -420,6 +421,16 @@ SLOW_HALF_SIGMA_RATIO = float(np.sqrt(2.0 * (1.0 - 0.5 * (1.0 + np.log(2.0)))))
 #: Moreno stack, where the glacier fills the valid area)
 NO_STABLE_RATIO = 20.0
 
+#: ... but only when the correlation itself found no stable ground in most pairs. Each
+#: pair's co-registration step looks for a tight cluster of window displacements near
+#: zero (:mod:`.stable_offset`: <= 0.3 px, >= 10 % of the windows), a test in pixels that
+#: the smoothing of the inversion does not touch. When at least this share of the
+#: inverted pairs had one (or a stable-area mask), the scene has stable ground and the
+#: temporal-scatter test is not applied: regularised series barely scatter in time, so
+#: still rock reaches 21 x its scatter (Sverdrup, 19 of 24 pairs with stable ground),
+#: while a glacier filling the valid area gives none (GIV Perito Moreno: 1 of 69).
+MIN_PAIRS_WITH_STABLE_GROUND = 0.5
+
 
 def _scatter_sigma(fit, smooth_px):
     """Velocity noise from each pixel's temporal scatter around its line (formal sigma x
@@ -655,7 +666,7 @@ def object_series(E, N, fit, t, sl, m, core_fraction=0.5, min_valid_fraction=0.5
 # ----------------------------------------------------------------------------- detect
 
 def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, params=None,
-           progress=None, **overrides):
+           progress=None, pairs_with_stable_ground=None, **overrides):
     """Detect moving slopes in a displacement time series.
 
     Parameters
@@ -667,6 +678,11 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
     dem : 2-D elevation on the same grid, or None.
     stable_mask : 2-D bool (True = known stable ground), or None (whole scene, robustly).
     params : :class:`DetectionParams`; ``overrides`` replace single fields.
+    pairs_with_stable_ground : share (0-1) of the inverted pairs in which the correlation
+        found stable ground (``STABLE_GROUND_PAIRS`` tag of the series, see
+        :func:`read_pairs_with_stable_ground`), or None when unknown. From
+        ``MIN_PAIRS_WITH_STABLE_GROUND`` on, the scene is never taken as without stable
+        ground.
 
     Returns
     -------
@@ -686,7 +702,12 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
     some = np.isfinite(east).any(0) & np.isfinite(north).any(0)
     if not some.any():
         raise InputError("The time series has no valid pixel.")
-    s = _noise_passes(east, north, t, transform, dem, user_stable, some, p, progress)
+    share = pairs_with_stable_ground
+    if share is not None and not 0.0 <= float(share) <= 1.0:
+        raise InputError("pairs_with_stable_ground must be a share in [0, 1] or None; got %r"
+                         % (share,))
+    s = _noise_passes(east, north, t, transform, dem, user_stable, some, p, progress,
+                      None if share is None else float(share))
     ev = _evidence_maps(s, t, p, dem, transform, some, progress)
     progress.check()
     lab, n, corr_area = _candidate_objects(s, p, px_area)
@@ -793,7 +814,8 @@ def _noise_pass(east, north, t, transform, dem, stable, some, p, progress):
                 noise=noise, z=z, calib=calib)
 
 
-def _noise_passes(east, north, t, transform, dem, user_stable, some, p, progress):
+def _noise_passes(east, north, t, transform, dem, user_stable, some, p, progress,
+                  pairs_stable=None):
     """Two passes of :func:`_noise_pass`; the second excludes what moves after the first.
     Returns the second pass's state plus ``stable_final`` and the report fields."""
     slow = None if user_stable is not None else slow_ground(
@@ -828,10 +850,20 @@ def _noise_passes(east, north, t, transform, dem, user_stable, some, p, progress
     # stable ground's velocities in units of their own temporal scatter: about 1 when it
     # is still, much more when the "stable" ground moves coherently (no stable ground)
     report["stable_velocity_over_scatter"] = calib
+    report["pairs_with_stable_ground"] = pairs_stable
     s["stable_final"] = stable_final
-    if user_stable is None and np.isfinite(calib) and calib > NO_STABLE_RATIO:
+    if user_stable is None and _no_stable_ground(calib, pairs_stable):
         _without_stable_ground(s, east, north, t, some, p)
     return s
+
+
+def _no_stable_ground(calib, pairs_stable):
+    """Whether the ground taken as stable moves coherently: it moves more than
+    ``NO_STABLE_RATIO`` x its temporal scatter and the correlation did not find stable
+    ground in ``MIN_PAIRS_WITH_STABLE_GROUND`` of the pairs (unknown: not used)."""
+    if pairs_stable is not None and pairs_stable >= MIN_PAIRS_WITH_STABLE_GROUND:
+        return False
+    return bool(np.isfinite(calib) and calib > NO_STABLE_RATIO)
 
 
 def _without_stable_ground(s, east, north, t, some, p):
@@ -1116,6 +1148,25 @@ def read_timeseries(folder):
     return arrays[0], arrays[1], [d[:10] for d in dates], meta[0], meta[1]
 
 
+def read_pairs_with_stable_ground(folder):
+    """Share of the inverted pairs in which the correlation found stable ground, from the
+    ``STABLE_GROUND_PAIRS`` tag of ``ts_east_m.tif``; None when the tag is absent (older
+    runs, series of other tools) or no pair carried the information."""
+    import rasterio
+
+    try:
+        with rasterio.open(os.path.join(folder, TS_EAST_TIF)) as src:
+            raw = src.tags().get(TAG_STABLE_GROUND_PAIRS)
+    except rasterio.errors.RasterioIOError:
+        return None
+    try:
+        counts = json.loads(raw) if raw else None
+        known = int(counts["identified"]) + int(counts["not_identified"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    return int(counts["identified"]) / known if known > 0 else None
+
+
 def _reproject_to(path, shape, transform, crs, resampling, what):
     import rasterio
     from rasterio.warp import Resampling, reproject
@@ -1168,7 +1219,9 @@ def detect_from_folder(timeseries_folder, dem_path=None, stable_mask_path=None, 
                              "time-series grid as stable; give a larger stable area."
                              % stable_mask_path)
     res = detect(east, north, dates, transform, crs=crs, dem=dem, stable_mask=stable,
-                 params=params, progress=progress.sub(0.0, 0.9), **overrides)
+                 params=params, progress=progress.sub(0.0, 0.9),
+                 pairs_with_stable_ground=read_pairs_with_stable_ground(timeseries_folder),
+                 **overrides)
     if out_gpkg is None:
         out_gpkg = os.path.join(os.path.dirname(os.path.abspath(timeseries_folder)),
                                 DETECTIONS_GPKG)
@@ -1189,6 +1242,13 @@ def detect_from_folder(timeseries_folder, dem_path=None, stable_mask_path=None, 
                   % (br["rms_removed_m"]["east"], br["rms_removed_m"]["north"],
                      sig.get("east", float("nan")), sig.get("north", float("nan")),
                      100.0 * br.get("stable_share", float("nan"))))
+    if br.get("pairs_with_stable_ground") is not None and not stable_mask_path:
+        progress.info("Stable ground: the correlation found it in %.0f %% of the pairs%s"
+                      % (100.0 * br["pairs_with_stable_ground"],
+                         "" if br.get("no_stable_ground") else
+                         " (the scene is treated as having stable ground)"
+                         if br["pairs_with_stable_ground"] >= MIN_PAIRS_WITH_STABLE_GROUND
+                         else ""))
     if br.get("no_stable_ground"):
         progress.info("Warning: no stable ground found (%s). Give a stable-area mask "
                       "(STABLE_MASK) of rock or vegetation known not to move to remove "

@@ -500,10 +500,10 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
                         _apply_offset(stage, tmp, med_dx, med_dy, T, n_stable, block_rows,
                                       progress, plane=plane, step=step)
                         with rasterio.open(tmp, "r+") as dst:
-                            dst.update_tags(STABLE_GROUND=(
-                                "stable-area mask" if stable_read is not None else
-                                "tight cluster nearest zero" if n_stable else
-                                "not identified: no offset removed"))
+                            dst.update_tags(**{prod.TAG_STABLE_GROUND: (
+                                prod.STABLE_GROUND_MASK if stable_read is not None else
+                                prod.STABLE_GROUND_CLUSTER if n_stable else
+                                prod.STABLE_GROUND_NONE)})
             finally:
                 if stage != tmp:
                     for p in (stage, stage + ".aux.xml"):

@@ -789,7 +789,7 @@ def _step_correlation(ctx, selected, catalog, progress):
         ctx.log("correlation: pair(s) with less than 20 %% valid windows (clouds, snow, "
                 "changes): %s" % ", ".join(low))
     nostable = [os.path.basename(r["path"]) for r in results
-                if r.get("stable_ground", "").startswith("not identified")]
+                if r.get("stable_ground", "") == prod.STABLE_GROUND_NONE]
     if nostable:
         ctx.log("correlation: %d of %d pair(s) without identifiable stable ground (no tight "
                 "cluster of displacements near zero: the scene moves almost everywhere), no "

@@ -25,6 +25,7 @@ import uuid
 
 import numpy as np
 
+from . import products as prod
 from .errors import Cancelled, InputError
 from .progress import Progress
 
@@ -71,7 +72,7 @@ def _stable_ground(path):
     import rasterio
     try:
         with rasterio.open(path) as src:
-            return src.tags().get("STABLE_GROUND", "")
+            return src.tags().get(prod.TAG_STABLE_GROUND, "")
     except Exception:  # a missing tag or file is reported elsewhere
         return ""
 
@@ -230,6 +231,7 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
         lam, lam_info = tio.select_lambda(stack, ip["lam"], pi, pj, dates64, ip["lam2"],
                                           ip["robust"], ip["weighting"], ip["min_ncc"],
                                           ip["min_snr"], ip["min_obs"], lam_sample)
+        stable_ground = stack.stable_ground_counts()
     dates_iso = [iso(d) for d in dates64]
     log("inversion: %s" % tio.lambda_message(lam, lam_info))
     ip["lam"] = float(lam)
@@ -250,7 +252,8 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
     reused = sum(1 for r in results if r["reused"])
     if reused:
         log("inversion: %d row block(s) reused from an interrupted run" % reused)
-    tags = tio.timeseries_tags(dates_iso, ip, [os.path.basename(x.path) for x in pairs])
+    tags = tio.timeseries_tags(dates_iso, ip, [os.path.basename(x.path) for x in pairs],
+                               stable_ground=stable_ground)
     paths = assemble_timeseries(jobs, ts_dir, dates_iso, transform, crs, tags,
                                 progress=progress.sub(0.9, 1.0))
     return dict(paths=paths, lam=ip["lam"], dates=dates_iso, n_pairs=len(pairs),

@@ -31,7 +31,8 @@ __all__ = [
     "BAND_EAST", "BAND_NORTH", "BAND_NCC", "BAND_SNR", "BAND_STATUS", "VELOCITY_BANDS",
     "BAND_VE", "BAND_VN", "BAND_V", "BAND_V_SIGMA", "BAND_N_OBS", "BAND_RMSE",
     "NETWORK_FLAGS_BAND", "DETECTION_STATUSES", "TAG_REFERENCE_DATE",
-    "TAG_SECONDARY_DATE", "TAG_PARAMS", "PAIR_PREFIX", "PAIR_EXTENSION", "PAIR_GLOB",
+    "TAG_SECONDARY_DATE", "TAG_PARAMS", "TAG_STABLE_GROUND", "STABLE_GROUND_MASK",
+    "STABLE_GROUND_CLUSTER", "STABLE_GROUND_NONE", "TAG_STABLE_GROUND_PAIRS", "PAIR_PREFIX", "PAIR_EXTENSION", "PAIR_GLOB",
     "PAIR_NAME_RE", "pair_stem", "pair_file_name", "parse_pair_name", "is_pair_file_name",
     "TRUE_WORDS", "FALSE_WORDS", "BOOL_WORDS_TEXT", "parse_bool", "format_bool",
     "timeseries_paths",
@@ -97,6 +98,14 @@ TAG_REFERENCE_DATE = "REFERENCE_DATE"
 TAG_SECONDARY_DATE = "SECONDARY_DATE"
 #: JSON of every parameter used (pair rasters, time series)
 TAG_PARAMS = "SLIDEWATCH_PARAMS"
+#: pair raster tag: how its co-registration offset was found (``STABLE_GROUND_*`` values)
+TAG_STABLE_GROUND = "STABLE_GROUND"
+STABLE_GROUND_MASK = "stable-area mask"
+STABLE_GROUND_CLUSTER = "tight cluster nearest zero"
+STABLE_GROUND_NONE = "not identified: no offset removed"
+#: time-series tag: JSON counts of the inverted pairs by STABLE_GROUND (``identified``,
+#: ``not_identified``, ``unknown``), read by the detector's "no stable ground" test
+TAG_STABLE_GROUND_PAIRS = "STABLE_GROUND_PAIRS"
 
 # ----------------------------------------------------------------------------- pair names
 PAIR_PREFIX = "pair_"

@@ -234,6 +234,19 @@ class PairStack:
         self.height, self.width = src0.height, src0.width
         self.transform, self.crs = src0.transform, src0.crs
 
+    def stable_ground_counts(self):
+        """How the pairs' co-registration offsets were found (their STABLE_GROUND tag):
+        counts ``identified`` (a stable-area mask or a tight cluster of windows near zero),
+        ``not_identified`` (no offset removed: the scene moved almost everywhere in that
+        pair) and ``unknown`` (no tag: pairs from other tools or older runs)."""
+        out = {"identified": 0, "not_identified": 0, "unknown": 0}
+        for src in self.datasets:
+            tag = src.tags().get(prod.TAG_STABLE_GROUND, "")
+            key = ("identified" if tag in (prod.STABLE_GROUND_MASK, prod.STABLE_GROUND_CLUSTER)
+                   else "not_identified" if tag == prod.STABLE_GROUND_NONE else "unknown")
+            out[key] += 1
+        return out
+
     def __enter__(self):
         return self
 
@@ -369,16 +382,19 @@ def timeseries_paths(out_dir):
     return prod.timeseries_paths(out_dir)
 
 
-def timeseries_tags(dates_iso, params, pair_names):
+def timeseries_tags(dates_iso, params, pair_names, stable_ground=None):
     """Dataset tags of the time-series files. ``params``: lam (number), lam2, robust,
-    weighting, min_obs and any other parameter (all go to SLIDEWATCH_PARAMS)."""
+    weighting, min_obs and any other parameter (all go to SLIDEWATCH_PARAMS);
+    ``stable_ground``: the pairs' counts of :meth:`PairStack.stable_ground_counts`."""
     full = dict(params, n_pairs=len(pair_names), n_dates=len(dates_iso),
                 pairs=list(pair_names))
+    extra = {prod.TAG_PARAMS: json.dumps(full, default=str)}
+    if stable_ground is not None:
+        extra[prod.TAG_STABLE_GROUND_PAIRS] = json.dumps(stable_ground)
     return dict(DATES=",".join(dates_iso), FIRST_DATE=dates_iso[0],
                 LAMBDA=float(params["lam"]), LAMBDA2=float(params["lam2"]),
                 ROBUST=params["robust"], WEIGHTING=params["weighting"],
-                MIN_OBS=int(params["min_obs"]), N_PAIRS=len(pair_names),
-                **{prod.TAG_PARAMS: json.dumps(full, default=str)})
+                MIN_OBS=int(params["min_obs"]), N_PAIRS=len(pair_names), **extra)
 
 
 def _profile(height, width, count, dtype, crs, transform, nodata):
@@ -515,7 +531,8 @@ def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEF
         progress.info(lambda_message(lam, info))
         Q = inv.regularisation_matrix(dates64, lam, lam2)
         tags = timeseries_tags(dates_iso, dict(settings, lam=float(lam), lam2=float(lam2)),
-                               [os.path.basename(p.path) for p in pairs])
+                               [os.path.basename(p.path) for p in pairs],
+                               stable_ground=stack.stable_ground_counts())
         blocks = _blocks(stack.height, stack.width, block_size)
         # bounded GDAL block cache: inputs are read once per block (windows follow the
         # 256-pixel tiles by default), outputs are flushed block by block
