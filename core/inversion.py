@@ -56,6 +56,18 @@ A network of fewer pairs than ``min_obs`` (a single pair, two pairs) uses ``min_
 its number of pairs (:func:`effective_min_obs`): a pixel then needs every pair, and a
 single pair's series is that pair's displacement, with no redundancy to reject it.
 
+Parameters (:class:`InversionParams`)
+-------------------------------------
+The solver and step settings above (``lam``, ``lam2``, ``robust``, ``weighting``,
+``min_obs``, ``min_ncc``, ``min_snr``, ``max_iter``, ``n_start``, ``tol``,
+``sigma_floor``, ``lam_sample``, ``c_huber``, ``c_tukey``) are the fields of one
+:class:`InversionParams` (defaults as documented here, units on each field;
+:meth:`InversionParams.validate` raises :class:`.errors.ParameterError`).
+:func:`invert_network` and :func:`invert_arrays` take it as ``params=`` and accept any
+field as a keyword too (``invert_network(..., lam=5, robust="none")``): keywords replace
+single fields of ``params`` (:func:`inversion_params`), an unknown keyword is refused by
+name.
+
 Outputs
 -------
 cumulative displacement per date; mean velocity = least-squares slope of the cumulative
@@ -101,7 +113,7 @@ signal, so GCV then under-smooths -- on the demo stack it picks 0.1 (RMSE 0.34 m
 0.23-0.26 m for lam 30-300). Use it for networks whose errors are pair-specific.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -128,6 +140,108 @@ FLAG_DISCONNECTED = K.FLAG_DISCONNECTED
 FLAG_REJECTED = K.FLAG_REJECTED
 FLAG_TOO_FEW = K.FLAG_TOO_FEW
 FLAG_SOLVER = K.FLAG_SOLVER
+
+
+@dataclass(frozen=True)
+class InversionParams:
+    """Settings of one inversion step (:func:`invert_network`, :func:`invert_arrays`),
+    with units; see the module doc for the model they control.
+
+    Frozen: derive variants with :func:`dataclasses.replace` or :func:`inversion_params`
+    (``inversion_params(params, lam=5)``). :meth:`validate` raises
+    :class:`.errors.ParameterError` naming the field and the value given.
+    """
+
+    #: first-order (velocity-change) regularisation, dimensionless: None = from the
+    #: temporal sampling (:func:`default_lambda`), a number >= 0 (0 = none), or "auto"
+    #: (generalised cross-validation, :func:`choose_lambda`)
+    lam: object = DEFAULT_LAM
+    #: second-order (acceleration-change) regularisation, dimensionless, >= 0
+    lam2: float = DEFAULT_LAM2
+    #: robust weights: "tukey" (L1 start then Tukey biweight), "huber" or "none"
+    #: (one weighted least-squares solve), :data:`ROBUST_MODES`
+    robust: str = "tukey"
+    #: prior pair weights: "ncc" (rho^2 / (1 - rho^2)) or "none" (1), :data:`WEIGHTINGS`
+    weighting: str = "ncc"
+    #: pixels with fewer usable pairs are NaN (flag 8); >= 1, capped at the number of
+    #: pairs of the network (:func:`effective_min_obs`)
+    min_obs: int = 3
+    #: pairs with an NCC below this (-1..1) are not used (None = no threshold)
+    min_ncc: float = None
+    #: pairs with an SNR below this are not used (None = no threshold)
+    min_snr: float = None
+    #: robust (IRLS) iterations in all, >= 1
+    max_iter: int = 12
+    #: L1 iterations before Tukey ("tukey" only), >= 0
+    n_start: int = 5
+    #: convergence: stop when the solution changes by less than this many sigma (> 0)
+    tol: float = 1e-3
+    #: metres: floor of the robust residual scale (MAD), > 0
+    sigma_floor: float = 0.01
+    #: pixels sampled (seeded) for lam="auto", >= 1
+    lam_sample: int = DEFAULT_LAM_SAMPLE
+    #: Huber threshold, in residual sigmas (> 0)
+    c_huber: float = 1.345
+    #: Tukey biweight cut-off, in residual sigmas (> 0)
+    c_tukey: float = 4.685
+
+    @classmethod
+    def names(cls):
+        """The field names (the keywords :func:`invert_network` accepts besides its data)."""
+        return [f.name for f in fields(cls)]
+
+    def validate(self):
+        """Check every field; returns ``self``. Raises :class:`.errors.ParameterError`."""
+        check_params(self.robust, self.min_obs, self.max_iter, self.n_start)
+        if self.weighting not in WEIGHTINGS:
+            raise ParameterError("weighting must be one of %s (got %r)."
+                                 % (", ".join(WEIGHTINGS), self.weighting))
+        check_lambda(self.lam)
+        _check_number("lam2", self.lam2, 0.0)
+        for name in ("min_ncc", "min_snr"):
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name))
+        _check_number("tol", self.tol, 0.0, strict=True)
+        _check_number("sigma_floor", self.sigma_floor, 0.0, strict=True)
+        _check_number("lam_sample", self.lam_sample, 1.0)
+        _check_number("c_huber", self.c_huber, 0.0, strict=True)
+        _check_number("c_tukey", self.c_tukey, 0.0, strict=True)
+        return self
+
+
+def inversion_params(params=None, **overrides):
+    """A validated :class:`InversionParams`: ``params`` (None = the defaults) with
+    ``overrides`` (field names, e.g. ``lam=5, robust="none"``) replacing single fields.
+    Raises :class:`.errors.ParameterError` for a keyword that is not a field or a value out
+    of range."""
+    if params is None:
+        params = InversionParams()
+    elif not isinstance(params, InversionParams):
+        raise ParameterError("params must be an InversionParams or None (got %r); give "
+                             "single settings as keywords, e.g. lam=5." % (params,))
+    unknown = sorted(set(overrides) - set(InversionParams.names()))
+    if unknown:
+        raise ParameterError("Unknown inversion parameter(s): %s. Known: %s." % (
+            ", ".join(unknown), ", ".join(InversionParams.names())))
+    if overrides:
+        params = replace(params, **overrides)
+    return params.validate()
+
+
+def _check_number(name, value, lo=None, strict=False):
+    """ParameterError unless ``value`` is a finite number (``> lo`` if ``strict``, else
+    ``>= lo``; no bound if ``lo`` is None)."""
+    ok = not isinstance(value, (str, bytes, bool))
+    if ok:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            ok = False
+        else:
+            ok = bool(np.isfinite(x)) and (lo is None or (x > lo if strict else x >= lo))
+    if not ok:
+        bound = "" if lo is None else (" > %g" % lo if strict else " >= %g" % lo)
+        raise ParameterError("%s must be a finite number%s (got %r)." % (name, bound, value))
 
 @dataclass
 class InversionResult:
@@ -315,18 +429,23 @@ def effective_min_obs(min_obs, n_pairs):
     return max(1, min(int(min_obs), int(n_pairs)))
 
 
-def invert_arrays(east, north, wprior, pi, pj, dates64, lam=None, lam2=DEFAULT_LAM2,
-                  robust="tukey", min_obs=3, max_iter=12, n_start=5, c_huber=1.345,
-                  c_tukey=4.685, tol=1e-3, sigma_floor=0.01, Q=None):
+def invert_arrays(east, north, wprior, pi, pj, dates64, lam=None, params=None, Q=None,
+                  **overrides):
     """Low-level call: (n_pairs, n_pix) float32 arrays -> raw kernel outputs.
 
-    ``lam``: a number, or None for :func:`default_lambda` (ignored when ``Q`` is given);
-    resolve "auto" first with :func:`resolve_lambda`.
+    ``lam``: the resolved number, or None for ``params.lam`` (itself None =
+    :func:`default_lambda`); ignored when ``Q`` (the regularisation matrix) is given;
+    resolve "auto" first with :func:`resolve_lambda`. ``params``: an
+    :class:`InversionParams` (None = defaults) for ``lam2`` and the solver settings;
+    ``overrides``: any of its fields as keywords (``robust="huber"``, ``min_obs=4``).
+    Only ``lam``, ``lam2``, ``robust``, ``min_obs``, ``max_iter``, ``n_start``, ``tol``,
+    ``sigma_floor``, ``c_huber`` and ``c_tukey`` are used here (the weighting is already
+    in ``wprior``).
 
     Returns ``cum_e, cum_n`` (n_dates, n_pix) float32 and ``stats`` (7, n_pix) float64
     rows ve, vn, sigma_ve, sigma_vn, n_obs, rmse, flags.
     """
-    check_params(robust, min_obs, max_iter, n_start)
+    p = inversion_params(params, **overrides)
     east = np.ascontiguousarray(east, dtype=np.float32)
     north = np.ascontiguousarray(north, dtype=np.float32)
     wprior = np.ascontiguousarray(wprior, dtype=np.float32)
@@ -334,10 +453,11 @@ def invert_arrays(east, north, wprior, pi, pj, dates64, lam=None, lam2=DEFAULT_L
     n_dates = len(dates64)
     # a network of fewer pairs than min_obs could never give a pixel: each pixel then needs
     # every pair (a single pair gives the pair's displacement, without redundancy)
-    min_obs = effective_min_obs(min_obs, n_pairs)
+    min_obs = effective_min_obs(p.min_obs, n_pairs)
     if Q is None:
+        lam = p.lam if lam is None else lam
         Q = regularisation_matrix(dates64, default_lambda(dates64) if lam is None else lam,
-                                  lam2)
+                                  p.lam2)
     t_years = years_since_first(dates64)
     out_ce = np.empty((n_dates, n_pix), np.float32)
     out_cn = np.empty((n_dates, n_pix), np.float32)
@@ -349,8 +469,9 @@ def invert_arrays(east, north, wprior, pi, pj, dates64, lam=None, lam2=DEFAULT_L
     bw = bandwidth(pi, pj, Q)
     K.invert_block(east, north, wprior, pi, pj,
                    t_years, np.ascontiguousarray(Q, np.float64), int(bw), int(min_obs),
-                   ROBUST_MODES[robust], int(n_start), int(max_iter), float(c_huber),
-                   float(c_tukey), float(tol), float(sigma_floor), out_ce, out_cn, stats)
+                   ROBUST_MODES[p.robust], int(p.n_start), int(p.max_iter),
+                   float(p.c_huber), float(p.c_tukey), float(p.tol), float(p.sigma_floor),
+                   out_ce, out_cn, stats)
     return out_ce, out_cn, stats
 
 
@@ -385,7 +506,8 @@ def choose_lambda(east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2, grid=
     e = np.ascontiguousarray(east[:, idx])
     n = np.ascontiguousarray(north[:, idx])
     wp = np.ascontiguousarray(wprior[:, idx])
-    ce, cn, _ = invert_arrays(e, n, wp, pi, pj, dates64, lam0, lam2, robust=robust, **kw)
+    ce, cn, _ = invert_arrays(e, n, wp, pi, pj, dates64, lam0, lam2=lam2, robust=robust,
+                              **kw)
     wfinal = _final_weights(e, n, wp, pi, pj, ce, cn, robust)
     Q1 = regularisation_matrix(dates64, 1.0, 0.0)
     Q2 = (regularisation_matrix(dates64, 1.0, lam2) - Q1) if lam2 > 0 else np.zeros_like(Q1)
@@ -414,17 +536,28 @@ def resolve_lambda(lam, east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2,
     "sampling" or "gcv" (then with the GCV grid and scores). Raises ParameterError for
     anything else.
     """
-    if lam is None:
+    rule = check_lambda(lam)
+    if rule == "sampling":
         return default_lambda(dates64), dict(lambda_rule="sampling",
                                              lambda_time_scale_days=LAM_TIME_SCALE_DAYS)
-    if isinstance(lam, str):
-        if lam.strip().lower() != "auto":
-            raise ParameterError("lam must be a number >= 0, 'auto' or empty for the default "
-                                 "(got %r)." % lam)
+    if rule == "gcv":
         best, grid, scores = choose_lambda(east, north, wprior, pi, pj, dates64, lam2=lam2,
                                            sample=sample, robust=robust, min_obs=min_obs)
         return best, dict(lambda_rule="gcv", lambda_grid=[float(g) for g in grid],
                           lambda_gcv=[float(x) for x in scores])
+    return float(lam), dict(lambda_rule="given")
+
+
+def check_lambda(lam):
+    """The rule a ``lam`` setting stands for: "sampling" (None), "gcv" ("auto") or
+    "given" (a number >= 0); ParameterError for anything else."""
+    if lam is None:
+        return "sampling"
+    if isinstance(lam, str):
+        if lam.strip().lower() != "auto":
+            raise ParameterError("lam must be a number >= 0, 'auto' or empty for the default "
+                                 "(got %r)." % lam)
+        return "gcv"
     try:
         value = float(lam)
     except (TypeError, ValueError):
@@ -433,7 +566,7 @@ def resolve_lambda(lam, east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2,
     if not np.isfinite(value) or value < 0:
         raise ParameterError("lam must be a number >= 0, 'auto' or empty for the default "
                              "(got %r)." % (lam,))
-    return value, dict(lambda_rule="given")
+    return "given"
 
 
 def _final_weights(e, n, wp, pi, pj, ce, cn, robust):
@@ -457,9 +590,7 @@ def _final_weights(e, n, wp, pi, pj, ce, cn, robust):
 
 
 def invert_network(east, north, ref_dates, sec_dates, ncc=None, snr=None, status=None,
-                   dates=None, lam=DEFAULT_LAM, lam2=DEFAULT_LAM2, robust="tukey",
-                   weighting="ncc", min_obs=3, min_ncc=None, min_snr=None, max_iter=12,
-                   n_start=5, tol=1e-3, sigma_floor=0.01, lam_sample=DEFAULT_LAM_SAMPLE):
+                   dates=None, params=None, **overrides):
     """Invert pair displacements into cumulative displacement time series per pixel.
 
     Parameters
@@ -469,14 +600,17 @@ def invert_network(east, north, ref_dates, sec_dates, ncc=None, snr=None, status
     ncc, snr, status : optional arrays (n_pairs, *S) quality bands (status 0 = valid)
     dates : optional list of output dates (must contain every pair date; extra dates are
         bridged by the regularisation)
-    lam : None (default: :func:`default_lambda` of the dates, see the module doc), a float
-        >= 0, or "auto" (chosen once for the call by GCV on ``lam_sample`` pixels,
-        :func:`choose_lambda`); lam2 : float >= 0
-    robust : "tukey" (default), "huber" or "none"; weighting : "ncc" or "none"
-    min_obs : pixels with fewer usable pairs are NaN
+    params : :class:`InversionParams` (None = defaults): lam (None = :func:`default_lambda`
+        of the dates, a float >= 0, or "auto": chosen once for the call by GCV on
+        ``lam_sample`` pixels, :func:`choose_lambda`), lam2, robust ("tukey", "huber",
+        "none"), weighting ("ncc", "none"), min_obs (pixels with fewer usable pairs are
+        NaN), min_ncc, min_snr and the IRLS settings
+    **overrides : any field of :class:`InversionParams`, replacing that field of
+        ``params`` (``lam=5, robust="none"``); another keyword raises ParameterError
 
     Returns an :class:`InversionResult`.
     """
+    p = inversion_params(params, **overrides)
     east = np.asarray(east, dtype=np.float32)
     north = np.asarray(north, dtype=np.float32)
     if east.shape != north.shape or east.ndim < 1:
@@ -487,16 +621,14 @@ def invert_network(east, north, ref_dates, sec_dates, ncc=None, snr=None, status
     dates64, pi, pj = network_dates(ref_dates, sec_dates, dates)
     if len(pi) != n_pairs:
         raise InputError("%d pair dates for %d pair arrays." % (len(pi), n_pairs))
-    wp = prior_weights(east, north, ncc, snr, status, weighting, min_ncc, min_snr)
+    wp = prior_weights(east, north, ncc, snr, status, p.weighting, p.min_ncc, p.min_snr)
     e2 = east.reshape(n_pairs, -1)
     n2 = north.reshape(n_pairs, -1)
     w2 = wp.reshape(n_pairs, -1)
-    check_params(robust, min_obs, max_iter, n_start)
-    lam, info = resolve_lambda(lam, e2, n2, w2, pi, pj, dates64, lam2, robust, min_obs,
-                               lam_sample)
-    ce, cn, st = invert_arrays(e2, n2, w2, pi, pj, dates64, lam, lam2, robust, min_obs,
-                               max_iter, n_start, tol=tol, sigma_floor=sigma_floor)
-    return result_from_kernel(ce, cn, st, dates64, spatial, lam, lam2, info)
+    lam, info = resolve_lambda(p.lam, e2, n2, w2, pi, pj, dates64, p.lam2, p.robust,
+                               p.min_obs, p.lam_sample)
+    ce, cn, st = invert_arrays(e2, n2, w2, pi, pj, dates64, lam, params=p)
+    return result_from_kernel(ce, cn, st, dates64, spatial, lam, p.lam2, info)
 
 
 def result_from_kernel(ce, cn, st, dates64, spatial, lam, lam2, info=None):
