@@ -328,6 +328,67 @@ def test_pairs_on_one_lattice_are_padded_and_projections_refused(tmp_path):
         oi.import_offsets([str(tmp_path / "c")], str(tmp_path / "out2"))
 
 
+
+def _carst_sample(folder):
+    """A CARST pair of the known motion (east written westwards positive, -32768 nodata)."""
+    e, n = _motion()
+    ep = os.path.join(folder, "2020005_2020030_r32x32_s32x32_eastxyz.tif")
+    _write(ep, [np.where(np.isnan(e), -32768.0, -e)], nodata=-32768.0)
+    _write(ep.replace("east", "north"), [np.where(np.isnan(n), -32768.0, n)], nodata=-32768.0)
+    return ep
+
+
+CARST_TRUTH = dict(east_m=3.0, north_m=2.0, tol_m=0.1, reference_date="2020-01-05",
+                   secondary_date="2020-01-30")
+#: case: (format, input, import options, known motion, how the input stores it)
+ROUND_TRIPS = {
+    "geotiff": ("geotiff", lambda tmp: _path(TRUTH["geotiff"]["east"]), {"units": "m"},
+                TRUTH["geotiff"], "m, north positive"),
+    "geotiff_px_rows": ("geotiff", lambda tmp: _path(TRUTH["geotiff"]["two_band_px_rows"]),
+                        {"units": "px", "north_convention": "row"}, TRUTH["geotiff"],
+                        "pixels, positive down the rows"),
+    "cosicorr": ("cosicorr", lambda tmp: _path(TRUTH["cosicorr"]["file"]), {},
+                 TRUTH["cosicorr"], "m"),
+    "micmac": ("micmac",
+               lambda tmp: os.path.dirname(os.path.dirname(_path(TRUTH["micmac"]["file"]))),
+               {}, TRUTH["micmac"], "parallax steps of 0.05 px, positive down the rows"),
+    "itslive": ("itslive", lambda tmp: _path(TRUTH["itslive"]["file"]), {}, TRUTH["itslive"],
+                "m/yr (int16)"),
+    "carst": ("carst", _carst_sample, {}, CARST_TRUTH, "m, east positive westwards"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROUND_TRIPS))
+def test_every_importer_round_trips_the_known_displacement(case, tmp_path):
+    """Issue 17 target: a known motion (+east, +north, metres over the pair), stored in
+    each format's own unit and sign, comes back from the written SlideWatch pair raster -
+    the file the inversion reads - in metres with the right sign, the right dates and the
+    nodata corner as 'no data'."""
+    from slidewatch.core.timeseries_io import pair_dates
+
+    fmt, make_input, options, truth, _stored_as = ROUND_TRIPS[case]
+    res = oi.import_offsets([make_input(str(tmp_path))], str(tmp_path / "out"), fmt=fmt,
+                            **options)
+    assert len(res.paths) == 1, res.paths
+    path = res.paths[0]
+    ref, sec = truth["reference_date"], truth["secondary_date"]
+    assert os.path.basename(path) == "pair_%s_%s.tif" % (ref.replace("-", ""),
+                                                          sec.replace("-", ""))
+    assert tuple(str(d) for d in pair_dates(path)) == (ref, sec)
+    with rasterio.open(path) as dst:
+        assert dst.descriptions == BANDS
+        assert dst.tags(1)["UNITS"] == "m" and dst.tags(2)["UNITS"] == "m"
+        assert dst.tags()["IMPORT_FORMAT"] == fmt
+        east, north, status = dst.read(1), dst.read(2), dst.read(5)
+    tol = truth["tol_m"]
+    assert truth["east_m"] > 0 and truth["north_m"] > 0
+    assert np.nanmedian(east[INNER]) == pytest.approx(truth["east_m"], abs=tol)
+    assert np.nanmedian(north[INNER]) == pytest.approx(truth["north_m"], abs=tol)
+    assert abs(np.nanmedian(east[OUTSIDE])) < tol and abs(np.nanmedian(north[OUTSIDE])) < tol
+    assert (status[INNER] == STATUS_VALID).all()
+    assert np.isnan(east[CORNER]).all() and (status[CORNER] == STATUS_NODATA).all()
+
+
 # ----------------------------------------------------------------- inversion on imports
 DATES = ["2020-01-01", "2020-01-11", "2020-01-21", "2020-01-31", "2020-02-10"]
 VE, VN = 36.525, -18.2625     # m/yr (0.1 and -0.05 m/day)
@@ -368,6 +429,98 @@ def test_inversion_runs_on_an_imported_pairs_folder(cosicorr_stack, tmp_path):
     assert np.nanmedian(ve) == pytest.approx(VE, rel=0.03)
     assert np.nanmedian(vn) == pytest.approx(VN, rel=0.03)
 
+
+
+SLIDE_DATES = [(dt.date(2020, 1, 1) + dt.timedelta(days=10 * k)).isoformat() for k in range(20)]
+SLIDE_ROWS, SLIDE_COLS = (20, 40), (24, 44)
+
+
+@pytest.fixture(scope="module")
+def imported_slide(tmp_path_factory):
+    """A COSI-Corr-format stack of a slide (20 dates, each paired with the next two, 64 x 64
+    px of 10 m: a 20 x 20 px block moving (VE, VN), the rest still, 2 cm of noise per pair),
+    imported and inverted: (output folder, inversion result)."""
+    from slidewatch.core.timeseries_io import invert_pair_rasters
+
+    root = tmp_path_factory.mktemp("imported_slide")
+    rng = np.random.default_rng(2)
+    (r0, r1), (c0, c1) = SLIDE_ROWS, SLIDE_COLS
+    for i in range(len(SLIDE_DATES)):
+        for j in (i + 1, i + 2):
+            if j >= len(SLIDE_DATES):
+                continue
+            days = (dt.date.fromisoformat(SLIDE_DATES[j])
+                    - dt.date.fromisoformat(SLIDE_DATES[i])).days
+            e, n = rng.normal(0, 0.02, (2, 64, 64))
+            e[r0:r1, c0:c1] += VE / 365.25 * days
+            n[r0:r1, c0:c1] += VN / 365.25 * days
+            name = "S2_%s_VS_S2_%s_frequency_wz_64_step_8.tif" % (
+                SLIDE_DATES[i].replace("-", ""), SLIDE_DATES[j].replace("-", ""))
+            _write(str(root / "cosicorr" / name), [e, n, np.full((64, 64), 0.9)],
+                   descriptions=["East/West", "North/South", "SNR"])
+    out = str(root / "results")
+    oi.import_offsets([str(root / "cosicorr")], out)
+    return out, invert_pair_rasters(out, out)
+
+
+def _slide_centre():
+    r = (SLIDE_ROWS[0] + SLIDE_ROWS[1]) // 2
+    c = (SLIDE_COLS[0] + SLIDE_COLS[1]) // 2
+    return r, c, T10 * (c + 0.5, r + 0.5)
+
+
+def test_detection_quality_layers_and_exports_work_on_imported_pairs(imported_slide):
+    """Issue 17: imported pairs feed the inversion, the detection, the quality layers and
+    the exports like SlideWatch's own pairs."""
+    from slidewatch.core import exports
+    from slidewatch.core.detection import detect_from_folder
+    from slidewatch.core.quality_layers import compute_quality_layers
+
+    out, ts = imported_slide
+    assert ts.n_pairs == 2 * len(SLIDE_DATES) - 3 and ts.dates == SLIDE_DATES
+    det = detect_from_folder(os.path.join(out, "timeseries"))
+    assert len(det.features) == 1, [f["area_m2"] for f in det.features]
+    f = det.features[0]
+    assert f["area_m2"] == pytest.approx(400 * 100.0, rel=0.1)    # the 20 x 20 px block
+    assert f["v_mean_m_per_yr"] == pytest.approx(np.hypot(VE, VN), rel=0.05)
+    q = compute_quality_layers(out)
+    with rasterio.open(q.paths["n_valid_pairs"]) as src:
+        assert (src.read(1) == ts.n_pairs).all()              # every imported pair valid
+    with rasterio.open(q.paths["ncc_share"]) as src:
+        assert np.allclose(src.read(1), 1.0)                  # SNR 0.9 >= the 0.5 threshold
+    res = exports.export_detection_points(out, formats=("csv",), component="east", units="m")
+    with open(res.paths[0]) as fh:
+        row = next(__import__("csv").DictReader(fh))
+    assert float(row["velocity"]) == pytest.approx(VE, rel=0.05)
+    days = (dt.date.fromisoformat(SLIDE_DATES[-1]) - dt.date.fromisoformat(SLIDE_DATES[0])).days
+    assert float(row["D" + SLIDE_DATES[-1].replace("-", "")]) == pytest.approx(
+        VE / 365.25 * days, rel=0.05)
+
+
+def test_inspector_plots_an_imported_pixel_with_its_pairs(imported_slide, qgis_iface,
+                                                          qgis_new_project):
+    """The time-series inspector on an imported folder: the clicked pixel's series, its
+    velocity and the imported pair measurements that fed it."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsPointXY
+
+    from slidewatch.ui.timeseries_dock import TimeSeriesDock
+
+    out, _ts = imported_slide
+    dock = TimeSeriesDock(qgis_iface, qgis_iface.mainWindow())
+    try:
+        assert dock.set_folder(out).complete()
+        r, c, (x, y) = _slide_centre()
+        dock.map_tool.handle_point(QgsPointXY(x, y), QgsCoordinateReferenceSystem("EPSG:32632"))
+        assert dock.wait() and dock.last_error is None, dock.last_error
+        s = dock.current_series
+        assert (s["row"], s["col"]) == (r, c) and s["dates"] == SLIDE_DATES
+        assert s["velocity"]["ve_m_per_yr"] == pytest.approx(VE, rel=0.03)
+        assert s["velocity"]["vn_m_per_yr"] == pytest.approx(VN, rel=0.03)
+        assert len(s["pairs"]) == 2 * len(SLIDE_DATES) - 3
+        assert len(dock.curves["pairs_east"].getData()[0]) == 2 * len(s["pairs"])
+    finally:
+        dock.cleanup()
+        dock.deleteLater()
 
 # -------------------------------------------------------------- Processing (pytest-qgis)
 def _run(alg_id, params):
