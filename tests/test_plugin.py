@@ -5,6 +5,8 @@ from qgis.core import QgsApplication
 EXPECTED_ALGORITHMS = {
     "synthetic_stack", "catalog", "select_pairs", "correlate_pair", "correlate_pairs",
     "invert_timeseries", "detect", "pipeline",
+    # issue 17: imports, quality layers, exports, accuracy assessment
+    "import_offsets", "quality_layers", "export", "accuracy_sampling", "accuracy_estimate",
 }
 
 
