@@ -27,7 +27,10 @@
    curves with linear and piecewise fits and the detection's acceleration onset, the
    evidence behind its score and its validation status from ``detections.gpkg``; the
    pictures are embedded (base64 PNG), so each report is a single file to share.
-   ``index.html`` lists them.
+   ``index.html`` lists them and, when the folder holds labelled accuracy samples
+   (:mod:`.accuracy_assessment`), gives the accuracy assessment of the detection map:
+   error matrix, user's and producer's accuracies and the error-adjusted moving area with
+   their confidence intervals (Olofsson et al. 2014).
 
 Every file is written atomically. Pixel exports read the rasters in row blocks (memory
 bounded by ``block_rows`` x width x dates) and write in one transaction per block.
@@ -715,11 +718,64 @@ least-squares covariance).</p>
            fits="".join(fit_rows) or "<tr><td>too few dates to fit</td></tr>")
 
 
-def write_detection_reports(folder, output_folder=None, ids=None, progress=None):
+def find_accuracy_samples(folder):
+    """The accuracy sample files at the top of an output folder: GeoPackages holding the
+    ``accuracy_samples`` layer and CSVs with their ``.design.json`` beside (what
+    *Accuracy assessment: sample points* writes), sorted by name."""
+    import sqlite3
+
+    from . import accuracy_assessment as aa
+
+    out = []
+    folder = output_sources(folder)["folder"]
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        low = name.lower()
+        if low.endswith(".gpkg") and name != DETECTIONS_GPKG:
+            try:
+                conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5.0)
+                try:
+                    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                         "AND name = ?", (aa.SAMPLES_LAYER,)).fetchone()
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                found = None
+            if found:
+                out.append(path)
+        elif low.endswith(".csv") and os.path.isfile(aa.design_path_of_csv(path)):
+            out.append(path)
+    return out
+
+
+def accuracy_sections(samples):
+    """HTML of the accuracy assessment of each sample file (:func:`accuracy_assessment.
+    assess`, labels as they are now); a sample that cannot be assessed yet (e.g. a
+    stratum with fewer than 2 labels) gets a line saying why."""
+    from . import accuracy_assessment as aa
+
+    parts = []
+    for path in samples:
+        head = "<p>Sample <code>%s</code>" % html.escape(os.path.basename(path))
+        try:
+            rep = aa.assess(path)
+        except (InputError, ParameterError) as exc:
+            parts.append('<section class="slidewatch-accuracy"><h2>Accuracy assessment of '
+                         'the detection map</h2>%s: not assessed yet: %s</p></section>'
+                         % (head, html.escape(str(exc))))
+            continue
+        parts.append("%s (labels as of this report).</p>\n%s" % (head, rep.html_section()))
+    return "\n".join(parts)
+
+
+def write_detection_reports(folder, output_folder=None, ids=None, progress=None,
+                            accuracy_samples=None):
     """One self-contained HTML report per detection (``detection_<id>.html``) and an
     ``index.html`` in ``output_folder`` (default ``<folder>/exports/reports``). ``ids``:
-    only these detections. Returns :class:`ExportResult` (``paths``: the reports, index
-    last)."""
+    only these detections. ``accuracy_samples``: sample files whose accuracy assessment
+    of the map goes into ``index.html`` (default: those :func:`find_accuracy_samples`
+    finds in ``folder``; ``[]``: none). Returns :class:`ExportResult` (``paths``: the
+    reports, index last)."""
     from .detections_store import read_detections
 
     progress = as_progress(progress)
@@ -757,13 +813,20 @@ def write_detection_reports(folder, output_folder=None, ids=None, progress=None)
                                                 _fmt(rec.get("area_m2"), "%.0f")))
         progress.update(0.3 + 0.7 * (k + 1) / max(len(items), 1), "Report of detection %s"
                         % rec.get("id"))
+    if accuracy_samples is None:
+        accuracy_samples = find_accuracy_samples(paths["folder"])
+    accuracy = accuracy_sections(accuracy_samples)
     index = os.path.join(out_dir, "index.html")
     write_text_atomic(index, """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>SlideWatch detections</title><style>%s</style></head><body><h1>Detections of %s</h1>
 <table><tr><th>id</th><th>score</th><th>status</th><th>mean velocity (m/yr)</th>
-<th>area (m²)</th></tr>%s</table></body></html>
-""" % (_CSS, html.escape(paths["folder"]), "".join(index_rows)))
+<th>area (m²)</th></tr>%s</table>
+%s</body></html>
+""" % (_CSS, html.escape(paths["folder"]), "".join(index_rows), accuracy))
     written.append(index)
-    progress.info("Wrote %d detection report(s) and index.html to %s."
-                  % (len(written) - 1, out_dir))
+    progress.info("Wrote %d detection report(s) and index.html to %s%s."
+                  % (len(written) - 1, out_dir,
+                     " (with the accuracy assessment of %s)"
+                     % ", ".join(os.path.basename(p) for p in accuracy_samples)
+                     if accuracy_samples else ""))
     return ExportResult(written, len(written) - 1, items[0][1]["dates"] if items else [])

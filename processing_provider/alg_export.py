@@ -37,7 +37,10 @@ class ExportAlgorithm(SlideWatchAlgorithm):
         "gives one point per pixel: use a step or a minimum velocity on large scenes.<br>"
         "<b>Detection reports</b>: one self-contained HTML page per detection (map "
         "thumbnail, curves with linear and piecewise fits, evidence of the score, "
-        "validation status) and <i>reports/index.html</i>.<br>"
+        "validation status) and <i>reports/index.html</i>, which also gives the accuracy "
+        "assessment of the detection map (user's and producer's accuracy, error-adjusted "
+        "moving area, 95 % intervals) of the <i>Accuracy sample</i> given, or of the "
+        "labelled sample files found in the output folder.<br>"
         "<b>Component</b>: SlideWatch measures a horizontal vector, a point layer holds one "
         "value per date: <i>along</i> the point's mean direction of motion (default), the "
         "<i>magnitude</i>, <i>east</i> or <i>north</i>. Along and magnitude are biased up "
@@ -57,6 +60,7 @@ class ExportAlgorithm(SlideWatchAlgorithm):
     MIN_V = "MIN_VELOCITY"
     INSIDE = "INSIDE_DETECTIONS"
     LOAD = "LOAD_OUTPUTS"
+    ACCURACY = "ACCURACY_SAMPLE"
     OUTPUT = "OUTPUT_FOLDER"
     FILES = "FILES"
     N_DET = "N_DETECTIONS"
@@ -93,6 +97,10 @@ class ExportAlgorithm(SlideWatchAlgorithm):
                                                                "detections"), False),
             QgsProcessingParameterBoolean(self.LOAD, self.tr("Open the point layers in the "
                                                              "project"), True),
+            QgsProcessingParameterFile(
+                self.ACCURACY, self.tr("Accuracy sample for the reports' index (empty = the "
+                                       "sample files in the output folder)"),
+                fileFilter="Accuracy sample (*.gpkg *.csv)", optional=True),
         ]
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -156,8 +164,11 @@ class ExportAlgorithm(SlideWatchAlgorithm):
                      if p.endswith(".gpkg")]
         if want_rep:
             rep_dir = os.path.join(out, exports.REPORTS_FOLDER)
+            sample = self.parameterAsFile(parameters, self.ACCURACY, context)
             res = exports.write_detection_reports(folder, rep_dir,
-                                                  progress=progress.sub(done, 1.0))
+                                                  progress=progress.sub(done, 1.0),
+                                                  accuracy_samples=[sample] if sample
+                                                  else None)
             files += res.paths
             result[self.N_REP] = res.n_points
             result[self.REPORT_INDEX] = rep_dir

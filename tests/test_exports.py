@@ -178,6 +178,59 @@ def test_reports(outputs, tmp_path):
     assert only.n_points == 1
 
 
+
+def _labelled_sample(folder, name, share=1.0):
+    """An accuracy sample of ``folder``'s detection map, the first ``share`` of its points
+    labelled from the velocity (moving above 0.5 m/yr)."""
+    import rasterio
+
+    from slidewatch.core import accuracy_assessment as aa
+
+    path = os.path.join(folder, name)
+    _p, _design, samples = aa.create_sample(path, folder, seed=2, min_per_stratum=20)
+    with rasterio.open(os.path.join(folder, "timeseries", "velocity.tif")) as src:
+        v = src.read(3)
+        inv = ~src.transform
+    labels = {}
+    for smp in samples[:int(round(share * len(samples)))]:
+        c, r = inv * (smp["x"], smp["y"])
+        labels[smp["id"]] = "moving" if v[int(r), int(c)] > 0.5 else "not_moving"
+    aa.set_labels(path, labels, analyst="tester")
+    return path
+
+
+def test_reports_index_gives_the_accuracy_assessment(outputs, tmp_path):
+    """Issue 17: the accuracy estimates (user's and producer's accuracy, moving area, 95 %
+    intervals) are exported in the report: index.html gives the assessment of every
+    labelled sample file of the folder (or of the one given), a sample not ready yet says
+    why, and a folder without a sample gets no section."""
+    import shutil
+
+    from slidewatch.core import accuracy_assessment as aa
+
+    folder = str(tmp_path / "out")
+    shutil.copytree(outputs[0], folder)
+    res = ex.write_detection_reports(folder, str(tmp_path / "none"))
+    assert "Accuracy assessment" not in open(res.paths[-1], encoding="utf-8").read()
+    gpkg = _labelled_sample(folder, "accuracy_samples.gpkg")
+    assert ex.find_accuracy_samples(folder) == [gpkg]
+    rep = aa.assess(gpkg)
+    res = ex.write_detection_reports(folder, str(tmp_path / "rep"))
+    index = open(res.paths[-1], encoding="utf-8").read()
+    assert "Accuracy assessment of the detection map" in index
+    assert "accuracy_samples.gpkg" in index and rep.html_section() in index
+    a = rep.moving_area
+    assert "{:,.0f}".format(a.low) in index and "{:,.0f}".format(a.high) in index
+    # a CSV sample half labelled: both are found; one stratum may lack labels -> reason
+    csv_path = _labelled_sample(folder, "second_sample.csv", share=0.02)
+    assert ex.find_accuracy_samples(folder) == [gpkg, csv_path]
+    res = ex.write_detection_reports(folder, str(tmp_path / "rep2"))
+    index = open(res.paths[-1], encoding="utf-8").read()
+    assert "second_sample.csv</code>: not assessed yet" in index
+    assert "fewer than 2 labelled samples" in index
+    only = ex.write_detection_reports(folder, str(tmp_path / "rep3"), accuracy_samples=[])
+    assert "Accuracy assessment" not in open(only.paths[-1], encoding="utf-8").read()
+
 def test_errors_are_actionable(tmp_path):
     with pytest.raises(InputError, match="ts_east_m.tif"):
         ex.export_detection_points(str(tmp_path))
@@ -251,3 +304,21 @@ def test_processing_algorithm(provider, outputs, tmp_path, qgis_new_project):
     _res, ok, fb = _run("slidewatch:export", {"INPUT": folder, "DETECTION_POINTS": False,
                                               "REPORTS": False, "OUTPUT_FOLDER": out})
     assert not ok and any("Nothing to export" in e for e in fb.errors)
+
+
+def test_processing_reports_with_an_accuracy_sample(provider, outputs, tmp_path):
+    from slidewatch.core import accuracy_assessment as aa
+
+    import shutil
+
+    work = str(tmp_path / "out")
+    shutil.copytree(outputs[0], work)
+    moved = str(tmp_path / "elsewhere.gpkg")   # a sample outside the output folder
+    shutil.move(_labelled_sample(work, "accuracy_samples.gpkg"), moved)
+    assert ex.find_accuracy_samples(work) == []
+    res, ok, fb = _run("slidewatch:export", {"INPUT": work, "DETECTION_POINTS": False,
+                                             "ACCURACY_SAMPLE": moved,
+                                             "OUTPUT_FOLDER": str(tmp_path / "alg")})
+    assert ok, fb.errors
+    index = open(os.path.join(res["REPORT_INDEX"], "index.html"), encoding="utf-8").read()
+    assert "elsewhere.gpkg" in index and aa.assess(moved).html_section() in index
