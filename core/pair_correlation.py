@@ -33,6 +33,7 @@ are written to the tags (``STABLE_PLANE_DX_PX``/``STABLE_PLANE_DY_PX``).
 import json
 import math
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -330,200 +331,348 @@ def correlate_pair_rasters(reference_path, secondary_path, output_path, progress
     Returns a dict: path, n_windows, n_valid, valid_fraction, median_dx_px, median_dy_px,
     n_stable, status_counts.
     """
-    import rasterio
-    from affine import Affine
+    run = _pair_run(reference_path, secondary_path, output_path, reference_date,
+                    secondary_date, params, as_progress(progress))
+    run.rs = _open(reference_path)
+    run.ss = _open(secondary_path)
+    try:
+        _check_pair(run)
+        _window_grid(run, block_rows, memory_mb)
+        _search_plan(run)
+        run.stable_read = _stable_mask_reader(run.params.get("stable_mask"), run.H, run.W)
+        _write_pair(run)
+        if run.stable_read is not None and hasattr(run.stable_read, "close"):
+            run.stable_read.close()
+    finally:
+        run.rs.close()
+        run.ss.close()
+    run.progress.update(1.0, "correlation: done")
+    return _pair_result(run)
 
-    progress = as_progress(progress)
-    stable_mask = params.get("stable_mask")
+
+@dataclass
+class _PairRun:
+    """What the phases of one :func:`correlate_pair_rasters` call share and fill in, in
+    order: :func:`_pair_run`, :func:`_check_pair`, :func:`_window_grid`,
+    :func:`_search_plan`, :func:`_write_pair` (:func:`_write_blocks`, then
+    :func:`_correct_stable_ground` with ``stable`` "median" or "plane"),
+    :func:`_pair_result`."""
+
+    reference_path: str
+    secondary_path: str
+    params: dict                # the caller's options, as given
+    tag_params: dict            # :func:`pair_params`: what identifies the result (tags)
+    corr: dict                  # normalised correlation options
+    ref_date: str
+    sec_date: str
+    final: str                  # absolute path of the output
+    progress: object
+    rs: object = None           # open reference / secondary rasters
+    ss: object = None
+    # grid of window centres (_window_grid)
+    H: int = 0
+    W: int = 0
+    T: object = None
+    out_h: int = 0
+    out_w: int = 0
+    rows_all: np.ndarray = None
+    cols: np.ndarray = None
+    block_rows: int = 0
+    sub_stride: int = 1
+    # search (_search_plan)
+    seeds: object = None
+    rm: int = 0                 # source rows/columns read around a block
+    stable_read: object = None  # :func:`_stable_mask_reader`
+    # statistics and stable-ground samples (_write_block)
+    n_valid: int = 0
+    status_counts: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
+    samples_dx: list = field(default_factory=list)
+    samples_dy: list = field(default_factory=list)
+    samples_r: list = field(default_factory=list)
+    samples_c: list = field(default_factory=list)
+    samples_ncc: list = field(default_factory=list)
+    # stable-ground correction (_correct_stable_ground)
+    med_dx: float = float("nan")
+    med_dy: float = float("nan")
+    n_stable: int = 0
+    plane: dict = None
+
+    @property
+    def band(self):
+        return self.tag_params["band"]
+
+    @property
+    def zero_nod(self):
+        return self.tag_params["zero_is_nodata"]
+
+    @property
+    def stable(self):
+        return self.tag_params["stable"]
+
+    @property
+    def step(self):
+        return self.corr["step"]
+
+
+def _pair_run(reference_path, secondary_path, output_path, reference_date, secondary_date,
+              params, progress):
+    """The checked parameters (ParameterError if one is wrong) and the pair's dates, as a
+    new :class:`_PairRun`."""
     tag_params = pair_params(**params)
     corr = normalize_params(params.get("window", 32), params.get("step", 8),
                             params.get("search", 8),
                             **{k: v for k, v in params.items()
                                if k not in DRIVER_DEFAULTS and k not in
                                ("window", "step", "search")})
-    band = tag_params["band"]
-    zero_nod = tag_params["zero_is_nodata"]
-    step = corr["step"]
-    h, w = corr["window"]
     ref_date, sec_date = _dates_for(output_path, reference_path, secondary_path,
                                     reference_date, secondary_date)
-    rs = _open(reference_path)
-    ss = _open(secondary_path)
-    try:
-        for src, p in ((rs, reference_path), (ss, secondary_path)):
-            if band > src.count:
-                raise InputError("'%s' has %d band(s); band %d does not exist. Choose a "
-                                 "band between 1 and %d." % (p, src.count, band, src.count))
-        _check_same_grid(rs, ss, reference_path, secondary_path)
-        check_window_search((rs.height, rs.width), corr["window"], corr["search"],
-                            reference_path)
-        H, W = rs.height, rs.width
-        T = rs.transform
-        out_h = -(-H // step)
-        out_w = -(-W // step)
-        rows_all = np.arange(out_h, dtype=np.int64) * step + step // 2
-        cols = np.arange(out_w, dtype=np.int64) * step + step // 2
-        if block_rows is None:
-            block_rows = _auto_block_rows(corr, W, memory_mb)
-        # whole chunks of the shared integer search (correlation.row_groups): blocks
-        # start at multiples of ROW_GROUP rows, so tiled results equal untiled ones
-        g = ROW_GROUP
-        corr["max_displacement"] = effective_max_displacement(
-            corr, tag_params["max_velocity_m_per_day"], ref_date, sec_date, T)
-        seeds = None
-        if seeded.is_seeded(corr):
-            # coarse-to-fine: seeds from a reduced pair, tiles of TILE_ROWS centre rows
-            g = int(np.lcm(ROW_GROUP, seeded.TILE_ROWS))
-            seeds = _coarse_seeds(rs, ss, band, zero_nod, corr, progress)
-            progress.info("correlation: search follows the motion up to %.1f px (%s)"
-                          % (corr["max_displacement"], seeds.describe()))
-        block_rows = -(-max(1, int(block_rows)) // g) * g
-        rm = read_margin(corr) if seeds is None else seeded.needed_margin(
-            corr, seeds.max_abs_px)
-        stable_read = _stable_mask_reader(stable_mask, H, W)
-        profile = dict(GTIFF_FLOAT_OPTIONS, height=out_h, width=out_w, count=len(BANDS),
-                       dtype="float32", crs=rs.crs, transform=T * Affine.scale(step),
-                       nodata=np.nan)
-        if out_h < 256 or out_w < 256:
-            profile.update(tiled=False)
-            profile.pop("blockxsize"), profile.pop("blockysize")
-        samples_dx, samples_dy = [], []
-        samples_r, samples_c, samples_ncc = [], [], []
-        n_valid = 0
-        status_counts = np.zeros(256, np.int64)
-        nblocks = -(-out_h // block_rows)
-        sub_stride = max(1, int(math.ceil(out_h * out_w / 4e6)))
-        final = os.path.abspath(output_path)
-        with atomic_output(final) as tmp:
-            stage = tmp if tag_params["stable"] == "none" else temporary_name(final)
-            try:
-                with rasterio.Env(GDAL_CACHEMAX=128):
-                    with rasterio.open(stage, "w", **profile) as dst:
-                        def emit(k0, k1, rows, raw, above, below):
-                            """Coherence decision (needs the raw rows around the block),
-                            statistics, stable-ground samples and the write of one block."""
-                            nonlocal n_valid, status_counts
-                            dx, dy, ncc, snr, status = raw
-                            coherence_filter(dx, dy, snr, status, corr, above=above,
-                                             below=below)
-                            ok = status == STATUS_VALID
-                            n_valid += int(ok.sum())
-                            status_counts += np.bincount(status.ravel().astype(np.int64),
-                                                         minlength=256)[:256]
-                            if tag_params["stable"] != "none":
-                                sel = ok if stable_read is None else ok & stable_read(rows, cols)
-                                samples_dx.append(dx[sel][::sub_stride].astype(np.float32))
-                                samples_dy.append(dy[sel][::sub_stride].astype(np.float32))
-                                if tag_params["stable"] == "plane":
-                                    rr, cc = np.broadcast_arrays(rows[:, None], cols[None, :])
-                                    samples_r.append(rr[sel][::sub_stride].astype(np.float32))
-                                    samples_c.append(cc[sel][::sub_stride].astype(np.float32))
-                                    samples_ncc.append(ncc[sel][::sub_stride].astype(np.float32))
-                            east, north = _to_metres(dx, dy, T)
-                            win = rasterio.windows.Window(0, k0, out_w, k1 - k0)
-                            for i, arr in enumerate((east, north, ncc, snr, status), start=1):
-                                dst.write(arr.astype(np.float32), i, window=win)
+    return _PairRun(reference_path, secondary_path, params, tag_params, corr, ref_date,
+                    sec_date, os.path.abspath(output_path), progress)
 
-                        # a block is written once the COHERENCE_RADIUS rows of windows
-                        # below it are computed: the coherence decision of its last rows
-                        # needs them (and the rows above, kept in ``above``)
-                        pending, above = [], None
-                        for b in range(nblocks):
-                            progress.check()
-                            k0 = b * block_rows
-                            k1 = min(out_h, k0 + block_rows)
-                            rows = rows_all[k0:k1]
-                            src_r0 = int(rows[0]) - h // 2 - rm
-                            src_r1 = int(rows[-1]) - h // 2 + h + rm
-                            ref_blk = read_rows_padded(rs, band, src_r0, src_r1, rm, zero_nod)
-                            sec_blk = read_rows_padded(ss, band, src_r0, src_r1, rm, zero_nod)
-                            if seeds is not None:
-                                raw = seeded.correlate_seeded(
-                                    ref_blk, sec_blk, (src_r0, -rm), rows, cols,
-                                    np.arange(k0, k1), np.arange(out_w), (H, W),
-                                    seeds, corr, progress)
-                            else:
-                                raw = correlate_raw(
-                                    ref_blk, sec_blk, rows, cols, (H, W), src_r0 + rm, corr)
-                            del ref_blk, sec_blk
-                            pending.append((k0, k1, rows, tuple(raw)))
-                            above = _emit_ready(pending, above, emit, final_block=False)
-                            progress.update((b + 1) / nblocks * (0.9 if tag_params["stable"] != "none" else 1.0),
-                                            "correlation: block %d/%d" % (b + 1, nblocks))
-                        _emit_ready(pending, above, emit, final_block=True)
-                        _describe(dst, ref_date, sec_date, tag_params, params, corr, T)
-                med_dx = med_dy = float("nan")
-                n_stable = 0
-                plane = None
-                if tag_params["stable"] != "none":
-                    sdx = np.concatenate(samples_dx) if samples_dx else np.zeros(0)
-                    sdy = np.concatenate(samples_dy) if samples_dy else np.zeros(0)
-                    n_stable = int(sdx.size)
-                    if n_stable == 0 and n_valid == 0:
-                        # nothing valid at all (e.g. a fully clouded date): the pair stays
-                        # all-NaN with its status codes; there is no offset to remove
-                        progress.info("correlation: no valid window in '%s' / '%s'; no "
-                                      "stable-ground correction needed"
-                                      % (reference_path, secondary_path))
-                        os.replace(stage, tmp)
-                    elif n_stable == 0:
-                        raise InputError(
-                            "No valid window over stable ground in '%s' / '%s': the median "
-                            "offset cannot be removed. Use stable='none' or a larger stable "
-                            "mask." % (reference_path, secondary_path))
-                    if n_stable:
-                        keep = np.ones(sdx.size, bool)
-                        if stable_read is None:
-                            # no mask: the stable ground is the tightest cluster of
-                            # vectors nearest zero, not the median of a scene that may
-                            # be mostly moving (core/stable_offset.py)
-                            cl = stable_offset(sdx, sdy)
-                            if cl is None:
-                                keep[:] = False
-                                progress.info(
-                                    "correlation: no stable ground identified in '%s' / '%s' "
-                                    "(no tight cluster of displacements holding >= %.0f %% of "
-                                    "the windows): no offset removed; give a stable-area mask "
-                                    "to correct it" % (reference_path, secondary_path,
-                                                       100 * STABLE_MIN_SHARE))
-                            else:
-                                keep = np.hypot(sdx - cl["dx"], sdy - cl["dy"]) <= max(
-                                    3.0 * cl["spread_px"], 0.3)
-                        n_stable = int(keep.sum())
-                        med_dx = float(np.median(sdx[keep])) if n_stable else 0.0
-                        med_dy = float(np.median(sdy[keep])) if n_stable else 0.0
-                        if tag_params["stable"] == "plane" and n_stable:
-                            plane = fit_stable_plane(sdx[keep], sdy[keep],
-                                                     np.concatenate(samples_r)[keep],
-                                                     np.concatenate(samples_c)[keep],
-                                                     np.concatenate(samples_ncc)[keep])
-                        _apply_offset(stage, tmp, med_dx, med_dy, T, n_stable, block_rows,
-                                      progress, plane=plane, step=step)
-                        with rasterio.open(tmp, "r+") as dst:
-                            dst.update_tags(**{prod.TAG_STABLE_GROUND: (
-                                prod.STABLE_GROUND_MASK if stable_read is not None else
-                                prod.STABLE_GROUND_CLUSTER if n_stable else
-                                prod.STABLE_GROUND_NONE)})
-            finally:
-                if stage != tmp:
-                    for p in (stage, stage + ".aux.xml"):
-                        try:
-                            os.remove(p)
-                        except OSError:
-                            pass
-        if stable_read is not None and hasattr(stable_read, "close"):
-            stable_read.close()
-    finally:
-        rs.close()
-        ss.close()
-    progress.update(1.0, "correlation: done")
-    total = out_h * out_w
-    return dict(path=final, n_windows=total, n_valid=n_valid,
-                valid_fraction=n_valid / total if total else 0.0, median_dx_px=med_dx,
-                median_dy_px=med_dy, n_stable=n_stable,
+
+def _check_pair(run):
+    """InputError unless both rasters have the band, share one grid and are large enough
+    for the window and search."""
+    band = run.band
+    for src, p in ((run.rs, run.reference_path), (run.ss, run.secondary_path)):
+        if band > src.count:
+            raise InputError("'%s' has %d band(s); band %d does not exist. Choose a "
+                             "band between 1 and %d." % (p, src.count, band, src.count))
+    _check_same_grid(run.rs, run.ss, run.reference_path, run.secondary_path)
+    check_window_search((run.rs.height, run.rs.width), run.corr["window"],
+                        run.corr["search"], run.reference_path)
+
+
+def _window_grid(run, block_rows, memory_mb):
+    """The source size and transform, the output grid of window centres (``rows_all``,
+    ``cols``), the sampling stride of the stable-ground samples, and ``block_rows``
+    (from ``memory_mb`` when None; rounded by :func:`_search_plan`)."""
+    step = run.step
+    run.H, run.W = run.rs.height, run.rs.width
+    run.T = run.rs.transform
+    run.out_h = -(-run.H // step)
+    run.out_w = -(-run.W // step)
+    run.rows_all = np.arange(run.out_h, dtype=np.int64) * step + step // 2
+    run.cols = np.arange(run.out_w, dtype=np.int64) * step + step // 2
+    if block_rows is None:
+        block_rows = _auto_block_rows(run.corr, run.W, memory_mb)
+    run.block_rows = block_rows
+    run.sub_stride = max(1, int(math.ceil(run.out_h * run.out_w / 4e6)))
+
+
+def _search_plan(run):
+    """``corr["max_displacement"]`` for the pair (:func:`effective_max_displacement`), the
+    coarse seeds when the search follows the motion (coarse-to-fine), ``block_rows``
+    rounded to whole row groups and the read margin ``rm``."""
+    corr = run.corr
+    # whole chunks of the shared integer search (correlation.row_groups): blocks
+    # start at multiples of ROW_GROUP rows, so tiled results equal untiled ones
+    g = ROW_GROUP
+    corr["max_displacement"] = effective_max_displacement(
+        corr, run.tag_params["max_velocity_m_per_day"], run.ref_date, run.sec_date, run.T)
+    if seeded.is_seeded(corr):
+        # coarse-to-fine: seeds from a reduced pair, tiles of TILE_ROWS centre rows
+        g = int(np.lcm(ROW_GROUP, seeded.TILE_ROWS))
+        run.seeds = _coarse_seeds(run.rs, run.ss, run.band, run.zero_nod, corr,
+                                  run.progress)
+        run.progress.info("correlation: search follows the motion up to %.1f px (%s)"
+                          % (corr["max_displacement"], run.seeds.describe()))
+    run.block_rows = -(-max(1, int(run.block_rows)) // g) * g
+    run.rm = read_margin(corr) if run.seeds is None else seeded.needed_margin(
+        corr, run.seeds.max_abs_px)
+
+
+def _write_pair(run):
+    """The pair raster, written under a temporary name and renamed when complete: the
+    blocks (:func:`_write_blocks`), then with a stable-ground correction a corrected
+    copy of that first stage (:func:`_correct_stable_ground`), the stage removed."""
+    with atomic_output(run.final) as tmp:
+        stage = tmp if run.stable == "none" else temporary_name(run.final)
+        try:
+            _write_blocks(run, stage)
+            if run.stable != "none":
+                _correct_stable_ground(run, stage, tmp)
+        finally:
+            if stage != tmp:
+                for p in (stage, stage + ".aux.xml"):
+                    try:
+                        os.remove(p)
+                    except OSError:
+                        pass
+
+
+def _output_profile(run):
+    """GeoTIFF profile of the pair raster (float32 bands on the grid of window centres;
+    striped when smaller than 256 x 256)."""
+    from affine import Affine
+    profile = dict(GTIFF_FLOAT_OPTIONS, height=run.out_h, width=run.out_w, count=len(BANDS),
+                   dtype="float32", crs=run.rs.crs, transform=run.T * Affine.scale(run.step),
+                   nodata=np.nan)
+    if run.out_h < 256 or run.out_w < 256:
+        profile.update(tiled=False)
+        profile.pop("blockxsize"), profile.pop("blockysize")
+    return profile
+
+
+def _write_blocks(run, path):
+    """Correlate the blocks of window rows in order (cancellable between blocks) and write
+    them to ``path`` with the band descriptions and tags (:func:`_describe`).
+
+    A block is written once the COHERENCE_RADIUS rows of windows below it are computed:
+    the coherence decision of its last rows needs them (and the rows above, kept in
+    ``above``), see :func:`_emit_ready`.
+    """
+    import rasterio
+    progress = run.progress
+    nblocks = -(-run.out_h // run.block_rows)
+    share = 0.9 if run.stable != "none" else 1.0  # the rest: the stable-ground copy
+    with rasterio.Env(GDAL_CACHEMAX=128):
+        with rasterio.open(path, "w", **_output_profile(run)) as dst:
+            def emit(k0, k1, rows, raw, above, below):
+                _write_block(run, dst, k0, k1, rows, raw, above, below)
+
+            pending, above = [], None
+            for b in range(nblocks):
+                progress.check()
+                pending.append(_correlate_block(run, b))
+                above = _emit_ready(pending, above, emit, final_block=False)
+                progress.update((b + 1) / nblocks * share,
+                                "correlation: block %d/%d" % (b + 1, nblocks))
+            _emit_ready(pending, above, emit, final_block=True)
+            _describe(dst, run.ref_date, run.sec_date, run.tag_params, run.params, run.corr,
+                      run.T)
+
+
+def _correlate_block(run, b):
+    """Raw correlation of block ``b`` (output rows ``k0:k1``): reads the source rows it
+    needs plus the halo ``rm`` and returns ``(k0, k1, rows, (dx, dy, ncc, snr, status))``
+    before the coherence decision."""
+    k0 = b * run.block_rows
+    k1 = min(run.out_h, k0 + run.block_rows)
+    rows = run.rows_all[k0:k1]
+    h, rm, corr = run.corr["window"][0], run.rm, run.corr
+    src_r0 = int(rows[0]) - h // 2 - rm
+    src_r1 = int(rows[-1]) - h // 2 + h + rm
+    ref_blk = read_rows_padded(run.rs, run.band, src_r0, src_r1, rm, run.zero_nod)
+    sec_blk = read_rows_padded(run.ss, run.band, src_r0, src_r1, rm, run.zero_nod)
+    if run.seeds is not None:
+        raw = seeded.correlate_seeded(
+            ref_blk, sec_blk, (src_r0, -rm), rows, run.cols,
+            np.arange(k0, k1), np.arange(run.out_w), (run.H, run.W),
+            run.seeds, corr, run.progress)
+    else:
+        raw = correlate_raw(
+            ref_blk, sec_blk, rows, run.cols, (run.H, run.W), src_r0 + rm, corr)
+    return k0, k1, rows, tuple(raw)
+
+
+def _write_block(run, dst, k0, k1, rows, raw, above, below):
+    """Coherence decision of one block (needs the raw rows ``above`` and ``below`` it),
+    its statistics and stable-ground samples, and the write of its bands to ``dst``."""
+    import rasterio
+    dx, dy, ncc, snr, status = raw
+    coherence_filter(dx, dy, snr, status, run.corr, above=above, below=below)
+    ok = status == STATUS_VALID
+    run.n_valid += int(ok.sum())
+    run.status_counts += np.bincount(status.ravel().astype(np.int64), minlength=256)[:256]
+    if run.stable != "none":
+        sel = ok if run.stable_read is None else ok & run.stable_read(rows, run.cols)
+        _add_stable_samples(run, rows, sel, dx, dy, ncc)
+    east, north = _to_metres(dx, dy, run.T)
+    win = rasterio.windows.Window(0, k0, run.out_w, k1 - k0)
+    for i, arr in enumerate((east, north, ncc, snr, status), start=1):
+        dst.write(arr.astype(np.float32), i, window=win)
+
+
+def _add_stable_samples(run, rows, sel, dx, dy, ncc):
+    """Keep every ``sub_stride``-th selected window of a block (dx, dy; with "plane" also
+    its source row, column and ncc) for the stable-ground correction."""
+    s = run.sub_stride
+    run.samples_dx.append(dx[sel][::s].astype(np.float32))
+    run.samples_dy.append(dy[sel][::s].astype(np.float32))
+    if run.stable == "plane":
+        rr, cc = np.broadcast_arrays(rows[:, None], run.cols[None, :])
+        run.samples_r.append(rr[sel][::s].astype(np.float32))
+        run.samples_c.append(cc[sel][::s].astype(np.float32))
+        run.samples_ncc.append(ncc[sel][::s].astype(np.float32))
+
+
+def _correct_stable_ground(run, stage, tmp):
+    """Stable-ground correction (module doc): from the samples, ``n_stable``, the median
+    offset and with "plane" the fitted plane; ``stage`` copied to ``tmp`` with them
+    subtracted (:func:`_apply_offset`) and the STABLE_GROUND tag set. A pair without any
+    valid window is moved to ``tmp`` unchanged; valid windows but none over stable ground
+    is an InputError."""
+    import rasterio
+    sdx = np.concatenate(run.samples_dx) if run.samples_dx else np.zeros(0)
+    sdy = np.concatenate(run.samples_dy) if run.samples_dy else np.zeros(0)
+    run.n_stable = int(sdx.size)
+    if run.n_stable == 0 and run.n_valid == 0:
+        # nothing valid at all (e.g. a fully clouded date): the pair stays
+        # all-NaN with its status codes; there is no offset to remove
+        run.progress.info("correlation: no valid window in '%s' / '%s'; no "
+                          "stable-ground correction needed"
+                          % (run.reference_path, run.secondary_path))
+        os.replace(stage, tmp)
+    elif run.n_stable == 0:
+        raise InputError(
+            "No valid window over stable ground in '%s' / '%s': the median "
+            "offset cannot be removed. Use stable='none' or a larger stable "
+            "mask." % (run.reference_path, run.secondary_path))
+    if not run.n_stable:
+        return
+    keep = _stable_windows(run, sdx, sdy)
+    run.n_stable = n_stable = int(keep.sum())
+    run.med_dx = float(np.median(sdx[keep])) if n_stable else 0.0
+    run.med_dy = float(np.median(sdy[keep])) if n_stable else 0.0
+    if run.stable == "plane" and n_stable:
+        run.plane = fit_stable_plane(sdx[keep], sdy[keep],
+                                     np.concatenate(run.samples_r)[keep],
+                                     np.concatenate(run.samples_c)[keep],
+                                     np.concatenate(run.samples_ncc)[keep])
+    _apply_offset(stage, tmp, run.med_dx, run.med_dy, run.T, n_stable, run.block_rows,
+                  run.progress, plane=run.plane, step=run.step)
+    with rasterio.open(tmp, "r+") as dst:
+        dst.update_tags(**{prod.TAG_STABLE_GROUND: (
+            prod.STABLE_GROUND_MASK if run.stable_read is not None else
+            prod.STABLE_GROUND_CLUSTER if n_stable else
+            prod.STABLE_GROUND_NONE)})
+
+
+def _stable_windows(run, sdx, sdy):
+    """Which samples are stable ground: all of them with a mask; without one those of the
+    tightest cluster of vectors nearest zero (none, logged, when there is no cluster)."""
+    keep = np.ones(sdx.size, bool)
+    if run.stable_read is None:
+        # no mask: the stable ground is the tightest cluster of
+        # vectors nearest zero, not the median of a scene that may
+        # be mostly moving (core/stable_offset.py)
+        cl = stable_offset(sdx, sdy)
+        if cl is None:
+            keep[:] = False
+            run.progress.info(
+                "correlation: no stable ground identified in '%s' / '%s' "
+                "(no tight cluster of displacements holding >= %.0f %% of "
+                "the windows): no offset removed; give a stable-area mask "
+                "to correct it" % (run.reference_path, run.secondary_path,
+                                   100 * STABLE_MIN_SHARE))
+        else:
+            keep = np.hypot(sdx - cl["dx"], sdy - cl["dy"]) <= max(
+                3.0 * cl["spread_px"], 0.3)
+    return keep
+
+
+def _pair_result(run):
+    """The summary dict returned by :func:`correlate_pair_rasters`."""
+    total = run.out_h * run.out_w
+    plane = run.plane
+    return dict(path=run.final, n_windows=total, n_valid=run.n_valid,
+                valid_fraction=run.n_valid / total if total else 0.0,
+                median_dx_px=run.med_dx, median_dy_px=run.med_dy, n_stable=run.n_stable,
                 plane_dx_px=None if plane is None else plane["dx"],
                 plane_dy_px=None if plane is None else plane["dy"],
-                status_counts={int(k): int(v) for k, v in enumerate(status_counts) if v})
+                status_counts={int(k): int(v) for k, v in enumerate(run.status_counts)
+                               if v})
 
 
 def _coarse_seeds(rs, ss, band, zero_nod, corr, progress):
