@@ -13,7 +13,7 @@ SlideWatch defaults, OpenCV matchTemplate + parabola and skimage phase_cross_cor
 (upsample 20) in .venv-bench (bench_correlation.peer_main). Secondary = exact Fourier
 shift of the larger crop (bench_correlation.make_pair). The worst texture is reported.
 
-    .venv/bin/python bench/bench_textures.py [--only NAME,...] [--max-sigma PX]
+    .venv/bin/python bench/bench_textures.py [--only NAME,...] [--max-sigma PX] [--wide-sigma PX]
 """
 
 import argparse
@@ -77,8 +77,12 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--max-sigma", type=float, default=None,
                     help="SlideWatch with this max_sigma (px) instead of the default")
+    ap.add_argument("--wide-sigma", type=float, default=None,
+                    help="SlideWatch with this wide_sigma (px; 0 = wide-window pass off)")
     a = ap.parse_args()
     opt = {} if a.max_sigma is None else dict(max_sigma=a.max_sigma)
+    if a.wide_sigma is not None:
+        opt["wide_sigma"] = a.wide_sigma
     names = [n for n in TEXTURES if not a.only or n in a.only.split(",")]
     rows = cols = BC.centres(BC.STEP)
     sweep = shifts()
