@@ -125,7 +125,7 @@ DEFAULTS = dict(subpixel="iterative", prefilter="gaussian_hp", prefilter_options
                 max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.2,
                 min_snr_coherent=1.0, coherence_px=0.5, max_iter=20,
                 tol=0.02, interpolation="lanczos4", max_displacement=0, fallback_sigma=3.0,
-                max_sigma=0.0, wide_sigma=0.025)
+                max_sigma=0.0, wide_sigma=0.0)
 
 
 @dataclass
@@ -701,12 +701,15 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
     max_sigma : windows whose predicted error (``sigma``, px) is above it get
         STATUS_IMPRECISE (and the second pass); 0 = off (default: on the real Sentinel-2
         null pair 0.1 px removes 17 % of the valid windows, docs/benchmarks.md)
-    wide_sigma : valid windows whose predicted error is above it (0.025 px) are
-        correlated again with a window twice as large at the same centre, within 2 px of
-        their first estimate, kept where valid and predicted more precise
-        (:func:`_wide_pass`); 0 = off (issue 18: 5 % noise + contrast change RMSE
-        0.020-0.059 -> 0.016-0.036 px on six real textures; real Sentinel-2 null pair p68
-        0.139 -> 0.116 px, for 1.0-1.25x the time on the textures and 1.6x on that pair)
+    wide_sigma : valid windows whose predicted error is above it (px; 0.025 is the
+        measured setting) are correlated again with a window twice as large at the same
+        centre, within 2 px of their first estimate, kept where valid and predicted more
+        precise (:func:`_wide_pass`); 0 = off, the default (issue 18: with 0.025, 5 % noise
+        + contrast change RMSE 0.020-0.059 -> 0.016-0.036 px on six real textures, real
+        Sentinel-2 null pair p68 0.139 -> 0.116 px, for 1.0-1.25x the time on the textures
+        and 1.4-1.6x on real scenes; off by default because the wider footprints triple
+        the noise correlation area, which weakens single-pair detection: Yahtse body
+        90.0 -> 80.7 %, docs/benchmarks.md)
     max_displacement : largest displacement looked for (px; 0 = off, the default). When
         larger than ``search``, the search follows the motion: a coarse level gives a
         seed per window and the fine search of ``search`` px is centred on it
