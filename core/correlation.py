@@ -393,6 +393,12 @@ def _wide_pass(out, ref_stack, sec_stack, rows, cols, image_shape, row_offset, p
         res[1][group] += oy
     with np.errstate(invalid="ignore"):
         take = todo & (res[4] == STATUS_VALID) & (res[5] < sig[np.ix_(rsel, csel)])
+    return _merge(out, res, rsel, csel, take)
+
+
+def _merge(out, res, rsel, csel, take):
+    """Put the windows ``take`` of a pass's results ``res`` (on the rows ``rsel`` x
+    columns ``csel``) into ``out`` (dx, dy, ncc, snr, status, sigma), in place."""
     for a, b in zip(out, res):
         sub = a[np.ix_(rsel, csel)]
         sub[take] = b[take]
@@ -432,11 +438,7 @@ def _second_pass(out, ref_block, sec_block, rows, cols, image_shape, row_offset,
     f = _correlate(stacks[0], stacks[1], rows[rsel], cols[csel], image_shape, row_offset,
                    params, fallback=True, todo=todo)
     take = todo & (f[4] == STATUS_VALID)
-    for a, b in zip(out, f):
-        sub = a[np.ix_(rsel, csel)]
-        sub[take] = b[take]
-        a[np.ix_(rsel, csel)] = sub
-    return out
+    return _merge(out, f, rsel, csel, take)
 
 
 def _prepare_around(block, params, rows, cols, todo, row_offset):

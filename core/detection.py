@@ -1159,12 +1159,15 @@ def read_pairs_with_stable_ground(folder):
             raw = src.tags().get(TAG_STABLE_GROUND_PAIRS)
     except rasterio.errors.RasterioIOError:
         return None
+    if not raw:
+        return None
     try:
-        counts = json.loads(raw) if raw else None
-        known = int(counts["identified"]) + int(counts["not_identified"])
+        counts = json.loads(raw)
+        identified, known = int(counts["identified"]), int(counts["not_identified"])
     except (ValueError, TypeError, KeyError):
         return None
-    return int(counts["identified"]) / known if known > 0 else None
+    known += identified
+    return identified / known if known > 0 else None
 
 
 def _reproject_to(path, shape, transform, crs, resampling, what):
@@ -1242,13 +1245,12 @@ def detect_from_folder(timeseries_folder, dem_path=None, stable_mask_path=None, 
                   % (br["rms_removed_m"]["east"], br["rms_removed_m"]["north"],
                      sig.get("east", float("nan")), sig.get("north", float("nan")),
                      100.0 * br.get("stable_share", float("nan"))))
-    if br.get("pairs_with_stable_ground") is not None and not stable_mask_path:
+    share = br.get("pairs_with_stable_ground")
+    if share is not None and not stable_mask_path:
+        trusted = share >= MIN_PAIRS_WITH_STABLE_GROUND
         progress.info("Stable ground: the correlation found it in %.0f %% of the pairs%s"
-                      % (100.0 * br["pairs_with_stable_ground"],
-                         "" if br.get("no_stable_ground") else
-                         " (the scene is treated as having stable ground)"
-                         if br["pairs_with_stable_ground"] >= MIN_PAIRS_WITH_STABLE_GROUND
-                         else ""))
+                      % (100.0 * share, " (the scene is treated as having stable ground)"
+                         if trusted else ""))
     if br.get("no_stable_ground"):
         progress.info("Warning: no stable ground found (%s). Give a stable-area mask "
                       "(STABLE_MASK) of rock or vegetation known not to move to remove "
