@@ -535,14 +535,17 @@ def run_real_null(out_root):
                pair_east_median_m=float(np.nanmedian(east)), pair_north_median_m=float(np.nanmedian(north)),
                pair_east_nmad_m=float(1.4826 * np.nanmedian(np.abs(east - np.nanmedian(east)))),
                t_correlate_s=tcor)
-    res2 = detect(e3, n3, dates, gtr, crs=crs)
+    # the windows' footprints (the wide-window pass), as the pipeline gives them
+    foot = np.where(bad, np.nan, np.asarray(res.footprint, np.float64))
+    out["widened_share"] = float(np.nanmean(foot > 1))
+    res2 = detect(e3, n3, dates, gtr, crs=crs, footprint=foot)
     out["n_detections"] = len(res2.features)
     out["n_candidates_rejected"] = len(res2.candidates_rejected or [])
     out["candidates_rejected"] = res2.candidates_rejected
     out["noise"] = res2.noise.as_dict()
     # the same without the single-pair bar, to report what significance alone gives
     res3 = detect(e3, n3, dates, gtr, crs=crs, single_pair_min_independent_obs=0.0,
-                  single_pair_min_significance=0.0)
+                  single_pair_min_significance=0.0, footprint=foot)
     out["n_detections_without_temporal_rule"] = len(res3.features)
     out["without_rule"] = [dict(area_m2=f["area_m2"], v_mean_m_per_yr=round(f["v_mean_m_per_yr"], 1),
                                 significance_mean=round(f["significance_mean"], 1),

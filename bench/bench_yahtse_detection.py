@@ -47,11 +47,16 @@ def load_field():
     import rasterio
     if not os.path.exists(PAIR):
         by.ours(30.0, "auto")
+    from slidewatch.core.products import pair_footprint_path
     with rasterio.open(PAIR) as src:
         e = src.read(1).astype(np.float64)
         n = src.read(2).astype(np.float64)
         T, crs, shape = src.transform, src.crs, src.shape
-    return e, n, T, crs, shape
+    foot = None
+    if os.path.exists(pair_footprint_path(PAIR)):
+        with rasterio.open(pair_footprint_path(PAIR)) as src:
+            foot = src.read(1).astype(np.float64)
+    return e, n, T, crs, shape, foot
 
 
 def load_dem(shape, transform, crs):
@@ -83,13 +88,16 @@ def reference_masks():
     return glacier & agree, rock, glacier
 
 
-def run_detect(e, n, transform, crs, dem, **kw):
+def run_detect(e, n, transform, crs, dem, foot=None, **kw):
+    """Detection on the two-date series (0, the pair), with the pair's window footprints
+    (core/footprint.py) when it has them."""
     from slidewatch.core.detection import detect
     E = np.stack([np.zeros_like(e), e])
     N = np.stack([np.zeros_like(n), n])
     E[0][~np.isfinite(e)] = np.nan
     N[0][~np.isfinite(n)] = np.nan
-    res = detect(E, N, ["2016-07-18", "2016-08-03"], transform, crs=crs, dem=dem, **kw)
+    res = detect(E, N, ["2016-07-18", "2016-08-03"], transform, crs=crs, dem=dem,
+                 footprint=foot, **kw)
     return res
 
 
@@ -130,7 +138,7 @@ def main():
         print(".venv-bench missing: `make bench` installs the OpenCV peer")
         return 1
     import rasterio.transform
-    e, n, T, crs, shape = load_field()
+    e, n, T, crs, shape, foot = load_field()
     dem = load_dem(shape, T, crs)
     body, margin, carst_only = reference_masks()
     valid = np.isfinite(e) & np.isfinite(n)
@@ -143,7 +151,7 @@ def main():
                 ("require_temporal_evidence=True", dict(require_temporal_evidence=True))]
     for name, kw in settings:
         t0 = time.perf_counter()
-        res = run_detect(e, n, T, crs, dem, **kw)
+        res = run_detect(e, n, T, crs, dem, foot, **kw)
         s = score(res, body, margin, valid)
         s["seconds"] = time.perf_counter() - t0
         cv = carst_only & valid
@@ -157,7 +165,8 @@ def main():
         rows = []
         for sl, share in crops(valid, body, a.crop, a.stride):
             Tc = T * rasterio.transform.Affine.translation(sl[1].start, sl[0].start)
-            r = run_detect(e[sl], n[sl], Tc, crs, dem[sl], **kw)
+            r = run_detect(e[sl], n[sl], Tc, crs, dem[sl],
+                           None if foot is None else foot[sl], **kw)
             sc = score(r, body[sl], margin[sl], valid[sl])
             sc.update(row0=sl[0].start, col0=sl[1].start, body_share=share)
             rows.append(sc)

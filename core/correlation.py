@@ -125,7 +125,7 @@ DEFAULTS = dict(subpixel="iterative", prefilter="gaussian_hp", prefilter_options
                 max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.2,
                 min_snr_coherent=1.0, coherence_px=0.5, max_iter=20,
                 tol=0.02, interpolation="lanczos4", max_displacement=0, fallback_sigma=3.0,
-                max_sigma=0.0, wide_sigma=0.0)
+                max_sigma=0.0, wide_sigma=0.025)
 
 
 @dataclass
@@ -142,6 +142,9 @@ class CorrelationResult:
     #: predicted 1-sigma error of each refined estimate (px, rms of the two axes; NaN
     #: where not refined); None from the seeded search
     sigma: np.ndarray = None
+    #: window area of each estimate relative to the nominal window (1, or WIDE_FOOTPRINT
+    #: where the wide-window pass was taken); None from the seeded search
+    footprint: np.ndarray = None
 
     @property
     def valid(self):
@@ -325,7 +328,7 @@ def prepare(image_block, params, fallback=False):
 
 
 def correlate_raw(ref_block, sec_block, rows, cols, image_shape, row_offset, params,
-                  with_sigma=False):
+                  with_sigma=False, with_footprint=False):
     """Prefilter and correlate raw blocks padded by :func:`read_margin` (pixel (m, m) is
     image pixel (row_offset, 0)), with the second pass.
 
@@ -340,20 +343,27 @@ def correlate_raw(ref_block, sec_block, rows, cols, image_shape, row_offset, par
     only those windows, each alone, with its prefilter computed only around them when they
     are few (issue 18: it used to filter the whole block and correlate the whole rectangle
     of rows x columns holding them, 1.5-2 us per estimate of a 384 x 384 call for ten
-    windows). Returns (dx, dy, ncc, snr, status) (+ sigma with ``with_sigma``)."""
+    windows). Returns (dx, dy, ncc, snr, status) (+ sigma with ``with_sigma``, + the
+    footprint with ``with_footprint``: float32 window area relative to the nominal window,
+    1 or :data:`WIDE_FOOTPRINT`)."""
     ref_stack, sec_stack = prepare(ref_block, params), prepare(sec_block, params)
     out = _correlate(ref_stack, sec_stack, rows, cols, image_shape, row_offset, params)
     if _fallback(params) is not None:
         out = _second_pass(out, ref_block, sec_block, rows, cols, image_shape, row_offset,
                            params)
+    foot = np.ones(out[0].shape, np.float32)
     if _wide(params):
-        out = _wide_pass(out, ref_stack, sec_stack, rows, cols, image_shape, row_offset,
-                         params)
-    return out if with_sigma else out[:5]
+        out, widened = _wide_pass(out, ref_stack, sec_stack, rows, cols, image_shape,
+                                  row_offset, params)
+        foot[widened] = WIDE_FOOTPRINT
+    return (out if with_sigma else out[:5]) + ((foot,) if with_footprint else ())
 
 
 #: integer search (px) of the wide-window pass around each window's first estimate
 WIDE_SEARCH = 2
+#: window area of the wide-window pass relative to the nominal window (twice as high and
+#: wide): the footprint band of pair rasters, the detector's independent observations
+WIDE_FOOTPRINT = 4.0
 
 
 def _wide_pass(out, ref_stack, sec_stack, rows, cols, image_shape, row_offset, params):
@@ -366,13 +376,15 @@ def _wide_pass(out, ref_stack, sec_stack, rows, cols, image_shape, row_offset, p
     coarser footprint for those windows only (as autoRIFT's progressive chip sizes).
     Windows are grouped by the integer part of their first estimate; each group is
     computed alone (like the second pass's windows) against the secondary shifted by it.
-    Figures: docs/benchmarks.md (issue 18)."""
+    Figures: docs/benchmarks.md (issue 18). Returns (out, the windows that took the wide
+    result)."""
     dx, dy, ncc, snr, status, sig = out
     with np.errstate(invalid="ignore"):
         redo = (status == STATUS_VALID) & (sig > float(params["wide_sigma"]))
+    widened = np.zeros(status.shape, bool)
     rsel = np.flatnonzero(redo.any(axis=1))
     if not rsel.size:
-        return out
+        return out, widened
     csel = np.flatnonzero(redo[rsel].any(axis=0))
     rows = np.asarray(rows, np.int64)[rsel]
     cols = np.asarray(cols, np.int64)[csel]
@@ -393,7 +405,10 @@ def _wide_pass(out, ref_stack, sec_stack, rows, cols, image_shape, row_offset, p
         res[1][group] += oy
     with np.errstate(invalid="ignore"):
         take = todo & (res[4] == STATUS_VALID) & (res[5] < sig[np.ix_(rsel, csel)])
-    return _merge(out, res, rsel, csel, take)
+    sub = widened[np.ix_(rsel, csel)]
+    sub[take] = True
+    widened[np.ix_(rsel, csel)] = sub
+    return _merge(out, res, rsel, csel, take), widened
 
 
 def _merge(out, res, rsel, csel, take):
@@ -703,15 +718,15 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
     max_sigma : windows whose predicted error (``sigma``, px) is above it get
         STATUS_IMPRECISE (and the second pass); 0 = off (default: on the real Sentinel-2
         null pair 0.1 px removes 17 % of the valid windows, docs/benchmarks.md)
-    wide_sigma : valid windows whose predicted error is above it (px; 0.025 is the
-        measured setting) are correlated again with a window twice as large at the same
-        centre, within 2 px of their first estimate, kept where valid and predicted more
-        precise (:func:`_wide_pass`); 0 = off, the default (issue 18: with 0.025, 5 % noise
+    wide_sigma : valid windows whose predicted error is above it (px; default 0.025)
+        are correlated again with a window twice as large at the same centre, within 2 px
+        of their first estimate, kept where valid and predicted more precise
+        (:func:`_wide_pass`; their ``footprint`` is then 4); 0 = off. Issue 18: 5 % noise
         + contrast change RMSE 0.020-0.059 -> 0.016-0.036 px on six real textures, real
-        Sentinel-2 null pair p68 0.139 -> 0.116 px, for 1.0-1.25x the time on the textures
-        and 1.4-1.6x on real scenes; off by default because the wider footprints triple
-        the noise correlation area, which weakens single-pair detection: Yahtse body
-        90.0 -> 80.7 %, docs/benchmarks.md)
+        Sentinel-2 null pair p68 0.139 -> 0.116 px. The detector counts independent
+        observations with each window's footprint (core/footprint.py), so the coarser
+        footprints of the widened windows do not weaken detection elsewhere
+        (docs/benchmarks.md).
     max_displacement : largest displacement looked for (px; 0 = off, the default). When
         larger than ``search``, the search follows the motion: a coarse level gives a
         seed per window and the fine search of ``search`` px is centred on it
@@ -748,9 +763,10 @@ def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols
                                  cols=cols, params=dict(params, seeds=seeds.describe()))
     m = read_margin(params)
     progress.check()
-    dx, dy, ncc, snr, status, sig = correlate_raw(pad_image(ref, m), pad_image(sec, m), rows,
-                                                  cols, (H, W), 0, params, with_sigma=True)
+    dx, dy, ncc, snr, status, sig, foot = correlate_raw(
+        pad_image(ref, m), pad_image(sec, m), rows, cols, (H, W), 0, params, with_sigma=True,
+        with_footprint=True)
     coherence_filter(dx, dy, snr, status, params, sigma=sig)
     progress.update(1.0)
     return CorrelationResult(dx=dx, dy=dy, ncc=ncc, snr=snr, status=status, rows=rows,
-                             cols=cols, params=params, sigma=sig)
+                             cols=cols, params=params, sigma=sig, footprint=foot)

@@ -55,6 +55,7 @@ from scipy import ndimage
 from . import acceleration as _accel
 from .bias_removal import remove_bias, summarize_report, terrain_derivatives
 from .errors import InputError, ParameterError
+from .footprint import cells_per_pixel, read_footprint
 from .noise_model import correlation_area, local_noise, nan_gaussian, robust_sigma
 from .products import (DAYS_PER_YEAR, DETECTIONS_GPKG, TAG_STABLE_GROUND_PAIRS,
                        TS_EAST_TIF, TS_NORTH_TIF)
@@ -666,7 +667,7 @@ def object_series(E, N, fit, t, sl, m, core_fraction=0.5, min_valid_fraction=0.5
 # ----------------------------------------------------------------------------- detect
 
 def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, params=None,
-           progress=None, pairs_with_stable_ground=None, **overrides):
+           progress=None, pairs_with_stable_ground=None, footprint=None, **overrides):
     """Detect moving slopes in a displacement time series.
 
     Parameters
@@ -683,6 +684,9 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         :func:`read_pairs_with_stable_ground`), or None when unknown. From
         ``MIN_PAIRS_WITH_STABLE_GROUND`` on, the scene is never taken as without stable
         ground.
+    footprint : 2-D mean window footprint of the pairs (``timeseries/footprint.tif``, see
+        core/footprint.py), or None (every window nominal): an object's independent
+        observations are counted with the footprint of its own pixels.
 
     Returns
     -------
@@ -710,8 +714,14 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
                       None if share is None else float(share))
     ev = _evidence_maps(s, t, p, dem, transform, some, progress)
     progress.check()
+    if footprint is not None and np.shape(footprint) != (H, W):
+        raise InputError("footprint has shape %s, the series grid is %s."
+                         % (np.shape(footprint), (H, W)))
     lab, n, corr_area = _candidate_objects(s, p, px_area)
     s["noise"].correlation_area_px = corr_area
+    s["cells"] = (None if footprint is None else
+                  cells_per_pixel(footprint, s["stable_final"] & np.isfinite(s["fit"]["ve"]),
+                                  corr_area, (H, W)))
     features, rejected = [], []
     final = np.zeros((H, W), np.int32)
     objs = ndimage.find_objects(lab)
@@ -968,7 +978,11 @@ def _judge_object(s, ev, p, T, sl, m, corr_area):
             for name, arr in ev["evidence"].items()}
     contrib = {name: weights[name] * vals[name] / wsum for name in weights}
     n_pix = int(m.sum())
-    n_eff_space = min(float(n_pix), n_pix / corr_area)
+    cells = s.get("cells")
+    n_eff_space = min(float(n_pix), n_pix / corr_area if cells is None else
+                      float(cells[sl][m].sum()))
+    if cells is not None:
+        corr_area = n_pix / n_eff_space  # the object's own (footprint-weighted) area
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         n_int = max(float(np.nanmedian(fit["n_dates"][sl][m])) - 1.0, 1.0)
@@ -1224,7 +1238,7 @@ def detect_from_folder(timeseries_folder, dem_path=None, stable_mask_path=None, 
     res = detect(east, north, dates, transform, crs=crs, dem=dem, stable_mask=stable,
                  params=params, progress=progress.sub(0.0, 0.9),
                  pairs_with_stable_ground=read_pairs_with_stable_ground(timeseries_folder),
-                 **overrides)
+                 footprint=read_footprint(timeseries_folder, shape), **overrides)
     if out_gpkg is None:
         out_gpkg = os.path.join(os.path.dirname(os.path.abspath(timeseries_folder)),
                                 DETECTIONS_GPKG)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .correlation import (COHERENCE_RADIUS, STATUS_MEANINGS, STATUS_VALID, coherence_filter,
-                          correlate_raw,
+                          WIDE_FOOTPRINT, correlate_raw,
                           normalize_params,
                           read_margin)
 from .correlation_kernels import ROW_GROUP
@@ -485,13 +485,20 @@ def _search_plan(run):
 def _write_pair(run):
     """The pair raster, written under a temporary name and renamed when complete: the
     blocks (:func:`_write_blocks`), then with a stable-ground correction a corrected
-    copy of that first stage (:func:`_correct_stable_ground`), the stage removed."""
+    copy of that first stage (:func:`_correct_stable_ground`), the stage removed. The
+    windows' footprints go to the pair's footprint raster
+    (:func:`.products.pair_footprint_path`), renamed when the blocks are written (before
+    the pair raster)."""
     with atomic_output(run.final) as tmp:
         stage = tmp if run.stable == "none" else temporary_name(run.final)
         try:
-            _write_blocks(run, stage)
+            with atomic_output(prod.pair_footprint_path(run.final)) as ftmp:
+                _write_blocks(run, stage, ftmp)
             if run.stable != "none":
                 _correct_stable_ground(run, stage, tmp)
+        except BaseException:
+            _remove_empty_folder(os.path.dirname(prod.pair_footprint_path(run.final)))
+            raise
         finally:
             if stage != tmp:
                 for p in (stage, stage + ".aux.xml"):
@@ -499,6 +506,14 @@ def _write_pair(run):
                         os.remove(p)
                     except OSError:
                         pass
+
+
+def _remove_empty_folder(folder):
+    """Remove ``folder`` if it is empty (a cancelled first pair leaves nothing behind)."""
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
 
 
 def _output_profile(run):
@@ -514,9 +529,10 @@ def _output_profile(run):
     return profile
 
 
-def _write_blocks(run, path):
+def _write_blocks(run, path, foot_path):
     """Correlate the blocks of window rows in order (cancellable between blocks) and write
-    them to ``path`` with the band descriptions and tags (:func:`_describe`).
+    them to ``path`` with the band descriptions and tags (:func:`_describe`), and their
+    window footprints to ``foot_path`` (one band, :data:`.products.BAND_FOOTPRINT`).
 
     A block is written once the COHERENCE_RADIUS rows of windows below it are computed:
     the coherence decision of its last rows needs them (and the rows above, kept in
@@ -527,9 +543,10 @@ def _write_blocks(run, path):
     nblocks = -(-run.out_h // run.block_rows)
     share = 0.9 if run.stable != "none" else 1.0  # the rest: the stable-ground copy
     with rasterio.Env(GDAL_CACHEMAX=128):
-        with rasterio.open(path, "w", **_output_profile(run)) as dst:
+        with rasterio.open(path, "w", **_output_profile(run)) as dst, \
+                rasterio.open(foot_path, "w", **dict(_output_profile(run), count=1)) as fdst:
             def emit(k0, k1, rows, raw, above, below):
-                _write_block(run, dst, k0, k1, rows, raw, above, below)
+                _write_block(run, dst, fdst, k0, k1, rows, raw, above, below)
 
             pending, above = [], None
             for b in range(nblocks):
@@ -541,6 +558,10 @@ def _write_blocks(run, path):
             _emit_ready(pending, above, emit, final_block=True)
             _describe(dst, run.ref_date, run.sec_date, run.tag_params, run.params, run.corr,
                       run.T)
+            fdst.set_band_description(1, prod.BAND_FOOTPRINT)
+            fdst.update_tags(CONTENT="window area of each estimate of %s relative to the "
+                             "nominal window (1; %g = the wide-window pass); NaN where not "
+                             "valid" % (os.path.basename(run.final), WIDE_FOOTPRINT))
 
 
 def _correlate_block(run, b):
@@ -559,18 +580,20 @@ def _correlate_block(run, b):
         raw = seeded.correlate_seeded(
             ref_blk, sec_blk, (src_r0, -rm), rows, run.cols,
             np.arange(k0, k1), np.arange(run.out_w), (run.H, run.W),
-            run.seeds, corr, run.progress)
+            run.seeds, corr, run.progress, with_footprint=True)
     else:
         raw = correlate_raw(
-            ref_blk, sec_blk, rows, run.cols, (run.H, run.W), src_r0 + rm, corr)
+            ref_blk, sec_blk, rows, run.cols, (run.H, run.W), src_r0 + rm, corr,
+            with_footprint=True)
     return k0, k1, rows, tuple(raw)
 
 
-def _write_block(run, dst, k0, k1, rows, raw, above, below):
+def _write_block(run, dst, fdst, k0, k1, rows, raw, above, below):
     """Coherence decision of one block (needs the raw rows ``above`` and ``below`` it),
-    its statistics and stable-ground samples, and the write of its bands to ``dst``."""
+    its statistics and stable-ground samples, and the write of its bands to ``dst`` and
+    of its window footprints to ``fdst``."""
     import rasterio
-    dx, dy, ncc, snr, status = raw
+    dx, dy, ncc, snr, status, foot = raw
     coherence_filter(dx, dy, snr, status, run.corr, above=above, below=below)
     ok = status == STATUS_VALID
     run.n_valid += int(ok.sum())
@@ -582,6 +605,7 @@ def _write_block(run, dst, k0, k1, rows, raw, above, below):
     win = rasterio.windows.Window(0, k0, run.out_w, k1 - k0)
     for i, arr in enumerate((east, north, ncc, snr, status), start=1):
         dst.write(arr.astype(np.float32), i, window=win)
+    fdst.write(np.where(ok, foot, np.float32(np.nan)).astype(np.float32), 1, window=win)
 
 
 def _add_stable_samples(run, rows, sel, dx, dy, ncc):

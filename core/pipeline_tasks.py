@@ -256,5 +256,7 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
                                stable_ground=stable_ground)
     paths = assemble_timeseries(jobs, ts_dir, dates_iso, transform, crs, tags,
                                 progress=progress.sub(0.9, 1.0))
+    with tio.PairStack(pairs) as stack:
+        stack.write_footprint(ts_dir)
     return dict(paths=paths, lam=ip["lam"], dates=dates_iso, n_pairs=len(pairs),
                 n_dates=len(dates_iso), n_blocks=len(jobs), reused_blocks=reused)

@@ -28,6 +28,7 @@ __all__ = [
     "TIMESERIES_FOLDER", "TS_EAST_TIF", "TS_NORTH_TIF", "VELOCITY_TIF", "NETWORK_FLAGS_TIF",
     "DETECTIONS_GPKG", "DETECTIONS_LAYER", "PROJECT_QGZ", "OVERVIEW_PNG",
     "VELOCITY_ARROWS_GPKG", "LOG_FILE", "CATALOG_COLUMNS", "PAIRS_COLUMNS", "PAIR_BANDS",
+    "BAND_FOOTPRINT", "FOOTPRINT_FOLDER", "FOOTPRINT_TIF", "pair_footprint_path",
     "BAND_EAST", "BAND_NORTH", "BAND_NCC", "BAND_SNR", "BAND_STATUS", "VELOCITY_BANDS",
     "BAND_VE", "BAND_VN", "BAND_V", "BAND_V_SIGMA", "BAND_N_OBS", "BAND_RMSE",
     "NETWORK_FLAGS_BAND", "DETECTION_STATUSES", "TAG_REFERENCE_DATE",
@@ -54,6 +55,8 @@ TS_EAST_TIF = "ts_east_m.tif"
 TS_NORTH_TIF = "ts_north_m.tif"
 VELOCITY_TIF = "velocity.tif"
 NETWORK_FLAGS_TIF = "network_flags.tif"
+#: timeseries/footprint.tif: per pixel, the mean relative window area of the pairs inverted
+FOOTPRINT_TIF = "footprint.tif"
 DETECTIONS_GPKG = "detections.gpkg"
 DETECTIONS_LAYER = "detections"
 PROJECT_QGZ = "slidewatch.qgz"
@@ -79,6 +82,11 @@ BAND_SNR = "snr"
 BAND_STATUS = "status"
 #: bands of a pair raster, in order (band descriptions)
 PAIR_BANDS = (BAND_EAST, BAND_NORTH, BAND_NCC, BAND_SNR, BAND_STATUS)
+#: the one band of a pair's footprint raster (:func:`pair_footprint_path`): area of the
+#: window each estimate was made with, relative to the nominal window (1; 4 where the
+#: wide-window pass took a twice higher and wider window). Pair rasters keep the SPEC five
+#: bands; the detector counts independent observations with it (core/footprint.py).
+BAND_FOOTPRINT = "footprint"
 #: bands of timeseries/velocity.tif (band descriptions): east, north velocity, speed,
 #: speed uncertainty (m/yr), number of observations, residual RMSE (m)
 BAND_VE = "ve_m_per_yr"
@@ -113,6 +121,8 @@ PAIR_PREFIX = "pair_"
 PAIR_EXTENSION = ".tif"
 #: glob pattern of the pair rasters of a pairs/ folder
 PAIR_GLOB = PAIR_PREFIX + "*" + PAIR_EXTENSION
+#: subfolder of the pairs folder holding each pair's footprint raster (same file name)
+FOOTPRINT_FOLDER = "footprint"
 #: the one parser of pair names: ``pair_YYYYMMDD_YYYYMMDD`` with or without ``.tif``/``.tiff``
 #: (any case), nothing before or after
 PAIR_NAME_RE = re.compile(r"^pair_(\d{8})_(\d{8})(?:\.tiff?)?$", re.IGNORECASE)
@@ -132,6 +142,13 @@ def _compact(date):
 def pair_stem(reference_date, secondary_date):
     """``pair_YYYYMMDD_YYYYMMDD`` (no extension) of two dates."""
     return "%s%s_%s" % (PAIR_PREFIX, _compact(reference_date), _compact(secondary_date))
+
+
+def pair_footprint_path(pair_path):
+    """Footprint raster of the pair raster ``pair_path``: same name in the ``footprint/``
+    subfolder of its folder (``pairs/footprint/pair_YYYYMMDD_YYYYMMDD.tif``)."""
+    folder, name = os.path.split(os.path.abspath(str(pair_path)))
+    return os.path.join(folder, FOOTPRINT_FOLDER, name)
 
 
 def pair_file_name(reference_date, secondary_date):

@@ -268,12 +268,13 @@ def needed_margin(params, max_seed_px):
 
 
 def correlate_seeded(ref, sec, origin, rows, cols, row_idx, col_idx, image_shape, seeds,
-                     params, progress=None):
+                     params, progress=None, with_footprint=False):
     """Fine level over arrays ``ref``/``sec`` whose pixel (0, 0) is image pixel ``origin``
     (raw values, NaN = invalid; they must reach :func:`needed_margin` around the windows,
     beyond that the image is treated as invalid). ``rows``/``cols``: window centres (image
     pixels), ``row_idx``/``col_idx`` their indices in the global centre grid (tiling).
-    ``seeds``: the pair's :class:`SeedField`. Returns dx, dy, ncc, snr, status.
+    ``seeds``: the pair's :class:`SeedField`. Returns dx, dy, ncc, snr, status (+ the
+    window footprint with ``with_footprint``, see :func:`.correlation.correlate_raw`).
     """
     h, w = params["window"]
     H, W = image_shape
@@ -283,6 +284,7 @@ def correlate_seeded(ref, sec, origin, rows, cols, row_idx, col_idx, image_shape
     ncc = np.full(shape, np.nan)
     snr = np.full(shape, np.nan)
     status = np.zeros(shape, np.int8)
+    foot = np.ones(shape, np.float32)
     tiles = list(tile_plan(row_idx, col_idx))
     done = 0
     while tiles:
@@ -313,8 +315,9 @@ def correlate_seeded(ref, sec, origin, rows, cols, row_idx, col_idx, image_shape
         # image pixels outside the image are invalid in both (NaN), whatever the arrays hold
         _blank_outside(rc, y0 - m, x0 - m, H, W)
         _blank_outside(sc, y0 - m + Sy, x0 - m + Sx, H, W)
-        tdx, tdy, tncc, tsnr, tst = correlate_raw(rc, sc, r - y0, c - x0,
-                                                  (y1 - y0, x1 - x0), 0, p)
+        tdx, tdy, tncc, tsnr, tst, tft = correlate_raw(rc, sc, r - y0, c - x0,
+                                                       (y1 - y0, x1 - x0), 0, p,
+                                                       with_footprint=True)
         tdx, tdy = tdx + Sx, tdy + Sy
         if max(abs(Sx), abs(Sy)) > s_t - int(params["search"]):
             # zero is not in the seeded range: stable ground stays a candidate (a coarse
@@ -325,7 +328,8 @@ def correlate_seeded(ref, sec, origin, rows, cols, row_idx, col_idx, image_shape
             rc0 = _crop(rc, (y0 - m, x0 - m), y0 - m0, y1 + m0, x0 - m0, x1 + m0)
             sc0 = _crop(sec, origin, y0 - m0, y1 + m0, x0 - m0, x1 + m0)
             _blank_outside(sc0, y0 - m0, x0 - m0, H, W)
-            z = correlate_raw(rc0, sc0, r - y0, c - x0, (y1 - y0, x1 - x0), 0, p0)
+            z = correlate_raw(rc0, sc0, r - y0, c - x0, (y1 - y0, x1 - x0), 0, p0,
+                              with_footprint=True)
             # the zero candidate wins only with a valid and higher peak than the seeded
             # one, whether or not the seeded peak passed the tests: a seeded peak that is
             # higher but ambiguous must not hand the window to a false zero-side match
@@ -334,11 +338,13 @@ def correlate_seeded(ref, sec, origin, rows, cols, row_idx, col_idx, image_shape
             tdx, tdy = np.where(use0, z[0], tdx), np.where(use0, z[1], tdy)
             tncc, tsnr = np.where(use0, z[2], tncc), np.where(use0, z[3], tsnr)
             tst = np.where(use0, z[4], tst)
+            tft = np.where(use0, z[5], tft)
         dx[rs, cs] = tdx
         dy[rs, cs] = tdy
         ncc[rs, cs] = tncc
         snr[rs, cs] = tsnr
         status[rs, cs] = tst
+        foot[rs, cs] = tft
     top = np.asarray(rows, np.int64) - h // 2
     left = np.asarray(cols, np.int64) - w // 2
     out_r = (top < 0) | (top + h > H)
@@ -348,7 +354,7 @@ def correlate_seeded(ref, sec, origin, rows, cols, row_idx, col_idx, image_shape
     bad = status != STATUS_VALID
     dx[bad] = np.nan
     dy[bad] = np.nan
-    return dx, dy, ncc, snr, status
+    return (dx, dy, ncc, snr, status) + ((foot,) if with_footprint else ())
 
 
 def _blank_outside(a, y0, x0, H, W):

@@ -247,6 +247,13 @@ class PairStack:
             out[key] += 1
         return out
 
+    def write_footprint(self, out_dir):
+        """Write ``out_dir/footprint.tif``, the pairs' mean window footprint per pixel
+        (:func:`.footprint.write_footprint`); None when no pair has a footprint band."""
+        from .footprint import write_footprint
+        return write_footprint([p.path for p in self.pairs], out_dir,
+                               (self.height, self.width), self.transform, self.crs)
+
     def __enter__(self):
         return self
 
@@ -555,14 +562,16 @@ def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEF
                                 % (bi + 1, len(blocks)))
             progress.check()
         paths = tw.paths
+        stack.write_footprint(out_dir)
     return TimeseriesOutputs(paths["ts_east"], paths["ts_north"], paths["velocity"],
                              paths["flags"], dates_iso, float(lam), float(lam2), len(pairs),
                              info)
 
 
 def write_pair_raster(path, east, north, ncc, snr, status, transform, crs, reference_date,
-                      secondary_date, tags=None):
-    """Write a pair raster in the SPEC layout (bands east_m, north_m, ncc, snr, status).
+                      secondary_date, tags=None, footprint=None):
+    """Write a pair raster in the SPEC layout (bands east_m, north_m, ncc, snr, status;
+    and, with ``footprint``, its footprint raster, see :mod:`.footprint`).
 
     The correlation driver writes the real ones; this helper serves tests, benchmarks and
     displacement fields imported from other software.
@@ -571,5 +580,8 @@ def write_pair_raster(path, east, north, ncc, snr, status, transform, crs, refer
     t = {prod.TAG_REFERENCE_DATE: inv.iso(np.datetime64(str(reference_date)[:10], "D")),
          prod.TAG_SECONDARY_DATE: inv.iso(np.datetime64(str(secondary_date)[:10], "D"))}
     t.update(tags or {})
+    if footprint is not None:
+        write_bands(prod.pair_footprint_path(path), [np.asarray(footprint, np.float32)],
+                    transform, crs, descriptions=[prod.BAND_FOOTPRINT])
     write_bands(path, [east, north, ncc, snr, np.asarray(status, np.float32)], transform, crs,
                 descriptions=list(PAIR_BANDS), tags=t)

@@ -42,9 +42,9 @@ def _rmse(r, dy, dx):
 @pytest.mark.parametrize("noise,gain", [(0.01, 0.8), (0.05, 0.9)])
 def test_wide_pass_lowers_the_error_of_imprecise_windows_only(noise, gain):
     ref, sec, dy, dx = _pair(noise)
-    off = correlate(ref, sec)                     # default: off
-    assert off.params["wide_sigma"] == 0.0
-    on = correlate(ref, sec, wide_sigma=WIDE)
+    off = correlate(ref, sec, wide_sigma=0.0)
+    on = correlate(ref, sec)                      # the default: on, at the measured setting
+    assert on.params["wide_sigma"] == WIDE
     e_off, ok_off = _rmse(off, dy, dx)
     e_on, ok_on = _rmse(on, dy, dx)
     assert e_on < gain * e_off, (e_on, e_off)   # measured 0.73 / 0.85
@@ -57,6 +57,10 @@ def test_wide_pass_lowers_the_error_of_imprecise_windows_only(noise, gain):
     assert np.array_equal(on.dx[ok_off & ~changed], off.dx[ok_off & ~changed])
     # and their predicted error went down
     assert (on.sigma[changed] < off.sigma[changed]).all()
+    # the footprint says which windows took the wide window (4 x the area), and only those
+    assert np.array_equal(on.footprint == C.WIDE_FOOTPRINT, changed)
+    assert set(np.unique(on.footprint)) <= {1.0, C.WIDE_FOOTPRINT}
+    assert (off.footprint == 1.0).all()
 
 
 def test_wide_pass_off_for_well_textured_clean_windows():

@@ -66,6 +66,12 @@ def test_sign_convention_east_north(pair, tmp_path):
     bands, src = read_pair(out)
     assert tuple(src.descriptions) == pc.BANDS
     ok = bands["status"] == 0
+    # the footprint of each valid window (1 or 4, NaN elsewhere) in pairs/footprint/
+    with rasterio.open(str(tmp_path / "pairs" / "footprint" / os.path.basename(out))) as fs:
+        assert fs.descriptions == ("footprint",) and fs.shape == src.shape
+        foot = fs.read(1)
+    assert set(np.unique(foot[ok])) <= {1.0, 4.0}
+    assert np.isnan(foot[~ok]).all()
     assert ok.mean() > 0.6 and info["n_valid"] == ok.sum()
     # feature moves +dy rows (south) and dx columns (west): east = dx*10, north = -dy*10
     assert np.median(bands["east_m"][ok]) == pytest.approx(pair["dx"] * 10, abs=0.1)

@@ -59,8 +59,10 @@ def test_all_spec_files_present(first_run):
     selected = [p for p in pairs if p["selected"] == "1"]
     assert len(selected) == result.n_pairs >= 4
 
-    tifs = sorted(os.listdir(os.path.join(out, "pairs")))
+    # the pair rasters, and the folder of their window footprints (core/footprint.py)
+    tifs = sorted(f for f in os.listdir(os.path.join(out, "pairs")) if f != "footprint")
     assert len(tifs) == len(selected)
+    assert sorted(os.listdir(os.path.join(out, "pairs", "footprint"))) == tifs
     for p in selected:
         name = "pair_%s_%s.tif" % (p["reference_date"].replace("-", ""),
                                    p["secondary_date"].replace("-", ""))
@@ -178,8 +180,10 @@ def test_cancel_then_resume(stack_folder, tmp_path):
     with pytest.raises(Cancelled):
         run_pipeline(stack_folder, out, PipelineParams(max_workers=1),
                      progress=Progress(callback=callback, is_cancelled=stop.is_set))
-    done = [f for f in os.listdir(os.path.join(out, "pairs"))]
+    done = [f for f in os.listdir(os.path.join(out, "pairs")) if f != "footprint"]
     assert done and all(f.startswith("pair_") and f.endswith(".tif") for f in done)
+    # no partial file: each finished pair has its footprint raster, nothing else is there
+    assert sorted(os.listdir(os.path.join(out, "pairs", "footprint"))) == sorted(done)
     assert not os.path.exists(os.path.join(out, "timeseries", "velocity.tif"))
     assert "Cancelled" in open(os.path.join(out, LOG_NAME)).read()
     result = run_pipeline(stack_folder, out, PipelineParams(max_workers=1))
