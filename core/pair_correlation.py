@@ -539,8 +539,7 @@ def _write_blocks(run, path):
                 progress.update((b + 1) / nblocks * share,
                                 "correlation: block %d/%d" % (b + 1, nblocks))
             _emit_ready(pending, above, emit, final_block=True)
-            _describe(dst, run.ref_date, run.sec_date, run.tag_params, run.params, run.corr,
-                      run.T)
+            _describe(dst, run.ref_date, run.sec_date, run.tag_params, run.corr, run.T)
 
 
 def _correlate_block(run, b):
@@ -698,7 +697,7 @@ def _to_metres(dx, dy, T):
     return east, north
 
 
-def _describe(dst, ref_date, sec_date, tag_params, raw_params, corr, T):
+def _describe(dst, ref_date, sec_date, tag_params, corr, T):
     for i, d in enumerate(BANDS, start=1):
         dst.set_band_description(i, d)
     dst.update_tags(5, **{"STATUS_%d" % k: v for k, v in STATUS_MEANINGS.items()})
