@@ -6,7 +6,6 @@ loading and unloading twice leaves nothing behind.
 """
 
 import importlib
-import os
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt.QtCore import QCoreApplication, Qt

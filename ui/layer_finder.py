@@ -3,7 +3,7 @@
 Layers are recognised by their file name (SPEC names: ``ts_east_m.tif``,
 ``ts_north_m.tif``, ``velocity.tif``, ``detections.gpkg|layername=detections``) and, for
 renamed copies, by their band descriptions / fields. When nothing is found the docks let the
-user choose the output folder instead (:func:`sources_from_folder`).
+user choose the output folder instead (``SeriesSources.from_folder``).
 """
 
 import os
@@ -121,10 +121,6 @@ def sources_from_project(project=None):
             if getattr(sources, key) is None:
                 setattr(sources, key, getattr(complete, key))
     return sources
-
-
-def sources_from_folder(folder):
-    return SeriesSources.from_folder(folder)
 
 
 def raster_crs(path):

@@ -141,7 +141,6 @@ class TimeSeriesDock(SlideWatchDock):
         self.curves = {}
         #: the reference series (pixel or area) subtracted from every curve, or None
         self.reference = None
-        self.reference_marker = None
         self.fit = None
         self.fit_error = None
         self._fit_cache = {}
@@ -423,8 +422,7 @@ class TimeSeriesDock(SlideWatchDock):
             return
         self._clear_reference_marks()
         if canvas_point is not None:
-            self.reference_marker = self.reference_tool.add_marker(canvas_point,
-                                                                   REFERENCE_COLOUR)
+            self.reference_tool.add_marker(canvas_point, REFERENCE_COLOUR)
         self.runner.run("SlideWatch: reading the reference pixel", self._on_reference,
                         read_pixel_with_quality, self.sources, point.x(), point.y())
 
@@ -446,7 +444,6 @@ class TimeSeriesDock(SlideWatchDock):
         if not self.sources.complete():
             self.refresh_sources()
         self.reference_tool.clear_markers()
-        self.reference_marker = None
         self.runner.run("SlideWatch: reading the stable area", self._on_reference,
                         read_area, self.sources, geojson, label)
 
@@ -471,7 +468,6 @@ class TimeSeriesDock(SlideWatchDock):
 
     def _clear_reference_marks(self):
         self.reference_tool.clear_markers()
-        self.reference_marker = None
         self.area_tool.reset()
 
     def clear_reference(self):
