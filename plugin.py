@@ -6,7 +6,6 @@ loading and unloading twice leaves nothing behind.
 """
 
 import importlib
-import os
 
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt.QtCore import QCoreApplication, Qt
@@ -126,7 +125,6 @@ class SlideWatchPlugin:
                 return None
             module = importlib.import_module(".ui." + module_name, __package__)
             dock = getattr(module, class_name)(self.iface, self.iface.mainWindow())
-            dock.setObjectName("SlideWatch" + class_name)
             dock.setWindowTitle(self.tr(title))
             self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             self.docks[class_name] = dock

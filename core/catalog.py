@@ -992,7 +992,7 @@ def _estimate_missing_clouds(records, thumbs):
     by_grid = {}
     for i, r in enumerate(records):
         by_grid.setdefault(r.grid_id, []).append(i)
-    for gid, idx in by_grid.items():
+    for idx in by_grid.values():
         need = [i for i in idx if not records[i].cloud_source]
         if not need:
             continue

@@ -170,10 +170,6 @@ def _float(arr, nodata=None, extra_nodata=()):
     return a
 
 
-def _iso(d):
-    return d.isoformat() if isinstance(d, _dt.date) else str(d)
-
-
 def _check_iso(value, what, path):
     try:
         return _dt.date.fromisoformat(str(value).strip()[:10]).isoformat()

@@ -556,8 +556,7 @@ def _write_blocks(run, path, foot_path):
                 progress.update((b + 1) / nblocks * share,
                                 "correlation: block %d/%d" % (b + 1, nblocks))
             _emit_ready(pending, above, emit, final_block=True)
-            _describe(dst, run.ref_date, run.sec_date, run.tag_params, run.params, run.corr,
-                      run.T)
+            _describe(dst, run.ref_date, run.sec_date, run.tag_params, run.corr, run.T)
             fdst.set_band_description(1, prod.BAND_FOOTPRINT)
             fdst.update_tags(CONTENT="window area of each estimate of %s relative to the "
                              "nominal window (1; %g = the wide-window pass); NaN where not "
@@ -722,7 +721,7 @@ def _to_metres(dx, dy, T):
     return east, north
 
 
-def _describe(dst, ref_date, sec_date, tag_params, raw_params, corr, T):
+def _describe(dst, ref_date, sec_date, tag_params, corr, T):
     for i, d in enumerate(BANDS, start=1):
         dst.set_band_description(i, d)
     dst.update_tags(5, **{"STATUS_%d" % k: v for k, v in STATUS_MEANINGS.items()})

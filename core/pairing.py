@@ -346,10 +346,6 @@ def _check_bound(name, value, lo, hi, alternative=""):
 
 # ----------------------------------------------------------------------------- candidates
 
-def _iso(d):
-    return d.isoformat() if hasattr(d, "isoformat") else str(d)
-
-
 def _season_days(d1, d2):
     dd = abs(d1.timetuple().tm_yday - d2.timetuple().tm_yday)
     return min(dd, DAYS_PER_YEAR - dd)

@@ -843,7 +843,6 @@ def _inversion_params(p):
 
 
 def _step_inversion(ctx, progress):
-    from . import timeseries_io as tio
     from .pipeline_tasks import invert_pairs_over_executor
     t0 = time.perf_counter()
     progress.check()

@@ -67,10 +67,6 @@ def halo(name, options=None):
     return 0
 
 
-def channels(name):
-    return 2 if name == "orientation" else 1
-
-
 def _nan_box(x, valid, size):
     xf = np.where(valid, x, 0.0).astype(np.float64)
     num = ndimage.uniform_filter(xf, size, mode="constant", cval=0.0)

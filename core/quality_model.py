@@ -237,14 +237,6 @@ class QualityModel:
                                   for d in dates])
         return np.clip(c * np.exp(z), 0.0, 1.0)
 
-    def to_dict(self):
-        return dict(features=list(FEATURES), intercept=self.intercept,
-                    beta=[float(b) for b in (self.beta if self.beta is not None else [])],
-                    mean=[float(v) for v in (self.mean if self.mean is not None else [])],
-                    std=[float(v) for v in (self.std if self.std is not None else [])],
-                    date_clear_factors=self.date_effects, q_ref=self.q_ref,
-                    n_train=self.n_train, rmse=self.rmse, ridge=self.ridge)
-
     def describe(self):
         if not self.fitted:
             return "quality model not fitted"

@@ -170,7 +170,7 @@ def _polygons_on_grid(path, layer_name, crs, transform, height, width):
     dst = osr.SpatialReference()
     dst.ImportFromWkt(crs.to_wkt())
     dst.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    shapes, n_poly, n_other = [], 0, 0
+    shapes, n_other = [], 0
     for layer in layers:
         srs = layer.GetSpatialRef()
         tr = None
@@ -194,7 +194,6 @@ def _polygons_on_grid(path, layer_name, crs, transform, height, width):
             if tr is not None:
                 geom.Transform(tr)
             shapes.append((json.loads(geom.ExportToJson()), 1))
-            n_poly += 1
     if not shapes:
         raise InputError("The stable-area layer '%s' holds no polygon (%d feature(s) of "
                          "another geometry type): draw polygons around ground known not to "

@@ -272,12 +272,6 @@ class SyntheticStack:
         ej, nj = self.ground_displacement_m(j)
         return ((ej - ei) / ps).astype(np.float32), (-(nj - ni) / ps).astype(np.float32)
 
-    def pair_truth_m(self, i, j):
-        """(east_m, north_m) float32 of the ground motion between dates i and j."""
-        ei, ni = self.ground_displacement_m(i)
-        ej, nj = self.ground_displacement_m(j)
-        return ej - ei, nj - ni
-
     def velocity_m_per_yr(self):
         """(ve, vn) float32 (H, W): mean ground velocity over the whole period (m/yr),
         i.e. (displacement at the last date) / (time span)."""

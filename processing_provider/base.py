@@ -17,7 +17,6 @@ still loads, and lists every algorithm, when numba or rasterio is missing.
 """
 
 import os
-import traceback
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtCore import QCoreApplication

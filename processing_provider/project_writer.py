@@ -32,7 +32,7 @@ import os
 import uuid
 
 from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsColorRampShader,
-                       QgsCoordinateReferenceSystem, QgsFillSymbol, QgsGradientColorRamp,
+                       QgsFillSymbol, QgsGradientColorRamp,
                        QgsGradientStop, QgsMarkerSymbol, QgsPalLayerSettings, QgsProject,
                        QgsProperty, QgsRasterLayer, QgsRasterShader, QgsReferencedRectangle,
                        QgsRendererCategory, QgsSimpleMarkerSymbolLayer,
@@ -149,7 +149,7 @@ def _quality_layers(ts):
         p, qml = paths.get(key), styles.get(key)
         if not qml:
             continue
-        layer = _raster(p, quality_layer_name(key, p), None)
+        layer = _raster(p, quality_layer_name(key, p))
         message, ok = layer.loadNamedStyle(qml)
         if not ok:
             raise OutputError("QGIS cannot read the style '%s' (%s). Delete it and write "
@@ -173,7 +173,7 @@ def _quiet_gdal():
         gdal.PopErrorHandler()
 
 
-def _raster(path, name, project_folder):
+def _raster(path, name):
     layer = QgsRasterLayer(path, name, "gdal")
     if not layer.isValid():
         raise OutputError("QGIS cannot open '%s' for the project; the run's outputs may be "
@@ -182,7 +182,7 @@ def _raster(path, name, project_folder):
 
 
 def _velocity_layer(path):
-    layer = _raster(path, LAYER_NAMES["velocity"], None)
+    layer = _raster(path, LAYER_NAMES["velocity"])
     band = _band(path, prod.BAND_V, prod.VELOCITY_BANDS.index(prod.BAND_V) + 1)
     vmax = _percentile(path, band)
     _pseudocolor(layer, band, vmax, velocity_ramp())
@@ -191,7 +191,7 @@ def _velocity_layer(path):
 
 
 def _sigma_layer(path):
-    layer = _raster(path, LAYER_NAMES["sigma"], None)
+    layer = _raster(path, LAYER_NAMES["sigma"])
     band = _band(path, prod.BAND_V_SIGMA, prod.VELOCITY_BANDS.index(prod.BAND_V_SIGMA) + 1)
     vmax = _percentile(path, band, 95.0)
     ramp = QgsGradientColorRamp(QColor(247, 251, 255), QColor(8, 48, 107))
@@ -303,7 +303,7 @@ def write_project(output_folder, project_path=None, background_path=None):
             # stretch asks GDAL for its histogram, which prints "ERROR 5 ... dfMax should
             # be strictly greater than dfMin" although nothing is wrong (issue 15)
             with _quiet_gdal():
-                layer = _raster(p, LAYER_NAMES[key], None)
+                layer = _raster(p, LAYER_NAMES[key])
             project.addMapLayer(layer, False)
             group.addLayer(layer)
     sigma = _sigma_layer(velocity)

@@ -19,23 +19,23 @@ intervals, and writes the report (HTML, CSV, JSON) beside the sample file.
 
 import os
 
-from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem,
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem,
                        QgsCoordinateTransform, QgsGeometry, QgsMapLayerProxyModel,
                        QgsMarkerSymbol, QgsPointXY, QgsProject, QgsRectangle,
                        QgsRendererCategory, QgsSettings, QgsVectorLayer, QgsWkbTypes)
 from qgis.gui import QgsRubberBand, QgsVertexMarker
 from qgis.PyQt.QtCore import Qt, QUrl
 from qgis.PyQt.QtGui import QColor, QKeySequence
-from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget,
-                                 QDoubleSpinBox, QFileDialog, QHBoxLayout, QHeaderView,
-                                 QLabel, QProgressBar, QPushButton,
-                                 QSpinBox, QTableWidget, QTableWidgetItem, QTextBrowser,
-                                 QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox,
+                                 QFileDialog, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
+                                 QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
+                                 QTextBrowser)
 
 from ..core import accuracy_assessment as aa
 from . import layer_finder
 from .button_rows import (SETTINGS_ANALYST, analyst_form, button_row, finish_dock,
                           install_shortcuts, layer_row)
+from .dock_base import SlideWatchDock
 from .validation_model import default_analyst
 
 #: marker / layer colour of each label (None = not labelled yet)
@@ -134,11 +134,12 @@ def _fmt_area(value):
 
 
 # --------------------------------------------------------------------------- dock
-class AccuracySampleDock(QDockWidget):
+class AccuracySampleDock(SlideWatchDock):
+    MESSAGE_LABEL = "status_label"
+    MESSAGE_SECONDS = 8
+
     def __init__(self, iface, parent=None):
-        super().__init__("SlideWatch accuracy sample", parent)
-        self.iface = iface
-        self.canvas = iface.mapCanvas()
+        super().__init__("SlideWatch accuracy sample", iface, parent, plots=False, tasks=False)
         self.path = None
         self.samples = []
         self.design = None
@@ -149,7 +150,6 @@ class AccuracySampleDock(QDockWidget):
         self.pixel_band = None
         self.report = None
         self.report_files = []
-        self.last_error = None
         self._setting_layer = False
         self._build()
         self._shortcuts()
@@ -159,11 +159,11 @@ class AccuracySampleDock(QDockWidget):
             self._setting_layer = True
             self.layer_combo.setLayer(found[0])
             self._setting_layer = False
-        self.layer_combo.layerChanged.connect(self.set_layer)
+        self._connect(self.layer_combo.layerChanged, self.set_layer)
         project = QgsProject.instance()
-        project.layersAdded.connect(self._on_layers_added)
-        project.layersWillBeRemoved.connect(self._on_layers_removed)
-        project.cleared.connect(self._on_project_cleared)
+        self._connect(project.layersAdded, self._on_layers_added)
+        self._connect(project.layersWillBeRemoved, self._on_layers_removed)
+        self._connect(project.cleared, self._on_project_cleared)
         self.visibilityChanged.connect(self._on_visibility)
         if found:
             self.set_layer(found[0])
@@ -172,9 +172,7 @@ class AccuracySampleDock(QDockWidget):
 
     # ------------------------------------------------------------------------ ui
     def _build(self):
-        body = QWidget(self)
-        outer = QVBoxLayout(body)
-        outer.setContentsMargins(4, 4, 4, 4)
+        body, outer = self._new_body()
         outer.addLayout(layer_row(
             self, body, "Sample", QgsMapLayerProxyModel.Filter.PointLayer,
             "Open a sample file (.gpkg or .csv) and add it to the project",
@@ -760,25 +758,9 @@ class AccuracySampleDock(QDockWidget):
             if item is not None:
                 item.setVisible(bool(visible))
 
-    def _message(self, text):
-        self.status_label.setText(text)
-        bar = self.iface.messageBar() if self.iface is not None else None
-        if bar is not None:
-            bar.pushMessage("SlideWatch", text, Qgis.MessageLevel.Warning, 8)
-
     def cleanup(self):
-        for sc in self.shortcuts:
-            sc.setEnabled(False)
+        super().cleanup()
         self._remove_marker()
-        project = QgsProject.instance()
-        for signal, slot in ((project.layersAdded, self._on_layers_added),
-                             (project.layersWillBeRemoved, self._on_layers_removed),
-                             (project.cleared, self._on_project_cleared),
-                             (self.layer_combo.layerChanged, self.set_layer)):
-            try:
-                signal.disconnect(slot)
-            except (TypeError, RuntimeError):
-                pass
 
 
 def _html_escape(text):

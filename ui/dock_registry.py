@@ -1,7 +1,9 @@
 """The dock widgets the plugin offers, as (module in slidewatch.ui, class, title).
 
 The plugin creates each dock lazily, the first time the user opens it, so that
-pyqtgraph is imported only when a plot is actually shown.
+pyqtgraph is imported only when a plot is actually shown. Each class derives from
+``ui.dock_base.SlideWatchDock``, which names it ``SlideWatch<class>`` (the object name
+QGIS saves the dock's place under).
 """
 
 DOCKS = [

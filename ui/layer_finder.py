@@ -3,13 +3,13 @@
 Layers are recognised by their file name (SPEC names: ``ts_east_m.tif``,
 ``ts_north_m.tif``, ``velocity.tif``, ``detections.gpkg|layername=detections``) and, for
 renamed copies, by their band descriptions / fields. When nothing is found the docks let the
-user choose the output folder instead (:func:`sources_from_folder`).
+user choose the output folder instead (``SeriesSources.from_folder``).
 """
 
 import os
 
 from ..core import products as prod
-from .timeseries_reader import SeriesSources
+from ..core.timeseries_reader import SeriesSources
 
 VELOCITY_DESCRIPTIONS = prod.VELOCITY_BANDS[:3]
 DETECTION_FIELDS = ("score", "status", "area_m2")
@@ -123,15 +123,11 @@ def sources_from_project(project=None):
     return sources
 
 
-def sources_from_folder(folder):
-    return SeriesSources.from_folder(folder)
-
-
 def raster_crs(path):
     """QgsCoordinateReferenceSystem of a raster file (from its WKT)."""
     from qgis.core import QgsCoordinateReferenceSystem
 
-    from .timeseries_reader import raster_crs_wkt
+    from ..core.timeseries_reader import raster_crs_wkt
 
     wkt = raster_crs_wkt(path)
     return QgsCoordinateReferenceSystem.fromWkt(wkt) if wkt else QgsCoordinateReferenceSystem()

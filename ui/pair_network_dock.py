@@ -9,13 +9,13 @@ displacement raster (pairs/pair_YYYYMMDD_YYYYMMDD.tif) into the project.
 import os
 
 import numpy as np
-from qgis.core import Qgis, QgsProject
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog, QHBoxLayout,
-                                 QLabel, QPushButton, QVBoxLayout, QWidget)
+from qgis.core import QgsProject
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton
 
 from ..core.products import PAIRS_FOLDER
+from ..core.timeseries_reader import SeriesSources, pair_raster_path, read_pair_table
 from . import layer_finder
-from .timeseries_reader import SeriesSources, TaskRunner, pair_raster_path, read_pair_table
+from .dock_base import SlideWatchDock
 
 VIEWS = ("date", "baseline")
 
@@ -42,27 +42,21 @@ def score_colours(scores, lo=None, hi=None):
     return rgba.astype(np.uint8), lo, hi
 
 
-class PairNetworkDock(QDockWidget):
-    def __init__(self, iface, parent=None):
-        super().__init__("SlideWatch pair network", parent)
-        from . import plot_helpers
+class PairNetworkDock(SlideWatchDock):
+    MESSAGE_SECONDS = 5
 
-        self.iface = iface
-        self.ph = plot_helpers
-        self.pg = plot_helpers.pg()
-        self.runner = TaskRunner()
+    def __init__(self, iface, parent=None):
+        super().__init__("SlideWatch pair network", iface, parent)
         self.pairs = []
         self.sources = SeriesSources()
         self.loaded_layers = []
         self.last_clicked = None
         self._build()
-        QgsProject.instance().cleared.connect(self._on_project_cleared)
+        self._connect(QgsProject.instance().cleared, self._on_project_cleared)
         self.refresh()
 
     def _build(self):
-        body = QWidget(self)
-        layout = QVBoxLayout(body)
-        layout.setContentsMargins(4, 4, 4, 4)
+        body, layout = self._new_body()
         row = QHBoxLayout()
         self.view_combo = QComboBox(body)
         self.view_combo.addItems(["reference vs secondary date", "reference date vs baseline"])
@@ -74,9 +68,7 @@ class PairNetworkDock(QDockWidget):
         self.candidates_box.toggled.connect(lambda _b: self.redraw())
         row.addWidget(self.candidates_box)
         row.addStretch(1)
-        self.folder_button = QPushButton("Outputs…", body)
-        self.folder_button.clicked.connect(self.choose_folder)
-        row.addWidget(self.folder_button)
+        row.addWidget(self._folder_button(body))
         self.refresh_button = QPushButton("Reload", body)
         self.refresh_button.clicked.connect(lambda: self.refresh())
         row.addWidget(self.refresh_button)
@@ -95,12 +87,6 @@ class PairNetworkDock(QDockWidget):
         self.scatter = None
 
     # ------------------------------------------------------------------ sources
-    def choose_folder(self):
-        folder = QFileDialog.getExistingDirectory(self, "SlideWatch output folder",
-                                                  self.sources.folder or "")
-        if folder:
-            self.set_folder(folder)
-
     def set_folder(self, folder):
         self.sources = SeriesSources.from_folder(folder)
         return self.load()
@@ -141,10 +127,6 @@ class PairNetworkDock(QDockWidget):
                               "displacement raster." % (len(result), n_sel,
                                                         self.sources.pairs_csv))
         self.redraw()
-
-    def wait(self, timeout_ms=20000):
-        """Process events until the reads finished (tests, scripts)."""
-        return self.runner.wait(timeout_ms)
 
     # ------------------------------------------------------------------ drawing
     def view(self):
@@ -244,16 +226,3 @@ class PairNetworkDock(QDockWidget):
                                                                 int(pair["baseline_days"]),
                                                                 pair["score"]))
         return layer
-
-    def _message(self, text):
-        self.info.setText(text)
-        bar = self.iface.messageBar() if self.iface is not None else None
-        if bar is not None:
-            bar.pushMessage("SlideWatch", text, Qgis.MessageLevel.Warning, 5)
-
-    def cleanup(self):
-        try:
-            QgsProject.instance().cleared.disconnect(self._on_project_cleared)
-        except (TypeError, RuntimeError):
-            pass
-        self.runner.cancel_all()

@@ -22,10 +22,6 @@ def dates_seconds(dates):
     return np.array([date_seconds(d) for d in dates], dtype=float)
 
 
-def seconds_to_iso(seconds):
-    return (EPOCH + _dt.timedelta(days=int(round(seconds / 86400.0)))).isoformat()
-
-
 def date_plot_widget(parent=None, left_label="", background="w"):
     """A PlotWidget with a date x axis and a white background (screenshots, print)."""
     mod = pg()

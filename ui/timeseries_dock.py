@@ -22,17 +22,18 @@ from qgis.core import (QgsCoordinateTransform, QgsGeometry, QgsPointXY, QgsProje
 from qgis.gui import QgsMapTool, QgsRubberBand
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
-from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
-                                 QPushButton, QSplitter, QToolButton, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton,
+                                 QSplitter, QToolButton)
 
 from . import layer_finder
+from .dock_base import SlideWatchDock
 from .pixel_map_tool import PixelMapTool
-from .timeseries_reader import (SeriesSources, TaskRunner, describe_network_flags,
-                                fitted_velocity_line,
-                                read_pixel_series, read_polygon_series, rows_to_csv_text,
-                                series_to_rows)
 
 from ..core import series_models as sm
+from ..core.timeseries_reader import (SeriesSources, describe_network_flags,
+                                      fitted_velocity_line, read_area,
+                                      read_pixel_with_quality, rows_to_csv_text,
+                                      series_to_rows)
 from ..core.products import (BAND_EAST, BAND_N_OBS, BAND_NORTH, BAND_RMSE, BAND_V,
                              BAND_V_SIGMA, BAND_VE, BAND_VN)
 
@@ -70,31 +71,6 @@ independent (an upper bound). The σ of the mean curves at each date is the scat
 the pixels over √n.</p>"""
 VELOCITY_OF = {"east": BAND_VE, "north": BAND_VN, "magnitude": BAND_V}
 SETTINGS_FOLDER = "SlideWatch/timeseries_folder"
-
-
-def read_pixel_with_quality(sources, x, y):
-    """:func:`read_pixel_series` plus the pixel's quality layers (when computed) and its
-    per-date sigma (any thread)."""
-    from ..core.quality_layers import read_quality_at
-
-    result = read_pixel_series(sources, x, y)
-    result["sigma"] = sm.pixel_sigma(len(result["dates"]), result["velocity"].get("rmse_m"))
-    result["kind"] = "pixel"
-    try:
-        result["quality"] = read_quality_at(os.path.dirname(sources.ts_east), x, y)
-    except Exception:  # quality layers are optional; never fail a click for them
-        result["quality"] = {}
-    return result
-
-
-def read_area(sources, geojson, label):
-    """Mean series of a polygon (raster CRS), components averaged first (any thread)."""
-    if not sources.complete():
-        from ..core.errors import InputError
-
-        raise InputError(sources.missing_message())
-    return sm.read_area_series(sources.ts_east, sources.ts_north, geojson, sources.velocity,
-                               label)
 
 
 class AreaMapTool(QgsMapTool):
@@ -155,25 +131,16 @@ class AreaMapTool(QgsMapTool):
             self.canvas.unsetMapTool(self)
 
 
-class TimeSeriesDock(QDockWidget):
+class TimeSeriesDock(SlideWatchDock):
     def __init__(self, iface, parent=None):
-        super().__init__("SlideWatch time series", parent)
-        from . import plot_helpers
-
-        self.iface = iface
-        self.canvas = iface.mapCanvas()
-        self.ph = plot_helpers
-        self.pg = plot_helpers.pg()
-        self.runner = TaskRunner()
+        super().__init__("SlideWatch time series", iface, parent)
         self.sources = SeriesSources()
         self.current_series = None
         self.current_marker = None
         self.pinned = []
         self.curves = {}
-        self.last_error = None
         #: the reference series (pixel or area) subtracted from every curve, or None
         self.reference = None
-        self.reference_marker = None
         self.fit = None
         self.fit_error = None
         self._fit_cache = {}
@@ -187,14 +154,12 @@ class TimeSeriesDock(QDockWidget):
         self.area_tool = AreaMapTool(self.canvas)
         self.area_tool.areaDrawn.connect(self._on_area_drawn)
         self.area_tool.deactivated.connect(lambda: self.ref_area_button.setChecked(False))
-        QgsProject.instance().cleared.connect(self._on_project_cleared)
+        self._connect(QgsProject.instance().cleared, self._on_project_cleared)
         self.refresh_sources()
 
     # ------------------------------------------------------------------------ ui
     def _build(self):
-        body = QWidget(self)
-        layout = QVBoxLayout(body)
-        layout.setContentsMargins(4, 4, 4, 4)
+        body, layout = self._new_body()
         row = QHBoxLayout()
         self.pick_button = QToolButton(body)
         self.pick_button.setText("Pick pixel")
@@ -214,11 +179,9 @@ class TimeSeriesDock(QDockWidget):
         self.component_combo.currentIndexChanged.connect(lambda _i: self.redraw())
         row.addWidget(self.component_combo)
         row.addStretch(1)
-        self.folder_button = QPushButton("Outputs…", body)
-        self.folder_button.setToolTip("Choose the SlideWatch output folder (when the time-series "
-                                      "rasters are not among the project layers)")
-        self.folder_button.clicked.connect(self.choose_folder)
-        row.addWidget(self.folder_button)
+        row.addWidget(self._folder_button(
+            body, "Choose the SlideWatch output folder (when the time-series rasters are not "
+            "among the project layers)"))
         self.csv_button = QPushButton("CSV…", body)
         self.csv_button.clicked.connect(lambda: self.export_csv())
         row.addWidget(self.csv_button)
@@ -345,12 +308,6 @@ class TimeSeriesDock(QDockWidget):
         self.set_sources(sources)
         return sources
 
-    def choose_folder(self):
-        folder = QFileDialog.getExistingDirectory(self, "SlideWatch output folder",
-                                                  self.sources.folder or "")
-        if folder:
-            self.set_folder(folder)
-
     def _set_tool(self, tool, button, on):
         if on:
             if not self.sources.complete():
@@ -373,13 +330,20 @@ class TimeSeriesDock(QDockWidget):
         self._set_tool(self.area_tool, self.ref_area_button, on)
 
     # --------------------------------------------------------------------- reads
-    def on_pixel_clicked(self, point, canvas_point=None):
-        """``point`` in the raster CRS (from the map tool)."""
+    def _have_sources(self):
+        """True when the time-series rasters are known: looked for again when not, and
+        said when still missing."""
         if not self.sources.complete():
             self.refresh_sources()
             if not self.sources.complete():
                 self._message(self.sources.missing_message())
-                return
+                return False
+        return True
+
+    def on_pixel_clicked(self, point, canvas_point=None):
+        """``point`` in the raster CRS (from the map tool)."""
+        if not self._have_sources():
+            return
         self.map_tool.clear_markers(keep=[s["_marker"] for s in self.pinned if s.get("_marker")])
         self.current_marker = None
         if canvas_point is not None:
@@ -424,9 +388,7 @@ class TimeSeriesDock(QDockWidget):
     def _on_series(self, result, error, request=None):
         if request is not None and request != self._request:
             return  # a later click superseded this read (results may arrive out of order)
-        if error is not None:
-            self.last_error = error
-            self._message(str(error))
+        if self._failed(error):
             return
         self.last_error = None
         self.current_series = result
@@ -446,39 +408,21 @@ class TimeSeriesDock(QDockWidget):
         self.redraw()
 
     def _on_polygon(self, result, error):
-        if error is not None:
-            self.last_error = error
-            self._message(str(error))
+        if self._failed(error):
             return
         if any(p.get("kind") == "area" and p["label"] == result["label"] for p in self.pinned):
             return  # this detection's mean is already on the plot
         self.pinned.append(result)
         self.redraw()
 
-    def _message(self, text):
-        self.info.setText(text)
-        bar = self.iface.messageBar() if self.iface is not None else None
-        if bar is not None:
-            from qgis.core import Qgis
-
-            bar.pushMessage("SlideWatch", text, Qgis.MessageLevel.Warning, 6)
-
-    def wait(self, timeout_ms=20000):
-        """Process events until the reads finished (tests, scripts)."""
-        return self.runner.wait(timeout_ms)
-
     # ------------------------------------------------------------------ reference
     def set_reference_pixel(self, point, canvas_point=None):
         """Use the pixel at ``point`` (raster CRS) as the reference (read in a task)."""
-        if not self.sources.complete():
-            self.refresh_sources()
-            if not self.sources.complete():
-                self._message(self.sources.missing_message())
-                return
+        if not self._have_sources():
+            return
         self._clear_reference_marks()
         if canvas_point is not None:
-            self.reference_marker = self.reference_tool.add_marker(canvas_point,
-                                                                   REFERENCE_COLOUR)
+            self.reference_tool.add_marker(canvas_point, REFERENCE_COLOUR)
         self.runner.run("SlideWatch: reading the reference pixel", self._on_reference,
                         read_pixel_with_quality, self.sources, point.x(), point.y())
 
@@ -500,14 +444,11 @@ class TimeSeriesDock(QDockWidget):
         if not self.sources.complete():
             self.refresh_sources()
         self.reference_tool.clear_markers()
-        self.reference_marker = None
         self.runner.run("SlideWatch: reading the stable area", self._on_reference,
                         read_area, self.sources, geojson, label)
 
     def _on_reference(self, result, error):
-        if error is not None:
-            self.last_error = error
-            self._message(str(error))
+        if self._failed(error):
             return
         result = dict(result)
         if result.get("kind") == "pixel":
@@ -527,7 +468,6 @@ class TimeSeriesDock(QDockWidget):
 
     def _clear_reference_marks(self):
         self.reference_tool.clear_markers()
-        self.reference_marker = None
         self.area_tool.reset()
 
     def clear_reference(self):
@@ -875,11 +815,7 @@ class TimeSeriesDock(QDockWidget):
 
     # ------------------------------------------------------------------ cleanup
     def cleanup(self):
-        try:
-            QgsProject.instance().cleared.disconnect(self._on_project_cleared)
-        except (TypeError, RuntimeError):
-            pass
-        self.runner.cancel_all()
+        super().cleanup()
         self._proxy = None
         self.map_tool.cleanup()
         self.reference_tool.cleanup()

@@ -15,15 +15,16 @@ from qgis.core import (Qgis, QgsCoordinateTransform, QgsGeometry, QgsMapLayerPro
                        QgsProject, QgsRectangle, QgsSettings, QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor, QKeySequence
-from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QDoubleSpinBox,
-                                 QFileDialog, QHBoxLayout, QHeaderView, QProgressBar,
-                                 QPushButton, QSplitter, QTableWidget, QTableWidgetItem,
-                                 QTextBrowser, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog,
+                                 QHBoxLayout, QHeaderView, QProgressBar, QPushButton,
+                                 QSplitter, QTableWidget, QTableWidgetItem, QTextBrowser,
+                                 QVBoxLayout, QWidget)
 
+from ..core.timeseries_reader import SeriesSources, read_polygon_series
 from . import layer_finder
 from .button_rows import (SETTINGS_ANALYST, analyst_form, button_row, finish_dock,
                           install_shortcuts, layer_row)
-from .timeseries_reader import SeriesSources, TaskRunner, read_polygon_series
+from .dock_base import SlideWatchDock
 from .validation_model import (STATUSES, DecisionConflict, ValidationModel, default_analyst,
                                parse_explanation)
 
@@ -40,34 +41,27 @@ def _num(v):
     return f
 
 
-class ValidationDock(QDockWidget):
-    def __init__(self, iface, parent=None):
-        super().__init__("SlideWatch validation", parent)
-        from . import plot_helpers
+class ValidationDock(SlideWatchDock):
+    MESSAGE_LABEL = "status_label"
+    MESSAGE_SECONDS = 8
 
-        self.iface = iface
-        self.canvas = iface.mapCanvas()
-        self.ph = plot_helpers
-        self.pg = plot_helpers.pg()
-        self.runner = TaskRunner()
+    def __init__(self, iface, parent=None):
+        super().__init__("SlideWatch validation", iface, parent)
         self.model = None
         self.layer = None
         self.series = None
-        self.last_error = None
         self._filling = False
         self._build()
         self._shortcuts()
         found = layer_finder.detection_layers()
         if found:
             self.layer_combo.setLayer(found[0])
-        self.layer_combo.layerChanged.connect(self.set_layer)
+        self._connect(self.layer_combo.layerChanged, self.set_layer)
         self.set_layer(self.layer_combo.currentLayer())
 
     # ------------------------------------------------------------------------ ui
     def _build(self):
-        body = QWidget(self)
-        outer = QVBoxLayout(body)
-        outer.setContentsMargins(4, 4, 4, 4)
+        body, outer = self._new_body()
         outer.addLayout(layer_row(
             self, body, "Detections", QgsMapLayerProxyModel.Filter.PolygonLayer,
             "Open a detections.gpkg and add it to the project",
@@ -442,10 +436,6 @@ class ValidationDock(QDockWidget):
             except ValueError:
                 pass
 
-    def wait(self, timeout_ms=20000):
-        """Process events until the reads finished (tests, scripts)."""
-        return self.runner.wait(timeout_ms)
-
     # ------------------------------------------------------------------ decisions
     def decide(self, status):
         if self.model is None or self.model.current() is None:
@@ -501,18 +491,3 @@ class ValidationDock(QDockWidget):
         self.iface.messageBar().pushMessage("SlideWatch", "Validation report written: %s"
                                             % ", ".join(paths), Qgis.MessageLevel.Info, 5)
         return paths
-
-    def _message(self, text):
-        self.status_label.setText(text)
-        bar = self.iface.messageBar() if self.iface is not None else None
-        if bar is not None:
-            bar.pushMessage("SlideWatch", text, Qgis.MessageLevel.Warning, 8)
-
-    def cleanup(self):
-        self.runner.cancel_all()
-        for sc in self.shortcuts:
-            sc.setEnabled(False)
-        try:
-            self.layer_combo.layerChanged.disconnect(self.set_layer)
-        except (TypeError, RuntimeError):
-            pass
