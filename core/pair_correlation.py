@@ -44,7 +44,7 @@ from .correlation import (COHERENCE_RADIUS, STATUS_MEANINGS, STATUS_VALID, coher
 from .correlation_kernels import ROW_GROUP
 from . import seeded_search as seeded
 from .errors import InputError, ParameterError
-from .input_checks import check_window_search, validate_pairs_csv
+from .input_checks import check_window_search
 from . import pairs_file
 from .stable_offset import MIN_SHARE as STABLE_MIN_SHARE, stable_offset
 from . import products as prod
@@ -849,43 +849,10 @@ def read_selected_pairs(pairs_csv):
             for r in pairs_file.read_selected(pairs_csv, require_paths=True)]
 
 
-def correlate_pairs_csv(pairs_csv, output_folder, progress=None, **params):
-    """Correlate every selected pair of ``pairs_csv`` into
-    ``output_folder/pairs/pair_YYYYMMDD_YYYYMMDD.tif``; resumable: a pair whose output
-    exists with the same parameters (:func:`pair_output_is_current`) is skipped.
-
-    ``params``: as :func:`correlate_pair_rasters`. Returns a list of dicts
-    (path, reference_date, secondary_date, skipped, valid_fraction).
-    """
-    progress = as_progress(progress)
-    pair_params(**params)  # validate before doing anything
-    validate_pairs_csv(pairs_csv)  # every bad row of a hand-edited file, with line numbers
-    pairs = read_selected_pairs(pairs_csv)
-    for p in pairs:
-        for k in ("reference_path", "secondary_path"):
-            if not os.path.exists(p[k]):
-                raise InputError("Image '%s' of pair %s / %s (in '%s') does not exist." %
-                                 (p[k], p["reference_date"], p["secondary_date"], pairs_csv))
-    out_dir = os.path.join(output_folder, prod.PAIRS_FOLDER)
-    results = []
-    n = len(pairs)
-    for i, p in enumerate(pairs):
-        progress.check()
-        out = os.path.join(out_dir, pair_output_name(p["reference_date"], p["secondary_date"]))
-        if pair_output_is_current(out, params):
-            progress.info("%s: up to date (same parameters), skipped" % os.path.basename(out))
-            results.append(dict(path=out, reference_date=p["reference_date"],
-                                secondary_date=p["secondary_date"], skipped=True,
-                                valid_fraction=float("nan")))
-        else:
-            info = correlate_pair_rasters(p["reference_path"], p["secondary_path"], out,
-                                          progress=progress.sub(i / n, (i + 1) / n),
-                                          reference_date=p["reference_date"],
-                                          secondary_date=p["secondary_date"], **params)
-            progress.info("%s: %d windows, %.0f %% valid" % (
-                os.path.basename(out), info["n_windows"], 100 * info["valid_fraction"]))
-            results.append(dict(path=out, reference_date=p["reference_date"],
-                                secondary_date=p["secondary_date"], skipped=False,
-                                valid_fraction=info["valid_fraction"]))
-        progress.update((i + 1) / n, "pair %d/%d" % (i + 1, n))
-    return results
+def __getattr__(name):
+    """``correlate_pairs_csv`` moved to :mod:`.correlation_driver` (the correlation step's
+    one driver); still importable from here."""
+    if name == "correlate_pairs_csv":
+        from .correlation_driver import correlate_pairs_csv
+        return correlate_pairs_csv
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

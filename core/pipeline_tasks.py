@@ -62,6 +62,8 @@ def correlate_pair_task(job, cancelled=None):
     pc_kwargs = dict(job.get("driver_options") or {})
     pc.correlate_pair_rasters(job["reference_path"], job["secondary_path"], out,
                               progress=_task_progress(cancelled),
+                              reference_date=job.get("reference_date"),
+                              secondary_date=job.get("secondary_date"),
                               **pc_kwargs, **job["params"])
     return {"path": out, "reused": False, "seconds": time.perf_counter() - t0,
             "valid_fraction": _valid_fraction(out), "stable_ground": _stable_ground(out)}
