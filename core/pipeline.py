@@ -35,7 +35,9 @@ Scale-out
 ---------
 Pair correlations and inversion row-blocks are independent tasks run through
 :func:`.executor.get_executor` (``scheduler``: None = local threads, or a Dask scheduler
-address). Tasks get paths, write their own outputs atomically and return small results.
+address), by the steps' drivers :func:`.correlation_driver.correlate_pairs` and
+:func:`.inversion_driver.invert_pairs` (the single-step Processing algorithms call the same
+ones). Tasks get paths, write their own outputs atomically and return small results.
 """
 
 import dataclasses
@@ -796,8 +798,8 @@ def _inversion_params(p):
 
 
 def _step_inversion(ctx, progress):
-    from . import timeseries_io as tio
-    from .pipeline_tasks import invert_pairs_over_executor
+    from .inversion_driver import invert_pairs
+    from .timeseries_io import pair_rasters_from_paths
     t0 = time.perf_counter()
     progress.check()
     pair_paths = ctx.result.paths["pairs"]
@@ -816,10 +818,10 @@ def _step_inversion(ctx, progress):
         progress.update(1.0)
         return
     progress.info("inversion: %s, inverting the pair network" % why)
-    info = invert_pairs_over_executor(pair_paths, ctx.output_folder, ctx.executor, ip,
-                                      block_rows=ctx.params.inversion_block_rows,
-                                      lam_sample=lam_sample, run_key=[phash, inputs_fp],
-                                      progress=progress, log=ctx.log)
+    info = invert_pairs(pair_rasters_from_paths(pair_paths), ctx.output_folder, ip,
+                        ctx.executor, block_rows=ctx.params.inversion_block_rows,
+                        lam_sample=lam_sample, run_key=[phash, inputs_fp],
+                        resume=not ctx.params.force, progress=progress, log=ctx.log)
     ctx.manifest.record("inversion", phash, inputs_fp, outs, dict(p, lam=info["lam"]))
     ctx.mark("inversion", "done", "%d dates, %d pairs, lam %g" % (
         info["n_dates"], info["n_pairs"], info["lam"]), time.perf_counter() - t0)
