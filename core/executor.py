@@ -46,6 +46,7 @@ Example::
 """
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import os
 import sys
@@ -58,7 +59,7 @@ from .progress import as_progress
 
 __all__ = ["get_executor", "LocalExecutor", "DaskExecutor", "TaskFailure", "CancelFlag",
            "parse_scheduler", "DEFAULT_RETRIES", "WORKER_PYTHON_ENV", "worker_python",
-           "worker_python_candidates", "manual_cluster_commands"]
+           "worker_python_candidates", "manual_cluster_commands", "executor_or_local"]
 
 #: default number of re-tries of a failed task (so up to 3 attempts)
 DEFAULT_RETRIES = 2
@@ -795,3 +796,15 @@ def get_executor(scheduler=None, max_workers=None, retries=DEFAULT_RETRIES, time
             "scheduler runs and that this machine can reach it, or leave the scheduler empty "
             "to use local threads." % (scheduler, timeout, exc)) from exc
     return DaskExecutor(client, owns=(client,), retries=retries, address=str(value))
+
+
+@contextlib.contextmanager
+def executor_or_local(executor=None):
+    """``with executor_or_local(executor) as ex``: ``executor`` itself (left open), or,
+    when None, local threads on every CPU (:class:`LocalExecutor`), closed on exit. The
+    step drivers take ``executor=None`` through it."""
+    if executor is not None:
+        yield executor
+        return
+    with get_executor(None) as ex:
+        yield ex

@@ -44,12 +44,12 @@ from .correlation import (COHERENCE_RADIUS, STATUS_MEANINGS, STATUS_VALID, coher
 from .correlation_kernels import ROW_GROUP
 from . import seeded_search as seeded
 from .errors import InputError, ParameterError
-from .input_checks import check_window_search, validate_pairs_csv
+from .input_checks import check_window_search
 from . import pairs_file
 from .stable_offset import MIN_SHARE as STABLE_MIN_SHARE, stable_offset
 from . import products as prod
 from .progress import as_progress
-from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name
+from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name, write_bands
 
 #: bands of a pair raster (:data:`.products.PAIR_BANDS`)
 BANDS = prod.PAIR_BANDS
@@ -396,6 +396,7 @@ class _PairRun:
     med_dy: float = float("nan")
     n_stable: int = 0
     plane: dict = None
+    footprint: np.ndarray = None    # window footprints (_write_block, _write_footprint)
 
     @property
     def band(self):
@@ -487,17 +488,17 @@ def _write_pair(run):
     blocks (:func:`_write_blocks`), then with a stable-ground correction a corrected
     copy of that first stage (:func:`_correct_stable_ground`), the stage removed. The
     windows' footprints go to the pair's footprint raster
-    (:func:`.products.pair_footprint_path`), renamed when the blocks are written (before
-    the pair raster)."""
+    (:func:`.products.pair_footprint_path`, :func:`_write_footprint`), written once the
+    blocks are (before the pair raster is renamed)."""
     with atomic_output(run.final) as tmp:
         stage = tmp if run.stable == "none" else temporary_name(run.final)
         try:
-            with atomic_output(prod.pair_footprint_path(run.final)) as ftmp:
-                _write_blocks(run, stage, ftmp)
+            _write_blocks(run, stage)
+            _write_footprint(run)
             if run.stable != "none":
                 _correct_stable_ground(run, stage, tmp)
         except BaseException:
-            _remove_empty_folder(os.path.dirname(prod.pair_footprint_path(run.final)))
+            _remove_footprint(run.final)
             raise
         finally:
             if stage != tmp:
@@ -508,12 +509,15 @@ def _write_pair(run):
                         pass
 
 
-def _remove_empty_folder(folder):
-    """Remove ``folder`` if it is empty (a cancelled first pair leaves nothing behind)."""
-    try:
-        os.rmdir(folder)
-    except OSError:
-        pass
+def _remove_footprint(final):
+    """Remove the footprint raster of a pair that failed or was cancelled after it was
+    written, and its folder when that leaves it empty (nothing is left behind)."""
+    path = prod.pair_footprint_path(final)
+    for p, remove in ((path, os.remove), (os.path.dirname(path), os.rmdir)):
+        try:
+            remove(p)
+        except OSError:
+            pass
 
 
 def _output_profile(run):
@@ -529,10 +533,10 @@ def _output_profile(run):
     return profile
 
 
-def _write_blocks(run, path, foot_path):
+def _write_blocks(run, path):
     """Correlate the blocks of window rows in order (cancellable between blocks) and write
-    them to ``path`` with the band descriptions and tags (:func:`_describe`), and their
-    window footprints to ``foot_path`` (one band, :data:`.products.BAND_FOOTPRINT`).
+    them to ``path`` with the band descriptions and tags (:func:`_describe`); their window
+    footprints are kept in ``run.footprint``.
 
     A block is written once the COHERENCE_RADIUS rows of windows below it are computed:
     the coherence decision of its last rows needs them (and the rows above, kept in
@@ -543,10 +547,9 @@ def _write_blocks(run, path, foot_path):
     nblocks = -(-run.out_h // run.block_rows)
     share = 0.9 if run.stable != "none" else 1.0  # the rest: the stable-ground copy
     with rasterio.Env(GDAL_CACHEMAX=128):
-        with rasterio.open(path, "w", **_output_profile(run)) as dst, \
-                rasterio.open(foot_path, "w", **dict(_output_profile(run), count=1)) as fdst:
+        with rasterio.open(path, "w", **_output_profile(run)) as dst:
             def emit(k0, k1, rows, raw, above, below):
-                _write_block(run, dst, fdst, k0, k1, rows, raw, above, below)
+                _write_block(run, dst, k0, k1, rows, raw, above, below)
 
             pending, above = [], None
             for b in range(nblocks):
@@ -557,10 +560,24 @@ def _write_blocks(run, path, foot_path):
                                 "correlation: block %d/%d" % (b + 1, nblocks))
             _emit_ready(pending, above, emit, final_block=True)
             _describe(dst, run.ref_date, run.sec_date, run.tag_params, run.corr, run.T)
-            fdst.set_band_description(1, prod.BAND_FOOTPRINT)
-            fdst.update_tags(CONTENT="window area of each estimate of %s relative to the "
-                             "nominal window (1; %g = the wide-window pass); NaN where not "
-                             "valid" % (os.path.basename(run.final), WIDE_FOOTPRINT))
+
+
+def _write_footprint(run):
+    """The pair's footprint raster (one band, :data:`.products.BAND_FOOTPRINT`), from
+    ``run.footprint`` (one float32 per window: 4 bytes per output pixel), written in one go
+    once the pair raster is closed. Under the same ``GDAL_CACHEMAX`` as the blocks: a
+    write outside that Env, while other pair threads write their blocks, changed GDAL's
+    global cache size under them and crashed the process (tests/test_step_drivers.py)."""
+    import rasterio
+    from affine import Affine
+    with rasterio.Env(GDAL_CACHEMAX=128):
+        write_bands(prod.pair_footprint_path(run.final), [run.footprint],
+                    run.T * Affine.scale(run.step), run.rs.crs,
+                    descriptions=[prod.BAND_FOOTPRINT],
+                    tags={"CONTENT": "window area of each estimate of %s relative to the "
+                                     "nominal window (1; %g = the wide-window pass); NaN "
+                                     "where not valid"
+                                     % (os.path.basename(run.final), WIDE_FOOTPRINT)})
 
 
 def _correlate_block(run, b):
@@ -587,10 +604,10 @@ def _correlate_block(run, b):
     return k0, k1, rows, tuple(raw)
 
 
-def _write_block(run, dst, fdst, k0, k1, rows, raw, above, below):
+def _write_block(run, dst, k0, k1, rows, raw, above, below):
     """Coherence decision of one block (needs the raw rows ``above`` and ``below`` it),
-    its statistics and stable-ground samples, and the write of its bands to ``dst`` and
-    of its window footprints to ``fdst``."""
+    its statistics and stable-ground samples, and the write of its bands to ``dst`` (its
+    window footprints into ``run.footprint``)."""
     import rasterio
     dx, dy, ncc, snr, status, foot = raw
     coherence_filter(dx, dy, snr, status, run.corr, above=above, below=below)
@@ -604,7 +621,9 @@ def _write_block(run, dst, fdst, k0, k1, rows, raw, above, below):
     win = rasterio.windows.Window(0, k0, run.out_w, k1 - k0)
     for i, arr in enumerate((east, north, ncc, snr, status), start=1):
         dst.write(arr.astype(np.float32), i, window=win)
-    fdst.write(np.where(ok, foot, np.float32(np.nan)).astype(np.float32), 1, window=win)
+    if run.footprint is None:
+        run.footprint = np.full((run.out_h, run.out_w), np.nan, np.float32)
+    run.footprint[k0:k1] = np.where(ok, foot, np.float32(np.nan))
 
 
 def _add_stable_samples(run, rows, sel, dx, dy, ncc):
@@ -872,43 +891,10 @@ def read_selected_pairs(pairs_csv):
             for r in pairs_file.read_selected(pairs_csv, require_paths=True)]
 
 
-def correlate_pairs_csv(pairs_csv, output_folder, progress=None, **params):
-    """Correlate every selected pair of ``pairs_csv`` into
-    ``output_folder/pairs/pair_YYYYMMDD_YYYYMMDD.tif``; resumable: a pair whose output
-    exists with the same parameters (:func:`pair_output_is_current`) is skipped.
-
-    ``params``: as :func:`correlate_pair_rasters`. Returns a list of dicts
-    (path, reference_date, secondary_date, skipped, valid_fraction).
-    """
-    progress = as_progress(progress)
-    pair_params(**params)  # validate before doing anything
-    validate_pairs_csv(pairs_csv)  # every bad row of a hand-edited file, with line numbers
-    pairs = read_selected_pairs(pairs_csv)
-    for p in pairs:
-        for k in ("reference_path", "secondary_path"):
-            if not os.path.exists(p[k]):
-                raise InputError("Image '%s' of pair %s / %s (in '%s') does not exist." %
-                                 (p[k], p["reference_date"], p["secondary_date"], pairs_csv))
-    out_dir = os.path.join(output_folder, prod.PAIRS_FOLDER)
-    results = []
-    n = len(pairs)
-    for i, p in enumerate(pairs):
-        progress.check()
-        out = os.path.join(out_dir, pair_output_name(p["reference_date"], p["secondary_date"]))
-        if pair_output_is_current(out, params):
-            progress.info("%s: up to date (same parameters), skipped" % os.path.basename(out))
-            results.append(dict(path=out, reference_date=p["reference_date"],
-                                secondary_date=p["secondary_date"], skipped=True,
-                                valid_fraction=float("nan")))
-        else:
-            info = correlate_pair_rasters(p["reference_path"], p["secondary_path"], out,
-                                          progress=progress.sub(i / n, (i + 1) / n),
-                                          reference_date=p["reference_date"],
-                                          secondary_date=p["secondary_date"], **params)
-            progress.info("%s: %d windows, %.0f %% valid" % (
-                os.path.basename(out), info["n_windows"], 100 * info["valid_fraction"]))
-            results.append(dict(path=out, reference_date=p["reference_date"],
-                                secondary_date=p["secondary_date"], skipped=False,
-                                valid_fraction=info["valid_fraction"]))
-        progress.update((i + 1) / n, "pair %d/%d" % (i + 1, n))
-    return results
+def __getattr__(name):
+    """``correlate_pairs_csv`` moved to :mod:`.correlation_driver` (the correlation step's
+    one driver); still importable from here."""
+    if name == "correlate_pairs_csv":
+        from .correlation_driver import correlate_pairs_csv
+        return correlate_pairs_csv
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

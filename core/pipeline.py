@@ -35,7 +35,9 @@ Scale-out
 ---------
 Pair correlations and inversion row-blocks are independent tasks run through
 :func:`.executor.get_executor` (``scheduler``: None = local threads, or a Dask scheduler
-address). Tasks get paths, write their own outputs atomically and return small results.
+address), by the steps' drivers :func:`.correlation_driver.correlate_pairs` and
+:func:`.inversion_driver.invert_pairs` (the single-step Processing algorithms call the same
+ones). Tasks get paths, write their own outputs atomically and return small results.
 """
 
 import dataclasses
@@ -712,6 +714,7 @@ def _step_pairing(ctx, catalog, progress):
 
 
 def _pair_jobs(ctx, selected, catalog):
+    from .correlation_driver import pair_job
     params = ctx.params
     bands = {os.path.abspath(r.path): int(r.band_index or 1) for r in catalog.records}
     jobs = []
@@ -725,87 +728,39 @@ def _pair_jobs(ctx, selected, catalog):
             corr.setdefault("band", band)
         out = ctx.path(prod.PAIRS_FOLDER, prod.pair_file_name(pair.reference_date,
                                                               pair.secondary_date))
-        jobs.append(dict(reference_path=pair.reference_path,
-                         secondary_path=pair.secondary_path,
-                         reference_date=pair.reference_date,
-                         secondary_date=pair.secondary_date,
-                         out_path=out, params=corr))
+        jobs.append(pair_job(pair.reference_path, pair.secondary_path, pair.reference_date,
+                             pair.secondary_date, out, corr))
     return jobs
 
 
 def _step_correlation(ctx, selected, catalog, progress):
-    from . import pair_correlation as pc
-    from .pipeline_tasks import correlate_pair_task
+    """The pairs through the correlation step's driver (:mod:`.correlation_driver`)."""
+    from .correlation_driver import correlate_pairs
     t0 = time.perf_counter()
     progress.check()
     jobs = _pair_jobs(ctx, selected, catalog)
+    shape = None
     if catalog.records:
         from .input_checks import check_window_search
         r0 = catalog.records[0]
         check_window_search((r0.height, r0.width), ctx.params.window, ctx.params.search,
                             r0.path)
-    for job in jobs:
-        for key in ("reference_path", "secondary_path"):
-            if not os.path.exists(job[key]):
-                raise InputError("Image '%s' of pair %s / %s does not exist any more. Run the "
-                                 "pipeline again from the catalog (delete %s)." % (
-                                     job[key], job["reference_date"], job["secondary_date"],
-                                     ctx.path(prod.CATALOG_CSV)))
-    ensure_writable_folder(ctx.path(prod.PAIRS_FOLDER))
-    todo = [j for j in jobs if ctx.params.force or not pc.pair_output_is_current(j["out_path"],
-                                                                               j["params"])]
-    if ctx.params.force:
-        for j in todo:
-            _remove(j["out_path"])
-    reused = len(jobs) - len(todo)
-    if todo and catalog.records:
-        # a full disk is reported before hours of work: 5 float32 bands per pair on the
-        # grid of window centres, counted at half size (deflate compresses them)
-        from .input_checks import check_free_space
-        r0 = catalog.records[0]
-        cells = -(-r0.height // int(ctx.params.step)) * -(-r0.width // int(ctx.params.step))
-        check_free_space(ctx.path(prod.PAIRS_FOLDER), len(todo) * cells * 5 * 4 * 0.5,
-                         "%d pair raster(s)" % len(todo))
+        shape = (r0.height, r0.width)
     ctx.result.paths["pairs"] = [j["out_path"] for j in jobs]
-    ctx.result.pairs_reused = reused
-    if not todo:
-        ctx.result.pairs_computed = 0
+    run = correlate_pairs(jobs, ctx.executor, resume=not ctx.params.force, shape=shape,
+                          progress=progress, log=ctx.log,
+                          missing_hint=" any more. Run the pipeline again from the catalog "
+                                       "(delete %s)." % ctx.path(prod.CATALOG_CSV))
+    ctx.result.pairs_computed = run.computed
+    ctx.result.pairs_reused = run.reused
+    secs = run.seconds
+    if not secs:
         ctx.mark("correlation", "skipped", "all %d pair raster(s) up to date (same images and "
                  "parameters)" % len(jobs))
-        progress.update(1.0)
         return
-    ctx.log("correlation: %d pair(s) to correlate, %d up to date and reused, on %s"
-            % (len(todo), reused, ctx.executor.description))
-    results = ctx.executor.map(
-        correlate_pair_task, todo, progress=progress, pass_cancel=True,
-        describe=lambda j: "pair %s / %s" % (j["reference_date"], j["secondary_date"]),
-        label="correlation")
-    secs = [r["seconds"] for r in results if not r["reused"]]
-    ctx.result.pairs_computed = len(secs)
-    ctx.result.pairs_reused = len(jobs) - len(secs)
-    low = [os.path.basename(r["path"]) for r in results
-           if np.isfinite(r["valid_fraction"]) and r["valid_fraction"] < 0.2]
-    if low:
-        ctx.log("correlation: pair(s) with less than 20 %% valid windows (clouds, snow, "
-                "changes): %s" % ", ".join(low))
-    nostable = [os.path.basename(r["path"]) for r in results
-                if r.get("stable_ground", "") == prod.STABLE_GROUND_NONE]
-    if nostable:
-        ctx.log("correlation: %d of %d pair(s) without identifiable stable ground (no tight "
-                "cluster of displacements near zero: the scene moves almost everywhere), no "
-                "co-registration offset removed from them; give a stable-area mask to "
-                "correct them: %s" % (len(nostable), len(secs), ", ".join(nostable[:10])
-                                      + (", ..." if len(nostable) > 10 else "")))
     ctx.mark("correlation", "done", "%d pair(s) correlated (%.1f s per pair on average), %d "
-             "reused" % (len(secs), (sum(secs) / len(secs)) if secs else 0.0,
-                         len(jobs) - len(secs)), time.perf_counter() - t0)
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+             "reused" % (len(secs), sum(secs) / len(secs), run.reused),
+             time.perf_counter() - t0)
 
 
 _INVERSION_OPTIONS = ("lam2", "min_obs", "min_ncc", "min_snr", "max_iter", "lam_sample")
@@ -843,7 +798,8 @@ def _inversion_params(p):
 
 
 def _step_inversion(ctx, progress):
-    from .pipeline_tasks import invert_pairs_over_executor
+    from .inversion_driver import invert_pairs
+    from .timeseries_io import pair_rasters_from_paths
     t0 = time.perf_counter()
     progress.check()
     pair_paths = ctx.result.paths["pairs"]
@@ -862,10 +818,10 @@ def _step_inversion(ctx, progress):
         progress.update(1.0)
         return
     progress.info("inversion: %s, inverting the pair network" % why)
-    info = invert_pairs_over_executor(pair_paths, ctx.output_folder, ctx.executor, ip,
-                                      block_rows=ctx.params.inversion_block_rows,
-                                      lam_sample=lam_sample, run_key=[phash, inputs_fp],
-                                      progress=progress, log=ctx.log)
+    info = invert_pairs(pair_rasters_from_paths(pair_paths), ctx.output_folder, ip,
+                        ctx.executor, block_rows=ctx.params.inversion_block_rows,
+                        lam_sample=lam_sample, run_key=[phash, inputs_fp],
+                        resume=not ctx.params.force, progress=progress, log=ctx.log)
     ctx.manifest.record("inversion", phash, inputs_fp, outs, dict(p, lam=info["lam"]))
     ctx.mark("inversion", "done", "%d dates, %d pairs, lam %g" % (
         info["n_dates"], info["n_pairs"], info["lam"]), time.perf_counter() - t0)

@@ -14,11 +14,12 @@ does not redo finished work.
   inverting and writing are the public helpers of :mod:`.timeseries_io`
   (:class:`~.timeseries_io.PairStack`, :func:`~.timeseries_io.select_lambda`,
   :func:`~.timeseries_io.invert_window`, :class:`~.timeseries_io.TimeseriesWriter`), the
-  same as in :func:`.timeseries_io.invert_pair_rasters` (pixels are independent), so the
-  result does not depend on how rows are split.
+  pixels are independent, so the result does not depend on how rows are split.
+
+The step drivers that run them on an executor, for the pipeline and the single-step
+algorithms alike: :mod:`.correlation_driver` and :mod:`.inversion_driver`.
 """
 
-import json
 import os
 import shutil
 import uuid
@@ -62,6 +63,8 @@ def correlate_pair_task(job, cancelled=None):
     pc_kwargs = dict(job.get("driver_options") or {})
     pc.correlate_pair_rasters(job["reference_path"], job["secondary_path"], out,
                               progress=_task_progress(cancelled),
+                              reference_date=job.get("reference_date"),
+                              secondary_date=job.get("secondary_date"),
                               **pc_kwargs, **job["params"])
     return {"path": out, "reused": False, "seconds": time.perf_counter() - t0,
             "valid_fraction": _valid_fraction(out), "stable_ground": _stable_ground(out)}
@@ -98,11 +101,13 @@ def _pairs_from_job(job):
                                job["secondary_dates"])]
 
 
-def inversion_jobs(pairs, height, width, part_dir, params, block_rows=64, block_cols=256):
+def inversion_jobs(pairs, height, width, part_dir, params, block_rows=64, block_cols=256,
+                   dates=None):
     """Split the pair grid into bands of ``block_rows`` rows: one job per band.
 
     ``pairs``: :class:`.timeseries_io.PairRaster` list; ``params``: lam, lam2, robust,
-    weighting, min_obs, min_ncc, min_snr, max_iter (all explicit, lam a number).
+    weighting, min_obs, min_ncc, min_snr, max_iter (all explicit, lam a number);
+    ``dates``: the output dates (ISO) when not only those of the pairs.
     """
     block_rows = max(1, int(block_rows))
     base = dict(pair_paths=[p.path for p in pairs],
@@ -110,6 +115,8 @@ def inversion_jobs(pairs, height, width, part_dir, params, block_rows=64, block_
                 secondary_dates=[str(p.secondary_date) for p in pairs],
                 width=int(width), height=int(height), block_cols=int(block_cols),
                 params=dict(params))
+    if dates is not None:
+        base["dates"] = [str(d) for d in dates]
     jobs = []
     for r0 in range(0, height, block_rows):
         r1 = min(r0 + block_rows, height)
@@ -142,7 +149,7 @@ def invert_rows_task(job, cancelled=None):
                              "expected %dx%d). Run the pipeline again."
                              % (stack.first_path, stack.width, stack.height, width,
                                 job["height"]))
-        dates64, pi, pj = stack.network()
+        dates64, pi, pj = stack.network(job.get("dates"))
         nd = len(dates64)
         Q = inv.regularisation_matrix(dates64, p["lam"], p["lam2"])
         out = np.full((2 * nd + 7, r1 - r0, width), np.nan, np.float32)
@@ -201,62 +208,15 @@ def assemble_timeseries(jobs, out_dir, dates_iso, transform, crs, tags, progress
 
 def invert_pairs_over_executor(pair_paths, output_folder, executor, params, block_rows=64,
                                lam_sample=400, run_key=None, progress=None, log=None):
-    """Invert pair rasters into ``output_folder/timeseries/`` with row-block tasks.
+    """Invert pair rasters (paths) into ``output_folder/timeseries/`` on ``executor``:
+    :func:`.inversion_driver.invert_pairs` (the inversion step's one driver), kept here
+    under its old name. Returns its dict (paths, lam, dates, n_pairs, n_dates, n_blocks,
+    reused_blocks, ...)."""
+    from .inversion_driver import invert_pairs
+    from .timeseries_io import pair_rasters_from_paths
 
-    The distributed counterpart of :func:`.timeseries_io.invert_pair_rasters` (same
-    per-pixel maths, same output files and tags): one :func:`invert_rows_task` per band
-    of ``block_rows`` rows runs on ``executor`` (:func:`.executor.get_executor`), each
-    writing a part file; the driver assembles the parts. Parts of an interrupted run with
-    the same ``run_key`` (parameters + inputs) are reused.
-
-    ``params``: dict with lam (number, None for the default or "auto"), lam2, robust, weighting, min_obs,
-    min_ncc, min_snr, max_iter. Returns a dict: paths, lam, dates, n_pairs, n_dates,
-    n_blocks, reused_blocks.
-    """
-    import hashlib
-
-    from . import timeseries_io as tio
-    from .inversion import iso
-    from .progress import as_progress
-
-    progress = as_progress(progress)
-    log = log or progress.info
     if not pair_paths:
         raise InputError("No pair raster to invert. Run the correlation first.")
-    ip = dict(params)
-    pairs = tio.pair_rasters_from_paths(pair_paths)
-    with tio.PairStack(pairs) as stack:
-        dates64, pi, pj = stack.network()
-        height, width, transform, crs = stack.height, stack.width, stack.transform, stack.crs
-        lam, lam_info = tio.select_lambda(stack, ip["lam"], pi, pj, dates64, ip["lam2"],
-                                          ip["robust"], ip["weighting"], ip["min_ncc"],
-                                          ip["min_snr"], ip["min_obs"], lam_sample)
-        stable_ground = stack.stable_ground_counts()
-    dates_iso = [iso(d) for d in dates64]
-    log("inversion: %s" % tio.lambda_message(lam, lam_info))
-    ip["lam"] = float(lam)
-    key_src = json.dumps([run_key, sorted(ip.items(), key=lambda kv: kv[0]),
-                          [os.path.abspath(p.path) for p in pairs],
-                          [(os.path.getsize(p.path), os.path.getmtime(p.path)) for p in pairs],
-                          int(block_rows)], default=str)
-    key = hashlib.sha256(key_src.encode("utf-8")).hexdigest()[:16]
-    ts_dir = os.path.join(os.path.abspath(output_folder), tio.TS_FOLDER)
-    part_dir = os.path.join(ts_dir, PART_FOLDER, key)
-    jobs = inversion_jobs(pairs, height, width, part_dir, ip, block_rows)
-    log("inversion: %d pairs, %d dates (%s to %s), %d x %d grid in %d row block(s) on %s"
-        % (len(pairs), len(dates_iso), dates_iso[0], dates_iso[-1], width, height, len(jobs),
-           getattr(executor, "description", "executor")))
-    results = executor.map(invert_rows_task, jobs, progress=progress.sub(0.0, 0.9),
-                           pass_cancel=True, label="inversion",
-                           describe=lambda j: "inversion rows %d-%d" % tuple(j["rows"]))
-    reused = sum(1 for r in results if r["reused"])
-    if reused:
-        log("inversion: %d row block(s) reused from an interrupted run" % reused)
-    tags = tio.timeseries_tags(dates_iso, ip, [os.path.basename(x.path) for x in pairs],
-                               stable_ground=stable_ground)
-    paths = assemble_timeseries(jobs, ts_dir, dates_iso, transform, crs, tags,
-                                progress=progress.sub(0.9, 1.0))
-    with tio.PairStack(pairs) as stack:
-        stack.write_footprint(ts_dir)
-    return dict(paths=paths, lam=ip["lam"], dates=dates_iso, n_pairs=len(pairs),
-                n_dates=len(dates_iso), n_blocks=len(jobs), reused_blocks=reused)
+    return invert_pairs(pair_rasters_from_paths(pair_paths), output_folder, params, executor,
+                        block_rows=block_rows, lam_sample=lam_sample, run_key=run_key,
+                        progress=progress, log=log)

@@ -7,7 +7,8 @@ sub-folder when it has one) or listed by a ``pairs.csv`` (rows with ``selected``
 read by :mod:`.pairs_file`).
 
 Output, in ``<output_folder>/timeseries/`` (each written atomically; a cancel or an
-error leaves none of them, and existing ones untouched):
+error leaves none of them, and existing ones untouched; the row blocks already inverted
+wait in the hidden ``timeseries/.parts/`` for the next run to resume):
 
 * ``ts_east_m.tif``, ``ts_north_m.tif``: one band per date, described by its ISO date,
   cumulative displacement (m) since the first date (band 1 is 0 where valid);
@@ -19,7 +20,10 @@ error leaves none of them, and existing ones untouched):
   regularisation), 4 = at least one pair rejected as an outlier, 8 = too few valid pairs
   (outputs NaN), 16 = solver failure (outputs NaN).
 
-Building blocks (public, shared with the distributed driver of :mod:`.pipeline_tasks`):
+Building blocks (public) of the inversion step's driver, :mod:`.inversion_driver`
+(:func:`~.inversion_driver.invert_pairs`, used by the pipeline and the Processing
+algorithm, and :func:`~.inversion_driver.invert_pair_rasters`, still importable from
+here), and of its tasks in :mod:`.pipeline_tasks`:
 :func:`find_pair_rasters` / :func:`pair_rasters_from_paths` / :func:`pair_dates`,
 :class:`PairStack` (open rasters on one grid, ``read(window)``, ``network()``),
 :func:`select_lambda` (once per run: a number, the sampling default, or GCV),
@@ -27,15 +31,14 @@ Building blocks (public, shared with the distributed driver of :mod:`.pipeline_t
 the seven output bands), :class:`TimeseriesWriter` (the four files, atomically, window
 by window) and :func:`timeseries_tags`.
 
-Memory is bounded by the block size: one block holds ``n_pairs x block^2`` values of the
-five input bands (about 160 MB for 120 pairs and 256 x 256 blocks), whatever the raster
-size. The next block is read in a background thread while the current one is inverted.
+Memory is bounded by the block size: one window holds ``n_pairs x rows x cols`` values
+of the five input bands (about 160 MB for 120 pairs and 256 x 256 pixels) per running
+task, whatever the raster size.
 """
 
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -43,15 +46,12 @@ import numpy as np
 
 from . import inversion as inv
 from . import pairs_file
-from .errors import InputError, ParameterError
+from .errors import InputError
 from . import products as prod
 from .products import PAIR_BANDS
-from .progress import as_progress
 from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, band_index_by_description
 
 TS_FOLDER = prod.TIMESERIES_FOLDER
-#: GDAL block cache (MB) while inverting: bounds the memory next to the pair blocks
-GDAL_CACHE_MB = 384
 FLAGS_DESCRIPTION = ("bit field: 1 = date(s) without valid pair bridged by regularisation; "
                      "2 = disconnected network bridged by regularisation; 4 = outlier pair(s) "
                      "rejected; 8 = too few valid pairs (NaN); 16 = solver failure (NaN)")
@@ -247,13 +247,6 @@ class PairStack:
             out[key] += 1
         return out
 
-    def write_footprint(self, out_dir):
-        """Write ``out_dir/footprint.tif``, the pairs' mean window footprint per pixel
-        (:func:`.footprint.write_footprint`); None when no pair has a footprint band."""
-        from .footprint import write_footprint
-        return write_footprint([p.path for p in self.pairs], out_dir,
-                               (self.height, self.width), self.transform, self.crs)
-
     def __enter__(self):
         return self
 
@@ -290,14 +283,6 @@ class PairStack:
             except Exception:  # pragma: no cover
                 pass
         self.datasets = []
-
-
-def _blocks(height, width, block):
-    out = []
-    for r0 in range(0, height, block):
-        for c0 in range(0, width, block):
-            out.append(((r0, min(r0 + block, height)), (c0, min(c0 + block, width))))
-    return out
 
 
 #: keyword settings of :func:`invert_window` (besides the network and Q)
@@ -486,86 +471,13 @@ class TimeseriesWriter:
 
 
 # --------------------------------------------------------------------------- driver
-def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEFAULT_LAM2,
-                        robust="tukey", weighting="ncc", min_obs=3, min_ncc=None,
-                        min_snr=None, block_size=256, lam_sample=inv.DEFAULT_LAM_SAMPLE,
-                        pairs_csv=None, max_iter=12, dates=None, progress=None):
-    """Invert every pixel of a stack of pair rasters; write the ``timeseries/`` files.
-
-    Parameters are those of :func:`slidewatch.core.inversion.invert_network` plus
-    ``source`` / ``pairs_csv`` (see :func:`find_pair_rasters`), ``output_folder`` (the
-    files go to ``output_folder/timeseries/``) and ``block_size`` (pixels per block side;
-    memory grows with ``n_pairs * block_size^2``). ``lam`` is resolved once for the whole
-    stack by :func:`select_lambda` (None = the default from the temporal sampling,
-    "auto" = generalised cross-validation on ``lam_sample`` pixels). Output dates are the dates of the pair
-    rasters, plus every date of the pairs.csv when one is used (a date whose pairs were all
-    deselected or failed is bridged by the regularisation and flagged), plus ``dates``.
-    Returns :class:`TimeseriesOutputs`.
-    """
-    import rasterio
-
-    progress = as_progress(progress)
-    if int(block_size) < 1:
-        raise ParameterError("block_size must be >= 1 (got %r)." % block_size)
-    block_size = int(block_size)
-    inv.check_params(robust, min_obs, max_iter)
-    if weighting not in inv.WEIGHTINGS:
-        raise ParameterError("weighting must be one of %s (got %r)."
-                             % (", ".join(inv.WEIGHTINGS), weighting))
-    pairs = find_pair_rasters(source, pairs_csv)
-    if len(pairs) < 1:
-        raise InputError("No usable pair raster found in '%s'." % source)
-    csv_path = str(source) if str(source).lower().endswith(".csv") else pairs_csv
-    all_dates = None
-    if csv_path or dates is not None:
-        # the output dates: every date of the stack (pairs.csv rows, selected or not) and
-        # any requested date; dates without a usable pair are bridged by the regularisation
-        all_dates = [p.reference_date for p in pairs] + [p.secondary_date for p in pairs]
-        if csv_path:
-            all_dates += stack_dates_from_csv(csv_path)
-        if dates is not None:
-            all_dates += list(inv.to_datetime64(dates))
-    settings = dict(robust=robust, weighting=weighting, min_obs=int(min_obs), min_ncc=min_ncc,
-                    min_snr=min_snr, max_iter=int(max_iter))
-    out_dir = os.path.join(os.path.abspath(str(output_folder)), TS_FOLDER)
-    with PairStack(pairs) as stack:
-        dates64, pi, pj = stack.network(all_dates)
-        dates_iso = [inv.iso(d) for d in dates64]
-        progress.info("Inverting %d pairs over %d dates (%s to %s)."
-                      % (len(pairs), len(dates64), dates_iso[0], dates_iso[-1]))
-        lam, info = select_lambda(stack, lam, pi, pj, dates64, lam2, robust, weighting,
-                                  min_ncc, min_snr, min_obs, lam_sample)
-        progress.info(lambda_message(lam, info))
-        Q = inv.regularisation_matrix(dates64, lam, lam2)
-        tags = timeseries_tags(dates_iso, dict(settings, lam=float(lam), lam2=float(lam2)),
-                               [os.path.basename(p.path) for p in pairs],
-                               stable_ground=stack.stable_ground_counts())
-        blocks = _blocks(stack.height, stack.width, block_size)
-        # bounded GDAL block cache: inputs are read once per block (windows follow the
-        # 256-pixel tiles by default), outputs are flushed block by block
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
-                TimeseriesWriter(out_dir, dates_iso, stack.height, stack.width,
-                                 stack.transform, stack.crs, tags) as tw, \
-                ThreadPoolExecutor(max_workers=1) as pool:
-            # the pair rasters are read in a background thread: the next block is read
-            # while the current one is inverted (reading releases the GIL)
-            future = pool.submit(stack.read, blocks[0])
-            for bi, blk in enumerate(blocks):
-                progress.check()
-                data = future.result()
-                if bi + 1 < len(blocks):
-                    future = pool.submit(stack.read, blocks[bi + 1])
-                ce, cn, bands = invert_window_data(data, pi, pj, dates64, Q, **settings)
-                del data
-                tw.write(blk[0][0], blk[1][0], ce, cn, bands)
-                progress.update((bi + 1) / len(blocks), "Inverted block %d/%d"
-                                % (bi + 1, len(blocks)))
-            progress.check()
-        paths = tw.paths
-        stack.write_footprint(out_dir)
-    return TimeseriesOutputs(paths["ts_east"], paths["ts_north"], paths["velocity"],
-                             paths["flags"], dates_iso, float(lam), float(lam2), len(pairs),
-                             info)
+def __getattr__(name):
+    """``invert_pair_rasters`` moved to :mod:`.inversion_driver` (the inversion step's one
+    driver, shared with the pipeline); still importable from here."""
+    if name == "invert_pair_rasters":
+        from .inversion_driver import invert_pair_rasters
+        return invert_pair_rasters
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 def write_pair_raster(path, east, north, ncc, snr, status, transform, crs, reference_date,

@@ -6,6 +6,7 @@ from qgis.core import (QgsProcessingParameterBoolean, QgsProcessingParameterDefi
                        QgsProcessingOutputFile)
 
 from .base import SlideWatchAlgorithm
+from .executor_params import EXECUTOR_HELP, add_executor_parameters, executor_from
 
 ROBUST_OPTIONS = ["tukey", "huber", "none"]
 WEIGHTING_OPTIONS = ["ncc", "none"]
@@ -46,13 +47,18 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
         "none (all valid pairs equal). Pairs with status &ne; 0 or no value are never "
         "used.<br>"
         "<b>Minimum number of pairs per pixel</b>: pixels with fewer usable pairs are left empty.<br>"
-        "<b>Block size</b> (advanced): pixels per block side; memory grows with the number "
-        "of pairs times its square.<br>"
+        "<b>Block size</b> (advanced): pixels per block side (rows per task, columns per "
+        "chunk); memory grows with the number of pairs times its square, per running "
+        "task.<br>"
         "<b>Output folder</b>: receives <i>timeseries/ts_east_m.tif</i>, "
         "<i>ts_north_m.tif</i> (one band per date, named by its date, cumulative since the "
         "first date), <i>velocity.tif</i> (ve, vn, v, v_sigma in m/yr, n_obs, rmse_m) and "
         "<i>network_flags.tif</i> (bits: 1 date bridged, 2 disconnected network bridged, "
-        "4 outlier pair rejected, 8 too few pairs, 16 solver failure).")
+        "4 outlier pair rejected, 8 too few pairs, 16 solver failure).<br>"
+        "The same inversion step as the pipeline's: one task per band of rows, on local "
+        "threads or Dask; resumable: the bands finished by a cancelled or failed run are "
+        "kept (timeseries/.parts/) and reused by the next run with the same inputs and "
+        "parameters.<br>" + EXECUTOR_HELP)
 
     INPUT = "INPUT"
     PAIRS_CSV = "PAIRS_CSV"
@@ -97,6 +103,7 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
+        add_executor_parameters(self)
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Output folder")))
         for name, label in ((self.TS_EAST, "Cumulative east displacement"),
@@ -105,28 +112,33 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
             self.addOutput(QgsProcessingOutputFile(name, self.tr(label)))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.timeseries_io import invert_pair_rasters
+        from ..core.inversion_driver import invert_pairs, invert_request
 
-        source = self.parameterAsFile(parameters, self.INPUT, context)
-        csv_path = self.parameterAsFile(parameters, self.PAIRS_CSV, context) or None
-        if self.parameterAsBool(parameters, self.AUTO, context):
-            lam = "auto"
-        elif parameters.get(self.LAMBDA) in (None, ""):
-            lam = None  # default: from the temporal sampling
-        else:
-            lam = self.parameterAsDouble(parameters, self.LAMBDA, context)
         out = self.parameterAsString(parameters, self.OUTPUT, context)
-        res = invert_pair_rasters(
-            source, out, lam=lam,
+        pairs, params, dates = invert_request(
+            self.parameterAsFile(parameters, self.INPUT, context),
+            self.parameterAsFile(parameters, self.PAIRS_CSV, context) or None,
+            lam=self._lambda(parameters, context),
             lam2=self.parameterAsDouble(parameters, self.LAMBDA2, context),
             robust=ROBUST_OPTIONS[self.parameterAsEnum(parameters, self.ROBUST, context)],
             weighting=WEIGHTING_OPTIONS[self.parameterAsEnum(parameters, self.WEIGHTING,
                                                              context)],
-            min_obs=self.parameterAsInt(parameters, self.MIN_OBS, context),
-            block_size=self.parameterAsInt(parameters, self.BLOCK, context),
-            pairs_csv=csv_path, progress=progress)
-        progress.info("Inverted %d pairs into %d dates (%s to %s), lambda = %g. Outputs in %s"
-                      % (res.n_pairs, len(res.dates), res.dates[0], res.dates[-1], res.lam,
-                         out))
-        return {self.OUTPUT: out, self.TS_EAST: res.ts_east, self.TS_NORTH: res.ts_north,
-                self.VELOCITY: res.velocity, self.FLAGS: res.flags}
+            min_obs=self.parameterAsInt(parameters, self.MIN_OBS, context))
+        block = self.parameterAsInt(parameters, self.BLOCK, context)
+        with executor_from(self, parameters, context) as executor:
+            res = invert_pairs(pairs, out, params, executor, dates=dates, block_rows=block,
+                               block_cols=block, progress=progress)
+        paths = res["paths"]
+        progress.info("Inverted %d pairs into %d dates (%s to %s), lambda = %g, on %s. "
+                      "Outputs in %s" % (res["n_pairs"], res["n_dates"], res["dates"][0],
+                                         res["dates"][-1], res["lam"], res["executor"], out))
+        return {self.OUTPUT: out, self.TS_EAST: paths["ts_east"],
+                self.TS_NORTH: paths["ts_north"], self.VELOCITY: paths["velocity"],
+                self.FLAGS: paths["flags"]}
+
+    def _lambda(self, parameters, context):
+        if self.parameterAsBool(parameters, self.AUTO, context):
+            return "auto"
+        if parameters.get(self.LAMBDA) in (None, ""):
+            return None  # default: from the temporal sampling
+        return self.parameterAsDouble(parameters, self.LAMBDA, context)

@@ -120,19 +120,47 @@ def test_pairs_csv_selects_pairs_and_missing_date_is_bridged(tmp_path):
     np.testing.assert_allclose(ts_n[3, 2:, 2:], tr_n[3, 2:, 2:], atol=1e-3)
 
 
-def test_cancel_leaves_no_partial_output(tmp_path):
+def test_cancel_leaves_no_partial_output_and_resumes(tmp_path):
+    """A cancel leaves no output file (only the finished row blocks, hidden in
+    timeseries/.parts/); the next run reuses them and equals an uninterrupted run."""
+    from slidewatch.core import pipeline_tasks as pt
+
+    import glob
+    import time
+
     folder, *_ = _stack(tmp_path, seed=2)
-    calls = {"n": 0}
+    parts = str(tmp_path / "c" / "timeseries" / ".parts" / "*" / "*.npy")
 
-    def is_cancelled():
-        calls["n"] += 1
-        return calls["n"] > 3
+    def is_cancelled():   # the user cancels once the first band is done
+        return bool(glob.glob(parts))
 
-    with pytest.raises(Cancelled):
-        tio.invert_pair_rasters(str(folder), str(tmp_path / "c"), block_size=4,
-                                progress=Progress(is_cancelled=is_cancelled))
-    ts = tmp_path / "c" / "timeseries"
-    assert not ts.exists() or os.listdir(ts) == []
+    real, ran = pt.invert_rows_task, []
+
+    def slow(job, cancelled=None):   # band k starts after k x 0.5 s: the first one ends first
+        time.sleep(0.5 * job["rows"][0] / 4)
+        res = real(job, cancelled)
+        ran.append(res["reused"])
+        return res
+
+    pt.invert_rows_task = slow
+    try:
+        with pytest.raises(Cancelled):
+            tio.invert_pair_rasters(str(folder), str(tmp_path / "c"), block_size=4,
+                                    progress=Progress(is_cancelled=is_cancelled))
+        ts = tmp_path / "c" / "timeseries"
+        assert not ts.exists() or [f for f in os.listdir(ts) if not f.startswith(".")] == []
+        done_before = ran.count(False)
+        assert 0 < done_before < 4      # 13 rows in bands of 4: 4 bands
+        ran.clear()
+        res = tio.invert_pair_rasters(str(folder), str(tmp_path / "c"), block_size=4)
+    finally:
+        pt.invert_rows_task = real
+    assert ran.count(True) == done_before and ran.count(False) == 4 - done_before
+    assert ".parts" not in os.listdir(ts)     # assembled: the parts are gone
+    ref = tio.invert_pair_rasters(str(folder), str(tmp_path / "ref"), block_size=4)
+    for a, b in ((res.ts_east, ref.ts_east), (res.velocity, ref.velocity),
+                 (res.flags, ref.flags)):
+        np.testing.assert_array_equal(_read(a)[0], _read(b)[0])
 
 
 def test_progress_reported_and_auto_lambda(tmp_path):
