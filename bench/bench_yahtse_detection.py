@@ -47,15 +47,13 @@ def load_field():
     import rasterio
     if not os.path.exists(PAIR):
         by.ours(30.0, "auto")
-    from slidewatch.core.products import pair_footprint_path
+    from slidewatch.core.footprint import read_pair_footprint
     with rasterio.open(PAIR) as src:
         e = src.read(1).astype(np.float64)
         n = src.read(2).astype(np.float64)
         T, crs, shape = src.transform, src.crs, src.shape
-    foot = None
-    if os.path.exists(pair_footprint_path(PAIR)):
-        with rasterio.open(pair_footprint_path(PAIR)) as src:
-            foot = src.read(1).astype(np.float64)
+    foot = read_pair_footprint(PAIR)
+    foot = None if foot is None else foot.astype(np.float64)
     return e, n, T, crs, shape, foot
 
 

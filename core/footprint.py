@@ -3,10 +3,10 @@
 The correlator's wide-window pass (``wide_sigma``, core/correlation.py) correlates the
 windows it predicts imprecise again with a window twice as high and wide. Those estimates
 share image content with four times as many neighbours: their noise is correlated over
-about four times the area. Each pair's footprint raster records it per window
-(``pairs/footprint/<pair name>``, :func:`.products.pair_footprint_path`, band
-``footprint``: window area relative to the nominal window, 1 or 4; the pair rasters keep
-the five SPEC bands).
+about four times the area. Each pair's footprint file records it per window
+(``pairs/footprint/<pair name>.npy``, :func:`.products.pair_footprint_path`: window area
+relative to the nominal window, 1 or 4, NaN where not valid, on the pair raster's grid;
+the pair rasters keep the five SPEC bands).
 
 The detector measures the noise correlation area on stable ground (``A``, pixels,
 :func:`.noise_model.correlation_area`) and divides an object's pixels by it to count its
@@ -29,29 +29,34 @@ import numpy as np
 from . import products as prod
 
 
-def mean_footprint(pair_paths, shape, block_rows=512):
-    """Per-pixel mean footprint (float32 of ``shape``) over the pairs ``pair_paths`` whose
-    footprint raster exists, where each is valid; 1 where none is. None when no pair has
-    one (imported pairs, older runs) or they are not on the grid ``shape``."""
-    import rasterio
-    paths = [prod.pair_footprint_path(p) for p in pair_paths]
-    paths = [p for p in paths if os.path.isfile(p)]
-    if not paths:
+def read_pair_footprint(pair_path):
+    """The window footprints of a pair raster (2-D float32, :func:`.products.pair_footprint_path`),
+    or None when it has none (imported pairs, older runs)."""
+    path = prod.pair_footprint_path(pair_path)
+    if not os.path.isfile(path):
         return None
-    h, w = shape
-    total = np.zeros((h, w), np.float64)
-    count = np.zeros((h, w), np.int32)
-    for path in paths:
-        with rasterio.open(path) as src:
-            if (src.height, src.width) != (h, w):
-                return None
-            for r0 in range(0, h, block_rows):
-                win = rasterio.windows.Window(0, r0, w, min(block_rows, h - r0))
-                f = src.read(1, window=win)
-                ok = np.isfinite(f)
-                sl = slice(r0, r0 + win.height)
-                total[sl][ok] += f[ok]
-                count[sl] += ok
+    return np.load(path, allow_pickle=False)
+
+
+def mean_footprint(pair_paths, shape):
+    """Per-pixel mean footprint (float32 of ``shape``) over the pairs ``pair_paths`` that
+    have footprints, where each is valid; 1 where none is. None when no pair has any
+    (imported pairs, older runs) or one is not on the grid ``shape``."""
+    total = np.zeros(shape, np.float64)
+    count = np.zeros(shape, np.int32)
+    found = False
+    for p in pair_paths:
+        f = read_pair_footprint(p)
+        if f is None:
+            continue
+        if f.shape != tuple(shape):
+            return None
+        found = True
+        ok = np.isfinite(f)
+        total[ok] += f[ok]
+        count += ok
+    if not found:
+        return None
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(count > 0, total / np.maximum(count, 1), 1.0)
     return out.astype(np.float32)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .correlation import (COHERENCE_RADIUS, STATUS_MEANINGS, STATUS_VALID, coherence_filter,
-                          WIDE_FOOTPRINT, correlate_raw,
+                          correlate_raw,
                           normalize_params,
                           read_margin)
 from .correlation_kernels import ROW_GROUP
@@ -49,7 +49,7 @@ from . import pairs_file
 from .stable_offset import MIN_SHARE as STABLE_MIN_SHARE, stable_offset
 from . import products as prod
 from .progress import as_progress
-from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name, write_bands
+from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name
 
 #: bands of a pair raster (:data:`.products.PAIR_BANDS`)
 BANDS = prod.PAIR_BANDS
@@ -563,21 +563,27 @@ def _write_blocks(run, path):
 
 
 def _write_footprint(run):
-    """The pair's footprint raster (one band, :data:`.products.BAND_FOOTPRINT`), from
-    ``run.footprint`` (one float32 per window: 4 bytes per output pixel), written in one go
-    once the pair raster is closed. Under the same ``GDAL_CACHEMAX`` as the blocks: a
-    write outside that Env, while other pair threads write their blocks, changed GDAL's
-    global cache size under them and crashed the process (tests/test_step_drivers.py)."""
-    import rasterio
-    from affine import Affine
-    with rasterio.Env(GDAL_CACHEMAX=128):
-        write_bands(prod.pair_footprint_path(run.final), [run.footprint],
-                    run.T * Affine.scale(run.step), run.rs.crs,
-                    descriptions=[prod.BAND_FOOTPRINT],
-                    tags={"CONTENT": "window area of each estimate of %s relative to the "
-                                     "nominal window (1; %g = the wide-window pass); NaN "
-                                     "where not valid"
-                                     % (os.path.basename(run.final), WIDE_FOOTPRINT)})
+    """The pair's window footprints (:func:`.products.pair_footprint_path`): ``run.footprint``
+    (float32, one per window, on the pair raster's grid) saved as ``.npy``, atomically
+    (temporary name, then renamed). A numpy file and not a GeoTIFF: a further GDAL write by
+    each pair thread while the others wrote their blocks crashed the process (GDAL's
+    process-wide state; tests/test_step_drivers.py, tests/test_stable_area.py); the grid is
+    the pair raster's, the inversion writes the georeferenced timeseries/footprint.tif."""
+    path = prod.pair_footprint_path(run.final)
+    if run.footprint is None:
+        run.footprint = np.full((run.out_h, run.out_w), np.nan, np.float32)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, run.footprint, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _correlate_block(run, b):

@@ -28,7 +28,7 @@ __all__ = [
     "TIMESERIES_FOLDER", "TS_EAST_TIF", "TS_NORTH_TIF", "VELOCITY_TIF", "NETWORK_FLAGS_TIF",
     "DETECTIONS_GPKG", "DETECTIONS_LAYER", "PROJECT_QGZ", "OVERVIEW_PNG",
     "VELOCITY_ARROWS_GPKG", "LOG_FILE", "CATALOG_COLUMNS", "PAIRS_COLUMNS", "PAIR_BANDS",
-    "BAND_FOOTPRINT", "FOOTPRINT_FOLDER", "FOOTPRINT_TIF", "pair_footprint_path",
+    "BAND_FOOTPRINT", "FOOTPRINT_EXTENSION", "FOOTPRINT_FOLDER", "FOOTPRINT_TIF", "pair_footprint_path",
     "BAND_EAST", "BAND_NORTH", "BAND_NCC", "BAND_SNR", "BAND_STATUS", "VELOCITY_BANDS",
     "BAND_VE", "BAND_VN", "BAND_V", "BAND_V_SIGMA", "BAND_N_OBS", "BAND_RMSE",
     "NETWORK_FLAGS_BAND", "DETECTION_STATUSES", "TAG_REFERENCE_DATE",
@@ -82,11 +82,13 @@ BAND_SNR = "snr"
 BAND_STATUS = "status"
 #: bands of a pair raster, in order (band descriptions)
 PAIR_BANDS = (BAND_EAST, BAND_NORTH, BAND_NCC, BAND_SNR, BAND_STATUS)
-#: the one band of a pair's footprint raster (:func:`pair_footprint_path`): area of the
-#: window each estimate was made with, relative to the nominal window (1; 4 where the
-#: wide-window pass took a twice higher and wider window). Pair rasters keep the SPEC five
-#: bands; the detector counts independent observations with it (core/footprint.py).
+#: a pair's window footprints (:func:`pair_footprint_path`, a float32 ``.npy`` array on the
+#: pair raster's grid) and the band of timeseries/footprint.tif: area of the window each
+#: estimate was made with, relative to the nominal window (1; 4 where the wide-window pass
+#: took a twice higher and wider window; NaN where not valid). Pair rasters keep the SPEC
+#: five bands; the detector counts independent observations with it (core/footprint.py).
 BAND_FOOTPRINT = "footprint"
+FOOTPRINT_EXTENSION = ".npy"
 #: bands of timeseries/velocity.tif (band descriptions): east, north velocity, speed,
 #: speed uncertainty (m/yr), number of observations, residual RMSE (m)
 BAND_VE = "ve_m_per_yr"
@@ -145,10 +147,10 @@ def pair_stem(reference_date, secondary_date):
 
 
 def pair_footprint_path(pair_path):
-    """Footprint raster of the pair raster ``pair_path``: same name in the ``footprint/``
-    subfolder of its folder (``pairs/footprint/pair_YYYYMMDD_YYYYMMDD.tif``)."""
+    """Window footprints of the pair raster ``pair_path``: its stem in the ``footprint/``
+    subfolder of its folder (``pairs/footprint/pair_YYYYMMDD_YYYYMMDD.npy``)."""
     folder, name = os.path.split(os.path.abspath(str(pair_path)))
-    return os.path.join(folder, FOOTPRINT_FOLDER, name)
+    return os.path.join(folder, FOOTPRINT_FOLDER, os.path.splitext(name)[0] + FOOTPRINT_EXTENSION)
 
 
 def pair_file_name(reference_date, secondary_date):

@@ -483,7 +483,7 @@ def __getattr__(name):
 def write_pair_raster(path, east, north, ncc, snr, status, transform, crs, reference_date,
                       secondary_date, tags=None, footprint=None):
     """Write a pair raster in the SPEC layout (bands east_m, north_m, ncc, snr, status;
-    and, with ``footprint``, its footprint raster, see :mod:`.footprint`).
+    and, with ``footprint``, its window footprints, see :mod:`.footprint`).
 
     The correlation driver writes the real ones; this helper serves tests, benchmarks and
     displacement fields imported from other software.
@@ -493,7 +493,8 @@ def write_pair_raster(path, east, north, ncc, snr, status, transform, crs, refer
          prod.TAG_SECONDARY_DATE: inv.iso(np.datetime64(str(secondary_date)[:10], "D"))}
     t.update(tags or {})
     if footprint is not None:
-        write_bands(prod.pair_footprint_path(path), [np.asarray(footprint, np.float32)],
-                    transform, crs, descriptions=[prod.BAND_FOOTPRINT])
+        fp = prod.pair_footprint_path(path)
+        os.makedirs(os.path.dirname(fp), exist_ok=True)
+        np.save(fp, np.asarray(footprint, np.float32), allow_pickle=False)
     write_bands(path, [east, north, ncc, snr, np.asarray(status, np.float32)], transform, crs,
                 descriptions=list(PAIR_BANDS), tags=t)

@@ -62,7 +62,8 @@ def test_all_spec_files_present(first_run):
     # the pair rasters, and the folder of their window footprints (core/footprint.py)
     tifs = sorted(f for f in os.listdir(os.path.join(out, "pairs")) if f != "footprint")
     assert len(tifs) == len(selected)
-    assert sorted(os.listdir(os.path.join(out, "pairs", "footprint"))) == tifs
+    assert sorted(os.listdir(os.path.join(out, "pairs", "footprint"))) == [
+        t.replace(".tif", ".npy") for t in tifs]
     for p in selected:
         name = "pair_%s_%s.tif" % (p["reference_date"].replace("-", ""),
                                    p["secondary_date"].replace("-", ""))
@@ -183,7 +184,8 @@ def test_cancel_then_resume(stack_folder, tmp_path):
     done = [f for f in os.listdir(os.path.join(out, "pairs")) if f != "footprint"]
     assert done and all(f.startswith("pair_") and f.endswith(".tif") for f in done)
     # no partial file: each finished pair has its footprint raster, nothing else is there
-    assert sorted(os.listdir(os.path.join(out, "pairs", "footprint"))) == sorted(done)
+    assert sorted(os.listdir(os.path.join(out, "pairs", "footprint"))) == sorted(
+        d.replace(".tif", ".npy") for d in done)
     assert not os.path.exists(os.path.join(out, "timeseries", "velocity.tif"))
     assert "Cancelled" in open(os.path.join(out, LOG_NAME)).read()
     result = run_pipeline(stack_folder, out, PipelineParams(max_workers=1))
