@@ -27,7 +27,8 @@ from conftest import qgis_process_command, qgis_process_env
 distributed = pytest.importorskip("distributed")
 
 ALG_PARAMS = ["WINDOW=16", "STEP=8", "SEARCH=4", "PAIRS_PER_DATE=1", "WRITE_PROJECT=false"]
-OUTPUTS = ("timeseries/ts_east_m.tif", "timeseries/ts_north_m.tif", "timeseries/velocity.tif")
+OUTPUTS = ("timeseries/ts_east_m.tif", "timeseries/ts_north_m.tif", "timeseries/velocity.tif",
+           "timeseries/footprint.tif")
 
 
 def _free_port():
@@ -76,9 +77,12 @@ def _read(folder, rel):
 
 
 def _assert_same_outputs(out, ref):
-    pairs = sorted(os.listdir(os.path.join(ref, "pairs")))
+    pairs = sorted(f for f in os.listdir(os.path.join(ref, "pairs")) if f.endswith(".tif"))
     assert len(pairs) >= 5
-    assert sorted(os.listdir(os.path.join(out, "pairs"))) == pairs
+    assert sorted(os.listdir(os.path.join(out, "pairs"))) == sorted(pairs + ["footprint"])
+    for fp in sorted(os.listdir(os.path.join(ref, "pairs", "footprint"))):
+        np.testing.assert_array_equal(np.load(os.path.join(out, "pairs", "footprint", fp)),
+                                      np.load(os.path.join(ref, "pairs", "footprint", fp)))
     for rel in [os.path.join("pairs", p) for p in pairs] + list(OUTPUTS):
         got, want = _read(out, rel), _read(ref, rel)
         np.testing.assert_array_equal(got[0], want[0], err_msg=rel)
