@@ -42,6 +42,7 @@ from .correlation import (COHERENCE_RADIUS, STATUS_MEANINGS, STATUS_VALID, coher
                           normalize_params,
                           read_margin)
 from .correlation_kernels import ROW_GROUP
+from .correlation_params import CorrelationParams
 from . import seeded_search as seeded
 from .errors import InputError, ParameterError
 from .input_checks import check_window_search, validate_pairs_csv
@@ -93,9 +94,9 @@ def pair_params(**kwargs):
     for k in list(kw):
         if k in DRIVER_DEFAULTS:
             drv[k] = kw.pop(k)
-    window = kw.pop("window", 32)
-    step = kw.pop("step", 8)
-    search = kw.pop("search", 8)
+    window = kw.pop("window", CorrelationParams.window)
+    step = kw.pop("step", CorrelationParams.step)
+    search = kw.pop("search", CorrelationParams.search)
     corr = normalize_params(window, step, search, **kw)
     if drv["stable"] not in STABLE_MODES:
         raise ParameterError("stable must be one of %s (got %r)."
@@ -419,8 +420,9 @@ def _pair_run(reference_path, secondary_path, output_path, reference_date, secon
     """The checked parameters (ParameterError if one is wrong) and the pair's dates, as a
     new :class:`_PairRun`."""
     tag_params = pair_params(**params)
-    corr = normalize_params(params.get("window", 32), params.get("step", 8),
-                            params.get("search", 8),
+    corr = normalize_params(params.get("window", CorrelationParams.window),
+                            params.get("step", CorrelationParams.step),
+                            params.get("search", CorrelationParams.search),
                             **{k: v for k, v in params.items()
                                if k not in DRIVER_DEFAULTS and k not in
                                ("window", "step", "search")})
