@@ -30,6 +30,7 @@ import numpy as np
 
 from . import pairs_file
 from .errors import InputError, OutputError, ParameterError
+from .inversion import InversionParams
 from .products import BAND_V, PAIRS_FOLDER, TIMESERIES_FOLDER
 from .raster_io import ensure_writable_folder
 
@@ -327,7 +328,8 @@ def check_detections_layer(gpkg, layer="detections", require_validation=True):
 
 # ----------------------------------------------------------------------------- time series
 
-def check_velocity_has_data(velocity_path, n_pairs=None, n_dates=None, min_obs=3):
+def check_velocity_has_data(velocity_path, n_pairs=None, n_dates=None,
+                            min_obs=InversionParams.min_obs):
     """Raise :class:`InputError` when the velocity raster has no finite pixel at all.
 
     Called before the detection so that an empty inversion (too few pairs per pixel,

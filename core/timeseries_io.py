@@ -49,6 +49,9 @@ from .products import PAIR_BANDS
 from .progress import as_progress
 from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, band_index_by_description
 
+#: defaults of the inversion options (one source: :class:`.inversion.InversionParams`)
+_IP = inv.InversionParams
+
 TS_FOLDER = prod.TIMESERIES_FOLDER
 #: GDAL block cache (MB) while inverting: bounds the memory next to the pair blocks
 GDAL_CACHE_MB = 384
@@ -297,15 +300,15 @@ def _blocks(height, width, block):
 WINDOW_SETTINGS = ("robust", "weighting", "min_obs", "min_ncc", "min_snr", "max_iter")
 
 
-def window_weights(data, weighting="ncc", min_ncc=None, min_snr=None):
+def window_weights(data, weighting=_IP.weighting, min_ncc=None, min_snr=None):
     """Prior weights (n_pairs, h, w) of a window read by :meth:`PairStack.read`."""
     east, north, ncc, snr, status = data
     status = np.where(np.isfinite(status), status, 1)
     return inv.prior_weights(east, north, ncc, snr, status, weighting, min_ncc, min_snr)
 
 
-def select_lambda(stack, lam, pi, pj, dates64, lam2=inv.DEFAULT_LAM2, robust="tukey",
-                  weighting="ncc", min_ncc=None, min_snr=None, min_obs=3,
+def select_lambda(stack, lam, pi, pj, dates64, lam2=inv.DEFAULT_LAM2, robust=_IP.robust,
+                  weighting=_IP.weighting, min_ncc=None, min_snr=None, min_obs=_IP.min_obs,
                   sample=inv.DEFAULT_LAM_SAMPLE):
     """The lambda of a raster run, once for the whole stack: ``lam`` if it is a number,
     :func:`.inversion.default_lambda` of the dates if None, the GCV choice of
@@ -345,8 +348,9 @@ def lambda_message(lam, info):
     return "Regularisation lam = %g (%s)" % (lam, why)
 
 
-def invert_window(stack, window, pi, pj, dates64, Q, robust="tukey", weighting="ncc",
-                  min_obs=3, min_ncc=None, min_snr=None, max_iter=12):
+def invert_window(stack, window, pi, pj, dates64, Q, robust=_IP.robust,
+                  weighting=_IP.weighting, min_obs=_IP.min_obs, min_ncc=None, min_snr=None,
+                  max_iter=_IP.max_iter):
     """Invert every pixel of a window ``((r0, r1), (c0, c1))`` of a :class:`PairStack`.
 
     ``pi``, ``pj``, ``dates64``: the network (:meth:`PairStack.network`); ``Q``: the
@@ -360,8 +364,9 @@ def invert_window(stack, window, pi, pj, dates64, Q, robust="tukey", weighting="
                               min_obs, min_ncc, min_snr, max_iter)
 
 
-def invert_window_data(data, pi, pj, dates64, Q, robust="tukey", weighting="ncc", min_obs=3,
-                       min_ncc=None, min_snr=None, max_iter=12):
+def invert_window_data(data, pi, pj, dates64, Q, robust=_IP.robust, weighting=_IP.weighting,
+                       min_obs=_IP.min_obs, min_ncc=None, min_snr=None,
+                       max_iter=_IP.max_iter):
     """:func:`invert_window` on a window already read by :meth:`PairStack.read`
     (``data``: (5, n_pairs, h, w))."""
     n, bh, bw = data.shape[1:]
@@ -480,9 +485,9 @@ class TimeseriesWriter:
 
 # --------------------------------------------------------------------------- driver
 def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEFAULT_LAM2,
-                        robust="tukey", weighting="ncc", min_obs=3, min_ncc=None,
-                        min_snr=None, block_size=256, lam_sample=inv.DEFAULT_LAM_SAMPLE,
-                        pairs_csv=None, max_iter=12, dates=None, progress=None):
+                        robust=_IP.robust, weighting=_IP.weighting, min_obs=_IP.min_obs,
+                        min_ncc=None, min_snr=None, block_size=256, lam_sample=inv.DEFAULT_LAM_SAMPLE,
+                        pairs_csv=None, max_iter=_IP.max_iter, dates=None, progress=None):
     """Invert every pixel of a stack of pair rasters; write the ``timeseries/`` files.
 
     Parameters are those of :func:`slidewatch.core.inversion.invert_network` plus

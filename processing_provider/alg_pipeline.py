@@ -234,13 +234,8 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
                "min_area_m2": self.parameterAsDouble(parameters, "MIN_AREA_M2", context),
                "min_score": self.parameterAsDouble(parameters, "MIN_SCORE", context)}
         det.update(self._json(parameters, "DETECTION_OPTIONS", context))
-        # keep only what differs from the core defaults, so that a run from Python with
-        # default parameters and one from here share their outputs (same parameter hashes)
-        from ..core.correlation import DEFAULTS as corr_defaults
-        from ..core.detection import DetectionParams
-        det_defaults = DetectionParams()
-        corr = {k: v for k, v in corr.items() if corr_defaults.get(k, object()) != v}
-        det = {k: v for k, v in det.items() if getattr(det_defaults, k, object()) != v}
+        # no need to drop values equal to the defaults: the parameter hashes come from the
+        # checked parameter objects, defaults included (PipelineParams.step_params)
         band = (self.parameterAsString(parameters, "BAND", context) or "").strip() or None
         dem = (self.parameterAsString(parameters, "DEM", context) or "").strip()
         if not self.parameterAsBool(parameters, "USE_DEM", context):
