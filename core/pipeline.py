@@ -51,7 +51,6 @@ import numpy as np
 from .errors import Cancelled, InputError, ParameterError, SlideWatchError
 from . import products as prod
 from .correlation_params import CorrelationParams
-from .inversion import InversionParams
 from .pairing import PairingParams
 from .quality_layers import DEFAULT_NCC_THRESHOLD
 from .progress import Progress, as_progress
@@ -139,8 +138,8 @@ class PipelineParams:
     stable_ground: str = "median"
     correlation_options: dict = field(default_factory=dict)
     inversion_lambda: object = None
-    inversion_robust: str = InversionParams.robust
-    inversion_weighting: str = InversionParams.weighting
+    inversion_robust: str = "tukey"
+    inversion_weighting: str = "ncc"
     inversion_block_rows: int = 64
     inversion_options: dict = field(default_factory=dict)
     write_quality_layers: bool = True
@@ -881,7 +880,7 @@ def _inversion_params(p):
         if lam < 0:
             raise ParameterError("Inversion lambda must be >= 0 (got %r)." % lam)
     o = p.inversion_options
-    d = InversionParams
+    d = inv.InversionParams
     inv.check_params(p.inversion_robust, o.get("min_obs", d.min_obs),
                      o.get("max_iter", d.max_iter))
     if p.inversion_weighting not in inv.WEIGHTINGS:
@@ -994,7 +993,7 @@ def _step_detection(ctx, progress):
                             ctx.result.n_dates,
                             inv.effective_min_obs(
                                 ctx.params.inversion_options.get("min_obs",
-                                                                 InversionParams.min_obs),
+                                                                 inv.InversionParams.min_obs),
                                 ctx.result.n_pairs or 3))
     dem = _dem_path(ctx)
     p = ctx.params.step_params("detection")

@@ -486,8 +486,9 @@ class TimeseriesWriter:
 # --------------------------------------------------------------------------- driver
 def invert_pair_rasters(source, output_folder, lam=inv.DEFAULT_LAM, lam2=inv.DEFAULT_LAM2,
                         robust=_IP.robust, weighting=_IP.weighting, min_obs=_IP.min_obs,
-                        min_ncc=None, min_snr=None, block_size=256, lam_sample=inv.DEFAULT_LAM_SAMPLE,
-                        pairs_csv=None, max_iter=_IP.max_iter, dates=None, progress=None):
+                        min_ncc=None, min_snr=None, block_size=256,
+                        lam_sample=inv.DEFAULT_LAM_SAMPLE, pairs_csv=None,
+                        max_iter=_IP.max_iter, dates=None, progress=None):
     """Invert every pixel of a stack of pair rasters; write the ``timeseries/`` files.
 
     Parameters are those of :func:`slidewatch.core.inversion.invert_network` plus
