@@ -30,6 +30,15 @@ INTERPOLATIONS = {"bicubic": 2, "lanczos3": 3, "lanczos4": 4, "lanczos6": 6}
 #: the fields that set the grid of windows (positional in ``correlate``)
 GEOMETRY = ("window", "step", "search")
 
+#: Parameters of the pair-raster driver (:mod:`.pair_correlation`) besides these, with
+#: their defaults: band (1-based), zero_is_nodata, stable (one of :data:`STABLE_MODES`),
+#: stable_mask (raster path or None), max_velocity_m_per_day (m/day >= 0, None = off)
+DRIVER_DEFAULTS = dict(band=1, zero_is_nodata=True, stable="none", stable_mask=None,
+                       max_velocity_m_per_day=None)
+
+#: stable-ground corrections of the pair driver: none, constant median offset, robust plane
+STABLE_MODES = ("none", "median", "plane")
+
 
 @dataclass(frozen=True)
 class CorrelationParams:

@@ -42,7 +42,8 @@ from .correlation import (COHERENCE_RADIUS, STATUS_MEANINGS, STATUS_VALID, coher
                           normalize_params,
                           read_margin)
 from .correlation_kernels import ROW_GROUP
-from .correlation_params import CorrelationParams
+from .correlation_params import CorrelationParams, DRIVER_DEFAULTS as _DRIVER_DEFAULTS, \
+    STABLE_MODES as _STABLE_MODES
 from . import seeded_search as seeded
 from .errors import InputError, ParameterError
 from .input_checks import check_window_search, validate_pairs_csv
@@ -55,12 +56,11 @@ from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name
 #: bands of a pair raster (:data:`.products.PAIR_BANDS`)
 BANDS = prod.PAIR_BANDS
 
-#: Parameters of the driver itself (the rest are correlation options).
-DRIVER_DEFAULTS = dict(band=1, zero_is_nodata=True, stable="none", stable_mask=None,
-                       max_velocity_m_per_day=None)
-
-#: Stable-ground corrections: none, constant median offset, robust plane.
-STABLE_MODES = ("none", "median", "plane")
+#: Parameters of the driver itself (the rest are correlation options) and the
+#: stable-ground corrections (none, constant median offset, robust plane): defined with the
+#: correlation's parameters (:mod:`.correlation_params`, importable without numba).
+DRIVER_DEFAULTS = _DRIVER_DEFAULTS
+STABLE_MODES = _STABLE_MODES
 
 #: Windows with at least this NCC are preferred for the plane fit (if >= PLANE_MIN_N).
 PLANE_MIN_NCC = 0.6

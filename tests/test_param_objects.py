@@ -79,3 +79,33 @@ def test_processing_pipeline_defaults_hash_like_python(provider, tmp_path):
         assert definition.defaultValue() == getattr(DetectionParams, key)
     ncc = alg.parameterDefinition("MIN_NCC")
     assert (ncc.defaultValue(), ncc.minimum(), ncc.maximum()) == (CP.min_ncc, -1.0, 1.0)
+
+
+def test_processing_dialogs_take_defaults_and_bounds_from_the_objects(provider):
+    from qgis.core import QgsApplication
+    reg = QgsApplication.processingRegistry()
+    for alg_id in ("slidewatch:correlate_pair", "slidewatch:correlate_pairs"):
+        alg = reg.createAlgorithmById(alg_id)
+        for name, key in (("WINDOW", "window"), ("STEP", "step"), ("SEARCH", "search")):
+            definition = alg.parameterDefinition(name)
+            assert definition.defaultValue() == getattr(CP, key)
+            assert definition.minimum() == CP.BOUNDS[key][0]
+        nodata = alg.parameterDefinition("MAX_NODATA")
+        assert nodata.defaultValue() == CP.max_nodata
+        assert CP.BOUNDS["max_nodata"][0] == nodata.minimum() < nodata.maximum() < 1.0
+        sub = alg.parameterDefinition("SUBPIXEL")
+        assert sub.options()[sub.defaultValue()] == CP.subpixel
+        pre = alg.parameterDefinition("PREFILTER")
+        assert pre.options()[pre.defaultValue()] == CP.prefilter
+        assert "default %s" % CP.prefilter in alg.shortHelpString()
+    det = reg.createAlgorithmById("slidewatch:detect")
+    for name in ("z_seed", "z_grow", "min_area_m2", "min_score", "smooth_px"):
+        definition = det.parameterDefinition(name.upper() if name != "smooth_px"
+                                             else "SMOOTH_PX")
+        assert definition.defaultValue() == getattr(DetectionParams, name)
+        assert definition.minimum() >= DetectionParams.BOUNDS[name][0]
+    syn = reg.createAlgorithmById("slidewatch:synthetic_stack")
+    s = SyntheticStackParams()
+    assert syn.parameterDefinition("SEED").defaultValue() == s.seed
+    assert syn.parameterDefinition("CLOUDY_FRACTION").defaultValue() == s.cloudy_date_fraction
+    assert syn.parameterDefinition("SIZE").minimum() == SyntheticStackParams.BOUNDS["shape"][0]
