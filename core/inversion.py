@@ -373,8 +373,8 @@ def regularisation_matrix(dates64, lam, lam2=DEFAULT_LAM2):
 
 
 # ------------------------------------------------------------------------- weights
-def prior_weights(east, north, ncc=None, snr=None, status=None, weighting="ncc",
-                  min_ncc=None, min_snr=None):
+def prior_weights(east, north, ncc=None, snr=None, status=None,
+                  weighting=InversionParams.weighting, min_ncc=None, min_snr=None):
     """Prior weight of every pair observation (0 = not used), float32, same shape."""
     if weighting not in WEIGHTINGS:
         raise ParameterError("weighting must be one of %s (got %r)." % (", ".join(WEIGHTINGS),
@@ -481,7 +481,7 @@ def _q_bandwidth(Q):
 
 
 def choose_lambda(east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2, grid=LAMBDA_GRID,
-                  sample=DEFAULT_LAM_SAMPLE, robust="tukey", seed=0, **kw):
+                  sample=DEFAULT_LAM_SAMPLE, robust=InversionParams.robust, seed=0, **kw):
     """Pick lambda by generalised cross-validation on a random sample of pixels.
 
     A first robust run at :func:`default_lambda` gives each pair's final weight (robust

@@ -200,7 +200,7 @@ def assemble_timeseries(jobs, out_dir, dates_iso, transform, crs, tags, progress
 
 
 def invert_pairs_over_executor(pair_paths, output_folder, executor, params, block_rows=64,
-                               lam_sample=400, run_key=None, progress=None, log=None):
+                               lam_sample=None, run_key=None, progress=None, log=None):
     """Invert pair rasters into ``output_folder/timeseries/`` with row-block tasks.
 
     The distributed counterpart of :func:`.timeseries_io.invert_pair_rasters` (same
@@ -210,8 +210,9 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
     the same ``run_key`` (parameters + inputs) are reused.
 
     ``params``: dict with lam (number, None for the default or "auto"), lam2, robust, weighting, min_obs,
-    min_ncc, min_snr, max_iter. Returns a dict: paths, lam, dates, n_pairs, n_dates,
-    n_blocks, reused_blocks.
+    min_ncc, min_snr, max_iter; ``lam_sample``: pixels sampled for lam="auto" (None =
+    :data:`.inversion.DEFAULT_LAM_SAMPLE`). Returns a dict: paths, lam, dates, n_pairs,
+    n_dates, n_blocks, reused_blocks.
     """
     import hashlib
 
@@ -223,6 +224,8 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
     log = log or progress.info
     if not pair_paths:
         raise InputError("No pair raster to invert. Run the correlation first.")
+    if lam_sample is None:
+        from .inversion import DEFAULT_LAM_SAMPLE as lam_sample
     ip = dict(params)
     pairs = tio.pair_rasters_from_paths(pair_paths)
     with tio.PairStack(pairs) as stack:
