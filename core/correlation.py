@@ -65,6 +65,8 @@ import numba
 import numpy as np
 
 from . import correlation_kernels as K
+from .correlation_params import (INTERPOLATIONS, SUBPIXEL_MODES, CorrelationParams,
+                                 window_shape)
 from .errors import InputError, ParameterError
 from .prefilters import apply_prefilter, check_prefilter, halo as prefilter_halo
 from .progress import as_progress
@@ -95,11 +97,6 @@ STATUS_MEANINGS = {
                       "for the noise / change between the images",
 }
 
-SUBPIXEL_MODES = {"none": 0, "parabola": 1, "iterative": 2}
-
-#: Resampling kernels of the iterative refinement -> kernel half-width.
-INTERPOLATIONS = {"bicubic": 2, "lanczos3": 3, "lanczos4": 4, "lanczos6": 6}
-
 #: Default options. ``prefilter="gaussian_hp"`` (sigma 1 px) since issue 3 round 2: on the
 #: real Sentinel-2 null pair it lowers the 68th percentile of the residual from 0.237 to
 #: 0.140 px (window 32) and gives 18 % more valid windows; on synthetic shifts it costs
@@ -121,11 +118,9 @@ INTERPOLATIONS = {"bicubic": 2, "lanczos3": 3, "lanczos4": 4, "lanczos6": 6}
 #: any valid neighbour (3 x 3) let clusters of one false peak along field rows through
 #: (Sentinel-2 fields 0.008 -> 0.025 px); 1 px instead of 0.5 kept more imprecise snow
 #: windows (Landsat snow at 5 % noise + contrast 0.074 against 0.059 px).
-DEFAULTS = dict(subpixel="iterative", prefilter="gaussian_hp", prefilter_options=None,
-                max_nodata=0.1, min_std=0.0, min_ncc=0.3, min_snr=1.2,
-                min_snr_coherent=1.0, coherence_px=0.5, max_iter=20,
-                tol=0.02, interpolation="lanczos4", max_displacement=0, fallback_sigma=3.0,
-                max_sigma=0.0, wide_sigma=0.025)
+#: The one source of these values is :class:`.correlation_params.CorrelationParams`
+#: (units, bounds, choices and help of each option there).
+DEFAULTS = CorrelationParams.defaults()
 
 
 @dataclass
@@ -151,96 +146,11 @@ class CorrelationResult:
         return self.status == STATUS_VALID
 
 
-def window_shape(window):
-    """(height, width) of ``window`` (int or pair); ParameterError if unusable."""
-    try:
-        if np.ndim(window) == 0:
-            h = w = int(window)
-        else:
-            h, w = (int(v) for v in window)
-    except (TypeError, ValueError):
-        raise ParameterError("window must be an integer or (height, width), got %r."
-                             % (window,)) from None
-    if h < 4 or w < 4:
-        raise ParameterError("window %r is too small: use at least 4 x 4 pixels (16 to 64 "
-                             "is usual for Sentinel-2)." % (window,))
-    return h, w
-
-
-def normalize_params(window=32, step=8, search=8, **options):
-    """Check every parameter and return them as a plain dict (used for tags/resume)."""
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise ParameterError("Unknown correlation option(s): %s. Known: %s."
-                             % (", ".join(sorted(unknown)), ", ".join(DEFAULTS)))
-    p = dict(DEFAULTS)
-    p.update(options)
-    h, w = window_shape(window)
-    step = int(step)
-    search = int(search)
-    if step < 1:
-        raise ParameterError("step must be >= 1 pixel (got %d)." % step)
-    if search < 1:
-        raise ParameterError("search must be >= 1 pixel (got %d): it is the largest "
-                             "displacement looked for." % search)
-    if p["subpixel"] not in SUBPIXEL_MODES:
-        raise ParameterError("subpixel must be one of %s (got %r)."
-                             % (", ".join(SUBPIXEL_MODES), p["subpixel"]))
-    if p["interpolation"] not in INTERPOLATIONS:
-        raise ParameterError("interpolation must be one of %s (got %r)."
-                             % (", ".join(INTERPOLATIONS), p["interpolation"]))
-    p["prefilter_options"] = check_prefilter(p["prefilter"], p["prefilter_options"])
-    if not 0.0 <= float(p["max_nodata"]) < 1.0:
-        raise ParameterError("max_nodata must be in [0, 1) (fraction of invalid pixels "
-                             "tolerated in a window).")
-    if float(p["min_std"]) < 0:
-        raise ParameterError("min_std must be >= 0.")
-    if not -1.0 <= float(p["min_ncc"]) <= 1.0:
-        raise ParameterError("min_ncc must be in [-1, 1].")
-    try:
-        p["fallback_sigma"] = float(p["fallback_sigma"] or 0.0)
-    except (TypeError, ValueError):
-        raise ParameterError("fallback_sigma must be a number of pixels (got %r)."
-                             % (p["fallback_sigma"],)) from None
-    if not (0.0 <= p["fallback_sigma"] <= 50.0):
-        raise ParameterError("fallback_sigma must be in [0, 50] pixels (0 = no second "
-                             "pass), got %r." % p["fallback_sigma"])
-    try:
-        p["max_sigma"] = float(p["max_sigma"] or 0.0)
-    except (TypeError, ValueError):
-        raise ParameterError("max_sigma must be a number of pixels (got %r)."
-                             % (p["max_sigma"],)) from None
-    if not p["max_sigma"] >= 0.0:
-        raise ParameterError("max_sigma must be >= 0 px (0 = off), got %r." % p["max_sigma"])
-    try:
-        p["wide_sigma"] = float(p["wide_sigma"] or 0.0)
-    except (TypeError, ValueError):
-        raise ParameterError("wide_sigma must be a number of pixels (got %r)."
-                             % (p["wide_sigma"],)) from None
-    if not 0.0 <= p["wide_sigma"] <= 10.0:
-        raise ParameterError("wide_sigma must be in [0, 10] px (0 = no wide-window pass), "
-                             "got %r." % p["wide_sigma"])
-    try:
-        p["min_snr_coherent"] = float(p["min_snr_coherent"])
-        p["coherence_px"] = float(p["coherence_px"])
-    except (TypeError, ValueError):
-        raise ParameterError("min_snr_coherent and coherence_px must be numbers (got %r, "
-                             "%r)." % (p["min_snr_coherent"], p["coherence_px"])) from None
-    if not 0.0 <= p["min_snr_coherent"] <= float(p["min_snr"]):
-        raise ParameterError("min_snr_coherent must be between 0 and min_snr (%s), got %r: "
-                             "it is the lowest peak ratio kept for a window that agrees "
-                             "with its neighbours (= min_snr switches this off)."
-                             % (p["min_snr"], p["min_snr_coherent"]))
-    if not p["coherence_px"] > 0.0:
-        raise ParameterError("coherence_px must be > 0 px (got %r)." % p["coherence_px"])
-    if int(p["max_iter"]) < 1 or not float(p["tol"]) > 0:
-        raise ParameterError("max_iter must be >= 1 and tol > 0.")
-    from .seeded_search import check_max_displacement
-    p["max_displacement"] = check_max_displacement(p["max_displacement"])
-    p.update(window=[h, w], step=step, search=search, max_nodata=float(p["max_nodata"]),
-             min_std=float(p["min_std"]), min_ncc=float(p["min_ncc"]),
-             min_snr=float(p["min_snr"]), max_iter=int(p["max_iter"]), tol=float(p["tol"]))
-    return p
+def normalize_params(window=CorrelationParams.window, step=CorrelationParams.step,
+                     search=CorrelationParams.search, **options):
+    """Check every parameter and return them as a plain dict (used for tags/resume):
+    :meth:`.correlation_params.CorrelationParams.as_dict` of the checked object."""
+    return CorrelationParams.from_options(window, step, search, **options).as_dict()
 
 
 def centres(n, step):
@@ -686,8 +596,9 @@ def _as_image(a, name):
     return a
 
 
-def correlate(reference, secondary, window=32, step=8, search=8, rows=None, cols=None,
-              progress=None, **options):
+def correlate(reference, secondary, window=CorrelationParams.window,
+              step=CorrelationParams.step, search=CorrelationParams.search, rows=None,
+              cols=None, progress=None, **options):
     """Sub-pixel displacement of ``secondary`` relative to ``reference`` per window.
 
     Parameters

@@ -134,15 +134,25 @@ class DetectionParams:
     #: is valid on it (a majority: see object_series)
     accel_min_valid_fraction: float = 0.5
 
+    #: (lowest, highest) allowed value of the thresholds users set most (None =
+    #: unbounded), checked by :meth:`validate`; the Processing dialogs use the same. A
+    #: bound in :data:`EXCLUSIVE` is not itself allowed. ``z_seed`` must also be >= ``z_grow``.
+    BOUNDS = {"smooth_px": (0.0, None), "z_seed": (0.0, None), "z_grow": (0.0, None),
+              "min_area_m2": (0.0, None), "min_score": (0.0, 1.0), "noise_block_px": (8, None)}
+    EXCLUSIVE = {("z_seed", "lo"), ("z_grow", "lo")}
+
     def validate(self):
-        if self.z_grow <= 0 or self.z_seed < self.z_grow:
+        b = self.BOUNDS
+        if not self.smooth_px >= b["smooth_px"][0]:
+            raise ParameterError("Smoothing must be >= 0 pixels (got %s)." % self.smooth_px)
+        if self.z_grow <= b["z_grow"][0] or self.z_seed < self.z_grow:
             raise ParameterError("Significance thresholds must satisfy 0 < z_grow <= z_seed "
                                  "(got z_grow=%s, z_seed=%s)." % (self.z_grow, self.z_seed))
-        if self.min_area_m2 < 0:
+        if self.min_area_m2 < b["min_area_m2"][0]:
             raise ParameterError("Minimum area must be >= 0 m2 (got %s)." % self.min_area_m2)
-        if not 0 <= self.min_score <= 1:
+        if not b["min_score"][0] <= self.min_score <= b["min_score"][1]:
             raise ParameterError("Minimum score must be in [0, 1] (got %s)." % self.min_score)
-        if self.noise_block_px < 8:
+        if self.noise_block_px < b["noise_block_px"][0]:
             raise ParameterError("Noise block size must be >= 8 pixels (got %s)."
                                  % self.noise_block_px)
         if self.single_pair_min_independent_obs < 0 or self.single_pair_min_significance < 0:

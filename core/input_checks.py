@@ -327,8 +327,9 @@ def check_detections_layer(gpkg, layer="detections", require_validation=True):
 
 # ----------------------------------------------------------------------------- time series
 
-def check_velocity_has_data(velocity_path, n_pairs=None, n_dates=None, min_obs=3):
-    """Raise :class:`InputError` when the velocity raster has no finite pixel at all.
+def check_velocity_has_data(velocity_path, n_pairs=None, n_dates=None, min_obs=None):
+    """Raise :class:`InputError` when the velocity raster has no finite pixel at all
+    (``min_obs``, for the message: the inversion's, None = ``InversionParams.min_obs``).
 
     Called before the detection so that an empty inversion (too few pairs per pixel,
     clouded or empty images, a window too large for the image) is explained instead of
@@ -351,6 +352,9 @@ def check_velocity_has_data(velocity_path, n_pairs=None, n_dates=None, min_obs=3
                          % (velocity_path, exc)) from exc
     if any_valid:
         return
+    if min_obs is None:
+        from .inversion import InversionParams
+        min_obs = InversionParams.min_obs
     extra = ""
     if n_pairs is not None and n_dates is not None:
         extra = " (%d pair(s) over %d date(s))" % (n_pairs, n_dates)

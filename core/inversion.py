@@ -373,8 +373,8 @@ def regularisation_matrix(dates64, lam, lam2=DEFAULT_LAM2):
 
 
 # ------------------------------------------------------------------------- weights
-def prior_weights(east, north, ncc=None, snr=None, status=None, weighting="ncc",
-                  min_ncc=None, min_snr=None):
+def prior_weights(east, north, ncc=None, snr=None, status=None,
+                  weighting=InversionParams.weighting, min_ncc=None, min_snr=None):
     """Prior weight of every pair observation (0 = not used), float32, same shape."""
     if weighting not in WEIGHTINGS:
         raise ParameterError("weighting must be one of %s (got %r)." % (", ".join(WEIGHTINGS),
@@ -481,7 +481,7 @@ def _q_bandwidth(Q):
 
 
 def choose_lambda(east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2, grid=LAMBDA_GRID,
-                  sample=DEFAULT_LAM_SAMPLE, robust="tukey", seed=0, **kw):
+                  sample=DEFAULT_LAM_SAMPLE, robust=InversionParams.robust, seed=0, **kw):
     """Pick lambda by generalised cross-validation on a random sample of pixels.
 
     A first robust run at :func:`default_lambda` gives each pair's final weight (robust
@@ -496,7 +496,8 @@ def choose_lambda(east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2, grid=
     wprior = np.asarray(wprior, np.float32)
     grid = np.asarray(grid, float)
     lam0 = default_lambda(dates64)
-    usable = (wprior > 0).sum(axis=0) >= max(int(kw.get("min_obs", 3)), 3)
+    min_obs = int(kw.get("min_obs", InversionParams.min_obs))
+    usable = (wprior > 0).sum(axis=0) >= max(min_obs, 3)
     idx = np.flatnonzero(usable)
     if idx.size == 0:
         return lam0, grid, np.full(grid.size, np.nan)
@@ -526,7 +527,8 @@ def choose_lambda(east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2, grid=
 
 
 def resolve_lambda(lam, east, north, wprior, pi, pj, dates64, lam2=DEFAULT_LAM2,
-                   robust="tukey", min_obs=3, sample=DEFAULT_LAM_SAMPLE):
+                   robust=InversionParams.robust, min_obs=InversionParams.min_obs,
+                   sample=DEFAULT_LAM_SAMPLE):
     """The lambda to use: ``lam`` itself if it is a number >= 0, :func:`default_lambda`
     of the dates if it is None, the GCV choice of :func:`choose_lambda` on (a sample of)
     the given pixels if it is "auto".

@@ -139,8 +139,9 @@ def _output_dates(pairs, source, pairs_csv, dates):
 
 
 def invert_request(source, pairs_csv=None, lam=inv.DEFAULT_LAM, lam2=inv.DEFAULT_LAM2,
-                   robust="tukey", weighting="ncc", min_obs=3, min_ncc=None, min_snr=None,
-                   max_iter=12, dates=None):
+                   robust=inv.InversionParams.robust, weighting=inv.InversionParams.weighting,
+                   min_obs=inv.InversionParams.min_obs, min_ncc=None, min_snr=None,
+                   max_iter=inv.InversionParams.max_iter, dates=None):
     """What :func:`invert_pairs` needs from a folder of pair rasters or a pairs.csv
     (:func:`.timeseries_io.find_pair_rasters`), settings checked: ``(pairs, params,
     dates)``, ``dates`` being every date of the pairs.csv and ``dates`` beside those of

@@ -42,6 +42,8 @@ from .correlation import (COHERENCE_RADIUS, STATUS_MEANINGS, STATUS_VALID, coher
                           normalize_params,
                           read_margin)
 from .correlation_kernels import ROW_GROUP
+from .correlation_params import CorrelationParams, DRIVER_DEFAULTS as _DRIVER_DEFAULTS, \
+    STABLE_MODES as _STABLE_MODES
 from . import seeded_search as seeded
 from .errors import InputError, ParameterError
 from .input_checks import check_window_search
@@ -54,12 +56,11 @@ from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, temporary_name
 #: bands of a pair raster (:data:`.products.PAIR_BANDS`)
 BANDS = prod.PAIR_BANDS
 
-#: Parameters of the driver itself (the rest are correlation options).
-DRIVER_DEFAULTS = dict(band=1, zero_is_nodata=True, stable="none", stable_mask=None,
-                       max_velocity_m_per_day=None)
-
-#: Stable-ground corrections: none, constant median offset, robust plane.
-STABLE_MODES = ("none", "median", "plane")
+#: Parameters of the driver itself (the rest are correlation options) and the
+#: stable-ground corrections (none, constant median offset, robust plane): defined with the
+#: correlation's parameters (:mod:`.correlation_params`, importable without numba).
+DRIVER_DEFAULTS = _DRIVER_DEFAULTS
+STABLE_MODES = _STABLE_MODES
 
 #: Windows with at least this NCC are preferred for the plane fit (if >= PLANE_MIN_N).
 PLANE_MIN_NCC = 0.6
@@ -93,9 +94,9 @@ def pair_params(**kwargs):
     for k in list(kw):
         if k in DRIVER_DEFAULTS:
             drv[k] = kw.pop(k)
-    window = kw.pop("window", 32)
-    step = kw.pop("step", 8)
-    search = kw.pop("search", 8)
+    window = kw.pop("window", CorrelationParams.window)
+    step = kw.pop("step", CorrelationParams.step)
+    search = kw.pop("search", CorrelationParams.search)
     corr = normalize_params(window, step, search, **kw)
     if drv["stable"] not in STABLE_MODES:
         raise ParameterError("stable must be one of %s (got %r)."
@@ -420,8 +421,9 @@ def _pair_run(reference_path, secondary_path, output_path, reference_date, secon
     """The checked parameters (ParameterError if one is wrong) and the pair's dates, as a
     new :class:`_PairRun`."""
     tag_params = pair_params(**params)
-    corr = normalize_params(params.get("window", 32), params.get("step", 8),
-                            params.get("search", 8),
+    corr = normalize_params(params.get("window", CorrelationParams.window),
+                            params.get("step", CorrelationParams.step),
+                            params.get("search", CorrelationParams.search),
                             **{k: v for k, v in params.items()
                                if k not in DRIVER_DEFAULTS and k not in
                                ("window", "step", "search")})

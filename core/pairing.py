@@ -95,6 +95,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from . import pairs_file
+from .correlation_params import CorrelationParams
 from .errors import InputError, ParameterError
 from .products import DAYS_PER_YEAR, PAIRS_COLUMNS, pair_stem
 from .progress import as_progress
@@ -240,9 +241,9 @@ class PairingParams:
     preview_search: int = None
     #: full-resolution correlation window, step and search range (pixels) that will be
     #: used: for the CPU estimate and the expected-motion check
-    window: int = 32
-    step: int = 8
-    search: int = 8
+    window: int = CorrelationParams.window
+    step: int = CorrelationParams.step
+    search: int = CorrelationParams.search
     #: fastest expected motion, m/yr: pairs where it exceeds the search range are
     #: rejected (None = no limit; otherwise measured by the long-baseline previews)
     expected_velocity_m_per_yr: float = None

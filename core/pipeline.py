@@ -52,7 +52,9 @@ import numpy as np
 
 from .errors import Cancelled, InputError, ParameterError, SlideWatchError
 from . import products as prod
+from .correlation_params import CorrelationParams
 from .pairing import PairingParams
+from .quality_layers import DEFAULT_NCC_THRESHOLD
 from .progress import Progress, as_progress
 from .raster_io import ensure_writable_folder, remove_stale_partials, write_text_atomic
 
@@ -132,9 +134,9 @@ class PipelineParams:
     pair_strategy: str = PairingParams.strategy
     pairs_per_date: int = PairingParams.budget_pairs_per_date
     pairing_options: dict = field(default_factory=dict)
-    window: int = 32
-    step: int = 8
-    search: int = 8
+    window: int = CorrelationParams.window
+    step: int = CorrelationParams.step
+    search: int = CorrelationParams.search
     stable_ground: str = "median"
     correlation_options: dict = field(default_factory=dict)
     inversion_lambda: object = None
@@ -143,7 +145,7 @@ class PipelineParams:
     inversion_block_rows: int = 64
     inversion_options: dict = field(default_factory=dict)
     write_quality_layers: bool = True
-    quality_ncc_threshold: float = 0.5
+    quality_ncc_threshold: float = DEFAULT_NCC_THRESHOLD
     detection_options: dict = field(default_factory=dict)
     dem_path: str = "auto"
     stable_mask: str = "auto"
@@ -157,27 +159,87 @@ class PipelineParams:
         return dict({"stable": self.stable_ground}, **self.correlation_options)
 
     def step_params(self, step):
-        """The parameters that define the outputs of ``step`` (hashed for resuming)."""
+        """The parameters that define the outputs of ``step`` (hashed for resuming).
+
+        Canonical: built from the step's checked parameter object with every field,
+        defaults included (:class:`.pair_correlation.pair_params` for the correlation,
+        :class:`.pairing.PairingParams`, :class:`.inversion.InversionParams`'s options,
+        :class:`.detection.DetectionParams`), so that a value given explicitly and the
+        same value left to its default hash alike (Python and the Processing dialog)."""
         if step == "catalog":
             return {"band": self.band}
         if step == "grid":
             return {"extent": self.grid_extent, "resampling": self.grid_resampling}
         if step == "pairing":
-            return {"strategy": self.pair_strategy, "pairs_per_date": self.pairs_per_date,
-                    "options": self.pairing_options}
+            params, files, _ = self.pairing_params()
+            p = dict(canonical_fields(params), files=files)
+            p.pop("history_folder", None)
+            return p
         if step == "correlation":
-            return dict(self._correlation_options(), window=self.window, step=self.step,
-                        search=self.search)
+            from .pair_correlation import pair_params
+            return pair_params(**dict(self._correlation_options(), window=self.window,
+                                      step=self.step, search=self.search))
         if step == "inversion":
-            return dict(self.inversion_options, lam=self.inversion_lambda,
-                        robust=self.inversion_robust, weighting=self.inversion_weighting)
+            ip, lam_sample = _inversion_params(self)
+            return canonical_numbers(dict(ip, lam_sample=lam_sample))
         if step == "quality":
             return {"ncc_threshold": float(self.quality_ncc_threshold)}
         if step == "detection":
-            return dict(self.detection_options, dem_path=self.dem_path)
+            return dict(canonical_fields(detection_params(self.detection_options)),
+                        dem_path=self.dem_path)
         if step == "overview":
             return {}
         raise KeyError(step)
+
+    def pairing_params(self):
+        """(:class:`.pairing.PairingParams`, {file argument: path} given in
+        ``pairing_options``, [ignored option names]) of the pairing step. The run's
+        ``history_folder`` (its output folder) is added by the step unless given."""
+        opts = dict(self.pairing_options)
+        opts.update(strategy=self.pair_strategy, budget_pairs_per_date=int(self.pairs_per_date),
+                    window=self.window, step=self.step, search=self.search)
+        vmax = self.correlation_options.get("max_velocity_m_per_day")
+        if vmax:
+            opts.setdefault("max_velocity_m_per_day", vmax)
+        files = {k: opts.pop(k) for k in ("history_folder", "training_csv") if k in opts}
+        ignored = sorted(set(opts) - set(PairingParams.names()))
+        params = PairingParams(**{k: v for k, v in opts.items() if k not in ignored})
+        return params, files, ignored
+
+
+def canonical_numbers(d):
+    """``d`` with its numbers as floats (but bools and ints that are counts: the values
+    whose key names an iteration, observation or sample count stay ints)."""
+    counts = ("min_obs", "max_iter", "n_start", "lam_sample")
+    return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and k not in counts else v) for k, v in d.items()}
+
+
+def canonical_fields(obj):
+    """{field: value} of a parameter dataclass, each number as its field's declared type
+    (``5`` for a float field hashes as ``5.0``)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if kind == "float":
+                v = float(v)
+            elif kind == "int" and float(v).is_integer():
+                v = int(v)
+        out[f.name] = v
+    return out
+
+
+def detection_params(options):
+    """The checked :class:`.detection.DetectionParams` of ``detection_options``."""
+    from . import detection as det
+    known = {f.name for f in dataclasses.fields(det.DetectionParams)}
+    unknown = set(options) - known
+    if unknown:
+        raise ParameterError("Unknown detection option(s): %s. Known: %s." % (
+            ", ".join(sorted(unknown)), ", ".join(sorted(known))))
+    return det.DetectionParams(**options).validate()
 
 
 def params_from_dict(d):
@@ -310,8 +372,10 @@ class _RunLog:
 #: detection 2: ramp onset, independent-observation count; 3: biweight object series,
 #: onset = profile-likelihood median; 4: onset interval widened for correlated residuals;
 #: 5: dates with fewer than half of an object's pixels valid leave its series.
-METHOD_VERSIONS = {"catalog": 1, "grid": 1, "pairing": 1, "correlation": 1, "inversion": 2,
-                   "quality": 1, "detection": 5, "overview": 1}
+#: correlation 2: wide-window pass on by default, pairs/footprint/*.npy; inversion 3:
+#: timeseries/footprint.tif; detection 6: independent observations per window footprint.
+METHOD_VERSIONS = {"catalog": 1, "grid": 1, "pairing": 1, "correlation": 2, "inversion": 3,
+                   "quality": 1, "detection": 6, "overview": 1}
 
 
 class _Manifest:
@@ -666,12 +730,7 @@ def _step_pairing(ctx, catalog, progress):
     from . import pairing as pr
     t0 = time.perf_counter()
     progress.check()
-    p = ctx.params.step_params("pairing")
-    # the correlation geometry matters to the selection (expected motion vs search range)
-    vmax = ctx.params.correlation_options.get("max_velocity_m_per_day")
-    p_all = dict(p, window=ctx.params.window, step=ctx.params.step, search=ctx.params.search)
-    if vmax:
-        p_all["max_velocity_m_per_day"] = vmax
+    p_all = ctx.params.step_params("pairing")
     phash = params_hash(p_all)
     out = ctx.path(prod.PAIRS_CSV)
     inputs_fp = fingerprint(catalog.paths)
@@ -682,20 +741,12 @@ def _step_pairing(ctx, catalog, progress):
         ctx.mark("pairing", "skipped", why)
     else:
         progress.info("pairing: %s, selecting pairs" % why)
-        opts = dict(ctx.params.pairing_options)
-        opts.update(strategy=ctx.params.pair_strategy,
-                    budget_pairs_per_date=int(ctx.params.pairs_per_date),
-                    window=ctx.params.window, step=ctx.params.step, search=ctx.params.search)
-        if vmax:
-            opts.setdefault("max_velocity_m_per_day", vmax)
-        opts.setdefault("history_folder", ctx.output_folder)
-        files = {k: opts.pop(k) for k in ("history_folder", "training_csv") if k in opts}
-        ignored = sorted(set(opts) - set(pr.PairingParams.names()))
+        params, files, ignored = ctx.params.pairing_params()
+        files.setdefault("history_folder", ctx.output_folder)
         if ignored:
             # as before PairingParams: names select_pairs does not know are left out
             ctx.log("pairing: option(s) %s ignored: not pairing parameters (known: %s)" % (
                 ", ".join(ignored), ", ".join(pr.PairingParams.names())))
-        params = pr.PairingParams(**{k: v for k, v in opts.items() if k not in ignored})
         selection = pr.select_pairs(catalog, params, progress=progress, **files)
         pr.write_pairs_csv(selection, out)
         ctx.manifest.record("pairing", phash, inputs_fp, [out], p_all)
@@ -786,15 +837,17 @@ def _inversion_params(p):
         if lam < 0:
             raise ParameterError("Inversion lambda must be >= 0 (got %r)." % lam)
     o = p.inversion_options
-    inv.check_params(p.inversion_robust, o.get("min_obs", 3), o.get("max_iter", 12), 3)
+    d = inv.InversionParams
+    inv.check_params(p.inversion_robust, o.get("min_obs", d.min_obs),
+                     o.get("max_iter", d.max_iter))
     if p.inversion_weighting not in inv.WEIGHTINGS:
         raise ParameterError("Inversion weighting must be one of %s (got %r)."
                              % (", ".join(inv.WEIGHTINGS), p.inversion_weighting))
     return dict(lam=lam, lam2=float(o.get("lam2", inv.DEFAULT_LAM2)),
                 robust=p.inversion_robust, weighting=p.inversion_weighting,
-                min_obs=int(o.get("min_obs", 3)), min_ncc=o.get("min_ncc"),
-                min_snr=o.get("min_snr"), max_iter=int(o.get("max_iter", 12))), \
-        int(o.get("lam_sample", 400))
+                min_obs=int(o.get("min_obs", d.min_obs)), min_ncc=o.get("min_ncc"),
+                min_snr=o.get("min_snr"), max_iter=int(o.get("max_iter", d.max_iter))), \
+        int(o.get("lam_sample", d.lam_sample))
 
 
 def _step_inversion(ctx, progress):
@@ -891,16 +944,13 @@ def _step_detection(ctx, progress):
     from . import inversion as inv
     t0 = time.perf_counter()
     progress.check()
-    known = {f.name for f in dataclasses.fields(det.DetectionParams)}
-    unknown = set(ctx.params.detection_options) - known
-    if unknown:
-        raise ParameterError("Unknown detection option(s): %s. Known: %s." % (
-            ", ".join(sorted(unknown)), ", ".join(sorted(known))))
+    detection_params(ctx.params.detection_options)
     from .input_checks import check_velocity_has_data
     check_velocity_has_data(ctx.result.paths["velocity"], ctx.result.n_pairs,
                             ctx.result.n_dates,
                             inv.effective_min_obs(
-                                ctx.params.inversion_options.get("min_obs", 3),
+                                ctx.params.inversion_options.get("min_obs",
+                                                                 inv.InversionParams.min_obs),
                                 ctx.result.n_pairs or 3))
     dem = _dem_path(ctx)
     p = ctx.params.step_params("detection")

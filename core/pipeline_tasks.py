@@ -207,7 +207,7 @@ def assemble_timeseries(jobs, out_dir, dates_iso, transform, crs, tags, progress
 
 
 def invert_pairs_over_executor(pair_paths, output_folder, executor, params, block_rows=64,
-                               lam_sample=400, run_key=None, progress=None, log=None):
+                               lam_sample=None, run_key=None, progress=None, log=None):
     """Invert pair rasters (paths) into ``output_folder/timeseries/`` on ``executor``:
     :func:`.inversion_driver.invert_pairs` (the inversion step's one driver), kept here
     under its old name. Returns its dict (paths, lam, dates, n_pairs, n_dates, n_blocks,
@@ -217,6 +217,8 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
 
     if not pair_paths:
         raise InputError("No pair raster to invert. Run the correlation first.")
+    if lam_sample is None:
+        from .inversion import DEFAULT_LAM_SAMPLE as lam_sample
     return invert_pairs(pair_rasters_from_paths(pair_paths), output_folder, params, executor,
                         block_rows=block_rows, lam_sample=lam_sample, run_key=run_key,
                         progress=progress, log=log)

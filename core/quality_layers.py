@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import inversion as inv
 from .errors import InputError, ParameterError
 from .products import (BAND_EAST, BAND_NCC, BAND_NORTH, BAND_SNR, BAND_STATUS, PAIR_BANDS,
                        PAIRS_CSV, PAIRS_FOLDER, TAG_PARAMS, TIMESERIES_FOLDER, TS_EAST_TIF,
@@ -63,6 +62,13 @@ LAYER_KEYS = tuple(k for k, *_ in LAYERS)
 #: default NCC threshold of ``ncc_share`` (the pairing's quality model uses the same)
 DEFAULT_NCC_THRESHOLD = 0.5
 DEFAULT_MEMORY_MB = 256
+
+
+def _inv():
+    """:mod:`.inversion`, imported when used: this module's constants (read by
+    :class:`.pipeline.PipelineParams`) stay importable without numba."""
+    from . import inversion
+    return inversion
 TS_FOLDER = TIMESERIES_FOLDER
 _PAIR_BANDS = PAIR_BANDS
 _TS_EAST = TIMESERIES_FOLDER + "/" + TS_EAST_TIF
@@ -112,7 +118,7 @@ def _ts_metadata(ts_folder):
     dates = []
     for i, d in enumerate(descriptions, start=1):
         try:
-            dates.append(inv.iso(np.datetime64(str(d)[:10], "D")))
+            dates.append(_inv().iso(np.datetime64(str(d)[:10], "D")))
         except (TypeError, ValueError):
             raise InputError("Band %d of '%s' is described as %r, not an ISO date. Is it a "
                              "SlideWatch time-series raster?" % (i, path, d)) from None
@@ -196,7 +202,7 @@ def block_quality(reads, pair_index, day_numbers, n_pairs, ncc_threshold, weight
         if status is not None:
             status = np.where(np.isfinite(status), status, 1)
         use_w = weighting if ncc is not None else "none"
-        valid = inv.prior_weights(east, north, ncc, snr, status, use_w, min_ncc, min_snr) > 0
+        valid = _inv().prior_weights(east, north, ncc, snr, status, use_w, min_ncc, min_snr) > 0
         covered |= np.isfinite(east)
         if ncc is not None:
             covered |= np.isfinite(ncc)
@@ -308,7 +314,7 @@ def compute_quality_layers(folder, ncc_threshold=DEFAULT_NCC_THRESHOLD,
     paths = quality_paths(ts_folder)
     specs = {k: (desc, dtype, nodata) for k, _n, desc, dtype, nodata in LAYERS}
     tags = dict(NCC_THRESHOLD=ncc_threshold, N_PAIRS=len(pairs),
-                DATES=",".join(inv.iso(d) for d in all_dates),
+                DATES=",".join(_inv().iso(d) for d in all_dates),
                 **{TAG_PARAMS: json.dumps(dict(
                     ncc_threshold=ncc_threshold, weighting=weighting, min_ncc=min_ncc,
                     min_snr=min_snr, pairs=[os.path.basename(p.path) for p in pairs],
@@ -342,14 +348,14 @@ def compute_quality_layers(folder, ncc_threshold=DEFAULT_NCC_THRESHOLD,
                    ncc_share_mean=(stats["share_sum"] / stats["share_px"]
                                    if stats["share_px"] else float("nan")),
                    longest_gap_days_max=float(stats["gap_max"]))
-    styles = write_styles(paths, [inv.iso(d) for d in all_dates], len(pairs),
+    styles = write_styles(paths, [_inv().iso(d) for d in all_dates], len(pairs),
                           stats["gap_max"], ncc_threshold)
     progress.info("Quality layers written to %s: valid pairs per pixel up to %d (mean %.1f), "
                   "mean share with NCC >= %g: %.2f, longest gap up to %.0f days."
                   % (ts_folder, summary["n_valid_pairs_max"], summary["n_valid_pairs_mean"],
                      ncc_threshold, summary["ncc_share_mean"], summary["longest_gap_days_max"]))
     return QualityOutputs(ts_folder, paths, styles, len(pairs),
-                          [inv.iso(d) for d in all_dates], ncc_threshold, summary)
+                          [_inv().iso(d) for d in all_dates], ncc_threshold, summary)
 
 
 def _check_grids(pairs, grid, ts_folder):

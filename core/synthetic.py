@@ -691,40 +691,51 @@ class SyntheticStackParams:
     #: add a vegetated patch whose texture changes randomly between dates
     noisy_area: bool = False
 
+    #: (lowest, highest) allowed value of the numeric fields (None = unbounded; for
+    #: ``shape`` per side), checked by :meth:`validate`; the Processing dialog uses the
+    #: same. A bound in :data:`EXCLUSIVE` is not itself allowed.
+    BOUNDS = {"n_dates": (2, None), "shape": (32, None), "seed": (0, None),
+              "pixel_size": (0.0, None), "mean_interval_days": (0.0, None),
+              "cloudy_date_fraction": (0.0, 1.0), "fully_clouded_dates": (0, None),
+              "noise_level": (0.0, None), "coreg_sigma_px": (0.0, None), "ramp": (0.0, None)}
+    EXCLUSIVE = {("pixel_size", "lo")}
+
     def validate(self):
+        b = self.BOUNDS
         n_dates = int(self.n_dates)
-        if n_dates < 2:
+        if n_dates < b["n_dates"][0]:
             raise ParameterError("n_dates must be at least 2 (got %r)." % n_dates)
         try:
             h, w = (int(self.shape[0]), int(self.shape[1]))
         except (TypeError, ValueError, IndexError):
             raise ParameterError("shape must be (rows, cols) (got %r)." % (self.shape,))
-        if len(self.shape) != 2 or h < 32 or w < 32:
+        if len(self.shape) != 2 or h < b["shape"][0] or w < b["shape"][0]:
             raise ParameterError("shape must be at least 32 x 32 pixels (got %r)."
                                  % (self.shape,))
-        if self.pixel_size <= 0:
+        if self.pixel_size <= b["pixel_size"][0]:
             raise ParameterError("pixel_size must be positive (got %r)." % self.pixel_size)
         if self.texture not in ("sentinel2", "fractal"):
             raise ParameterError("texture must be 'sentinel2' or 'fractal' (got %r)."
                                  % self.texture)
-        if not 0 <= self.cloudy_date_fraction <= 1:
+        lo, hi = b["cloudy_date_fraction"]
+        if not lo <= self.cloudy_date_fraction <= hi:
             raise ParameterError("cloudy_date_fraction must be within 0..1.")
         try:
             _dt.date.fromisoformat(str(self.start_date))
         except ValueError:
             raise ParameterError("start_date must be an ISO date YYYY-MM-DD (got %r)."
                                  % (self.start_date,))
-        if not self.mean_interval_days >= 0:
+        if not self.mean_interval_days >= b["mean_interval_days"][0]:
             raise ParameterError("mean_interval_days must be >= 0 (got %r)."
                                  % self.mean_interval_days)
-        if int(self.fully_clouded_dates) < 0:
+        if int(self.fully_clouded_dates) < b["fully_clouded_dates"][0]:
             raise ParameterError("fully_clouded_dates must be >= 0 (got %r)."
                                  % self.fully_clouded_dates)
         for name in ("noise_level", "coreg_sigma_px", "ramp"):
             v = getattr(self, name)
-            if v is not None and not v >= 0:
+            if v is not None and not v >= b[name][0]:
                 raise ParameterError("%s must be >= 0 (got %r)." % (name, v))
-        if isinstance(self.seed, (int, np.integer)) and self.seed < 0:
+        if isinstance(self.seed, (int, np.integer)) and self.seed < b["seed"][0]:
             raise ParameterError("seed must be >= 0 (got %r)." % self.seed)
         return self
 

@@ -51,6 +51,9 @@ from . import products as prod
 from .products import PAIR_BANDS
 from .raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, band_index_by_description
 
+#: defaults of the inversion options (one source: :class:`.inversion.InversionParams`)
+_IP = inv.InversionParams
+
 TS_FOLDER = prod.TIMESERIES_FOLDER
 FLAGS_DESCRIPTION = ("bit field: 1 = date(s) without valid pair bridged by regularisation; "
                      "2 = disconnected network bridged by regularisation; 4 = outlier pair(s) "
@@ -289,15 +292,15 @@ class PairStack:
 WINDOW_SETTINGS = ("robust", "weighting", "min_obs", "min_ncc", "min_snr", "max_iter")
 
 
-def window_weights(data, weighting="ncc", min_ncc=None, min_snr=None):
+def window_weights(data, weighting=_IP.weighting, min_ncc=None, min_snr=None):
     """Prior weights (n_pairs, h, w) of a window read by :meth:`PairStack.read`."""
     east, north, ncc, snr, status = data
     status = np.where(np.isfinite(status), status, 1)
     return inv.prior_weights(east, north, ncc, snr, status, weighting, min_ncc, min_snr)
 
 
-def select_lambda(stack, lam, pi, pj, dates64, lam2=inv.DEFAULT_LAM2, robust="tukey",
-                  weighting="ncc", min_ncc=None, min_snr=None, min_obs=3,
+def select_lambda(stack, lam, pi, pj, dates64, lam2=inv.DEFAULT_LAM2, robust=_IP.robust,
+                  weighting=_IP.weighting, min_ncc=None, min_snr=None, min_obs=_IP.min_obs,
                   sample=inv.DEFAULT_LAM_SAMPLE):
     """The lambda of a raster run, once for the whole stack: ``lam`` if it is a number,
     :func:`.inversion.default_lambda` of the dates if None, the GCV choice of
@@ -337,8 +340,9 @@ def lambda_message(lam, info):
     return "Regularisation lam = %g (%s)" % (lam, why)
 
 
-def invert_window(stack, window, pi, pj, dates64, Q, robust="tukey", weighting="ncc",
-                  min_obs=3, min_ncc=None, min_snr=None, max_iter=12):
+def invert_window(stack, window, pi, pj, dates64, Q, robust=_IP.robust,
+                  weighting=_IP.weighting, min_obs=_IP.min_obs, min_ncc=None, min_snr=None,
+                  max_iter=_IP.max_iter):
     """Invert every pixel of a window ``((r0, r1), (c0, c1))`` of a :class:`PairStack`.
 
     ``pi``, ``pj``, ``dates64``: the network (:meth:`PairStack.network`); ``Q``: the
@@ -352,8 +356,9 @@ def invert_window(stack, window, pi, pj, dates64, Q, robust="tukey", weighting="
                               min_obs, min_ncc, min_snr, max_iter)
 
 
-def invert_window_data(data, pi, pj, dates64, Q, robust="tukey", weighting="ncc", min_obs=3,
-                       min_ncc=None, min_snr=None, max_iter=12):
+def invert_window_data(data, pi, pj, dates64, Q, robust=_IP.robust, weighting=_IP.weighting,
+                       min_obs=_IP.min_obs, min_ncc=None, min_snr=None,
+                       max_iter=_IP.max_iter):
     """:func:`invert_window` on a window already read by :meth:`PairStack.read`
     (``data``: (5, n_pairs, h, w))."""
     n, bh, bw = data.shape[1:]

@@ -4,34 +4,32 @@ from qgis.core import (QgsProcessingParameterBoolean, QgsProcessingParameterEnum
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterDefinition)
 
-from .base import SlideWatchAlgorithm
+# core modules that import numba are imported in compute() only (the provider must load
+# without it, tests/test_dependencies.py): correlation_params does not
+from ..core.correlation_params import CorrelationParams as CP, DRIVER_DEFAULTS, STABLE_MODES
+from .base import SlideWatchAlgorithm, number_bounds
 
-SUBPIXEL = ["iterative", "parabola", "none"]
-PREFILTER = ["none", "gaussian_hp", "wallis", "orientation"]
-STABLE = ["none", "median", "plane"]
+#: menus, in the order of the parameter objects' choices (the enum indices scripts give)
+SUBPIXEL = list(CP.CHOICES["subpixel"])
+PREFILTER = list(CP.CHOICES["prefilter"])
+STABLE = list(STABLE_MODES)
+
+
+def _line(label, name):
+    return "<b>%s</b>: %s.<br>" % (label, CP.describe(name))
+
 
 PARAMETERS_HELP = (
-    "<b>Window</b>: correlation window size in pixels (16 to 64 usual; larger = more robust, "
-    "smoother).<br>"
-    "<b>Step</b>: spacing of the window centres in pixels; the output pixel is step x the "
-    "input pixel.<br>"
-    "<b>Search</b>: largest displacement looked for, in pixels, per axis (around the seed "
-    "when a maximum velocity is given).<br>"
+    _line("Window", "window") + _line("Step", "step") + _line("Search", "search") +
     "<b>Maximum velocity (m/day)</b>: the fast-motion setting. 0 (default): displacements "
     "up to Search only. Otherwise the search follows the motion: a coarse level (1/4 "
     "resolution) finds where and how far things move, up to this velocity times the "
     "pair's baseline, and the fine search is centred there; stable ground keeps zero as a "
     "candidate. Give the fastest speed you expect (e.g. 30 for a fast tidewater glacier); "
     "it costs about 2x to 4x a plain run on a pair with fast motion.<br>"
-    "<b>Band</b>: band of the input rasters to correlate.<br>"
-    "<b>Sub-pixel method</b>: iterative (Lucas-Kanade refinement, ~0.01 px, default), "
-    "parabola (fast preview, biased towards whole pixels), none (whole pixels).<br>"
-    "<b>Pre-filter</b>: none, gaussian_hp (default, sigma 1 px: removes haze/illumination "
-    "gradients; clearly better on real Sentinel-2 pairs), wallis "
-    "(local contrast equalisation), orientation (gradient orientation, robust to "
-    "illumination changes).<br>"
-    "<b>Minimum NCC</b>: windows whose correlation peak is lower get status 5 (no value).<br>"
-    "<b>Maximum nodata fraction</b>: windows with more invalid pixels get status 2.<br>"
+    "<b>Band</b>: band of the input rasters to correlate.<br>" +
+    _line("Sub-pixel method", "subpixel") + _line("Pre-filter", "prefilter") +
+    _line("Minimum NCC", "min_ncc") + _line("Maximum nodata fraction", "max_nodata") +
     "<b>Zero is nodata</b>: treat 0 as nodata (Sentinel-2 L1C/L2A convention).<br>"
     "<b>Stable-ground correction</b>: median removes the median offset of valid windows "
     "over stable ground (co-registration error); plane removes a robust plane fitted to "
@@ -46,29 +44,34 @@ PARAMETERS_HELP = (
 
 
 def add_correlation_parameters(alg):
-    """Add the correlation parameters shared by the one-pair and list-of-pairs algorithms."""
+    """Add the correlation parameters shared by the one-pair and list-of-pairs algorithms
+    (defaults, bounds and menus from :class:`.core.correlation_params.CorrelationParams`
+    and the pair driver's ``DRIVER_DEFAULTS``)."""
     Num = QgsProcessingParameterNumber
     tr = alg.tr
-    alg.addParameter(Num("WINDOW", tr("Window (pixels)"), Num.Integer, 32, minValue=4,
-                         maxValue=512))
-    alg.addParameter(Num("STEP", tr("Step (pixels)"), Num.Integer, 8, minValue=1,
-                         maxValue=512))
-    alg.addParameter(Num("SEARCH", tr("Search (pixels)"), Num.Integer, 8, minValue=1,
-                         maxValue=256))
+    alg.addParameter(Num("WINDOW", tr("Window (pixels)"), Num.Integer, CP.window,
+                         **number_bounds(CP, "window")))
+    alg.addParameter(Num("STEP", tr("Step (pixels)"), Num.Integer, CP.step,
+                         **number_bounds(CP, "step")))
+    alg.addParameter(Num("SEARCH", tr("Search (pixels)"), Num.Integer, CP.search,
+                         **number_bounds(CP, "search")))
     alg.addParameter(Num("MAX_VELOCITY", tr("Maximum velocity, m/day (fast motion; 0 = "
                                             "search radius only)"), Num.Double, 0.0,
                          minValue=0.0, maxValue=1000.0))
-    alg.addParameter(Num("BAND", tr("Band"), Num.Integer, 1, minValue=1))
+    alg.addParameter(Num("BAND", tr("Band"), Num.Integer, DRIVER_DEFAULTS["band"], minValue=1))
     advanced = [
         QgsProcessingParameterEnum("SUBPIXEL", tr("Sub-pixel method"), SUBPIXEL,
-                                   defaultValue=0),
-        QgsProcessingParameterEnum("PREFILTER", tr("Pre-filter"), PREFILTER, defaultValue=1),
-        Num("MIN_NCC", tr("Minimum NCC"), Num.Double, 0.3, minValue=-1.0, maxValue=1.0),
-        Num("MAX_NODATA", tr("Maximum nodata fraction in a window"), Num.Double, 0.1,
-            minValue=0.0, maxValue=0.99),
-        QgsProcessingParameterBoolean("ZERO_IS_NODATA", tr("Zero is nodata"), True),
+                                   defaultValue=SUBPIXEL.index(CP.subpixel)),
+        QgsProcessingParameterEnum("PREFILTER", tr("Pre-filter"), PREFILTER,
+                                   defaultValue=PREFILTER.index(CP.prefilter)),
+        Num("MIN_NCC", tr("Minimum NCC"), Num.Double, CP.min_ncc,
+            **number_bounds(CP, "min_ncc")),
+        Num("MAX_NODATA", tr("Maximum nodata fraction in a window"), Num.Double,
+            CP.max_nodata, **number_bounds(CP, "max_nodata")),
+        QgsProcessingParameterBoolean("ZERO_IS_NODATA", tr("Zero is nodata"),
+                                      DRIVER_DEFAULTS["zero_is_nodata"]),
         QgsProcessingParameterEnum("STABLE", tr("Stable-ground correction"), STABLE,
-                                   defaultValue=0),
+                                   defaultValue=STABLE.index(DRIVER_DEFAULTS["stable"])),
         QgsProcessingParameterRasterLayer("STABLE_MASK", tr("Stable-ground mask"),
                                           optional=True),
     ]

@@ -6,7 +6,7 @@ from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingPa
                        QgsProcessingParameterVectorDestination)
 
 from ..core.detection import DetectionParams
-from .base import SlideWatchAlgorithm
+from .base import SlideWatchAlgorithm, number_bounds
 
 _D = DetectionParams()
 
@@ -39,8 +39,8 @@ class DetectAlgorithm(SlideWatchAlgorithm):
         "<b>Stable-area mask</b> (optional): raster, non-zero = known stable ground used for "
         "the noise model and bias fit (default: the whole scene, robustly).<br>"
         "<b>Seed significance</b>: |velocity| / local noise a pixel needs to start an object "
-        "(default 5).<br>"
-        "<b>Growth significance</b>: significance to which objects are grown (default 3).<br>"
+        "(default %g).<br>"
+        "<b>Growth significance</b>: significance to which objects are grown (default %g).<br>"
         "<b>Minimum area</b>: smallest object kept, m2.<br>"
         "<b>Minimum score</b>: objects with a lower score (0-1) are dropped.<br>"
         "<b>Smoothing</b>: Gaussian smoothing of velocities in pixels (0 = none).<br>"
@@ -48,7 +48,8 @@ class DetectAlgorithm(SlideWatchAlgorithm):
         "(recommended).<br>"
         "<b>Detections</b>: output GeoPackage (layer 'detections').<br>"
         "<b>Evidence raster</b> (optional): per-pixel significance, evidence and score."
-    ) % (_D.single_pair_min_independent_obs, _D.single_pair_min_significance)
+    ) % (_D.single_pair_min_independent_obs, _D.single_pair_min_significance, _D.z_seed,
+         _D.z_grow)
 
     TS = "TIMESERIES_FOLDER"
     DEM = "DEM"
@@ -64,8 +65,7 @@ class DetectAlgorithm(SlideWatchAlgorithm):
     N_DET = "N_DETECTIONS"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core.detection import DetectionParams
-        d = DetectionParams()
+        d = _D
         Num = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterFile(
             self.TS, self.tr("Time-series folder"), behavior=QgsProcessingParameterFile.Folder))
@@ -73,16 +73,13 @@ class DetectAlgorithm(SlideWatchAlgorithm):
             self.DEM, self.tr("DEM"), optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.MASK, self.tr("Stable-area mask"), optional=True))
-        self.addParameter(Num(self.Z_SEED, self.tr("Seed significance (x noise)"), Num.Double,
-                              d.z_seed, minValue=1.0, maxValue=100.0))
-        self.addParameter(Num(self.Z_GROW, self.tr("Growth significance (x noise)"), Num.Double,
-                              d.z_grow, minValue=0.5, maxValue=100.0))
-        self.addParameter(Num(self.MIN_AREA, self.tr("Minimum area (m2)"), Num.Double,
-                              d.min_area_m2, minValue=0.0))
-        self.addParameter(Num(self.MIN_SCORE, self.tr("Minimum score"), Num.Double,
-                              d.min_score, minValue=0.0, maxValue=1.0))
-        self.addParameter(Num(self.SMOOTH, self.tr("Smoothing (pixels)"), Num.Double,
-                              d.smooth_px, minValue=0.0, maxValue=10.0))
+        for key, name, label in ((self.Z_SEED, "z_seed", "Seed significance (x noise)"),
+                                 (self.Z_GROW, "z_grow", "Growth significance (x noise)"),
+                                 (self.MIN_AREA, "min_area_m2", "Minimum area (m2)"),
+                                 (self.MIN_SCORE, "min_score", "Minimum score"),
+                                 (self.SMOOTH, "smooth_px", "Smoothing (pixels)")):
+            self.addParameter(Num(key, self.tr(label), Num.Double, getattr(d, name),
+                                  **number_bounds(DetectionParams, name)))
         self.addParameter(QgsProcessingParameterBoolean(
             self.KEEP, self.tr("Keep analysts' validations from an existing file"), True))
         self.addParameter(QgsProcessingParameterVectorDestination(

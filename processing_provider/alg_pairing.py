@@ -9,18 +9,12 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingOutputString,
 
 from ..core import products as prod
 from ..core.pairing import CRITERIA, STRATEGIES, PairingParams
-from .base import SlideWatchAlgorithm
+from .base import SlideWatchAlgorithm, number_bounds
 
 
 def _bounds(name):
     """minValue / maxValue of a number parameter from :data:`PairingParams.BOUNDS`."""
-    lo, hi = PairingParams.BOUNDS[name]
-    out = {}
-    if lo is not None:
-        out["minValue"] = lo
-    if hi is not None:
-        out["maxValue"] = hi
-    return out
+    return number_bounds(PairingParams, name)
 
 
 class SelectPairsAlgorithm(SlideWatchAlgorithm):

@@ -17,15 +17,18 @@ from qgis.core import (QgsProcessing, QgsProcessingMultiStepFeedback, QgsProcess
                        QgsProcessingParameterString)
 
 from ..core import products as prod
-from ..core.pairing import STRATEGIES
-from .base import SlideWatchAlgorithm, feedback_progress
+from ..core.correlation_params import CorrelationParams as CP
+from ..core.detection import DetectionParams
+from ..core.pairing import STRATEGIES, PairingParams
+from .base import SlideWatchAlgorithm, feedback_progress, number_bounds
 from .layer_source import layer_file_source
 
 GRID_EXTENTS = ("intersection", "union", "reference")
 RESAMPLINGS = ("cubic", "bilinear", "lanczos", "nearest", "average")
-#: "default" = the correlation module's own default (not passed)
-SUBPIXELS = ("default", "iterative", "parabola", "none")
-PREFILTERS = ("default", "none", "gaussian_hp", "wallis", "orientation")
+#: "default" = the correlation module's own default (not passed); then the choices of
+#: :class:`.core.correlation_params.CorrelationParams`
+SUBPIXELS = ("default",) + tuple(CP.CHOICES["subpixel"])
+PREFILTERS = ("default",) + tuple(CP.CHOICES["prefilter"])
 ROBUST = ("tukey", "huber", "none")
 STABLE_GROUND = ("median", "plane", "none")
 WEIGHTINGS = ("ncc", "none")
@@ -56,9 +59,9 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         "<i>Common grid extent / resampling</i>: used only when the images are on different "
         "grids.<br>"
         "<i>Pairing strategy</i>: optimal (quality model + optimal design, default), "
-        "sequential, seasonal, all, random. <i>Pairs per date</i>: budget (3).<br>"
-        "<i>Correlation window / step / search</i>: window size (32 px), output spacing "
-        "(8 px), largest displacement searched (8 px). <i>Sub-pixel</i>, <i>pre-filter</i> "
+        "sequential, seasonal, all, random. <i>Pairs per date</i>: budget (%g).<br>"
+        "<i>Correlation window / step / search</i>: window size (%d px), output spacing "
+        "(%d px), largest displacement searched (%d px). <i>Sub-pixel</i>, <i>pre-filter</i> "
         "(default: the correlation module's own default), "
         "<i>minimum NCC</i>: see the correlation algorithm. <i>Stable-ground "
         "correction</i>: median (default) removes each pair's median offset over the "
@@ -97,7 +100,8 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         "(environment variable SLIDEWATCH_WORKER_PYTHON to choose another; see "
         "docs/scaling.md).<br>"
         "<i>Local threads</i>: 0 = all CPUs. <i>Retries</i>: re-tries of a failed task. "
-        "<i>Recompute everything</i>: ignore up-to-date outputs.")
+        "<i>Recompute everything</i>: ignore up-to-date outputs."
+    ) % (PairingParams.budget_pairs_per_date, CP.window, CP.step, CP.search)
 
     INPUT = "INPUT"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
@@ -129,18 +133,18 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
                 d.pairs_per_date, minValue=1, maxValue=100))
         adv(S("PAIRING_OPTIONS", self.tr("Further pairing options (JSON)"), "", optional=True))
         adv(Num("WINDOW", self.tr("Correlation window (pixels)"), Num.Integer, d.window,
-                minValue=4, maxValue=512))
+                **number_bounds(CP, "window")))
         adv(Num("STEP", self.tr("Correlation step (pixels)"), Num.Integer, d.step,
-                minValue=1, maxValue=512))
+                **number_bounds(CP, "step")))
         adv(Num("SEARCH", self.tr("Search radius (pixels)"), Num.Integer, d.search,
-                minValue=1, maxValue=256))
+                **number_bounds(CP, "search")))
         self.addParameter(Num("MAX_VELOCITY", self.tr(
             "Maximum velocity, m/day (fast motion: the search follows the motion; 0 = "
             "search radius only)"), Num.Double, 0.0, minValue=0.0, maxValue=1000.0))
         adv(E("SUBPIXEL", self.tr("Sub-pixel refinement"), list(SUBPIXELS), False, 0))
         adv(E("PREFILTER", self.tr("Pre-filter"), list(PREFILTERS), False, 0))
-        adv(Num("MIN_NCC", self.tr("Minimum NCC of a valid window"), Num.Double, 0.3,
-                minValue=-1.0, maxValue=1.0))
+        adv(Num("MIN_NCC", self.tr("Minimum NCC of a valid window"), Num.Double, CP.min_ncc,
+                **number_bounds(CP, "min_ncc")))
         self.addParameter(QgsProcessingParameterMapLayer(
             "STABLE_MASK", self.tr("Stable-area mask: raster or polygons of ground known "
                                    "not to move (optional)"),
@@ -168,14 +172,13 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
         adv(Num("QUALITY_NCC_THRESHOLD", self.tr("Quality layers: NCC threshold of the share "
                                                  "of good pairs"), Num.Double,
                 d.quality_ncc_threshold, minValue=-1.0, maxValue=1.0))
-        adv(Num("Z_SEED", self.tr("Detection: seed significance"), Num.Double, 5.0,
-                minValue=0.1))
-        adv(Num("Z_GROW", self.tr("Detection: growth significance"), Num.Double, 3.0,
-                minValue=0.1))
-        adv(Num("MIN_AREA_M2", self.tr("Detection: minimum area (m²)"), Num.Double, 10000.0,
-                minValue=0.0))
-        adv(Num("MIN_SCORE", self.tr("Detection: minimum score"), Num.Double, 0.45,
-                minValue=0.0, maxValue=1.0))
+        dp = DetectionParams()
+        for key, label in (("z_seed", "Detection: seed significance"),
+                           ("z_grow", "Detection: growth significance"),
+                           ("min_area_m2", "Detection: minimum area (m²)"),
+                           ("min_score", "Detection: minimum score")):
+            adv(Num(key.upper(), self.tr(label), Num.Double, getattr(dp, key),
+                    **number_bounds(DetectionParams, key)))
         adv(QgsProcessingParameterFile("DEM", self.tr("DEM (empty = dem.tif of the input "
                                                       "folder if present)"), optional=True))
         adv(QgsProcessingParameterBoolean("USE_DEM", self.tr("Use a DEM for detection"), True))
@@ -234,13 +237,8 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
                "min_area_m2": self.parameterAsDouble(parameters, "MIN_AREA_M2", context),
                "min_score": self.parameterAsDouble(parameters, "MIN_SCORE", context)}
         det.update(self._json(parameters, "DETECTION_OPTIONS", context))
-        # keep only what differs from the core defaults, so that a run from Python with
-        # default parameters and one from here share their outputs (same parameter hashes)
-        from ..core.correlation import DEFAULTS as corr_defaults
-        from ..core.detection import DetectionParams
-        det_defaults = DetectionParams()
-        corr = {k: v for k, v in corr.items() if corr_defaults.get(k, object()) != v}
-        det = {k: v for k, v in det.items() if getattr(det_defaults, k, object()) != v}
+        # no need to drop values equal to the defaults: the parameter hashes come from the
+        # checked parameter objects, defaults included (PipelineParams.step_params)
         band = (self.parameterAsString(parameters, "BAND", context) or "").strip() or None
         dem = (self.parameterAsString(parameters, "DEM", context) or "").strip()
         if not self.parameterAsBool(parameters, "USE_DEM", context):

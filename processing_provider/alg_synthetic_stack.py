@@ -3,7 +3,13 @@
 from qgis.core import (QgsProcessingParameterBoolean, QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterNumber)
 
-from .base import SlideWatchAlgorithm
+from .base import SlideWatchAlgorithm, number_bounds
+
+#: The dialog's stack is smaller than :class:`.core.synthetic.SyntheticStackParams`'s
+#: (40 dates of 512 x 512 px), deliberately: a quicker stack to try the plugin on. The
+#: other defaults and every bound are the parameter object's.
+QUICK_N_DATES = 24
+QUICK_SIZE = 384
 
 
 class SyntheticStackAlgorithm(SlideWatchAlgorithm):
@@ -34,16 +40,21 @@ class SyntheticStackAlgorithm(SlideWatchAlgorithm):
     OUTPUT = "OUTPUT_FOLDER"
 
     def initAlgorithm(self, config=None):  # noqa: N802
+        from ..core.synthetic import SyntheticStackParams as SP
+        d = SP()
         Num = QgsProcessingParameterNumber
-        self.addParameter(Num(self.N_DATES, self.tr("Number of dates"), Num.Integer, 24,
-                              minValue=2, maxValue=500))
-        self.addParameter(Num(self.SIZE, self.tr("Size (pixels)"), Num.Integer, 384,
-                              minValue=64, maxValue=20000))
-        self.addParameter(Num(self.SEED, self.tr("Seed"), Num.Integer, 0, minValue=0))
+        self.addParameter(Num(self.N_DATES, self.tr("Number of dates"), Num.Integer,
+                              QUICK_N_DATES, **number_bounds(SP, "n_dates")))
+        self.addParameter(Num(self.SIZE, self.tr("Size (pixels)"), Num.Integer, QUICK_SIZE,
+                              **number_bounds(SP, "shape")))
+        self.addParameter(Num(self.SEED, self.tr("Seed"), Num.Integer, d.seed,
+                              **number_bounds(SP, "seed")))
         self.addParameter(Num(self.CLOUDY, self.tr("Fraction of cloudy dates"), Num.Double,
-                              0.3, minValue=0.0, maxValue=1.0))
+                              d.cloudy_date_fraction,
+                              **number_bounds(SP, "cloudy_date_fraction")))
         self.addParameter(QgsProcessingParameterBoolean(
-            self.FULL_CLOUD, self.tr("Include one fully clouded date"), True))
+            self.FULL_CLOUD, self.tr("Include one fully clouded date"),
+            d.fully_clouded_dates > 0))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Output folder")))
 

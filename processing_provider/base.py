@@ -43,6 +43,22 @@ def feedback_progress(feedback):
     return Progress(callback=callback, is_cancelled=feedback.isCanceled, log=feedback.pushInfo)
 
 
+def number_bounds(params_class, name):
+    """``minValue`` / ``maxValue`` keywords of a number parameter from a core parameter
+    object's ``BOUNDS[name]`` (None = unbounded). A bound in the class's ``EXCLUSIVE``
+    set ((name, "lo" | "hi")) is not itself allowed: the dialog's limit is the nearest
+    float inside it."""
+    import math
+    lo, hi = params_class.BOUNDS[name]
+    exclusive = getattr(params_class, "EXCLUSIVE", ())
+    out = {}
+    if lo is not None:
+        out["minValue"] = math.nextafter(lo, math.inf) if (name, "lo") in exclusive else lo
+    if hi is not None:
+        out["maxValue"] = math.nextafter(hi, -math.inf) if (name, "hi") in exclusive else hi
+    return out
+
+
 class SlideWatchAlgorithm(QgsProcessingAlgorithm):
     NAME = ""
     DISPLAY_NAME = ""
