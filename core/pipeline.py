@@ -326,15 +326,6 @@ def _list_files(folder):
     return out
 
 
-def _require(module, name, step):
-    fn = getattr(module, name, None)
-    if fn is None:
-        raise SlideWatchError("The %s step needs %s.%s, which this SlideWatch installation "
-                              "does not provide. Update SlideWatch." % (step, module.__name__,
-                                                                         name))
-    return fn
-
-
 class _RunLog:
     """Collects log lines, echoes them to ``progress.info`` and keeps ``slidewatch.log``."""
 
