@@ -29,6 +29,20 @@ import numpy as np
 from . import products as prod
 
 
+def save_pair_footprint(pair_path, footprint):
+    """Save the window footprints of the pair raster ``pair_path`` (2-D, on its grid) as
+    float32 ``.npy`` at :func:`.products.pair_footprint_path`, atomically
+    (:func:`.raster_io.atomic_output`). A numpy file and not a GeoTIFF: a further GDAL write
+    by each pair thread while the others wrote their blocks crashed the process (GDAL's
+    process-wide state; tests/test_step_drivers.py, tests/test_stable_area.py)."""
+    from .raster_io import atomic_output
+    path = prod.pair_footprint_path(pair_path)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(footprint, np.float32), allow_pickle=False)
+    return path
+
+
 def read_pair_footprint(pair_path):
     """The window footprints of a pair raster (2-D float32, :func:`.products.pair_footprint_path`),
     or None when it has none (imported pairs, older runs)."""

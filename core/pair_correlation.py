@@ -45,7 +45,7 @@ from .correlation_kernels import ROW_GROUP
 from .correlation_params import CorrelationParams, DRIVER_DEFAULTS as _DRIVER_DEFAULTS, \
     STABLE_MODES as _STABLE_MODES
 from . import seeded_search as seeded
-from .errors import InputError, ParameterError
+from .errors import InputError, OutputError, ParameterError
 from .input_checks import check_window_search
 from . import pairs_file
 from .stable_offset import MIN_SHARE as STABLE_MIN_SHARE, stable_offset
@@ -565,27 +565,18 @@ def _write_blocks(run, path):
 
 
 def _write_footprint(run):
-    """The pair's window footprints (:func:`.products.pair_footprint_path`): ``run.footprint``
-    (float32, one per window, on the pair raster's grid) saved as ``.npy``, atomically
-    (temporary name, then renamed). A numpy file and not a GeoTIFF: a further GDAL write by
-    each pair thread while the others wrote their blocks crashed the process (GDAL's
-    process-wide state; tests/test_step_drivers.py, tests/test_stable_area.py); the grid is
-    the pair raster's, the inversion writes the georeferenced timeseries/footprint.tif."""
-    path = prod.pair_footprint_path(run.final)
+    """The pair's window footprints ``run.footprint`` (one per window, NaN where not valid)
+    saved beside it (:func:`.footprint.save_pair_footprint`); the inversion writes their
+    georeferenced mean, timeseries/footprint.tif. A write failure names the pair raster
+    too (its output is the pair's)."""
+    from .footprint import save_pair_footprint
     if run.footprint is None:
         run.footprint = np.full((run.out_h, run.out_w), np.nan, np.float32)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = temporary_name(path)
     try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, run.footprint, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+        save_pair_footprint(run.final, run.footprint)
+    except OutputError as exc:
+        raise OutputError("%s (window footprints of the pair raster '%s')"
+                          % (exc, run.final)) from exc
 
 
 def _correlate_block(run, b):

@@ -12,6 +12,7 @@ from slidewatch.core import footprint as fp
 from slidewatch.core import products as prod
 from slidewatch.core import timeseries_io as tio
 from slidewatch.core.detection import detect, detect_from_folder
+from slidewatch.core.errors import InputError
 from tests.test_detection import SLIDE, TR as TS_TR, make_series, write_folder
 
 PX = 10.0
@@ -101,7 +102,7 @@ def test_an_object_counts_by_its_own_footprint():
     # the slide widened, the stable ground not: fewer independent observations
     g = np.where(mask, 4.0, 1.0)
     assert _obs(detect(e, n, dates, TS_TR, footprint=g)) < 0.5 * plain
-    with pytest.raises(Exception, match="footprint"):
+    with pytest.raises(InputError, match="footprint"):
         detect(e, n, dates, TS_TR, footprint=np.ones((3, 3)))
 
 
