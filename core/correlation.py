@@ -269,8 +269,6 @@ def correlate_raw(ref_block, sec_block, rows, cols, image_shape, row_offset, par
     return (out if with_sigma else out[:5]) + ((foot,) if with_footprint else ())
 
 
-#: integer search (px) of the wide-window pass around each window's first estimate
-WIDE_SEARCH = 2
 #: window area of the wide-window pass relative to the nominal window (twice as high and
 #: wide): the footprint band of pair rasters, the detector's independent observations
 WIDE_FOOTPRINT = 4.0
@@ -278,47 +276,53 @@ WIDE_FOOTPRINT = 4.0
 
 def _wide_pass(out, ref_stack, sec_stack, rows, cols, image_shape, row_offset, params):
     """Wide-window pass: valid windows whose predicted error ``sigma`` exceeds
-    ``wide_sigma`` are correlated again with a window twice as high and wide at the same
-    centre (main prefilter), searched only within ``WIDE_SEARCH`` px of their first
-    estimate, and take that result when it is valid and its predicted error is lower.
-    Low texture and noise leave a 32 px window too few independent gradients; four times
-    the pixels give about half the error where the texture allows, at the cost of a
-    coarser footprint for those windows only (as autoRIFT's progressive chip sizes).
-    Windows are grouped by the integer part of their first estimate; each group is
-    computed alone (like the second pass's windows) against the secondary shifted by it.
+    ``wide_sigma`` are refined again with a window twice as high and wide at the same
+    centre (main prefilter), started at their first estimate (no integer search: the
+    first estimate is already within a fraction of a pixel; the refinement may move up
+    to 1 px from its rounded value), and take that result when it is valid and its
+    predicted error is lower. Low texture and noise leave a 32 px window too few
+    independent gradients; four times the pixels give about half the error where the
+    texture allows, at the cost of a coarser footprint for those windows only (as
+    autoRIFT's progressive chip sizes). The peak ratio (snr) stays the first estimate's.
     Figures: docs/benchmarks.md (issue 18). Returns (out, the windows that took the wide
     result)."""
     dx, dy, ncc, snr, status, sig = out
     with np.errstate(invalid="ignore"):
         redo = (status == STATUS_VALID) & (sig > float(params["wide_sigma"]))
     widened = np.zeros(status.shape, bool)
-    rsel = np.flatnonzero(redo.any(axis=1))
-    if not rsel.size:
+    ii, jj = np.nonzero(redo)
+    if not ii.size:
         return out, widened
-    csel = np.flatnonzero(redo[rsel].any(axis=0))
-    rows = np.asarray(rows, np.int64)[rsel]
-    cols = np.asarray(cols, np.int64)[csel]
-    todo = redo[np.ix_(rsel, csel)]
-    iy = np.where(todo, np.rint(dy[np.ix_(rsel, csel)]), 0).astype(np.int64)
-    ix = np.where(todo, np.rint(dx[np.ix_(rsel, csel)]), 0).astype(np.int64)
-    h, w = params["window"]
-    wide = dict(params, window=[2 * h, 2 * w], search=WIDE_SEARCH)
-    res = [np.full(todo.shape, np.nan) for _ in range(4)] + [
-        np.full(todo.shape, STATUS_OUTSIDE, np.int8), np.full(todo.shape, np.nan)]
-    for oy, ox in set(zip(iy[todo].tolist(), ix[todo].tolist())):
-        group = todo & (iy == oy) & (ix == ox)
-        f = _correlate(ref_stack, _shifted(sec_stack, oy, ox), rows, cols, image_shape,
-                       row_offset, wide, todo=group, pad=data_margin(params))
-        for a, b in zip(res, f):
-            a[group] = b[group]
-        res[0][group] += ox
-        res[1][group] += oy
+    h, w = (2 * int(v) for v in params["window"])
+    pad = data_margin(params)
+    H, W = image_shape
+    top_img = np.asarray(rows, np.int64)[ii] - h // 2
+    left_img = np.asarray(cols, np.int64)[jj] - w // 2
+    inside = (top_img >= 0) & (top_img + h <= H) & (left_img >= 0) & (left_img + w <= W)
+    ii, jj, top_img, left_img = ii[inside], jj[inside], top_img[inside], left_img[inside]
+    if not ii.size:
+        return out, widened
+    n = ii.size
+    wdy, wdx, wncc, wsig = (np.empty(n, np.float64) for _ in range(4))
+    wstatus = np.empty(n, np.int8)
+    kappa = noise_gradient_gain(params["prefilter"], params["prefilter_options"],
+                                INTERPOLATIONS[params["interpolation"]])
+    K.refine_windows(ref_stack, sec_stack, top_img - row_offset + pad, left_img + pad, h, w,
+                     np.ascontiguousarray(dy[ii, jj], np.float64),
+                     np.ascontiguousarray(dx[ii, jj], np.float64),
+                     params["max_nodata"], params["min_std"] ** 2, params["min_ncc"],
+                     params["max_iter"], params["tol"], kappa,
+                     params.get("max_sigma", 0.0), INTERPOLATIONS[params["interpolation"]],
+                     numba.get_num_threads(), wdy, wdx, wncc, wstatus, wsig)
     with np.errstate(invalid="ignore"):
-        take = todo & (res[4] == STATUS_VALID) & (res[5] < sig[np.ix_(rsel, csel)])
-    sub = widened[np.ix_(rsel, csel)]
-    sub[take] = True
-    widened[np.ix_(rsel, csel)] = sub
-    return _merge(out, res, rsel, csel, take), widened
+        take = (wstatus == STATUS_VALID) & (wsig < sig[ii, jj])
+    ii, jj = ii[take], jj[take]
+    dy[ii, jj] = wdy[take]
+    dx[ii, jj] = wdx[take]
+    ncc[ii, jj] = wncc[take]
+    sig[ii, jj] = wsig[take]
+    widened[ii, jj] = True
+    return out, widened
 
 
 def _merge(out, res, rsel, csel, take):
@@ -328,20 +332,6 @@ def _merge(out, res, rsel, csel, take):
         sub = a[np.ix_(rsel, csel)]
         sub[take] = b[take]
         a[np.ix_(rsel, csel)] = sub
-    return out
-
-
-def _shifted(stack, oy, ox):
-    """``stack`` moved so that its pixel (r, c) holds the old pixel (r + oy, c + ox)
-    (NaN where that falls outside)."""
-    if oy == 0 and ox == 0:
-        return stack
-    out = np.full_like(stack, np.nan)
-    H, W = stack.shape[1:]
-    r0, r1 = max(0, -oy), min(H, H - oy)
-    c0, c1 = max(0, -ox), min(W, W - ox)
-    if r1 > r0 and c1 > c0:
-        out[:, r0:r1, c0:c1] = stack[:, r0 + oy:r1 + oy, c0 + ox:c1 + ox]
     return out
 
 
@@ -376,17 +366,20 @@ def _prepare_around(block, params, rows, cols, todo, row_offset):
     dm = data_margin(params)
     fh = read_margin(params) - dm
     name, opts = _fallback(params)
+    # what the second pass's (nominal) windows read around their template: the search
+    # and the refinement's margin, not the wide-window pass's extra half window
+    m = int(params["search"]) + K.REFINE_MARGIN
     ii, jj = np.nonzero(todo)
-    # cost ~ pixels filtered: (h + 2 dm) x (w + 2 dm) per window (+ the filter's halo
+    # cost ~ pixels filtered: (h + 2 m) x (w + 2 m) per window (+ the filter's halo
     # rows) against the whole block
-    if name != "gaussian_hp" or 1.5 * ii.size * (h + 2 * dm) * (w + 2 * dm) > block.size:
+    if name != "gaussian_hp" or 1.5 * ii.size * (h + 2 * m) * (w + 2 * m) > block.size:
         return prepare(block, params, True)
     hp, wp = block.shape[0] - 2 * fh, block.shape[1] - 2 * fh
     t = np.asarray(rows, np.int64)[ii] - h // 2 - row_offset + dm
     l0 = np.asarray(cols, np.int64)[jj] - w // 2 + dm
     # window regions in prepared coordinates, then in block coordinates (+ fh)
-    rects = np.stack([np.clip(t - dm, 0, hp), np.clip(t + h + dm, 0, hp),
-                      np.clip(l0 - dm, 0, wp), np.clip(l0 + w + dm, 0, wp)], axis=1) + fh
+    rects = np.stack([np.clip(t - m, 0, hp), np.clip(t + h + m, 0, hp),
+                      np.clip(l0 - m, 0, wp), np.clip(l0 + w + m, 0, wp)], axis=1) + fh
     # windows of one row side by side: one rectangle (their regions overlap)
     order = np.lexsort((rects[:, 2], rects[:, 0]))
     merged = []

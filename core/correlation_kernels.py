@@ -318,6 +318,77 @@ def _normalized_residual(b2, tn, gxa, gya):
     return 1, bx, by, cc
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"},
+      error_model="numpy")
+def _template_sums(tn, gxa, gya, ks):
+    """Per channel ``c``: ``ks[5c:5c+5]`` = sums of gx, gy, gx t, gy t and t over the
+    normalised template (for :func:`_moments_residual`)."""
+    for c in range(tn.shape[0]):
+        t = tn[c].ravel()
+        gx = gxa[c].ravel()
+        gy = gya[c].ravel()
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        a4 = 0.0
+        for k in range(t.size):
+            a0 += gx[k]
+            a1 += gy[k]
+            a2 += gx[k] * t[k]
+            a3 += gy[k] * t[k]
+            a4 += t[k]
+        ks[5 * c] = a0
+        ks[5 * c + 1] = a1
+        ks[5 * c + 2] = a2
+        ks[5 * c + 3] = a3
+        ks[5 * c + 4] = a4
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"},
+      error_model="numpy")
+def _moments_residual(b2, tn, gxa, gya, ks):
+    """:func:`_normalized_residual` in one pass over ``b2`` (its moments and its products
+    with the template's gradients and values; ``ks``: :func:`_template_sums`), with the
+    normalisation applied algebraically: ``sum g (y - t) = inv (sum g f - m sum g) -
+    sum g t`` for ``y = (f - m) inv``. Same result up to rounding; used away from
+    integer positions, where :func:`_normalized_residual`'s exactness (identical windows
+    give exactly zero residual) is not needed. Half its passes over the window."""
+    C = b2.shape[0]
+    bx = 0.0
+    by = 0.0
+    cc = 0.0
+    for c in range(C):
+        f = b2[c].ravel()
+        t = tn[c].ravel()
+        gx = gxa[c].ravel()
+        gy = gya[c].ravel()
+        s1 = 0.0
+        s2 = 0.0
+        sx = 0.0
+        sy = 0.0
+        st = 0.0
+        for k in range(f.size):
+            x = f[k]
+            s1 += x
+            s2 += x * x
+            sx += gx[k] * x
+            sy += gy[k] * x
+            st += t[k] * x
+        n = f.size
+        m = s1 / n
+        if m != m:
+            return -1, 0.0, 0.0, 0.0
+        var = s2 / n - m * m
+        if not var > 1e-12 * (m * m + 1.0):
+            return 0, 0.0, 0.0, 0.0
+        inv = 1.0 / math.sqrt(var)
+        bx += inv * (sx - m * ks[5 * c]) - ks[5 * c + 2]
+        by += inv * (sy - m * ks[5 * c + 1]) - ks[5 * c + 3]
+        cc += inv * (st - m * ks[5 * c + 4])
+    return 1, bx, by, cc
+
+
 @njit(cache=True, nogil=True)
 def _normalize(buf, mask, clean):
     """Normalise each channel of ``buf`` in place to zero mean, unit variance over the
@@ -410,35 +481,36 @@ def _template_clean(ref, t0, l0, h, w, nk, wd, tn, gxa, gya):
                 wk = np.float32(wd[k - 1])
                 up = ref[c, t0 + i + k, l0:l0 + w]
                 dn = ref[c, t0 + i - k, l0:l0 + w]
+                # sliced (non-negative indices): vectorised with runtime sizes too
+                rp = rr[nk + k:nk + k + w]
+                rm = rr[nk - k:nk - k + w]
                 for j in range(w):
-                    gx[j] += wk * (rr[nk + j + k] - rr[nk + j - k])
+                    gx[j] += wk * (rp[j] - rm[j])
                     gy[j] += wk * (up[j] - dn[j])
+    # normalised like the resampled secondary (same _mean_inv and expression as
+    # _normalize_clean / _normalized_residual: identical windows give identical values),
+    # gradients scaled by the same 1 / std, Hessian, all in one pass per channel
     hxx = 0.0
     hxy = 0.0
     hyy = 0.0
     for c in range(C):
         f = tn[c].ravel()
-        n = f.size
-        s1 = 0.0
-        for k in range(n):
-            s1 += f[k]
-        m = s1 / n
-        q = 0.0
-        for k in range(n):
-            d = f[k] - m
-            q += d * d
-        if not q > 0.0:
+        m, inv = _mean_inv(f)
+        if inv == 0.0:
             return 0.0, 0.0, 0.0, False
-        inv = np.float32(1.0 / math.sqrt(q / n))
+        inv32 = np.float32(inv)
         gx = gxa[c].ravel()
         gy = gya[c].ravel()
-        for k in range(n):
-            gx[k] *= inv
-            gy[k] *= inv
-            hxx += gx[k] * gx[k]
-            hxy += gx[k] * gy[k]
-            hyy += gy[k] * gy[k]
-    return hxx, hxy, hyy, _normalize(tn, gxa, True)
+        for k in range(f.size):
+            f[k] = np.float32((f[k] - m) * inv)
+            a = gx[k] * inv32
+            b = gy[k] * inv32
+            gx[k] = a
+            gy[k] = b
+            hxx += a * a
+            hxy += a * b
+            hyy += b * b
+    return hxx, hxy, hyy, True
 
 
 @njit(cache=True, nogil=True)
@@ -551,13 +623,18 @@ def _refine(ref, sec, t0, l0, h, w, dyi, dxi, max_iter, tol, kappa, a, tn, gxa, 
     det = hxx * hyy - hxy * hxy
     if not (det > 1e-9 * (hxx + hyy) * (hxx + hyy)):
         return
+    if clean:
+        _template_sums(tn, gxa, gya, res[6:])
     fy = fy0
     fx = fx0
     for it in range(max_iter):
         _warp(sec, t0 + dyi + fy, l0 + dxi + fx, h, w, a, b2, tmp, wy, wx)
         state = -1
         if clean:
-            state, bx, by, cc = _normalized_residual(b2, tn, gxa, gya)
+            if fy != 0.0 or fx != 0.0:
+                state, bx, by, cc = _moments_residual(b2, tn, gxa, gya, res[6:])
+            else:
+                state, bx, by, cc = _normalized_residual(b2, tn, gxa, gya)
             if state == 0:
                 return
             nn = b2.size
@@ -1039,7 +1116,8 @@ CHUNK_COLS = 64
 @njit(cache=True, nogil=True)
 def _scratch(C, h, w, s, a):
     """Per-thread scratch buffers of :func:`_one_window`: (T, Sw, sat, sat2, surf, tn,
-    gxa, gya, b2, tmp, wy, wx, res, out)."""
+    gxa, gya, b2, tmp, wy, wx, res, out); ``res[6:]`` holds the template sums of
+    :func:`_template_sums`."""
     ns = 2 * s + 1
     return (np.empty((C, h, w), np.float32),
             np.empty((C, h + 2 * s, w + 2 * s), np.float32),
@@ -1053,7 +1131,7 @@ def _scratch(C, h, w, s, a):
             np.empty((h + 2 * a, w), np.float32),
             np.empty(2 * a, np.float64),
             np.empty(2 * a, np.float64),
-            np.zeros(6, np.float64),
+            np.zeros(6 + 5 * C, np.float64),
             np.empty(6, np.float64))
 
 
@@ -1278,3 +1356,92 @@ def _grid_chunk(ref, sec, tops, lefts, rlo, rhi, qlo, qhi, h, w, s, max_invalid,
             snr[r, q] = out[3]
             sig[r, q] = out[5]
             status[r, q] = np.int8(out[4])
+
+
+# --------------------------------------------------------------------------- refine only
+@njit(cache=True, nogil=True, parallel=True)
+def refine_windows(ref, sec, tops, lefts, h, w, dy0, dx0, max_invalid, min_var, min_ncc,
+                   max_iter, tol, kappa, max_sigma, interp_a, nthreads, dy, dx, ncc, status,
+                   sig):
+    """Sub-pixel refinement only, of windows ``k`` of top-left corners ``(tops[k],
+    lefts[k])`` (padded coordinates), started at a known estimate ``(dy0[k], dx0[k])``
+    (px): no integer search. The integer base is the estimate rounded, the starting
+    fraction the rest; then :func:`_refine` as in the main kernel (same statistics,
+    same predicted error). Used by the wide-window pass, whose windows already have a
+    first estimate from the nominal window (the integer search around it was 60 % of
+    the pass's time). Outputs (per window, in place): dy, dx, ncc, status (ST_*), sigma.
+    A window whose refinement could read outside the stacks is ST_OUTSIDE."""
+    C = ref.shape[0]
+    Hs = sec.shape[1]
+    Ws = sec.shape[2]
+    n = tops.shape[0]
+    if n == 0:
+        return
+    nchunks = min(n, max(nthreads, 1) * 8)
+    ntpl = C * h * w
+    for k in prange(nchunks):
+        (T, Sw, sat, sat2, surf, tn, gxa, gya, b2, tmp, wy, wx, res,
+         out) = _scratch(C, h, w, 0, interp_a)
+        start = (k * n) // nchunks
+        stop = ((k + 1) * n) // nchunks
+        for idx in range(start, stop):
+            t0 = tops[idx]
+            l0 = lefts[idx]
+            dy[idx] = np.nan
+            dx[idx] = np.nan
+            ncc[idx] = np.nan
+            sig[idx] = np.nan
+            iy = int(np.rint(dy0[idx]))
+            ix = int(np.rint(dx0[idx]))
+            # the warp reads up to interp_a + 1 px around the window moved by iy +- 1
+            if (t0 + iy - interp_a - 2 < 0 or t0 + iy + h + interp_a + 2 > Hs
+                    or l0 + ix - interp_a - 2 < 0 or l0 + ix + w + interp_a + 2 > Ws
+                    or t0 - interp_a < 0 or t0 + h + interp_a > ref.shape[1]
+                    or l0 - interp_a < 0 or l0 + w + interp_a > ref.shape[2]):
+                status[idx] = ST_OUTSIDE
+                continue
+            tsum = _region_sum(ref, t0, l0, h, w)
+            nbad = 0
+            if tsum != tsum:
+                tsum = 0.0
+                for c in range(C):
+                    for i in range(h):
+                        for j in range(w):
+                            x = ref[c, t0 + i, l0 + j]
+                            if x != x:
+                                nbad += 1
+                            else:
+                                tsum += x
+                if nbad > max_invalid * ntpl:
+                    status[idx] = ST_NODATA
+                    continue
+            n_ok = ntpl - nbad
+            tmean = tsum / n_ok
+            tvar = 0.0
+            for c in range(C):
+                for i in range(h):
+                    for j in range(w):
+                        x = ref[c, t0 + i, l0 + j]
+                        if x == x:
+                            tvar += (x - tmean) * (x - tmean)
+            if tvar <= min_var * n_ok or tvar <= 1e-12 * (tmean * tmean + 1.0) * n_ok:
+                status[idx] = ST_FLAT
+                continue
+            fy0 = dy0[idx] - iy
+            fx0 = dx0[idx] - ix
+            _refine(ref, sec, t0, l0, h, w, iy, ix, max_iter, tol, kappa, interp_a, tn,
+                    gxa, gya, b2, tmp, wy, wx, res, fy0, fx0)
+            if res[3] != 1.0 or not abs(res[2]) <= 1.0 + 1e-4:
+                status[idx] = ST_REFINE_FAILED
+                continue
+            ncc[idx] = res[2]
+            if res[2] < min_ncc:
+                status[idx] = ST_LOW_NCC
+                continue
+            sig[idx] = res[5]
+            if max_sigma > 0.0 and not res[5] <= max_sigma:
+                status[idx] = ST_IMPRECISE
+                continue
+            dy[idx] = iy + res[0]
+            dx[idx] = ix + res[1]
+            status[idx] = ST_VALID

@@ -76,6 +76,50 @@ def configure():
         config.CACHE_DIR = os.environ[CACHE_ENV]
     _install_locator(caching)
     _install_listener()
+    _set_vector_width()
+
+
+#: environment variable: LLVM loop-vectorisation width of the kernels compiled in this
+#: process (default :data:`DEFAULT_VECTOR_WIDTH`; 0 = LLVM's own choice)
+VECTOR_WIDTH_ENV = "SLIDEWATCH_VECTOR_WIDTH"
+DEFAULT_VECTOR_WIDTH = 8
+_vector_width = None
+
+
+def _set_vector_width():
+    """Vectorise loops 8 lanes wide (``-force-vector-width``), once per process.
+
+    The correlator's loops run over window rows of 32 to 64 samples whose length is
+    known only at run time. On a CPU with AVX-512, LLVM's default vectorises such a loop
+    16 lanes x 4 interleaved (64 samples per step), so a 32-sample row never enters the
+    vector loop and runs in the scalar remainder: the refinement's template set-up took
+    3.6 us instead of 1.8 (issue 18, docs/benchmarks.md). Eight lanes (one AVX2 register
+    of float32, or two of float64) fit every window row. The option is LLVM's, process
+    wide and settable only once: it changes only how loops are vectorised (the results of
+    reductions may differ in the last bits, as between two CPUs), and it applies to what
+    compiles after it (kernels already in the cache keep their code until their source
+    changes)."""
+    global _vector_width
+    if _vector_width is not None:
+        return
+    raw = os.environ.get(VECTOR_WIDTH_ENV, str(DEFAULT_VECTOR_WIDTH)).strip()
+    try:
+        width = int(raw)
+    except ValueError:
+        width = DEFAULT_VECTOR_WIDTH
+    _vector_width = width
+    if width <= 0:
+        return
+    try:
+        import llvmlite.binding as ll
+        ll.set_option("slidewatch", "-force-vector-width=%d" % width)
+    except Exception:   # llvmlite missing or the option refused: LLVM's default
+        _vector_width = 0
+
+
+def vector_width():
+    """The loop-vectorisation width set for this process (0: LLVM's default)."""
+    return _vector_width or 0
 
 
 def _install_locator(caching):
@@ -191,6 +235,8 @@ def _warm_correlation():
     ref = rng.random((96, 96), dtype=np.float32)
     sec = np.roll(ref, 1, axis=1)
     correlate(ref, sec, window=16, step=8, search=4)
+    # the wide-window pass (its refinement-only kernel) on every valid window
+    correlate(ref, sec, window=16, step=8, search=4, wide_sigma=1e-9)
 
 
 def _warm_inversion():
@@ -228,7 +274,8 @@ def _warm_detection():
 GROUPS = (
     ("prefilter", 10, (("prefilter_kernels", "_rows_pass"),
                       ("prefilter_kernels", "_cols_pass_highpass")), _warm_prefilter),
-    ("correlation", 350, (("correlation_kernels", "correlate_grid"),), _warm_correlation),
+    ("correlation", 350, (("correlation_kernels", "correlate_grid"),
+                          ("correlation_kernels", "refine_windows")), _warm_correlation),
     ("inversion", 170, (("inversion_kernels", "invert_block"),), _warm_inversion),
     ("detection", 5, (("detection", "_evidence_kernel"),), _warm_detection),
 )

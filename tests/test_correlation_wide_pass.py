@@ -85,11 +85,3 @@ def test_large_displacements_keep_their_integer_part():
 def test_wide_sigma_is_checked():
     with pytest.raises(ParameterError, match="wide_sigma"):
         correlate(np.zeros((64, 64)), np.zeros((64, 64)), wide_sigma=-1)
-
-
-def test_shifted_stack():
-    a = np.arange(2 * 5 * 6, dtype=np.float32).reshape(2, 5, 6)
-    s = C._shifted(a, 1, -2)
-    assert s[0, 0, 2] == a[0, 1, 0]
-    assert np.isnan(s[0, 4]).all() and np.isnan(s[:, :, :2]).all()
-    assert C._shifted(a, 0, 0) is a
