@@ -22,33 +22,69 @@ def gaussian_weights(sigma, truncate=4.0):
     return w / w.sum()
 
 
+@njit(cache=True, nogil=True)
+def _row_h(x, i, w, r, s, t, xv, vv):
+    """Horizontal pass of row ``i``: s = w * (x where finite), t = w * finite (zero
+    outside the row); ``xv`` / ``vv``: scratch of len(row) + 2r."""
+    wd = x.shape[1]
+    for j in range(wd + 2 * r):
+        xv[j] = 0.0
+        vv[j] = 0.0
+    for j in range(wd):
+        a = x[i, j]
+        if math.isfinite(a):
+            xv[j + r] = a
+            vv[j + r] = 1.0
+    # tap-outer, column-inner: the same additions in the same order per pixel as a
+    # tap-inner loop (so the same values), but LLVM vectorises over the columns
+    for j in range(wd):
+        s[j] = 0.0
+        t[j] = 0.0
+    for k in range(2 * r + 1):
+        wk = w[k]
+        xs = xv[k:k + wd]
+        vs = vv[k:k + wd]
+        for j in range(wd):
+            s[j] += wk * xs[j]
+            t[j] += wk * vs[j]
+
+
+@njit(cache=True, nogil=True)
+def _row_v(i, w, r, num, den, s, t):
+    """Vertical pass at row ``i`` of the horizontal sums (rows outside count as empty)."""
+    h, wd = num.shape
+    for j in range(wd):
+        s[j] = 0.0
+        t[j] = 0.0
+    for k in range(2 * r + 1):
+        ii = i + k - r
+        if ii < 0 or ii >= h:
+            continue
+        wk = w[k]
+        nrow = num[ii]
+        drow = den[ii]
+        for j in range(wd):
+            s[j] += wk * nrow[j]
+            t[j] += wk * drow[j]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _highpass_value(a, s, t):
+    """x - num / den as float32; NaN where x is invalid or no valid pixel is in reach."""
+    if math.isfinite(a) and t > 0.0:
+        return np.float32(a - s / t)
+    return np.float32(np.nan)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _rows_pass(x, w, num, den):
     """Horizontal pass: num = w * (x where finite), den = w * finite (zero outside)."""
     h, wd = x.shape
     r = (w.shape[0] - 1) // 2
     for i in prange(h):
-        xv = np.zeros(wd + 2 * r, np.float64)
-        vv = np.zeros(wd + 2 * r, np.float64)
-        for j in range(wd):
-            a = x[i, j]
-            if math.isfinite(a):
-                xv[j + r] = a
-                vv[j + r] = 1.0
-        # tap-outer, column-inner: the same additions in the same order per pixel as a
-        # tap-inner loop (so the same values), but LLVM vectorises over the columns
-        s = num[i]
-        t = den[i]
-        for j in range(wd):
-            s[j] = 0.0
-            t[j] = 0.0
-        for k in range(2 * r + 1):
-            wk = w[k]
-            xs = xv[k:k + wd]
-            vs = vv[k:k + wd]
-            for j in range(wd):
-                s[j] += wk * xs[j]
-                t[j] += wk * vs[j]
+        xv = np.empty(wd + 2 * r, np.float64)
+        vv = np.empty(wd + 2 * r, np.float64)
+        _row_h(x, i, w, r, num[i], den[i], xv, vv)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -58,24 +94,39 @@ def _cols_pass_highpass(x, w, num, den, out):
     h, wd = x.shape
     r = (w.shape[0] - 1) // 2
     for i in prange(h):
-        s = np.zeros(wd, np.float64)
-        t = np.zeros(wd, np.float64)
-        for k in range(2 * r + 1):
-            ii = i + k - r
-            if ii < 0 or ii >= h:
-                continue
-            wk = w[k]
-            nrow = num[ii]
-            drow = den[ii]
-            for j in range(wd):
-                s[j] += wk * nrow[j]
-                t[j] += wk * drow[j]
+        s = np.empty(wd, np.float64)
+        t = np.empty(wd, np.float64)
+        _row_v(i, w, r, num, den, s, t)
         for j in range(wd):
-            a = x[i, j]
-            if math.isfinite(a) and t[j] > 0.0:
-                out[i, j] = np.float32(a - s[j] / t[j])
-            else:
-                out[i, j] = np.float32(np.nan)
+            out[i, j] = _highpass_value(x[i, j], s[j], t[j])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _highpass_rects(x, w, boxes, out):
+    """:func:`gaussian_highpass` of each patch ``x[a0:a1, b0:b1]`` (``boxes[k]`` = a0, a1,
+    b0, b1, p0, p1, q0, q1), kept on its rectangle ``[p0:p1, q0:q1]`` of ``out``; one
+    call (parallel over the rectangles) instead of one pair of parallel kernels per
+    rectangle, whose thread start-ups cost more than the filtering of a few windows.
+    The same row functions as the whole-image kernels: the same values."""
+    r = (w.shape[0] - 1) // 2
+    for k in prange(boxes.shape[0]):
+        a0, a1, b0, b1, p0, p1, q0, q1 = boxes[k]
+        px = x[a0:a1, b0:b1]
+        h = a1 - a0
+        wd = b1 - b0
+        num = np.empty((h, wd), np.float64)
+        den = np.empty((h, wd), np.float64)
+        xv = np.empty(wd + 2 * r, np.float64)
+        vv = np.empty(wd + 2 * r, np.float64)
+        for i in range(h):
+            _row_h(px, i, w, r, num[i], den[i], xv, vv)
+        s = np.empty(wd, np.float64)
+        t = np.empty(wd, np.float64)
+        for i in range(p0 - a0, p1 - a0):
+            _row_v(i, w, r, num, den, s, t)
+            orow = out[a0 + i]
+            for j in range(q0 - b0, q1 - b0):
+                orow[b0 + j] = _highpass_value(px[i, j], s[j], t[j])
 
 
 def gaussian_highpass(image, sigma, truncate=4.0):
@@ -103,12 +154,15 @@ def gaussian_highpass_rects(image, sigma, rects, truncate=4.0):
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     out = np.full(x.shape, np.nan, np.float32)
-    r = (gaussian_weights(sigma, truncate).size - 1) // 2
+    w = gaussian_weights(sigma, truncate)
+    r = (w.size - 1) // 2
     H, W = x.shape
+    boxes = []
     for p0, p1, q0, q1 in np.asarray(rects, dtype=np.int64).reshape(-1, 4):
         if p1 <= p0 or q1 <= q0:
             continue
-        a0, b0 = max(p0 - r, 0), max(q0 - r, 0)
-        patch = gaussian_highpass(x[a0:min(p1 + r, H), b0:min(q1 + r, W)], sigma, truncate)
-        out[p0:p1, q0:q1] = patch[p0 - a0:p1 - a0, q0 - b0:q1 - b0]
+        boxes.append((max(p0 - r, 0), min(p1 + r, H), max(q0 - r, 0), min(q1 + r, W),
+                      p0, p1, q0, q1))
+    if boxes:
+        _highpass_rects(x, w, np.array(boxes, np.int64), out)
     return out
