@@ -221,9 +221,12 @@ def _kernel_name(ev):
 def _warm_prefilter():
     import numpy as np
 
-    from .prefilter_kernels import gaussian_highpass
+    from .prefilter_kernels import gaussian_highpass, gaussian_highpass_rects
 
-    gaussian_highpass(np.random.default_rng(0).random((40, 40), dtype=np.float32), 1.0)
+    x = np.random.default_rng(0).random((40, 40), dtype=np.float32)
+    gaussian_highpass(x, 1.0)
+    # the second pass's prefilter around a few windows (float32 blocks, as the pipeline)
+    gaussian_highpass_rects(x, 3.0, np.array([[4, 20, 4, 20]], np.int64))
 
 
 def _warm_correlation():
@@ -273,7 +276,8 @@ def _warm_detection():
 #: earlier machine: 5 / 120 / 40 / 5 s)
 GROUPS = (
     ("prefilter", 10, (("prefilter_kernels", "_rows_pass"),
-                      ("prefilter_kernels", "_cols_pass_highpass")), _warm_prefilter),
+                      ("prefilter_kernels", "_cols_pass_highpass"),
+                      ("prefilter_kernels", "_highpass_rects")), _warm_prefilter),
     ("correlation", 350, (("correlation_kernels", "correlate_grid"),
                           ("correlation_kernels", "refine_windows")), _warm_correlation),
     ("inversion", 170, (("inversion_kernels", "invert_block"),), _warm_inversion),
