@@ -54,7 +54,7 @@ def build_scene(seed, n_slides, out_folder, shape=(300, 300), pixel_size=20.0, n
     The random draws are the same with or without it.
     """
     from slidewatch.core.raster_io import write_bands
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     rng = np.random.default_rng(1000 + seed)
     specs = []

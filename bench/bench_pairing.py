@@ -53,7 +53,7 @@ def main(argv=None):
                                                   "out", "pairing"))
     args = ap.parse_args(argv)
 
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
     from slidewatch.core.catalog import build_catalog, load_image
     from slidewatch.core.correlation import correlate
     from slidewatch.core.inversion import invert_network

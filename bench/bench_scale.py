@@ -61,7 +61,7 @@ def make_images(folder, n_dates, size, seed=0):
     import rasterio
     from rasterio.transform import from_origin
 
-    from slidewatch.core.texture import sentinel2_texture
+    from slidewatch.core.synth.texture import sentinel2_texture
 
     os.makedirs(folder, exist_ok=True)
     start = dt.date(2020, 5, 1)

@@ -40,7 +40,7 @@ class SyntheticStackAlgorithm(SlideWatchAlgorithm):
     OUTPUT = "OUTPUT_FOLDER"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core.synthetic import SyntheticStackParams as SP
+        from ..core.synth.synthetic import SyntheticStackParams as SP
         d = SP()
         Num = QgsProcessingParameterNumber
         self.addParameter(Num(self.N_DATES, self.tr("Number of dates"), Num.Integer,
@@ -59,7 +59,7 @@ class SyntheticStackAlgorithm(SlideWatchAlgorithm):
             self.OUTPUT, self.tr("Output folder")))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.synthetic import generate_stack
+        from ..core.synth.synthetic import generate_stack
 
         size = self.parameterAsInt(parameters, self.SIZE, context)
         out = self.parameterAsString(parameters, self.OUTPUT, context)

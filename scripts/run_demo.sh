@@ -47,7 +47,7 @@ else
   echo "Generating the sample stack (26 dates, 384 x 384 px, real Sentinel-2 texture) in $images ..."
   "$root/.venv/bin/python" - "$images" <<'EOF'
 import sys
-from slidewatch.core.synthetic import generate_stack
+from slidewatch.core.synth.synthetic import generate_stack
 from slidewatch.core.progress import Progress
 
 stack = generate_stack(sys.argv[1], n_dates=26, shape=(384, 384), seed=0,

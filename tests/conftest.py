@@ -115,7 +115,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def stack_folder(tmp_path_factory):
     """The small synthetic stack of the pipeline tests (8 dates, 128 x 128 px, seed 3),
     made once per test module."""
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
     folder = tmp_path_factory.mktemp("stack") / "images"
     generate_stack(str(folder), n_dates=8, shape=(128, 128), seed=3)
     return str(folder)

@@ -82,7 +82,7 @@ def test_gradual_rise_onset_is_the_start_not_the_middle():
     # velocity rises linearly from 2 to 20 m/yr over 60 days starting on day 240; dates
     # every 12 days: the hinge of two straight segments sits mid-rise (~30 days late),
     # the ramp model recovers the start of the rise
-    from slidewatch.core.synthetic import _cum_displacement
+    from slidewatch.core.synth.synthetic import _cum_displacement
     dates = _dates(45, step=12)
     days = np.array([(dt.date.fromisoformat(d) - dt.date.fromisoformat(dates[0])).days
                      for d in dates], float)

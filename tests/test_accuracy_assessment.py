@@ -396,7 +396,7 @@ def synthetic_run(tmp_path_factory):
     """The demo's generator (core.synthetic, real Sentinel-2 texture, known landslides),
     smaller (10 dates, 192 x 192 px), through the whole pipeline."""
     from slidewatch.core.pipeline import PipelineParams, run_pipeline
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     root = tmp_path_factory.mktemp("acc_demo")
     stack = generate_stack(str(root / "images"), n_dates=10, shape=(192, 192), seed=0)
@@ -459,7 +459,7 @@ def test_moving_area_interval_contains_the_true_area_on_the_demo(tmp_path_factor
     generator's known landslides: the moving-area interval contains the true area, here
     and in >= 90 % of 200 samples."""
     from slidewatch.core.pipeline import PipelineParams, run_pipeline
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     root = tmp_path_factory.mktemp("acc_full_demo")
     stack = generate_stack(str(root / "images"), n_dates=26, shape=(384, 384), seed=0)

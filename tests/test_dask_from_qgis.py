@@ -52,7 +52,7 @@ def _qgis_process(stack, out, scheduler, extra_env=None, timeout=300):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     folder = tmp_path_factory.mktemp("dask_qgis") / "images"
     generate_stack(str(folder), n_dates=6, shape=(96, 96), seed=3, cloudy_date_fraction=0.0,

@@ -349,7 +349,7 @@ def test_inversion_reuses_finished_blocks(tmp_path):
 def test_correlation_tasks_identical_local_and_dask(tmp_path, cluster_executor):
     import rasterio
     from slidewatch.core.pipeline_tasks import correlate_pair_task
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     stack = generate_stack(str(tmp_path / "img"), n_dates=3, shape=(96, 96), seed=2,
                            cloudy_date_fraction=0.0, fully_clouded_dates=0)

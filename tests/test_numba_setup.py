@@ -102,7 +102,7 @@ def test_pipeline_after_warm_up_compiles_nothing(tmp_path):
         "                    out[name + '.' + k] = sorted(map(str, v.signatures))\n"
         "    return out\n"
         "before = sigs()\n"
-        "from slidewatch.core.synthetic import generate_stack\n"
+        "from slidewatch.core.synth.synthetic import generate_stack\n"
         "from slidewatch.core.pipeline import run_pipeline\n"
         "generate_stack(%r, n_dates=8, shape=(128, 128), seed=1)\n"
         "run_pipeline(%r, %r)\n"

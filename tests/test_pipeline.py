@@ -290,7 +290,7 @@ def test_images_on_different_grids_are_warped_once(tmp_path):
     import rasterio
     from rasterio.windows import Window
 
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     folder = tmp_path / "images"
     stack = generate_stack(str(folder), n_dates=5, shape=(112, 112), seed=4,

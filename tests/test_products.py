@@ -24,13 +24,22 @@ NAMES = (prod.CATALOG_CSV, prod.PAIRS_CSV, prod.TS_EAST_TIF, prod.TS_NORTH_TIF,
 
 
 def _sources():
-    for pkg in PACKAGES + ("",):
-        folder = os.path.join(ROOT, pkg)
-        names = sorted(os.listdir(folder)) if pkg else ("plugin.py", "__init__.py")
-        for name in names:
-            path = os.path.join(folder, name)
-            if name.endswith(".py") and os.path.isfile(path) and path != HOME:
-                yield path
+    """Every module of the plugin's packages, subpackages included (core/stack/, ...)."""
+    for pkg in PACKAGES:
+        for folder, dirs, files in os.walk(os.path.join(ROOT, pkg)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                path = os.path.join(folder, name)
+                if name.endswith(".py") and path != HOME:
+                    yield path
+    for name in ("plugin.py", "__init__.py"):
+        yield os.path.join(ROOT, name)
+
+
+def test_sources_include_the_subpackages():
+    rel = {os.path.relpath(p, ROOT) for p in _sources()}
+    assert os.path.join("core", "synth", "synthetic.py") in rel
+    assert os.path.join("core", "products.py") not in rel
 
 
 def _literals(path):

@@ -127,7 +127,7 @@ def masked_run(tmp_path_factory):
     from osgeo import ogr, osr
     from slidewatch.core.pipeline import PipelineParams, run_pipeline
     from slidewatch.core.progress import Progress
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     folder = tmp_path_factory.mktemp("masked") / "images"
     stack = generate_stack(str(folder), n_dates=8, shape=(128, 128), seed=3)
