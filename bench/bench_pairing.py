@@ -54,7 +54,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from slidewatch.core.synth.synthetic import generate_stack
-    from slidewatch.core.catalog import build_catalog, load_image
+    from slidewatch.core.stack.catalog import build_catalog, load_image
     from slidewatch.core.correlation import correlate
     from slidewatch.core.inversion import invert_network
     from slidewatch.core.pairing import select_pairs, network_summary

@@ -85,7 +85,7 @@ def scan_image_folder(folder, extensions=None):
     ``(path, reason)`` for corrupted, truncated or mis-named files). Hidden files and
     SlideWatch's own output sub-folders (pairs/, timeseries/) are ignored.
     """
-    from .catalog import RASTER_EXTENSIONS
+    from .stack.catalog import RASTER_EXTENSIONS
     exts = tuple(e.lower() for e in (extensions or RASTER_EXTENSIONS))
     if not os.path.isdir(folder):
         raise InputError("Input folder '%s' does not exist or is not a folder. Choose the "

@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .correlation import STATUS_LOW_NCC, STATUS_MEANINGS, STATUS_NODATA, STATUS_VALID
-from .dates import parse_name
+from .stack.dates import parse_name
 from .errors import InputError, ParameterError
 from .pair_correlation import BANDS, pair_output_name
 from . import products as prod

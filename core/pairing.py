@@ -529,7 +529,7 @@ def _block_mean(a, f):
 
 def _load_preview(rec, factor):
     """Block-averaged image (NaN nodata); reads decimated via rasterio for big images."""
-    from .catalog import load_image
+    from .stack.catalog import load_image
     if rec.height * rec.width <= 4096 * 4096:
         return _block_mean(load_image(rec), factor)
     shape = (max(1, rec.height // factor), max(1, rec.width // factor))
@@ -567,7 +567,7 @@ def _measure_pair_cost(catalog, pair, window, step, search, side=160):
     """Seconds to correlate one full-resolution pair, measured on a central crop and
     scaled by the number of windows."""
     from rasterio.windows import Window
-    from .catalog import load_image
+    from .stack.catalog import load_image
     from .correlation import correlate
     r = catalog.records[pair.i]
     H, W = r.height, r.width
@@ -826,7 +826,7 @@ def _previews(run):
     prm, pairs, recs, n = run.prm, run.pairs, run.recs, run.n
     if not prm.previews:
         return
-    from .common_grid import require_common_grid
+    from .stack.common_grid import require_common_grid
     require_common_grid(run.catalog)
     t0 = time.perf_counter()
     H, W = recs[0].height, recs[0].width

@@ -613,7 +613,7 @@ def _input_files(ctx, inputs):
 
 
 def _step_catalog(ctx, progress):
-    from . import catalog as cat
+    from .stack import catalog as cat
     t0 = time.perf_counter()
     progress.check()
     p = ctx.params.step_params("catalog")
@@ -644,7 +644,7 @@ def _step_catalog(ctx, progress):
 
 
 def _step_grid(ctx, catalog, progress):
-    from . import common_grid as cg
+    from .stack import common_grid as cg
     t0 = time.perf_counter()
     progress.check()
     report = cg.check_grids(catalog)
@@ -680,7 +680,7 @@ def _step_grid(ctx, catalog, progress):
 
 def _stable_source(ctx):
     """The stable-area file to use (``stable_mask`` parameter), or None."""
-    from .stable_area import find_stable_source, split_layer_source
+    from .stack.stable_area import find_stable_source, split_layer_source
     value = ctx.params.stable_mask
     if value is None or str(value).strip() == "":
         return None
@@ -701,7 +701,7 @@ def _stable_source(ctx):
 
 def _prepare_stable_area(ctx, catalog):
     """Rasterise the user's stable area once onto the images' grid (``stable_mask/``)."""
-    from .stable_area import rasterise_stable_area, stable_mask_name
+    from .stack.stable_area import rasterise_stable_area, stable_mask_name
     source = _stable_source(ctx)
     ctx.stable_mask = None
     if source is None or not catalog.records:

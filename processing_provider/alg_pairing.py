@@ -151,7 +151,7 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
             criterion=enum(self.CRITERION, self.CRITERIA), seed=inum(self.SEED))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.catalog import read_catalog_csv
+        from ..core.stack.catalog import read_catalog_csv
         from ..core.pairing import (network_summary, select_pairs, write_network_summary,
                                     write_pairs_csv)
         from ..core.raster_io import ensure_writable_folder

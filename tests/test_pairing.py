@@ -10,7 +10,7 @@ import rasterio
 from rasterio.transform import from_origin
 from scipy.ndimage import gaussian_filter
 
-from slidewatch.core.catalog import build_catalog
+from slidewatch.core.stack.catalog import build_catalog
 from slidewatch.core.errors import InputError, ParameterError
 from slidewatch.core.pairing import (PAIRS_COLUMNS, candidate_pairs, connected_components,
                                      network_summary, read_pairs_csv, select_pairs,
@@ -341,7 +341,7 @@ def test_previews_match_correlate_per_pair_and_restore_threads(tmp_path):
     images, single-threaded: the fields must equal correlate() on every pair, and the
     caller's numba thread count must be restored."""
     import numba
-    from slidewatch.core.catalog import load_image
+    from slidewatch.core.stack.catalog import load_image
     from slidewatch.core.correlation import correlate
     from slidewatch.core.pairing import _block_mean, _run_previews, preview_pairs
     from slidewatch.core.progress import as_progress

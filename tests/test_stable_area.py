@@ -11,7 +11,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from slidewatch.core.errors import InputError
-from slidewatch.core.stable_area import (find_stable_source, rasterise_stable_area,
+from slidewatch.core.stack.stable_area import (find_stable_source, rasterise_stable_area,
                                          stable_mask_name)
 
 GRID = dict(crs=rasterio.crs.CRS.from_epsg(32632), transform=from_origin(500000, 5100000, 10, 10),
