@@ -56,7 +56,7 @@ def run_pipeline(inp, out):
 
 
 def pairing_report(out):
-    from slidewatch.core.pairs_file import read_pairs
+    from slidewatch.core.network.pairs_file import read_pairs
     rows = read_pairs(os.path.join(out, "pairs.csv"))
     sel = [r for r in rows if r.selected]
     dates = sorted({r.reference_date for r in rows} | {r.secondary_date for r in rows})

@@ -57,7 +57,7 @@ def main(argv=None):
     from slidewatch.core.stack.catalog import build_catalog, load_image
     from slidewatch.core.correlation import correlate
     from slidewatch.core.inversion import invert_network
-    from slidewatch.core.pairing import select_pairs, network_summary
+    from slidewatch.core.network.pairing import select_pairs, network_summary
     from slidewatch.core.inversion import DEFAULT_LAM
     lam = DEFAULT_LAM if args.lam is None else (
         args.lam if args.lam == "auto" else float(args.lam))

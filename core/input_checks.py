@@ -28,7 +28,7 @@ import uuid
 
 import numpy as np
 
-from . import pairs_file
+from .network import pairs_file
 from .errors import InputError, OutputError, ParameterError
 from .products import BAND_V, PAIRS_FOLDER, TIMESERIES_FOLDER
 from .raster_io import ensure_writable_folder

@@ -53,7 +53,7 @@ import numpy as np
 from .errors import Cancelled, InputError, ParameterError, SlideWatchError
 from . import products as prod
 from .correlation_params import CorrelationParams
-from .pairing import PairingParams
+from .network.pairing import PairingParams
 from .quality_layers import DEFAULT_NCC_THRESHOLD
 from .progress import Progress, as_progress
 from .raster_io import ensure_writable_folder, remove_stale_partials, write_text_atomic
@@ -718,7 +718,7 @@ def _prepare_stable_area(ctx, catalog):
 
 
 def _step_pairing(ctx, catalog, progress):
-    from . import pairing as pr
+    from .network import pairing as pr
     t0 = time.perf_counter()
     progress.check()
     p_all = ctx.params.step_params("pairing")

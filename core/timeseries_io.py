@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import inversion as inv
-from . import pairs_file
+from .network import pairs_file
 from .errors import InputError
 from . import products as prod
 from .products import PAIR_BANDS

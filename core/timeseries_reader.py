@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from . import pairs_file
+from .network import pairs_file
 from . import products as prod
 from .errors import InputError
 from .products import DAYS_PER_YEAR, PAIR_BANDS, VELOCITY_BANDS

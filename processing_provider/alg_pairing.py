@@ -8,7 +8,7 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingOutputString,
                        QgsProcessingParameterNumber)
 
 from ..core import products as prod
-from ..core.pairing import CRITERIA, STRATEGIES, PairingParams
+from ..core.network.pairing import CRITERIA, STRATEGIES, PairingParams
 from .base import SlideWatchAlgorithm, number_bounds
 
 
@@ -152,7 +152,7 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
 
     def compute(self, parameters, context, feedback, progress):
         from ..core.stack.catalog import read_catalog_csv
-        from ..core.pairing import (network_summary, select_pairs, write_network_summary,
+        from ..core.network.pairing import (network_summary, select_pairs, write_network_summary,
                                     write_pairs_csv)
         from ..core.raster_io import ensure_writable_folder
 

@@ -218,7 +218,7 @@ def test_grid_mismatch_reported_and_common_grid(tmp_path):
                            resampling="nearest", overwrite=True)
     assert union[0].width == 60 and np.isnan(load_image(union[1])).any()
     # a shifted-but-not-aligned pair is never silently used: pairing refuses it
-    from slidewatch.core.pairing import select_pairs
+    from slidewatch.core.network.pairing import select_pairs
     with pytest.raises(InputError, match="common grid"):
         select_pairs(cat, previews=True)
 

@@ -12,7 +12,7 @@ from scipy.ndimage import gaussian_filter
 
 from slidewatch.core.stack.catalog import build_catalog
 from slidewatch.core.errors import InputError, ParameterError
-from slidewatch.core.pairing import (PAIRS_COLUMNS, candidate_pairs, connected_components,
+from slidewatch.core.network.pairing import (PAIRS_COLUMNS, candidate_pairs, connected_components,
                                      network_summary, read_pairs_csv, select_pairs,
                                      write_network_summary, write_pairs_csv)
 
@@ -343,9 +343,9 @@ def test_previews_match_correlate_per_pair_and_restore_threads(tmp_path):
     import numba
     from slidewatch.core.stack.catalog import load_image
     from slidewatch.core.correlation import correlate
-    from slidewatch.core.pairing import _block_mean, _run_previews, preview_pairs
+    from slidewatch.core.network.pairing import _block_mean, _run_previews, preview_pairs
     from slidewatch.core.progress import as_progress
-    from slidewatch.core.quality_model import field_quality
+    from slidewatch.core.network.quality_model import field_quality
     dates = _dates(6)
     cat = _make_stack(str(tmp_path / "s"), dates, clouded={dates[2]})
     pairs = candidate_pairs(cat, 1, 30)
@@ -375,8 +375,8 @@ def test_coherence_and_block_fractions_match_their_definitions():
     """Vectorised 3x3 NaN-median coherence and block fractions against the plain
     definitions (np.nanmedian of the good neighbours; np.array_split blocks)."""
     import warnings
-    from slidewatch.core.pairing import _block_fractions
-    from slidewatch.core.quality_model import _coherent
+    from slidewatch.core.network.pairing import _block_fractions
+    from slidewatch.core.network.quality_model import _coherent
     rng = np.random.default_rng(5)
     for t in range(200):
         H, W = (int(v) for v in rng.integers(1, 12, 2))

@@ -11,8 +11,8 @@ from rasterio.transform import from_origin
 
 from slidewatch.core import input_checks as ic
 from slidewatch.core import pair_correlation as pc
-from slidewatch.core import pairing as pr
-from slidewatch.core import pairs_file as pf
+from slidewatch.core.network import pairing as pr
+from slidewatch.core.network import pairs_file as pf
 from slidewatch.core import products as prod
 from slidewatch.core import timeseries_io as tio
 from slidewatch.core.errors import InputError
