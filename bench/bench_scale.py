@@ -112,7 +112,7 @@ def warmup():
     """Compile (or load from the Numba cache) the kernels, so timings exclude JIT."""
     import numpy as np
 
-    from slidewatch.core import inversion as inv
+    from slidewatch.core.series import inversion as inv
     from slidewatch.core.correlation import correlate
 
     t0 = time.perf_counter()

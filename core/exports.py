@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import series_models as sm
+from .series import series_models as sm
 from .errors import InputError, OutputError, ParameterError
 from .products import (BAND_N_OBS, BAND_RMSE, BAND_V, BAND_V_SIGMA, BAND_VE, BAND_VN,
                        DETECTIONS_GPKG, TS_EAST_TIF, TS_NORTH_TIF, VELOCITY_TIF)

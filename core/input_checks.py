@@ -353,7 +353,7 @@ def check_velocity_has_data(velocity_path, n_pairs=None, n_dates=None, min_obs=N
     if any_valid:
         return
     if min_obs is None:
-        from .inversion import InversionParams
+        from .series.inversion import InversionParams
         min_obs = InversionParams.min_obs
     extra = ""
     if n_pairs is not None and n_dates is not None:

@@ -54,7 +54,7 @@ from .errors import Cancelled, InputError, ParameterError, SlideWatchError
 from . import products as prod
 from .correlation_params import CorrelationParams
 from .network.pairing import PairingParams
-from .quality_layers import DEFAULT_NCC_THRESHOLD
+from .series.quality_layers import DEFAULT_NCC_THRESHOLD
 from .progress import Progress, as_progress
 from .raster_io import ensure_writable_folder, remove_stale_partials, write_text_atomic
 
@@ -809,7 +809,7 @@ _INVERSION_OPTIONS = ("lam2", "min_obs", "min_ncc", "min_snr", "max_iter", "lam_
 
 
 def _inversion_params(p):
-    from . import inversion as inv
+    from .series import inversion as inv
     unknown = set(p.inversion_options) - set(_INVERSION_OPTIONS)
     if unknown:
         raise ParameterError("Unknown inversion option(s): %s. Known: %s." % (
@@ -842,8 +842,8 @@ def _inversion_params(p):
 
 
 def _step_inversion(ctx, progress):
-    from .inversion_driver import invert_pairs
-    from .timeseries_io import pair_rasters_from_paths
+    from .series.inversion_driver import invert_pairs
+    from .series.timeseries_io import pair_rasters_from_paths
     t0 = time.perf_counter()
     progress.check()
     pair_paths = ctx.result.paths["pairs"]
@@ -874,7 +874,7 @@ def _step_inversion(ctx, progress):
 def _step_quality(ctx, progress):
     """Per-pixel quality layers of the inversion (:mod:`.quality_layers`), written into
     ``timeseries/`` beside the series; skipped when up to date."""
-    from . import quality_layers as ql
+    from .series import quality_layers as ql
     t0 = time.perf_counter()
     progress.check()
     if not ctx.params.write_quality_layers:
@@ -932,7 +932,7 @@ def _dem_path(ctx):
 
 def _step_detection(ctx, progress):
     from . import detection as det
-    from . import inversion as inv
+    from .series import inversion as inv
     t0 = time.perf_counter()
     progress.check()
     detection_params(ctx.params.detection_options)

@@ -95,7 +95,7 @@ def _valid_fraction(path):
 # --------------------------------------------------------------------------- inversion
 
 def _pairs_from_job(job):
-    from .timeseries_io import PairRaster
+    from .series.timeseries_io import PairRaster
     return [PairRaster(p, np.datetime64(r, "D"), np.datetime64(s, "D"))
             for p, r, s in zip(job["pair_paths"], job["reference_dates"],
                                job["secondary_dates"])]
@@ -133,8 +133,8 @@ def invert_rows_task(job, cancelled=None):
     written under a temporary name and renamed when complete; an existing part is reused.
     Memory: ``n_pairs x rows x block_cols x 5`` float32 per chunk of columns.
     """
-    from . import inversion as inv
-    from . import timeseries_io as tio
+    from .series import inversion as inv
+    from .series import timeseries_io as tio
 
     part = job["part_path"]
     r0, r1 = job["rows"]
@@ -180,7 +180,7 @@ def assemble_timeseries(jobs, out_dir, dates_iso, transform, crs, tags, progress
     as :func:`.timeseries_io.invert_pair_rasters`) from the parts, atomically, then remove
     the parts. Memory: one part at a time."""
     from .progress import as_progress
-    from .timeseries_io import TimeseriesWriter
+    from .series.timeseries_io import TimeseriesWriter
 
     progress = as_progress(progress)
     h, w = jobs[0]["height"], jobs[0]["width"]
@@ -212,13 +212,13 @@ def invert_pairs_over_executor(pair_paths, output_folder, executor, params, bloc
     :func:`.inversion_driver.invert_pairs` (the inversion step's one driver), kept here
     under its old name. Returns its dict (paths, lam, dates, n_pairs, n_dates, n_blocks,
     reused_blocks, ...)."""
-    from .inversion_driver import invert_pairs
-    from .timeseries_io import pair_rasters_from_paths
+    from .series.inversion_driver import invert_pairs
+    from .series.timeseries_io import pair_rasters_from_paths
 
     if not pair_paths:
         raise InputError("No pair raster to invert. Run the correlation first.")
     if lam_sample is None:
-        from .inversion import DEFAULT_LAM_SAMPLE as lam_sample
+        from .series.inversion import DEFAULT_LAM_SAMPLE as lam_sample
     return invert_pairs(pair_rasters_from_paths(pair_paths), output_folder, params, executor,
                         block_rows=block_rows, lam_sample=lam_sample, run_key=run_key,
                         progress=progress, log=log)

@@ -129,7 +129,7 @@ def quality_layer_name(key, path):
     NCC share names its threshold, from the raster's NCC_THRESHOLD tag)."""
     if key != "ncc_share":
         return LAYER_NAMES[key]
-    from ..core.quality_layers import DEFAULT_NCC_THRESHOLD
+    from ..core.series.quality_layers import DEFAULT_NCC_THRESHOLD
     try:
         t = float(_quality_tags(path).get("NCC_THRESHOLD", ""))
     except ValueError:
@@ -141,7 +141,7 @@ def _quality_layers(ts):
     """[(key, styled layer)] of the quality layers present in ``ts`` (group order), each
     with the style that :mod:`..core.quality_layers` wrote beside it (its ``.qml``, the one
     definition of their ramps and legends; restored from the raster when missing)."""
-    from ..core.quality_layers import quality_paths, restore_styles
+    from ..core.series.quality_layers import quality_paths, restore_styles
     paths = quality_paths(ts)
     styles = restore_styles(ts)
     out = []

@@ -237,7 +237,7 @@ def test_dask_dead_worker_keeps_finished_outputs(tmp_path, cluster_executor):
 def _write_pair_stack(folder, n_rows=37, n_cols=29):
     """A small network of pair rasters with a known motion + noise + a few bad values."""
     from rasterio.transform import from_origin
-    from slidewatch.core.timeseries_io import write_pair_raster
+    from slidewatch.core.series.timeseries_io import write_pair_raster
 
     rng = np.random.default_rng(5)
     dates = np.array(["2020-01-01", "2020-01-21", "2020-02-10", "2020-03-01", "2020-03-21",
@@ -279,7 +279,7 @@ INV_PARAMS = dict(lam=1.0, lam2=0.0, robust="tukey", weighting="ncc", min_obs=3,
 
 def test_inversion_blocks_identical_to_local_driver(tmp_path, cluster_executor):
     from slidewatch.core.pipeline_tasks import invert_pairs_over_executor
-    from slidewatch.core.timeseries_io import invert_pair_rasters
+    from slidewatch.core.series.timeseries_io import invert_pair_rasters
 
     paths = _write_pair_stack(str(tmp_path / "pairs"))
     ref = tmp_path / "ref"
@@ -322,7 +322,7 @@ def test_inversion_reuses_finished_blocks(tmp_path):
         info1 = pt.invert_pairs_over_executor(paths, str(tmp_path / "a"), loc, INV_PARAMS,
                                               block_rows=5, run_key="k")
         # simulate an interrupted run: compute two parts, then run the whole thing again
-        from slidewatch.core.timeseries_io import PairRaster, pair_dates
+        from slidewatch.core.series.timeseries_io import PairRaster, pair_dates
         pairs = sorted((PairRaster(p, *pair_dates(p)) for p in paths),
                        key=lambda r: (r.reference_date, r.secondary_date))
         import glob

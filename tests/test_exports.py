@@ -64,7 +64,7 @@ def test_detection_points_follow_the_insar_explorer_convention(outputs, tmp_path
     pt = ogr.Geometry(ogr.wkbPoint)
     pt.AddPoint_2D(row["_x"], row["_y"])
     assert poly.Contains(pt)
-    from slidewatch.core.series_models import read_area_series
+    from slidewatch.core.series.series_models import read_area_series
     import json
 
     s = read_area_series(os.path.join(folder, "timeseries", "ts_east_m.tif"),

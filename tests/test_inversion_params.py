@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from slidewatch.core import inversion as inv
+from slidewatch.core.series import inversion as inv
 from slidewatch.core.errors import ParameterError
 
 #: the defaults of invert_network / invert_arrays before they took an InversionParams

@@ -14,7 +14,7 @@ from slidewatch.core import pair_correlation as pc
 from slidewatch.core.network import pairing as pr
 from slidewatch.core.network import pairs_file as pf
 from slidewatch.core import products as prod
-from slidewatch.core import timeseries_io as tio
+from slidewatch.core.series import timeseries_io as tio
 from slidewatch.core.errors import InputError
 from slidewatch.ui import timeseries_reader as tr
 

@@ -12,7 +12,7 @@ from slidewatch.core.correlation_params import CorrelationParams as CP
 from slidewatch.core.detection import DetectionParams
 from slidewatch.core.errors import ParameterError
 from slidewatch.core.pipeline import PipelineParams, params_hash
-from slidewatch.core.quality_layers import DEFAULT_NCC_THRESHOLD
+from slidewatch.core.series.quality_layers import DEFAULT_NCC_THRESHOLD
 from slidewatch.core.synth.synthetic import SyntheticStackParams
 
 STEPS = ("catalog", "grid", "pairing", "correlation", "inversion", "quality", "detection",

@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from slidewatch.core import quality_layers as ql
+from slidewatch.core.series import quality_layers as ql
 from slidewatch.core.errors import Cancelled, ParameterError
 from slidewatch.core.pipeline import LOG_NAME, MANIFEST_NAME, PipelineParams, run_pipeline
 from slidewatch.core.progress import Progress

@@ -195,7 +195,7 @@ def test_cancel_correlation_inversion_detection_then_resume(reference_run, tmp_p
 
     from slidewatch.core.detection import detect_from_folder
     from slidewatch.core.pair_correlation import correlate_pair_rasters, read_selected_pairs
-    from slidewatch.core.timeseries_io import invert_pair_rasters
+    from slidewatch.core.series.timeseries_io import invert_pair_rasters
     rows = read_selected_pairs(os.path.join(reference_run, "pairs.csv"))
     row = rows[0]
     name = "pair_%s_%s.tif" % (row["reference_date"].replace("-", ""),

@@ -7,8 +7,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from slidewatch.core import inversion as inv
-from slidewatch.core import timeseries_io as tio
+from slidewatch.core.series import inversion as inv
+from slidewatch.core.series import timeseries_io as tio
 from slidewatch.core.errors import Cancelled, InputError
 from slidewatch.core.progress import Progress
 

@@ -1,10 +1,10 @@
 """Old home of the output readers, kept so that existing imports still work.
 
-The pure readers live in :mod:`slidewatch.core.timeseries_reader` (rasterio only, any
+The pure readers live in :mod:`slidewatch.core.series.timeseries_reader` (rasterio only, any
 thread); the Qt task that runs them off the main thread in :mod:`slidewatch.ui.tasks`.
 """
 
-from ..core.timeseries_reader import (NETWORK_FLAGS, SeriesSources, describe_network_flags,
+from ..core.series.timeseries_reader import (NETWORK_FLAGS, SeriesSources, describe_network_flags,
                                       fitted_velocity_line, list_pairs, pair_raster_path,
                                       raster_crs_wkt, read_area, read_dates,
                                       read_pair_observations, read_pair_table,

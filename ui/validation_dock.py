@@ -20,7 +20,7 @@ from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, Q
                                  QSplitter, QTableWidget, QTableWidgetItem, QTextBrowser,
                                  QVBoxLayout, QWidget)
 
-from ..core.timeseries_reader import SeriesSources, read_polygon_series
+from ..core.series.timeseries_reader import SeriesSources, read_polygon_series
 from . import layer_finder
 from .button_rows import (SETTINGS_ANALYST, analyst_form, button_row, finish_dock,
                           install_shortcuts, layer_row)
