@@ -56,7 +56,7 @@ def frame_mask(shape, boxes):
 def score(res, shape, sec):
     import rasterio
     from rasterio.features import rasterize
-    from slidewatch.core import detections_store
+    from slidewatch.core.detect import detections_store
     from slidewatch.core.products import BAND_VE, BAND_VN, VELOCITY_BANDS
     with rasterio.open(res.paths["velocity"]) as s:
         ve = s.read(VELOCITY_BANDS.index(BAND_VE) + 1).astype(float)

@@ -47,7 +47,7 @@ def load_field():
     import rasterio
     if not os.path.exists(PAIR):
         by.ours(30.0, "auto")
-    from slidewatch.core.footprint import read_pair_footprint
+    from slidewatch.core.detect.footprint import read_pair_footprint
     with rasterio.open(PAIR) as src:
         e = src.read(1).astype(np.float64)
         n = src.read(2).astype(np.float64)
@@ -89,7 +89,7 @@ def reference_masks():
 def run_detect(e, n, transform, crs, dem, foot=None, **kw):
     """Detection on the two-date series (0, the pair), with the pair's window footprints
     (core/footprint.py) when it has them."""
-    from slidewatch.core.detection import detect
+    from slidewatch.core.detect.detection import detect
     E = np.stack([np.zeros_like(e), e])
     N = np.stack([np.zeros_like(n), n])
     E[0][~np.isfinite(e)] = np.nan

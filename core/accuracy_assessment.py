@@ -218,7 +218,7 @@ def _polygon_geojsons(path, layer, exclude_statuses, grid_crs):
     """GeoJSON geometries of the detection polygons (in the grid's CRS when both known)."""
     from osgeo import ogr, osr
 
-    from .detections_store import _gdal_exceptions
+    from .detect.detections_store import _gdal_exceptions
 
     if not os.path.isfile(path):
         raise InputError("Detections file '%s' does not exist. Run the detection first, or "
@@ -595,7 +595,7 @@ def _csv_text(samples):
 def _write_gpkg(path, samples, design):
     from osgeo import ogr, osr
 
-    from .detections_store import _gdal_exceptions
+    from .detect.detections_store import _gdal_exceptions
 
     with _gdal_exceptions():
         drv = ogr.GetDriverByName("GPKG")
@@ -791,7 +791,7 @@ def set_labels(path, labels, analyst=None, comment=None, timestamp=None, timeout
     writers wait; QGIS keeps reading). CSV: the whole file is rewritten under a
     temporary name and renamed. Either way the file on disk is complete after each
     call. Returns the stored timestamp (UTC ISO 8601)."""
-    from .detections_store import _connect, _touch_contents, gpkg_timestamp
+    from .detect.detections_store import _connect, _touch_contents, gpkg_timestamp
 
     if not os.path.isfile(path):
         raise InputError("Sample file '%s' does not exist." % path)

@@ -338,7 +338,7 @@ def export_detection_points(folder, output_base=None, formats=("gpkg", "csv"),
     ``output_base``: path without extension (default ``<folder>/exports/``
     ``detections_insar_explorer``).
     """
-    from .detections_store import read_detections
+    from .detect.detections_store import read_detections
 
     progress = as_progress(progress)
     formats = _check(component, units, formats)
@@ -478,7 +478,7 @@ def export_pixel_points(folder, output_base=None, formats=("gpkg",), component="
 def _detection_mask(paths, shape, transform):
     from rasterio.features import geometry_mask
 
-    from .detections_store import read_detections
+    from .detect.detections_store import read_detections
 
     if not os.path.isfile(paths["detections"]):
         raise InputError("'%s' is missing: 'inside detections' needs the detection step's "
@@ -776,7 +776,7 @@ def write_detection_reports(folder, output_folder=None, ids=None, progress=None,
     of the map goes into ``index.html`` (default: those :func:`find_accuracy_samples`
     finds in ``folder``; ``[]``: none). Returns :class:`ExportResult` (``paths``: the
     reports, index last)."""
-    from .detections_store import read_detections
+    from .detect.detections_store import read_detections
 
     progress = as_progress(progress)
     _matplotlib()

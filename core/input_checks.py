@@ -298,7 +298,7 @@ def check_detections_layer(gpkg, layer="detections", require_validation=True):
     """
     import sqlite3
 
-    from .detections_store import SPEC_FIELDS, VALIDATION_FIELDS
+    from .detect.detections_store import SPEC_FIELDS, VALIDATION_FIELDS
     if not os.path.isfile(gpkg):
         raise InputError("Detections file '%s' does not exist. Run the detection first."
                          % gpkg)

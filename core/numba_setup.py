@@ -211,7 +211,7 @@ def _warm_inversion():
 def _warm_detection():
     import numpy as np
 
-    from .detection import temporal_evidence
+    from .detect.detection import temporal_evidence
 
     rng = np.random.default_rng(0)
     E = rng.normal(size=(5, 8, 8))
@@ -231,7 +231,7 @@ GROUPS = (
                       ("prefilter_kernels", "_cols_pass_highpass")), _warm_prefilter),
     ("correlation", 350, (("correlation_kernels", "correlate_grid"),), _warm_correlation),
     ("inversion", 170, (("series.inversion_kernels", "invert_block"),), _warm_inversion),
-    ("detection", 5, (("detection", "_evidence_kernel"),), _warm_detection),
+    ("detection", 5, (("detect.detection", "_evidence_kernel"),), _warm_detection),
 )
 
 #: numba kernels of core/ that the pipeline's defaults do not run (compiled on first use)

@@ -233,7 +233,7 @@ def canonical_fields(obj):
 
 def detection_params(options):
     """The checked :class:`.detection.DetectionParams` of ``detection_options``."""
-    from . import detection as det
+    from .detect import detection as det
     known = {f.name for f in dataclasses.fields(det.DetectionParams)}
     unknown = set(options) - known
     if unknown:
@@ -931,7 +931,7 @@ def _dem_path(ctx):
 
 
 def _step_detection(ctx, progress):
-    from . import detection as det
+    from .detect import detection as det
     from .series import inversion as inv
     t0 = time.perf_counter()
     progress.check()

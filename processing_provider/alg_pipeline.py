@@ -18,7 +18,7 @@ from qgis.core import (QgsProcessing, QgsProcessingMultiStepFeedback, QgsProcess
 
 from ..core import products as prod
 from ..core.correlation_params import CorrelationParams as CP
-from ..core.detection import DetectionParams
+from ..core.detect.detection import DetectionParams
 from ..core.network.pairing import STRATEGIES, PairingParams
 from .base import SlideWatchAlgorithm, feedback_progress, number_bounds
 from .layer_source import layer_file_source

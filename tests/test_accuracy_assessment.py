@@ -181,7 +181,7 @@ def write_map_folder(folder, boxes=((10, 10, 20, 25), (30, 40, 34, 44)), shape=(
                      nodata_rows=3):
     """A SlideWatch-like output folder: timeseries/velocity.tif and detections.gpkg whose
     polygons are unions of grid pixels (as the detection writes them)."""
-    from slidewatch.core.detections_store import write_detections
+    from slidewatch.core.detect.detections_store import write_detections
 
     ts = os.path.join(folder, "timeseries")
     os.makedirs(ts, exist_ok=True)
@@ -213,7 +213,7 @@ def test_strata_from_folder_and_raster(tmp_path):
     # the timeseries folder itself works too
     assert aa.load_strata(os.path.join(folder, "timeseries")).counts.tolist() == sm.counts.tolist()
     # rejected detections can be left out
-    from slidewatch.core.detections_store import record_decision
+    from slidewatch.core.detect.detections_store import record_decision
     record_decision(os.path.join(folder, "detections.gpkg"), 2, "rejected")
     assert aa.load_strata(folder, exclude_rejected=True).counts[0] == 150
     assert aa.load_strata(folder).counts[0] == 166
@@ -364,7 +364,7 @@ def test_estimates_from_file_with_unlabelled_unsure_and_bad_labels(tmp_path):
     html = open(out[2], encoding="utf-8").read()
     assert "<section" in html and "Olofsson" in html and "not labelled" in html
     # a label outside the vocabulary written by another tool: clear error naming it
-    from slidewatch.core.detections_store import _connect
+    from slidewatch.core.detect.detections_store import _connect
 
     conn = _connect(path)
     with conn:

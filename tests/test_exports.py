@@ -17,7 +17,7 @@ def outputs(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("sw_exports"))
     truth = make_output_folder(folder, n_detections=6)
     # one decision recorded, so the reports show a validation
-    from slidewatch.core.detections_store import record_decision
+    from slidewatch.core.detect.detections_store import record_decision
 
     record_decision(os.path.join(folder, "detections.gpkg"), truth["detections"][0]["id"],
                     "confirmed", "scarp visible", "tester")
@@ -55,7 +55,7 @@ def test_detection_points_follow_the_insar_explorer_convention(outputs, tmp_path
     det = truth["detections"][0]
     row = [r for r in rows if r["id"] == det["id"]][0]
     assert row["_type"] == "POINT" and row["status"] == "confirmed"
-    from slidewatch.core.detections_store import read_detections
+    from slidewatch.core.detect.detections_store import read_detections
     from osgeo import ogr
 
     rec = [r for r in read_detections(os.path.join(folder, "detections.gpkg"))

@@ -8,10 +8,10 @@ import pytest
 import rasterio
 from affine import Affine
 
-from slidewatch.core import footprint as fp
+from slidewatch.core.detect import footprint as fp
 from slidewatch.core import products as prod
 from slidewatch.core.series import timeseries_io as tio
-from slidewatch.core.detection import detect, detect_from_folder
+from slidewatch.core.detect.detection import detect, detect_from_folder
 from slidewatch.core.errors import InputError
 from tests.test_detection import SLIDE, TR as TS_TR, make_series, write_folder
 

@@ -57,7 +57,7 @@ def _run(code, env_extra=None, timeout=900):
 def test_njit_scan_finds_the_kernels():
     kernels = _njit_functions()
     assert ("correlation_kernels", "correlate_grid") in kernels
-    assert ("detection", "_evidence_kernel") in kernels
+    assert ("detect.detection", "_evidence_kernel") in kernels
     assert ("correlation_kernels", "_row_dot") not in kernels   # inline="always"
     assert len(kernels) > 30
 
@@ -93,7 +93,7 @@ def test_pipeline_after_warm_up_compiles_nothing(tmp_path):
         "from slidewatch.core import numba_setup as s\n"
         "s.warm(log=lambda m: None)\n"
         "import slidewatch.core.correlation_kernels, slidewatch.core.series.inversion_kernels\n"
-        "import slidewatch.core.prefilter_kernels, slidewatch.core.detection\n"
+        "import slidewatch.core.prefilter_kernels, slidewatch.core.detect.detection\n"
         "from numba.core.registry import CPUDispatcher\n"
         "def sigs():\n"
         "    out = {}\n"

@@ -473,7 +473,7 @@ def test_detection_quality_layers_and_exports_work_on_imported_pairs(imported_sl
     """Issue 17: imported pairs feed the inversion, the detection, the quality layers and
     the exports like SlideWatch's own pairs."""
     from slidewatch.core import exports
-    from slidewatch.core.detection import detect_from_folder
+    from slidewatch.core.detect.detection import detect_from_folder
     from slidewatch.core.series.quality_layers import compute_quality_layers
 
     out, ts = imported_slide

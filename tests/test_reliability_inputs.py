@@ -476,7 +476,7 @@ def _foreign_gpkg(path):
 
 
 def test_detections_layer_missing_validation_fields(tmp_path):
-    from slidewatch.core.detections_store import ensure_validation_fields, record_decision
+    from slidewatch.core.detect.detections_store import ensure_validation_fields, record_decision
     gpkg = _foreign_gpkg(tmp_path / "other_tool.gpkg")
     with pytest.raises(InputError) as info:
         ic.check_detections_layer(gpkg)

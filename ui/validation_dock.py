@@ -188,7 +188,7 @@ class ValidationDock(SlideWatchDock):
         if "layername=" in source:
             name = source.split("layername=", 1)[1].split("|", 1)[0]
         try:
-            from ..core.detections_store import ensure_validation_fields
+            from ..core.detect.detections_store import ensure_validation_fields
 
             ensure_validation_fields(path, name)
             self.model = ValidationModel(path, name)

@@ -26,7 +26,7 @@ import shutil
 from . import inversion as inv
 from . import timeseries_io as tio
 from ..errors import InputError, ParameterError
-from ..footprint import write_footprint
+from ..detect.footprint import write_footprint
 from ..progress import as_progress
 
 __all__ = ["invert_pairs", "invert_request", "invert_pair_rasters"]

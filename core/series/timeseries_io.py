@@ -498,7 +498,7 @@ def write_pair_raster(path, east, north, ncc, snr, status, transform, crs, refer
          prod.TAG_SECONDARY_DATE: inv.iso(np.datetime64(str(secondary_date)[:10], "D"))}
     t.update(tags or {})
     if footprint is not None:
-        from ..footprint import save_pair_footprint
+        from ..detect.footprint import save_pair_footprint
         save_pair_footprint(path, footprint)
     write_bands(path, [east, north, ncc, snr, np.asarray(status, np.float32)], transform, crs,
                 descriptions=list(PAIR_BANDS), tags=t)
