@@ -127,8 +127,8 @@ def warmup():
 
 def run_mode(args):
     """Run correlation + inversion in this process; print a JSON line of figures."""
-    from slidewatch.core.executor import get_executor
-    from slidewatch.core.pipeline_tasks import correlate_pair_task, invert_pairs_over_executor
+    from slidewatch.core.run.executor import get_executor
+    from slidewatch.core.run.pipeline_tasks import correlate_pair_task, invert_pairs_over_executor
 
     images = make_images(os.path.join(args.folder, "images_%d" % args.size), args.dates,
                          args.size)

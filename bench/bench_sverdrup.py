@@ -105,7 +105,7 @@ def main(argv):
     if not os.path.isdir(src):
         print("Sverdrup stack not found in %s (see the module doc)" % src)
         return 1
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     os.makedirs(out, exist_ok=True)
     mask = rock_mask(src, os.path.join(out, "rock_mask.tif"))
     results = {}

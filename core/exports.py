@@ -520,7 +520,7 @@ def map_thumbnail(paths, rec, margin=0.6, size_px=(520, 420)):
     from rasterio.windows import Window, from_bounds
 
     _mpl, Figure, Canvas = _matplotlib()
-    from .overview import STATUS_COLOURS, VELOCITY_RAMP
+    from .run.overview import STATUS_COLOURS, VELOCITY_RAMP
 
     g = ogr.CreateGeometryFromWkt(rec["geometry_wkt"])
     minx, maxx, miny, maxy = g.GetEnvelope()

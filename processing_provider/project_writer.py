@@ -43,7 +43,7 @@ from qgis.PyQt.QtGui import QColor
 
 from ..core.errors import OutputError
 from ..core import products as prod
-from ..core.overview import STATUS_COLOURS, VELOCITY_RAMP
+from ..core.run.overview import STATUS_COLOURS, VELOCITY_RAMP
 
 PROJECT_NAME = prod.PROJECT_QGZ
 

@@ -125,7 +125,7 @@ def stack_folder(tmp_path_factory):
 def first_run(stack_folder, tmp_path_factory):
     """One pipeline run with defaults on ``stack_folder``: (output folder, result, log
     lines), once per test module."""
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     from slidewatch.core.progress import Progress
     out = str(tmp_path_factory.mktemp("run") / "results")
     lines = []

@@ -395,7 +395,7 @@ def test_a_stratum_with_fewer_than_two_labels_is_refused(tmp_path):
 def synthetic_run(tmp_path_factory):
     """The demo's generator (core.synthetic, real Sentinel-2 texture, known landslides),
     smaller (10 dates, 192 x 192 px), through the whole pipeline."""
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     from slidewatch.core.synth.synthetic import generate_stack
 
     root = tmp_path_factory.mktemp("acc_demo")
@@ -458,7 +458,7 @@ def test_moving_area_interval_contains_the_true_area_on_the_demo(tmp_path_factor
     screenshot is (seed 1, default design: 141 points) and every point labelled from the
     generator's known landslides: the moving-area interval contains the true area, here
     and in >= 90 % of 200 samples."""
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     from slidewatch.core.synth.synthetic import generate_stack
 
     root = tmp_path_factory.mktemp("acc_full_demo")

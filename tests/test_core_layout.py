@@ -33,7 +33,7 @@ SHIMS = _shims()
 
 def test_the_moved_modules_have_aliases():
     subs = {sub for sub, _ in SHIMS}
-    assert {"synth"} <= subs
+    assert {"stack", "network", "series", "detect", "run", "synth"} <= subs
     for sub, mod in SHIMS:
         assert os.path.isfile(os.path.join(CORE, sub, mod + ".py"))
         assert os.path.isfile(os.path.join(CORE, sub, "__init__.py"))
@@ -84,3 +84,15 @@ def test_spec_entry_point_of_the_correlator():
     out = correlate(ref, np.roll(ref, 1, axis=1), window=16, step=16, search=4)
     for name in ("dx", "dy", "ncc", "snr", "status", "rows", "cols"):
         assert hasattr(out, name)
+
+
+def test_dask_task_functions_unpickle_by_their_old_path():
+    """A task graph pickled before the move names slidewatch.core.pipeline_tasks.*"""
+    import pickle
+
+    from slidewatch.core.run import pipeline_tasks
+
+    for name in ("correlate_pair_task", "invert_rows_task", "assemble_timeseries"):
+        old = pickle.loads(b"cslidewatch.core.pipeline_tasks\n%s\n." % name.encode())
+        assert old is getattr(pipeline_tasks, name)
+        assert pickle.loads(pickle.dumps(old)) is old

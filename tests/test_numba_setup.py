@@ -105,7 +105,7 @@ def test_pipeline_after_warm_up_compiles_nothing(tmp_path):
         "    return out\n"
         "before = sigs()\n"
         "from slidewatch.core.synth.synthetic import generate_stack\n"
-        "from slidewatch.core.pipeline import run_pipeline\n"
+        "from slidewatch.core.run.pipeline import run_pipeline\n"
         "generate_stack(%r, n_dates=8, shape=(128, 128), seed=1)\n"
         "run_pipeline(%r, %r)\n"
         "after = sigs()\n"

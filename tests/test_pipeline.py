@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from slidewatch.core.errors import Cancelled, ParameterError
-from slidewatch.core.pipeline import (LOG_NAME, MANIFEST_NAME, PipelineParams, params_from_dict,
+from slidewatch.core.run.pipeline import (LOG_NAME, MANIFEST_NAME, PipelineParams, params_from_dict,
                                       run_pipeline)
 from slidewatch.core.progress import Progress
 

@@ -32,7 +32,7 @@ def bench():
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     out = tmp_path_factory.mktemp("sverdrup")
     return run_pipeline(DATA, str(out / "run"), PipelineParams())
 

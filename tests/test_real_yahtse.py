@@ -149,7 +149,7 @@ def test_pipeline_on_the_two_real_images_detects_the_glacier(tmp_path):
     series (the inversion needs every pair of a network smaller than min_obs)."""
     import shutil
     from slidewatch.core.detect import detections_store
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     inp = tmp_path / "images"
     inp.mkdir()
     for p in (REF, SEC):

@@ -19,7 +19,7 @@ import pytest
 
 from rel_fixtures import fast_params, read_all, stack
 from slidewatch.core.errors import Cancelled
-from slidewatch.core.pipeline import run_pipeline
+from slidewatch.core.run.pipeline import run_pipeline
 from slidewatch.core.progress import Progress
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -106,7 +106,7 @@ def reference_run(images, tmp_path_factory):
 KILLER = """
 import os, signal, sys
 from rel_fixtures import fast_params
-from slidewatch.core.pipeline import run_pipeline
+from slidewatch.core.run.pipeline import run_pipeline
 from slidewatch.core.progress import Progress
 inp, out, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
 seen = []
@@ -142,7 +142,7 @@ def test_sigkill_during_a_step_then_resume(step, at, images, reference_run, tmp_
 REPLACE_KILLER = """
 import os, signal, sys
 from rel_fixtures import fast_params
-from slidewatch.core.pipeline import run_pipeline
+from slidewatch.core.run.pipeline import run_pipeline
 inp, out, target = sys.argv[1], sys.argv[2], sys.argv[3]
 real = os.replace
 def replace(src, dst):

@@ -16,7 +16,7 @@ import pytest
 from rel_fixtures import SHIFT_PX, fast_params, image, read_all, stack, write
 from slidewatch.core import input_checks as ic
 from slidewatch.core.errors import InputError, OutputError, ParameterError
-from slidewatch.core.pipeline import run_pipeline
+from slidewatch.core.run.pipeline import run_pipeline
 
 
 def _run(inp, out, **kw):

@@ -125,7 +125,7 @@ def masked_run(tmp_path_factory):
     folder (drawn where the truth has no landslide), found by stable_mask 'auto'."""
     from rasterio import features
     from osgeo import ogr, osr
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     from slidewatch.core.progress import Progress
     from slidewatch.core.synth.synthetic import generate_stack
 
@@ -170,7 +170,7 @@ def test_pipeline_uses_the_stable_area_everywhere(masked_run):
 
 
 def test_pipeline_rerun_is_current_and_a_new_mask_recomputes(masked_run, tmp_path):
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     out = masked_run["out"]
     again = run_pipeline(masked_run["folder"], out, PipelineParams())
     assert again.skipped("correlation") and again.skipped("detection")
@@ -184,7 +184,7 @@ def test_pipeline_rerun_is_current_and_a_new_mask_recomputes(masked_run, tmp_pat
 
 
 def test_missing_mask_is_a_clear_error(masked_run, tmp_path):
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     with pytest.raises(InputError, match="Stable-area mask .* does not exist"):
         run_pipeline(masked_run["folder"], str(tmp_path / "o"),
                      PipelineParams(stable_mask=str(tmp_path / "nope.gpkg")))

@@ -123,7 +123,7 @@ def test_pairs_csv_selects_pairs_and_missing_date_is_bridged(tmp_path):
 def test_cancel_leaves_no_partial_output_and_resumes(tmp_path):
     """A cancel leaves no output file (only the finished row blocks, hidden in
     timeseries/.parts/); the next run reuses them and equals an uninterrupted run."""
-    from slidewatch.core import pipeline_tasks as pt
+    from slidewatch.core.run import pipeline_tasks as pt
 
     import glob
     import time

@@ -54,7 +54,7 @@ def _part_dir(output_folder, pairs, ip, dates_iso, block_rows, run_key, resume):
                           int(block_rows), list(dates_iso)], default=str)
     key = hashlib.sha256(key_src.encode("utf-8")).hexdigest()[:16]
     ts_dir = os.path.join(os.path.abspath(str(output_folder)), tio.TS_FOLDER)
-    from ..pipeline_tasks import PART_FOLDER
+    from ..run.pipeline_tasks import PART_FOLDER
     part_dir = os.path.join(ts_dir, PART_FOLDER, key)
     if not resume:
         shutil.rmtree(part_dir, ignore_errors=True)
@@ -88,8 +88,8 @@ def invert_pairs(pairs, output_folder, params, executor=None, dates=None, block_
     Returns a dict: paths, lam, lam_info, lam2, dates, n_pairs, n_dates, n_blocks,
     reused_blocks, executor.
     """
-    from ..executor import executor_or_local
-    from ..pipeline_tasks import assemble_timeseries, inversion_jobs, invert_rows_task
+    from ..run.executor import executor_or_local
+    from ..run.pipeline_tasks import assemble_timeseries, inversion_jobs, invert_rows_task
 
     progress = as_progress(progress)
     log = log or progress.info
