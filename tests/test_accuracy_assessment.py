@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from slidewatch.core import accuracy_assessment as aa
+from slidewatch.core.outputs import accuracy_assessment as aa
 from slidewatch.core.errors import InputError, ParameterError
 from slidewatch.core.raster_io import write_bands
 

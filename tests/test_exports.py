@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from slidewatch.core import exports as ex
+from slidewatch.core.outputs import exports as ex
 from slidewatch.core.errors import InputError, ParameterError
 from ui_fixtures import CRS, DATES, make_output_folder, pixel_centre
 
@@ -184,7 +184,7 @@ def _labelled_sample(folder, name, share=1.0):
     labelled from the velocity (moving above 0.5 m/yr)."""
     import rasterio
 
-    from slidewatch.core import accuracy_assessment as aa
+    from slidewatch.core.outputs import accuracy_assessment as aa
 
     path = os.path.join(folder, name)
     _p, _design, samples = aa.create_sample(path, folder, seed=2, min_per_stratum=20)
@@ -206,7 +206,7 @@ def test_reports_index_gives_the_accuracy_assessment(outputs, tmp_path):
     why, and a folder without a sample gets no section."""
     import shutil
 
-    from slidewatch.core import accuracy_assessment as aa
+    from slidewatch.core.outputs import accuracy_assessment as aa
 
     folder = str(tmp_path / "out")
     shutil.copytree(outputs[0], folder)
@@ -307,7 +307,7 @@ def test_processing_algorithm(provider, outputs, tmp_path, qgis_new_project):
 
 
 def test_processing_reports_with_an_accuracy_sample(provider, outputs, tmp_path):
-    from slidewatch.core import accuracy_assessment as aa
+    from slidewatch.core.outputs import accuracy_assessment as aa
 
     import shutil
 

@@ -17,7 +17,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from slidewatch.core import offset_import as oi
+from slidewatch.core.outputs import offset_import as oi
 from slidewatch.core.correlation import STATUS_LOW_NCC, STATUS_NODATA, STATUS_VALID
 from slidewatch.core.errors import InputError, ParameterError
 from slidewatch.core.pair_correlation import BANDS
@@ -472,7 +472,7 @@ def _slide_centre():
 def test_detection_quality_layers_and_exports_work_on_imported_pairs(imported_slide):
     """Issue 17: imported pairs feed the inversion, the detection, the quality layers and
     the exports like SlideWatch's own pairs."""
-    from slidewatch.core import exports
+    from slidewatch.core.outputs import exports
     from slidewatch.core.detect.detection import detect_from_folder
     from slidewatch.core.series.quality_layers import compute_quality_layers
 
