@@ -205,8 +205,9 @@ def run_scale(size, block):
     write_scale_stack(folder, size)
     print("pair rasters ready (%.0f s)" % (time.perf_counter() - t0), flush=True)
     # warm the numba cache in a separate tiny call so the timed child only loads it
-    subprocess.run([sys.executable, "-c", "import numpy as np; from slidewatch.core.series.inversion "
-                    "import invert_network; invert_network(np.zeros((2,3)), np.zeros((2,3)), "
+    subprocess.run([sys.executable, "-c", "import numpy as np; "
+                    "from slidewatch.core.series.inversion import invert_network; "
+                    "invert_network(np.zeros((2,3)), np.zeros((2,3)), "
                     "['2020-01-01','2020-01-02'], ['2020-01-02','2020-01-03'])"], check=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()

@@ -153,7 +153,7 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
     def compute(self, parameters, context, feedback, progress):
         from ..core.stack.catalog import read_catalog_csv
         from ..core.network.pairing import (network_summary, select_pairs, write_network_summary,
-                                    write_pairs_csv)
+                                            write_pairs_csv)
         from ..core.raster_io import ensure_writable_folder
 
         cat = read_catalog_csv(self.parameterAsFile(parameters, self.CATALOG, context))

@@ -6,7 +6,7 @@
 # 1. If OUTPUT_FOLDER/images is absent, generate the sample stack there: 26 Sentinel-2-like
 #    dates of 384 x 384 px (10 m) made from real Sentinel-2 texture with known landslides
 #    (one accelerating), clouds, shadows, illumination changes, noise, nodata and
-#    co-registration offsets (core/synthetic.py, seed 0: always the same stack).
+#    co-registration offsets (core/synth/synthetic.py, seed 0: always the same stack).
 # 2. Run `qgis_process run slidewatch:pipeline -- INPUT=... OUTPUT_FOLDER=...` (SPEC's
 #    headless entry point) into OUTPUT_FOLDER/results. A second run reuses everything.
 # 3. Print where the outputs, the QGIS project and the overview picture are.

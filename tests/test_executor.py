@@ -15,7 +15,7 @@ import pytest
 
 from slidewatch.core.errors import Cancelled, InputError, ParameterError, SlideWatchError
 from slidewatch.core.run.executor import (CancelFlag, LocalExecutor, TaskFailure, get_executor,
-                                      parse_scheduler)
+                                          parse_scheduler)
 from slidewatch.core.progress import Progress
 
 distributed = pytest.importorskip("distributed")

@@ -1,4 +1,4 @@
-"""Exports (core/exports.py, slidewatch:export): InSAR Explorer point layers, reports."""
+"""Exports (core/outputs/exports.py, slidewatch:export): InSAR Explorer point layers, reports."""
 
 import csv
 import os

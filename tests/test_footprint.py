@@ -1,4 +1,4 @@
-"""Window footprints (issue 18, core/footprint.py): the pair rasters' footprint band, its
+"""Window footprints (issue 18, core/detect/footprint.py): the pair rasters' footprint band, its
 mean per pixel beside the series, and the detector counting an object's independent
 observations with the footprint of its own pixels."""
 import os

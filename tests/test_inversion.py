@@ -1,4 +1,4 @@
-"""Per-pixel network inversion (core/inversion.py, core/inversion_kernels.py)."""
+"""Per-pixel network inversion (core/series/inversion.py, core/series/inversion_kernels.py)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""InversionParams: the settings object of core/inversion.py (issue 16)."""
+"""InversionParams: the settings object of core/series/inversion.py (issue 16)."""
 
 import dataclasses
 

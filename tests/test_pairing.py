@@ -13,8 +13,8 @@ from scipy.ndimage import gaussian_filter
 from slidewatch.core.stack.catalog import build_catalog
 from slidewatch.core.errors import InputError, ParameterError
 from slidewatch.core.network.pairing import (PAIRS_COLUMNS, candidate_pairs, connected_components,
-                                     network_summary, read_pairs_csv, select_pairs,
-                                     write_network_summary, write_pairs_csv)
+                                             network_summary, read_pairs_csv, select_pairs,
+                                             write_network_summary, write_pairs_csv)
 
 SHAPE = (80, 80)
 FAST = dict(preview_factor=1, preview_search=3)     # tiny images: no down-sampling
@@ -239,7 +239,7 @@ def test_pairs_csv_roundtrip_reasons_and_strict_reading(tmp_path):
     assert all(p.reason.split(":")[0] in ("selected", "rejected") for p in back.pairs)
     assert any(p.reason.startswith("rejected: baseline") for p in back.pairs)
     assert back.pairs[0].reference_path == sel.pairs[0].reference_path
-    # damaged rows (strict contract of core/pairs_file.py, the same for every reader):
+    # damaged rows (strict contract of core/network/pairs_file.py, the same for every reader):
     # an InputError listing every bad row with its line number, nothing skipped silently
     lines.insert(3, "2019-13-01,2019-01-06,a,b,5,0.5,1,x")
     lines.insert(5, "2019-01-06,2019-01-01,a,b,5,0.5,1,x")

@@ -1,4 +1,4 @@
-"""core/pairs_file.py: the one pairs.csv contract (columns, strict cell vocabulary, writer,
+"""core/network/pairs_file.py: the one pairs.csv contract (columns, strict cell vocabulary, writer,
 reader), and every reader of pairs.csv giving one file one meaning."""
 
 import math

@@ -61,7 +61,7 @@ def test_the_contract_home_defines_them():
 
 
 #: literals still restated, per module (a ratchet: a module may lose them, never gain).
-#: Empty since the last two modules (core/quality_layers.py, project_writer.py) import
+#: Empty since the last two modules (core/series/quality_layers.py, project_writer.py) import
 #: the constants: issue 16's target, no literal of the contract outside products.py.
 STILL_RESTATED = {}
 

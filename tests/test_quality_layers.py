@@ -1,4 +1,4 @@
-"""Quality layers of an inversion (core/quality_layers.py, slidewatch:quality_layers)."""
+"""Quality layers of an inversion (core/series/quality_layers.py, slidewatch:quality_layers)."""
 
 import datetime as dt
 import glob

@@ -1,4 +1,4 @@
-"""Series models, re-referencing and area averages (core/series_models.py), on synthetic
+"""Series models, re-referencing and area averages (core/series/series_models.py), on synthetic
 series with known parameters."""
 
 import datetime as dt

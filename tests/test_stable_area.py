@@ -12,7 +12,7 @@ from rasterio.transform import from_origin
 
 from slidewatch.core.errors import InputError
 from slidewatch.core.stack.stable_area import (find_stable_source, rasterise_stable_area,
-                                         stable_mask_name)
+                                               stable_mask_name)
 
 GRID = dict(crs=rasterio.crs.CRS.from_epsg(32632), transform=from_origin(500000, 5100000, 10, 10),
             height=200, width=300)

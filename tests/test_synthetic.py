@@ -1,4 +1,4 @@
-"""Tests of the synthetic stack generator (core/synthetic.py, core/texture.py)."""
+"""Tests of the synthetic stack generator (core/synth/synthetic.py, core/synth/texture.py)."""
 
 import json
 import os

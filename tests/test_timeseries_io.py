@@ -1,4 +1,4 @@
-"""Block-wise driver: pair rasters -> timeseries/ files (core/timeseries_io.py)."""
+"""Block-wise driver: pair rasters -> timeseries/ files (core/series/timeseries_io.py)."""
 
 import os
 

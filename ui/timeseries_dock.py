@@ -31,9 +31,9 @@ from .pixel_map_tool import PixelMapTool
 
 from ..core.series import series_models as sm
 from ..core.series.timeseries_reader import (SeriesSources, describe_network_flags,
-                                      fitted_velocity_line, read_area,
-                                      read_pixel_with_quality, rows_to_csv_text,
-                                      series_to_rows)
+                                             fitted_velocity_line, read_area,
+                                             read_pixel_with_quality, rows_to_csv_text,
+                                             series_to_rows)
 from ..core.products import (BAND_EAST, BAND_N_OBS, BAND_NORTH, BAND_RMSE, BAND_V,
                              BAND_V_SIGMA, BAND_VE, BAND_VN)
 

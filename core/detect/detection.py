@@ -58,7 +58,7 @@ from ..errors import InputError, ParameterError
 from .footprint import cells_per_pixel, read_footprint
 from .noise_model import correlation_area, local_noise, nan_gaussian, robust_sigma
 from ..products import (DAYS_PER_YEAR, DETECTIONS_GPKG, TAG_STABLE_GROUND_PAIRS,
-                       TS_EAST_TIF, TS_NORTH_TIF)
+                        TS_EAST_TIF, TS_NORTH_TIF)
 from ..progress import as_progress
 
 try:  # numba is a core dependency; keep a numpy fallback for robustness
@@ -695,7 +695,7 @@ def detect(east, north, dates, transform, crs=None, dem=None, stable_mask=None, 
         ``MIN_PAIRS_WITH_STABLE_GROUND`` on, the scene is never taken as without stable
         ground.
     footprint : 2-D mean window footprint of the pairs (``timeseries/footprint.tif``, see
-        core/footprint.py), or None (every window nominal): an object's independent
+        core/detect/footprint.py), or None (every window nominal): an object's independent
         observations are counted with the footprint of its own pixels.
 
     Returns

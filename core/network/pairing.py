@@ -616,7 +616,7 @@ def _run_previews_body(catalog, pairs, idx, factor, window, step, search, ncc_mi
                        blocks):
     import rasterio
     from ..correlation import (correlate_prepared, normalize_params, pad_image, prepare,
-                              read_margin)
+                               read_margin)
     params = normalize_params(window, step, search, subpixel="parabola")
     margin = read_margin(params)
     last_use = {}

@@ -65,7 +65,7 @@ COLUMNS = tuple(PAIRS_COLUMNS)
 #: columns a pairs file must have (the others may be absent)
 REQUIRED_COLUMNS = ("reference_date", "secondary_date", "reference_path", "secondary_path",
                     "selected")
-#: columns the pair selection writes after the SPEC ones (core/pairing.py)
+#: columns the pair selection writes after the SPEC ones (core/network/pairing.py)
 EXTRA_COLUMNS = ("predicted_quality", "preview_quality", "preview_good_fraction",
                  "preview_coherence", "preview_ncc_median", "weight", "gain", "stage",
                  "in_range", "cloud_max", "season_diff")

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..products import (BAND_EAST, BAND_NCC, BAND_NORTH, BAND_STATUS, DAYS_PER_YEAR, PAIR_GLOB,
-                       PAIRS_FOLDER, TAG_PARAMS, parse_pair_name)
+                        PAIRS_FOLDER, TAG_PARAMS, parse_pair_name)
 from ..raster_io import write_text_atomic
 
 __all__ = ["FEATURES", "field_quality", "pair_features", "QualityModel",

@@ -49,7 +49,7 @@ import numpy as np
 from ..series import series_models as sm
 from ..errors import InputError, OutputError, ParameterError
 from ..products import (BAND_N_OBS, BAND_RMSE, BAND_V, BAND_V_SIGMA, BAND_VE, BAND_VN,
-                       DETECTIONS_GPKG, TS_EAST_TIF, TS_NORTH_TIF, VELOCITY_TIF)
+                        DETECTIONS_GPKG, TS_EAST_TIF, TS_NORTH_TIF, VELOCITY_TIF)
 from ..progress import as_progress
 from ..raster_io import atomic_output, write_text_atomic
 
@@ -701,7 +701,7 @@ def detection_report_html(paths, rec, series, fits, title_folder=""):
 <h2>Models of the mean series</h2><table>%(fits)s</table>
 <p class="small">SlideWatch report. Curves: mean of the east and north series of the
 polygon's pixels (components averaged first, never speeds), ± the standard error of the
-mean. Fits: core/series_models.py (east and north fitted together, σ from the scaled
+mean. Fits: core/series/series_models.py (east and north fitted together, σ from the scaled
 least-squares covariance).</p>
 </body></html>
 """ % dict(id=html.escape(str(rec.get("id"))), css=_CSS,

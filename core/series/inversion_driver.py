@@ -117,7 +117,8 @@ def invert_pairs(pairs, output_folder, params, executor=None, dates=None, block_
                                stable_ground=stable_ground)
     paths = assemble_timeseries(jobs, ts_dir, dates_iso, transform, crs, tags,
                                 progress=progress.sub(0.9, 1.0))
-    # the pairs' mean window footprint beside the series, for the detector (core/footprint.py)
+    # the pairs' mean window footprint beside the series, for the detector
+    # (core/detect/footprint.py)
     write_footprint([p.path for p in pairs], ts_dir, (height, width), transform, crs)
     return dict(paths=paths, lam=ip["lam"], lam_info=lam_info, lam2=float(ip["lam2"]),
                 dates=dates_iso, n_pairs=len(pairs), n_dates=len(dates_iso),

@@ -45,8 +45,8 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from ..products import (BAND_EAST, BAND_NCC, BAND_NORTH, BAND_SNR, BAND_STATUS, PAIR_BANDS,
-                       PAIRS_CSV, PAIRS_FOLDER, TAG_PARAMS, TIMESERIES_FOLDER, TS_EAST_TIF,
-                       VELOCITY_TIF)
+                        PAIRS_CSV, PAIRS_FOLDER, TAG_PARAMS, TIMESERIES_FOLDER, TS_EAST_TIF,
+                        VELOCITY_TIF)
 from ..progress import as_progress
 from ..raster_io import GTIFF_FLOAT_OPTIONS, atomic_output, write_text_atomic
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from ..products import (BAND_V, BAND_V_SIGMA, BAND_VE, BAND_VN, DAYS_PER_YEAR,
-                       VELOCITY_BANDS)
+                        VELOCITY_BANDS)
 
 MODELS = ("linear", "seasonal", "piecewise")
 MODEL_LABELS = {"linear": "linear", "seasonal": "linear + annual",

@@ -25,7 +25,7 @@ from .. import products as prod
 from ..errors import InputError
 from ..products import DAYS_PER_YEAR, PAIR_BANDS, VELOCITY_BANDS
 
-#: bits of timeseries/network_flags.tif (the FLAG_* of core/inversion_kernels.py)
+#: bits of timeseries/network_flags.tif (the FLAG_* of core/series/inversion_kernels.py)
 NETWORK_FLAGS = ((1, "date(s) without a valid pair, bridged by the regularisation"),
                  (2, "disconnected pair network, bridged by the regularisation"),
                  (4, "outlier pair(s) rejected"),
