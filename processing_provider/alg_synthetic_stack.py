@@ -5,7 +5,7 @@ from qgis.core import (QgsProcessingParameterBoolean, QgsProcessingParameterFold
 
 from .base import SlideWatchAlgorithm, number_bounds
 
-#: The dialog's stack is smaller than :class:`.core.synthetic.SyntheticStackParams`'s
+#: The dialog's stack is smaller than :class:`.core.synth.synthetic.SyntheticStackParams`'s
 #: (40 dates of 512 x 512 px), deliberately: a quicker stack to try the plugin on. The
 #: other defaults and every bound are the parameter object's.
 QUICK_N_DATES = 24
