@@ -54,7 +54,7 @@ def build_scene(seed, n_slides, out_folder, shape=(300, 300), pixel_size=20.0, n
     The random draws are the same with or without it.
     """
     from slidewatch.core.raster_io import write_bands
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     rng = np.random.default_rng(1000 + seed)
     specs = []
@@ -196,7 +196,7 @@ def onset_index(dates, onset_date):
 
 
 def run_synthetic(n_scenes, out_root, noise, only=None):
-    from slidewatch.core.detection import detect_from_folder, percentile_baseline
+    from slidewatch.core.detect.detection import detect_from_folder, percentile_baseline
 
     rows = []
     tot = dict(sw_found=0, sw_det=0, sw_ok=0, bl_found=0, bl_det=0, bl_ok=0, truth=0,
@@ -286,7 +286,7 @@ def series_errors(scene, out_root, noise, mc=0):
     with the slide's measured noise-only RMS, with every date and with the dates under
     clouds removed. Prints a table, returns a list of dicts.
     """
-    from slidewatch.core import detection as det
+    from slidewatch.core.detect import detection as det
 
     n_slides = 0 if scene < 2 else int(np.random.default_rng(scene).integers(1, 5))
     folder = os.path.join(out_root, "scene_%02d" % scene)
@@ -365,7 +365,7 @@ def series_errors(scene, out_root, noise, mc=0):
         # the white/correlated noise only (no clouds, no bias), with every date, and
         # with the dates on which clouds cover > 50 % of the pixels removed (perfect
         # cloud rejection: the best any handling of clouds can do)
-        from slidewatch.core.acceleration import detect_acceleration
+        from slidewatch.core.detect.acceleration import detect_acceleration
         p_ = res.params
         kw = dict(min_delta_bic=p_.accel_min_delta_bic, min_t=p_.accel_min_t,
                   min_ratio=p_.accel_min_ratio, max_ramp_days=p_.accel_max_ramp_days)
@@ -488,7 +488,7 @@ def run_real_null(out_root):
     from rasterio.warp import Resampling, reproject
 
     from slidewatch.core.correlation import correlate
-    from slidewatch.core.detection import detect
+    from slidewatch.core.detect.detection import detect
     from slidewatch.core.raster_io import write_bands
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -562,7 +562,7 @@ def run_real_null(out_root):
     out["without_rule_max_score_of_candidates_with_enough_obs"] = max(
         [c["score"] for c in cands if c["independent_obs"] >= res3.params.min_independent_obs],
         default=None)
-    from slidewatch.core.detections_store import write_detections
+    from slidewatch.core.detect.detections_store import write_detections
     write_detections(os.path.join(out_root, "real_null", "detections.gpkg"), res2.features,
                      crs.to_wkt(), preserve=False)
     return out
@@ -589,7 +589,7 @@ def main(argv=None):
                          "a rule with its previous setting in the same conditions")
     a = ap.parse_args(argv)
     import dataclasses
-    from slidewatch.core.detection import DetectionParams
+    from slidewatch.core.detect.detection import DetectionParams
     names = {f.name for f in dataclasses.fields(DetectionParams)}
     for item in a.param:
         name, _, value = item.partition("=")

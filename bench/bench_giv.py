@@ -56,7 +56,7 @@ def run_pipeline(inp, out):
 
 
 def pairing_report(out):
-    from slidewatch.core.pairs_file import read_pairs
+    from slidewatch.core.network.pairs_file import read_pairs
     rows = read_pairs(os.path.join(out, "pairs.csv"))
     sel = [r for r in rows if r.selected]
     dates = sorted({r.reference_date for r in rows} | {r.secondary_date for r in rows})
@@ -157,7 +157,7 @@ def peer_main(npz):
 
 def detection_report(out):
     import rasterio
-    from slidewatch.core.detection import read_timeseries  # noqa: F401 (import check)
+    from slidewatch.core.detect.detection import read_timeseries  # noqa: F401 (import check)
     log = open(os.path.join(out, "slidewatch.log")).read()
     lines = [l for l in log.splitlines() if "Bias removed" in l or "no stable ground" in l
              or re.search(r"\d+ detection\(s\) written", l)]

@@ -139,7 +139,7 @@ def run_ticoi(dates, pi, pj, e, n, tag):
 
 # ------------------------------------------------------------------------ ours
 def run_ours(dates, pi, pj, e, n, ncc, **kw):
-    from slidewatch.core.inversion import invert_network
+    from slidewatch.core.series.inversion import invert_network
     t0 = time.perf_counter()
     r = invert_network(e, n, dates[pi], dates[pj], ncc=ncc, **kw)
     dt = time.perf_counter() - t0
@@ -150,7 +150,7 @@ def run_ours(dates, pi, pj, e, n, ncc, **kw):
 def write_scale_stack(folder, size, seed=5):
     """120 pair rasters of a size x size grid (written once)."""
     from rasterio.transform import from_origin
-    from slidewatch.core.timeseries_io import write_pair_raster
+    from slidewatch.core.series.timeseries_io import write_pair_raster
     pairs_dir = os.path.join(folder, "pairs")
     dates, pi, pj = make_network()
     done = os.path.join(folder, "DONE_%d" % size)
@@ -187,7 +187,7 @@ def write_scale_stack(folder, size, seed=5):
 
 
 def scale_child(folder, out_folder, block):
-    from slidewatch.core.timeseries_io import invert_pair_rasters
+    from slidewatch.core.series.timeseries_io import invert_pair_rasters
     t0 = time.perf_counter()
     res = invert_pair_rasters(folder, out_folder, block_size=block)
     dt = time.perf_counter() - t0
@@ -205,8 +205,9 @@ def run_scale(size, block):
     write_scale_stack(folder, size)
     print("pair rasters ready (%.0f s)" % (time.perf_counter() - t0), flush=True)
     # warm the numba cache in a separate tiny call so the timed child only loads it
-    subprocess.run([sys.executable, "-c", "import numpy as np; from slidewatch.core.inversion "
-                    "import invert_network; invert_network(np.zeros((2,3)), np.zeros((2,3)), "
+    subprocess.run([sys.executable, "-c", "import numpy as np; "
+                    "from slidewatch.core.series.inversion import invert_network; "
+                    "invert_network(np.zeros((2,3)), np.zeros((2,3)), "
                     "['2020-01-01','2020-01-02'], ['2020-01-02','2020-01-03'])"], check=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
@@ -240,7 +241,7 @@ def main():
     if a.scale_child:
         return scale_child(a.scale_child[0], a.scale_child[1], int(a.scale_child[2]))
 
-    from slidewatch.core import inversion as inv
+    from slidewatch.core.series import inversion as inv
     import numba
     print("numba threads: %d, cores: %d, load avg: %s" % (numba.get_num_threads(),
                                                           os.cpu_count(), os.getloadavg()))

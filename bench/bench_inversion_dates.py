@@ -21,7 +21,7 @@ import numpy as np
 
 
 def run(n_dates, per_date, n_pix, seed=0):
-    from slidewatch.core import inversion as inv
+    from slidewatch.core.series import inversion as inv
     rng = np.random.default_rng(seed)
     days = np.cumsum(np.r_[0, rng.choice([5, 10, 15], n_dates - 1)])
     dates64 = np.datetime64("2020-01-01") + days.astype("timedelta64[D]")

@@ -53,12 +53,12 @@ def main(argv=None):
                                                   "out", "pairing"))
     args = ap.parse_args(argv)
 
-    from slidewatch.core.synthetic import generate_stack
-    from slidewatch.core.catalog import build_catalog, load_image
+    from slidewatch.core.synth.synthetic import generate_stack
+    from slidewatch.core.stack.catalog import build_catalog, load_image
     from slidewatch.core.correlation import correlate
-    from slidewatch.core.inversion import invert_network
-    from slidewatch.core.pairing import select_pairs, network_summary
-    from slidewatch.core.inversion import DEFAULT_LAM
+    from slidewatch.core.series.inversion import invert_network
+    from slidewatch.core.network.pairing import select_pairs, network_summary
+    from slidewatch.core.series.inversion import DEFAULT_LAM
     lam = DEFAULT_LAM if args.lam is None else (
         args.lam if args.lam == "auto" else float(args.lam))
     print("inversion: core.inversion.invert_network, lam=%r%s" % (

@@ -61,7 +61,7 @@ def make_images(folder, n_dates, size, seed=0):
     import rasterio
     from rasterio.transform import from_origin
 
-    from slidewatch.core.texture import sentinel2_texture
+    from slidewatch.core.synth.texture import sentinel2_texture
 
     os.makedirs(folder, exist_ok=True)
     start = dt.date(2020, 5, 1)
@@ -112,7 +112,7 @@ def warmup():
     """Compile (or load from the Numba cache) the kernels, so timings exclude JIT."""
     import numpy as np
 
-    from slidewatch.core import inversion as inv
+    from slidewatch.core.series import inversion as inv
     from slidewatch.core.correlation import correlate
 
     t0 = time.perf_counter()
@@ -127,8 +127,8 @@ def warmup():
 
 def run_mode(args):
     """Run correlation + inversion in this process; print a JSON line of figures."""
-    from slidewatch.core.executor import get_executor
-    from slidewatch.core.pipeline_tasks import correlate_pair_task, invert_pairs_over_executor
+    from slidewatch.core.run.executor import get_executor
+    from slidewatch.core.run.pipeline_tasks import correlate_pair_task, invert_pairs_over_executor
 
     images = make_images(os.path.join(args.folder, "images_%d" % args.size), args.dates,
                          args.size)

@@ -56,7 +56,7 @@ def frame_mask(shape, boxes):
 def score(res, shape, sec):
     import rasterio
     from rasterio.features import rasterize
-    from slidewatch.core import detections_store
+    from slidewatch.core.detect import detections_store
     from slidewatch.core.products import BAND_VE, BAND_VN, VELOCITY_BANDS
     with rasterio.open(res.paths["velocity"]) as s:
         ve = s.read(VELOCITY_BANDS.index(BAND_VE) + 1).astype(float)
@@ -105,7 +105,7 @@ def main(argv):
     if not os.path.isdir(src):
         print("Sverdrup stack not found in %s (see the module doc)" % src)
         return 1
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     os.makedirs(out, exist_ok=True)
     mask = rock_mask(src, os.path.join(out, "rock_mask.tif"))
     results = {}

@@ -15,7 +15,7 @@ reference, corrected on the rock by an affine ramp) is faster than 1 m/day *and*
 OpenCV loop agrees with it (bench_yahtse's "two correlators agree" mask; without it the
 body would include CARST's consistent garbage over the sea; the share detected of CARST's
 field alone is printed too). Margins: the valid rock windows. Settings: the defaults
-(a single pair gives a detection only with overwhelming evidence, core/detection.py), the
+(a single pair gives a detection only with overwhelming evidence, core/detect/detection.py), the
 single-pair thresholds off, and ``require_temporal_evidence=True`` (no detection from a pair).
 
 Scenes scored: the whole pair (the body is ~18 % of the valid windows) and every crop of
@@ -47,7 +47,7 @@ def load_field():
     import rasterio
     if not os.path.exists(PAIR):
         by.ours(30.0, "auto")
-    from slidewatch.core.footprint import read_pair_footprint
+    from slidewatch.core.detect.footprint import read_pair_footprint
     with rasterio.open(PAIR) as src:
         e = src.read(1).astype(np.float64)
         n = src.read(2).astype(np.float64)
@@ -88,8 +88,8 @@ def reference_masks():
 
 def run_detect(e, n, transform, crs, dem, foot=None, **kw):
     """Detection on the two-date series (0, the pair), with the pair's window footprints
-    (core/footprint.py) when it has them."""
-    from slidewatch.core.detection import detect
+    (core/detect/footprint.py) when it has them."""
+    from slidewatch.core.detect.detection import detect
     E = np.stack([np.zeros_like(e), e])
     N = np.stack([np.zeros_like(n), n])
     E[0][~np.isfinite(e)] = np.nan

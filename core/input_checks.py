@@ -28,7 +28,7 @@ import uuid
 
 import numpy as np
 
-from . import pairs_file
+from .network import pairs_file
 from .errors import InputError, OutputError, ParameterError
 from .products import BAND_V, PAIRS_FOLDER, TIMESERIES_FOLDER
 from .raster_io import ensure_writable_folder
@@ -85,7 +85,7 @@ def scan_image_folder(folder, extensions=None):
     ``(path, reason)`` for corrupted, truncated or mis-named files). Hidden files and
     SlideWatch's own output sub-folders (pairs/, timeseries/) are ignored.
     """
-    from .catalog import RASTER_EXTENSIONS
+    from .stack.catalog import RASTER_EXTENSIONS
     exts = tuple(e.lower() for e in (extensions or RASTER_EXTENSIONS))
     if not os.path.isdir(folder):
         raise InputError("Input folder '%s' does not exist or is not a folder. Choose the "
@@ -298,7 +298,7 @@ def check_detections_layer(gpkg, layer="detections", require_validation=True):
     """
     import sqlite3
 
-    from .detections_store import SPEC_FIELDS, VALIDATION_FIELDS
+    from .detect.detections_store import SPEC_FIELDS, VALIDATION_FIELDS
     if not os.path.isfile(gpkg):
         raise InputError("Detections file '%s' does not exist. Run the detection first."
                          % gpkg)
@@ -353,7 +353,7 @@ def check_velocity_has_data(velocity_path, n_pairs=None, n_dates=None, min_obs=N
     if any_valid:
         return
     if min_obs is None:
-        from .inversion import InversionParams
+        from .series.inversion import InversionParams
         min_obs = InversionParams.min_obs
     extra = ""
     if n_pairs is not None and n_dates is not None:

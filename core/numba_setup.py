@@ -245,7 +245,7 @@ def _warm_correlation():
 def _warm_inversion():
     import numpy as np
 
-    from .inversion import invert_arrays
+    from .series.inversion import invert_arrays
 
     dates = np.array(["2020-01-01", "2020-01-11", "2020-01-21", "2020-01-31"],
                      dtype="datetime64[D]")
@@ -260,7 +260,7 @@ def _warm_inversion():
 def _warm_detection():
     import numpy as np
 
-    from .detection import temporal_evidence
+    from .detect.detection import temporal_evidence
 
     rng = np.random.default_rng(0)
     E = rng.normal(size=(5, 8, 8))
@@ -270,8 +270,9 @@ def _warm_detection():
 
 
 #: (group, about how many seconds a cold compile takes on 2 cores, top-level kernels
-#: (module, name) the group compiles with their callees, warm-up function). The seconds
-#: are the slower of the machines measured: `make install` on a fresh machine on
+#: (module, name) the group compiles with their callees, warm-up function); ``module`` is
+#: dotted from core/ (``series.inversion_kernels``: core/series/inversion_kernels.py). The
+#: seconds are the slower of the machines measured: `make install` on a fresh machine on
 #: 2026-12-07 took prefilter 9 s, correlation 351 s, inversion 167 s, detection 3 s (an
 #: earlier machine: 5 / 120 / 40 / 5 s)
 GROUPS = (
@@ -280,14 +281,15 @@ GROUPS = (
                       ("prefilter_kernels", "_highpass_rects")), _warm_prefilter),
     ("correlation", 350, (("correlation_kernels", "correlate_grid"),
                           ("correlation_kernels", "refine_windows")), _warm_correlation),
-    ("inversion", 170, (("inversion_kernels", "invert_block"),), _warm_inversion),
-    ("detection", 5, (("detection", "_evidence_kernel"),), _warm_detection),
+    ("inversion", 170, (("series.inversion_kernels", "invert_block"),), _warm_inversion),
+    ("detection", 5, (("detect.detection", "_evidence_kernel"),), _warm_detection),
 )
 
 #: numba kernels of core/ that the pipeline's defaults do not run (compiled on first use)
 NOT_WARMED = {
-    ("inversion_kernels", "gcv_block"): "only with the inversion's lambda 'gcv' / 'auto'",
-    ("inversion_kernels", "_band_inverse_trace"): "called by gcv_block only",
+    ("series.inversion_kernels", "gcv_block"):
+        "only with the inversion's lambda 'gcv' / 'auto'",
+    ("series.inversion_kernels", "_band_inverse_trace"): "called by gcv_block only",
 }
 
 
@@ -369,14 +371,17 @@ def quick_cold_groups():
     import hashlib
 
     core = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
-    sub = "%s_%s" % (os.path.basename(core), hashlib.sha1(core.encode()).hexdigest())
-    folder = os.path.join(cache_dir(), sub)
     tag = "py%d%d" % sys.version_info[:2]
     cold = []
     for name, _, kernels, _ in GROUPS:
         for module, fn in kernels:
+            # numba's cache folder of a source file: <its folder's name>_<sha1 of the folder>
+            parts = module.split(".")
+            src = os.path.join(core, *parts[:-1])
+            sub = "%s_%s" % (os.path.basename(src), hashlib.sha1(src.encode()).hexdigest())
+            folder = os.path.join(cache_dir(), sub)
             if not glob.glob(os.path.join(glob.escape(folder), "%s.%s-*.%s.nbi"
-                                          % (module, fn, tag))):
+                                          % (parts[-1], fn, tag))):
                 cold.append(name)
                 break
     return cold

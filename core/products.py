@@ -86,7 +86,8 @@ PAIR_BANDS = (BAND_EAST, BAND_NORTH, BAND_NCC, BAND_SNR, BAND_STATUS)
 #: pair raster's grid) and the band of timeseries/footprint.tif: area of the window each
 #: estimate was made with, relative to the nominal window (1; 4 where the wide-window pass
 #: took a twice higher and wider window; NaN where not valid). Pair rasters keep the SPEC
-#: five bands; the detector counts independent observations with it (core/footprint.py).
+#: five bands; the detector counts independent observations with it
+#: (core/detect/footprint.py).
 BAND_FOOTPRINT = "footprint"
 FOOTPRINT_EXTENSION = ".npy"
 #: bands of timeseries/velocity.tif (band descriptions): east, north velocity, speed,

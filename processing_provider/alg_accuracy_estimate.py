@@ -71,7 +71,7 @@ class AccuracyEstimateAlgorithm(SlideWatchAlgorithm):
         return self.parameterAsFileOutput(parameters, key, context) or None
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core import accuracy_assessment as aa
+        from ..core.outputs import accuracy_assessment as aa
 
         path = self.parameterAsFile(parameters, self.INPUT, context)
         progress.update(0.1, "Reading the labelled sample")

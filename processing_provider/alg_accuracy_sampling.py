@@ -70,7 +70,7 @@ class AccuracySamplingAlgorithm(SlideWatchAlgorithm):
     N_NOT_MOVING = "N_NOT_MOVING"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core import accuracy_assessment as aa
+        from ..core.outputs import accuracy_assessment as aa
 
         Num = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterFile(
@@ -108,7 +108,7 @@ class AccuracySamplingAlgorithm(SlideWatchAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(text)))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core import accuracy_assessment as aa
+        from ..core.outputs import accuracy_assessment as aa
 
         folder = self.parameterAsFile(parameters, self.FOLDER, context)
         raster = self.parameterAsRasterLayer(parameters, self.RASTER, context)

@@ -75,8 +75,8 @@ class CatalogAlgorithm(SlideWatchAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("N_PROBLEMS", self.tr("Number of problems")))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.catalog import build_catalog, write_catalog_csv
-        from ..core.common_grid import check_grids, require_common_grid, to_common_grid
+        from ..core.stack.catalog import build_catalog, write_catalog_csv
+        from ..core.stack.common_grid import check_grids, require_common_grid, to_common_grid
         from ..core.errors import InputError
         from ..core.raster_io import ensure_writable_folder
 

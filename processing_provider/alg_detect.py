@@ -5,7 +5,7 @@ from qgis.core import (QgsProcessing, QgsProcessingOutputNumber, QgsProcessingPa
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination)
 
-from ..core.detection import DetectionParams
+from ..core.detect.detection import DetectionParams
 from .base import SlideWatchAlgorithm, number_bounds
 
 _D = DetectionParams()
@@ -90,7 +90,7 @@ class DetectAlgorithm(SlideWatchAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.N_DET, self.tr("Number of detections")))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.detection import detect_from_folder
+        from ..core.detect.detection import detect_from_folder
         from ..core.errors import ParameterError
 
         ts = self.parameterAsFile(parameters, self.TS, context)

@@ -119,7 +119,7 @@ class ExportAlgorithm(SlideWatchAlgorithm):
 
         from qgis.core import QgsProcessingException
 
-        from ..core import exports
+        from ..core.outputs import exports
 
         folder = self.parameterAsFile(parameters, self.INPUT, context)
         out = self.parameterAsString(parameters, self.OUTPUT, context)

@@ -132,7 +132,7 @@ class ImportOffsetsAlgorithm(SlideWatchAlgorithm):
         return files
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.offset_import import import_offsets
+        from ..core.outputs.offset_import import import_offsets
 
         inputs = self._files(parameters, context)
         if not inputs:

@@ -112,7 +112,7 @@ class InvertTimeseriesAlgorithm(SlideWatchAlgorithm):
             self.addOutput(QgsProcessingOutputFile(name, self.tr(label)))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.inversion_driver import invert_pairs, invert_request
+        from ..core.series.inversion_driver import invert_pairs, invert_request
 
         out = self.parameterAsString(parameters, self.OUTPUT, context)
         pairs, params, dates = invert_request(

@@ -8,7 +8,7 @@ from qgis.core import (QgsProcessingOutputNumber, QgsProcessingOutputString,
                        QgsProcessingParameterNumber)
 
 from ..core import products as prod
-from ..core.pairing import CRITERIA, STRATEGIES, PairingParams
+from ..core.network.pairing import CRITERIA, STRATEGIES, PairingParams
 from .base import SlideWatchAlgorithm, number_bounds
 
 
@@ -151,9 +151,9 @@ class SelectPairsAlgorithm(SlideWatchAlgorithm):
             criterion=enum(self.CRITERION, self.CRITERIA), seed=inum(self.SEED))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.catalog import read_catalog_csv
-        from ..core.pairing import (network_summary, select_pairs, write_network_summary,
-                                    write_pairs_csv)
+        from ..core.stack.catalog import read_catalog_csv
+        from ..core.network.pairing import (network_summary, select_pairs, write_network_summary,
+                                            write_pairs_csv)
         from ..core.raster_io import ensure_writable_folder
 
         cat = read_catalog_csv(self.parameterAsFile(parameters, self.CATALOG, context))

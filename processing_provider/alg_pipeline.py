@@ -18,8 +18,8 @@ from qgis.core import (QgsProcessing, QgsProcessingMultiStepFeedback, QgsProcess
 
 from ..core import products as prod
 from ..core.correlation_params import CorrelationParams as CP
-from ..core.detection import DetectionParams
-from ..core.pairing import STRATEGIES, PairingParams
+from ..core.detect.detection import DetectionParams
+from ..core.network.pairing import STRATEGIES, PairingParams
 from .base import SlideWatchAlgorithm, feedback_progress, number_bounds
 from .layer_source import layer_file_source
 
@@ -107,7 +107,7 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core.pipeline import PipelineParams
+        from ..core.run.pipeline import PipelineParams
         d = PipelineParams()
         Num = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterFile(
@@ -219,7 +219,7 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
 
     def params_from(self, parameters, context):
         """The :class:`PipelineParams` of the algorithm's parameter values."""
-        from ..core.pipeline import PipelineParams
+        from ..core.run.pipeline import PipelineParams
 
         def enum(name, values):
             return values[self.parameterAsEnum(parameters, name, context)]
@@ -284,7 +284,7 @@ class PipelineAlgorithm(SlideWatchAlgorithm):
             force=self.parameterAsBool(parameters, "FORCE", context))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.pipeline import STEPS, run_pipeline
+        from ..core.run.pipeline import STEPS, run_pipeline
 
         inp = self.parameterAsFile(parameters, self.INPUT, context)
         out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)

@@ -49,7 +49,7 @@ class QualityLayersAlgorithm(SlideWatchAlgorithm):
     N_PAIRS = "N_PAIRS"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core.quality_layers import DEFAULT_MEMORY_MB, DEFAULT_NCC_THRESHOLD
+        from ..core.series.quality_layers import DEFAULT_MEMORY_MB, DEFAULT_NCC_THRESHOLD
 
         Num = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterFile(
@@ -68,7 +68,7 @@ class QualityLayersAlgorithm(SlideWatchAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.N_PAIRS, self.tr("Pairs used")))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.quality_layers import compute_quality_layers
+        from ..core.series.quality_layers import compute_quality_layers
 
         folder = self.parameterAsFile(parameters, self.INPUT, context)
         res = compute_quality_layers(

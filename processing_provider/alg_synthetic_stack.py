@@ -5,7 +5,7 @@ from qgis.core import (QgsProcessingParameterBoolean, QgsProcessingParameterFold
 
 from .base import SlideWatchAlgorithm, number_bounds
 
-#: The dialog's stack is smaller than :class:`.core.synthetic.SyntheticStackParams`'s
+#: The dialog's stack is smaller than :class:`.core.synth.synthetic.SyntheticStackParams`'s
 #: (40 dates of 512 x 512 px), deliberately: a quicker stack to try the plugin on. The
 #: other defaults and every bound are the parameter object's.
 QUICK_N_DATES = 24
@@ -40,7 +40,7 @@ class SyntheticStackAlgorithm(SlideWatchAlgorithm):
     OUTPUT = "OUTPUT_FOLDER"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..core.synthetic import SyntheticStackParams as SP
+        from ..core.synth.synthetic import SyntheticStackParams as SP
         d = SP()
         Num = QgsProcessingParameterNumber
         self.addParameter(Num(self.N_DATES, self.tr("Number of dates"), Num.Integer,
@@ -59,7 +59,7 @@ class SyntheticStackAlgorithm(SlideWatchAlgorithm):
             self.OUTPUT, self.tr("Output folder")))
 
     def compute(self, parameters, context, feedback, progress):
-        from ..core.synthetic import generate_stack
+        from ..core.synth.synthetic import generate_stack
 
         size = self.parameterAsInt(parameters, self.SIZE, context)
         out = self.parameterAsString(parameters, self.OUTPUT, context)

@@ -33,9 +33,9 @@ def add_executor_parameters(alg):
 
 
 def executor_from(alg, parameters, context):
-    """The executor the parameters ask for (:func:`slidewatch.core.executor.get_executor`);
+    """The executor the parameters ask for (:func:`slidewatch.core.run.executor.get_executor`);
     use it as a context manager. Parameters left out mean local threads on all CPUs."""
-    from ..core.executor import get_executor
+    from ..core.run.executor import get_executor
 
     scheduler = (alg.parameterAsString(parameters, DASK_SCHEDULER, context) or "").strip()
     workers = alg.parameterAsInt(parameters, MAX_WORKERS, context) \

@@ -12,9 +12,9 @@ Layers (top to bottom):
 - group ``time series`` (unchecked): ``ts_east_m`` and ``ts_north_m`` (one band per date)
   for the time-series inspector dock, and ``velocity sigma (m/yr)``;
 - group ``Quality`` (unchecked; only its first layer checked inside), the per-pixel quality
-  layers of the inversion (``timeseries/quality_*.tif``, :mod:`..core.quality_layers`),
+  layers of the inversion (``timeseries/quality_*.tif``, :mod:`..core.series.quality_layers`),
   when the pipeline wrote them, each with the ``.qml`` style written beside it (one
-  definition, :func:`..core.quality_layers.style_items`): ``valid pairs (count)`` viridis
+  definition, :func:`..core.series.quality_layers.style_items`): ``valid pairs (count)`` viridis
   from 0 to the number of pairs inverted; ``share of pairs with NCC >= t (0-1)``
   red-yellow-green from 0 to 1; ``longest gap (days)`` green (the median sampling
   interval) to red (the longest gap, at least twice that interval); ``first valid date`` /
@@ -43,7 +43,7 @@ from qgis.PyQt.QtGui import QColor
 
 from ..core.errors import OutputError
 from ..core import products as prod
-from ..core.overview import STATUS_COLOURS, VELOCITY_RAMP
+from ..core.run.overview import STATUS_COLOURS, VELOCITY_RAMP
 
 PROJECT_NAME = prod.PROJECT_QGZ
 
@@ -129,7 +129,7 @@ def quality_layer_name(key, path):
     NCC share names its threshold, from the raster's NCC_THRESHOLD tag)."""
     if key != "ncc_share":
         return LAYER_NAMES[key]
-    from ..core.quality_layers import DEFAULT_NCC_THRESHOLD
+    from ..core.series.quality_layers import DEFAULT_NCC_THRESHOLD
     try:
         t = float(_quality_tags(path).get("NCC_THRESHOLD", ""))
     except ValueError:
@@ -139,9 +139,9 @@ def quality_layer_name(key, path):
 
 def _quality_layers(ts):
     """[(key, styled layer)] of the quality layers present in ``ts`` (group order), each
-    with the style that :mod:`..core.quality_layers` wrote beside it (its ``.qml``, the one
+    with the style that :mod:`..core.series.quality_layers` wrote beside it (its ``.qml``, the one
     definition of their ramps and legends; restored from the raster when missing)."""
-    from ..core.quality_layers import quality_paths, restore_styles
+    from ..core.series.quality_layers import quality_paths, restore_styles
     paths = quality_paths(ts)
     styles = restore_styles(ts)
     out = []

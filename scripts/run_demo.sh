@@ -6,7 +6,7 @@
 # 1. If OUTPUT_FOLDER/images is absent, generate the sample stack there: 26 Sentinel-2-like
 #    dates of 384 x 384 px (10 m) made from real Sentinel-2 texture with known landslides
 #    (one accelerating), clouds, shadows, illumination changes, noise, nodata and
-#    co-registration offsets (core/synthetic.py, seed 0: always the same stack).
+#    co-registration offsets (core/synth/synthetic.py, seed 0: always the same stack).
 # 2. Run `qgis_process run slidewatch:pipeline -- INPUT=... OUTPUT_FOLDER=...` (SPEC's
 #    headless entry point) into OUTPUT_FOLDER/results. A second run reuses everything.
 # 3. Print where the outputs, the QGIS project and the overview picture are.
@@ -47,7 +47,7 @@ else
   echo "Generating the sample stack (26 dates, 384 x 384 px, real Sentinel-2 texture) in $images ..."
   "$root/.venv/bin/python" - "$images" <<'EOF'
 import sys
-from slidewatch.core.synthetic import generate_stack
+from slidewatch.core.synth.synthetic import generate_stack
 from slidewatch.core.progress import Progress
 
 stack = generate_stack(sys.argv[1], n_dates=26, shape=(384, 384), seed=0,

@@ -244,7 +244,7 @@ def reference_labels(sample_path, share=0.68):
     import numpy as np
     import rasterio
 
-    from slidewatch.core import accuracy_assessment as aa
+    from slidewatch.core.outputs import accuracy_assessment as aa
 
     images = os.path.join(os.path.dirname(os.path.abspath(FOLDER)), "images")
     truth = os.path.join(images, "truth.npz")

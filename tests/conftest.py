@@ -115,7 +115,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def stack_folder(tmp_path_factory):
     """The small synthetic stack of the pipeline tests (8 dates, 128 x 128 px, seed 3),
     made once per test module."""
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
     folder = tmp_path_factory.mktemp("stack") / "images"
     generate_stack(str(folder), n_dates=8, shape=(128, 128), seed=3)
     return str(folder)
@@ -125,7 +125,7 @@ def stack_folder(tmp_path_factory):
 def first_run(stack_folder, tmp_path_factory):
     """One pipeline run with defaults on ``stack_folder``: (output folder, result, log
     lines), once per test module."""
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     from slidewatch.core.progress import Progress
     out = str(tmp_path_factory.mktemp("run") / "results")
     lines = []

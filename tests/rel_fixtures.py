@@ -70,7 +70,7 @@ def stack(folder, n=3, slide=False, seed=0, **kw):
 
 def fast_params(**kw):
     """Pipeline parameters for the tiny stacks (all pairs, small windows, no overview)."""
-    from slidewatch.core.pipeline import PipelineParams
+    from slidewatch.core.run.pipeline import PipelineParams
     base = dict(window=16, step=8, search=4, pair_strategy="all", write_overview=False,
                 max_workers=1, dem_path="")
     base.update(kw)

@@ -4,7 +4,7 @@ import datetime as dt
 
 import numpy as np
 
-from slidewatch.core.acceleration import detect_acceleration
+from slidewatch.core.detect.acceleration import detect_acceleration
 
 
 def _dates(n, step=24):
@@ -82,7 +82,7 @@ def test_gradual_rise_onset_is_the_start_not_the_middle():
     # velocity rises linearly from 2 to 20 m/yr over 60 days starting on day 240; dates
     # every 12 days: the hinge of two straight segments sits mid-rise (~30 days late),
     # the ramp model recovers the start of the rise
-    from slidewatch.core.synthetic import _cum_displacement
+    from slidewatch.core.synth.synthetic import _cum_displacement
     dates = _dates(45, step=12)
     days = np.array([(dt.date.fromisoformat(d) - dt.date.fromisoformat(dates[0])).days
                      for d in dates], float)
@@ -126,7 +126,7 @@ def test_onset_is_the_profile_likelihood_median_and_beats_the_best_fit_on_averag
     the best-fit onset jumps between nearly equal fits, the median of the profile
     likelihood is clearly more accurate on average (Monte Carlo, fixed seed) and always
     lies inside the reported interval."""
-    from slidewatch.core.acceleration import fit_ramp_onset
+    from slidewatch.core.detect.acceleration import fit_ramp_onset
 
     days = np.array([0, 45, 90, 140, 160, 175, 190, 230, 280, 330, 345, 360, 380, 430, 480,
                      530.0])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from slidewatch.core import accuracy_assessment as aa
+from slidewatch.core.outputs import accuracy_assessment as aa
 from slidewatch.core.errors import InputError, ParameterError
 from slidewatch.core.raster_io import write_bands
 
@@ -181,7 +181,7 @@ def write_map_folder(folder, boxes=((10, 10, 20, 25), (30, 40, 34, 44)), shape=(
                      nodata_rows=3):
     """A SlideWatch-like output folder: timeseries/velocity.tif and detections.gpkg whose
     polygons are unions of grid pixels (as the detection writes them)."""
-    from slidewatch.core.detections_store import write_detections
+    from slidewatch.core.detect.detections_store import write_detections
 
     ts = os.path.join(folder, "timeseries")
     os.makedirs(ts, exist_ok=True)
@@ -213,7 +213,7 @@ def test_strata_from_folder_and_raster(tmp_path):
     # the timeseries folder itself works too
     assert aa.load_strata(os.path.join(folder, "timeseries")).counts.tolist() == sm.counts.tolist()
     # rejected detections can be left out
-    from slidewatch.core.detections_store import record_decision
+    from slidewatch.core.detect.detections_store import record_decision
     record_decision(os.path.join(folder, "detections.gpkg"), 2, "rejected")
     assert aa.load_strata(folder, exclude_rejected=True).counts[0] == 150
     assert aa.load_strata(folder).counts[0] == 166
@@ -364,7 +364,7 @@ def test_estimates_from_file_with_unlabelled_unsure_and_bad_labels(tmp_path):
     html = open(out[2], encoding="utf-8").read()
     assert "<section" in html and "Olofsson" in html and "not labelled" in html
     # a label outside the vocabulary written by another tool: clear error naming it
-    from slidewatch.core.detections_store import _connect
+    from slidewatch.core.detect.detections_store import _connect
 
     conn = _connect(path)
     with conn:
@@ -395,8 +395,8 @@ def test_a_stratum_with_fewer_than_two_labels_is_refused(tmp_path):
 def synthetic_run(tmp_path_factory):
     """The demo's generator (core.synthetic, real Sentinel-2 texture, known landslides),
     smaller (10 dates, 192 x 192 px), through the whole pipeline."""
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.synth.synthetic import generate_stack
 
     root = tmp_path_factory.mktemp("acc_demo")
     stack = generate_stack(str(root / "images"), n_dates=10, shape=(192, 192), seed=0)
@@ -458,8 +458,8 @@ def test_moving_area_interval_contains_the_true_area_on_the_demo(tmp_path_factor
     screenshot is (seed 1, default design: 141 points) and every point labelled from the
     generator's known landslides: the moving-area interval contains the true area, here
     and in >= 90 % of 200 samples."""
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.synth.synthetic import generate_stack
 
     root = tmp_path_factory.mktemp("acc_full_demo")
     stack = generate_stack(str(root / "images"), n_dates=26, shape=(384, 384), seed=0)

@@ -11,7 +11,7 @@ import pytest
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY,
                        QgsProject, QgsVectorLayer)
 
-from slidewatch.core import accuracy_assessment as aa
+from slidewatch.core.outputs import accuracy_assessment as aa
 from ui_fixtures import CRS, make_output_folder
 
 

@@ -7,9 +7,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from slidewatch.core.catalog import build_catalog, load_image, read_catalog_csv, \
+from slidewatch.core.stack.catalog import build_catalog, load_image, read_catalog_csv, \
     write_catalog_csv, SPEC_COLUMNS
-from slidewatch.core.common_grid import check_grids, require_common_grid, to_common_grid
+from slidewatch.core.stack.common_grid import check_grids, require_common_grid, to_common_grid
 from slidewatch.core.errors import InputError
 
 
@@ -218,7 +218,7 @@ def test_grid_mismatch_reported_and_common_grid(tmp_path):
                            resampling="nearest", overwrite=True)
     assert union[0].width == 60 and np.isnan(load_image(union[1])).any()
     # a shifted-but-not-aligned pair is never silently used: pairing refuses it
-    from slidewatch.core.pairing import select_pairs
+    from slidewatch.core.network.pairing import select_pairs
     with pytest.raises(InputError, match="common grid"):
         select_pairs(cat, previews=True)
 
@@ -234,7 +234,7 @@ def test_grid_mismatch_reported_and_common_grid(tmp_path):
     ("S2A_MSIL1C_20190101T103021_N0207_R108_T32TLR_B08.tif", None), ("dem.txt", None),
 ])
 def test_auxiliary_kind(name, kind):
-    from slidewatch.core.catalog import auxiliary_kind
+    from slidewatch.core.stack.catalog import auxiliary_kind
     assert auxiliary_kind(os.path.join("some", "folder", name)) == kind
 
 

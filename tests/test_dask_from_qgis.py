@@ -52,7 +52,7 @@ def _qgis_process(stack, out, scheduler, extra_env=None, timeout=300):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     folder = tmp_path_factory.mktemp("dask_qgis") / "images"
     generate_stack(str(folder), n_dates=6, shape=(96, 96), seed=3, cloudy_date_fraction=0.0,
@@ -63,7 +63,7 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(stack, tmp_path_factory):
     """The same pipeline on local threads, in this process."""
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
 
     out = str(tmp_path_factory.mktemp("dask_qgis") / "threads")
     run_pipeline(stack, out, PipelineParams(window=16, step=8, search=4, pairs_per_date=1))
@@ -112,7 +112,7 @@ def _stop(proc):
 def tcp_cluster(tmp_path_factory):
     """``dask scheduler`` + ``dask worker --nworkers 2`` as subprocesses, with the commands
     of the error message; yields (address, client, log folder)."""
-    from slidewatch.core.executor import manual_cluster_commands
+    from slidewatch.core.run.executor import manual_cluster_commands
 
     port = _free_port()
     logs = tmp_path_factory.mktemp("dask_logs")

@@ -5,7 +5,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from slidewatch.core.dates import date_from_path, parse_iso, parse_name, parse_tags, \
+from slidewatch.core.stack.dates import date_from_path, parse_iso, parse_name, parse_tags, \
     processing_baseline_value
 
 

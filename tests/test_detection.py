@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from slidewatch.core import detections_store as store
-from slidewatch.core.bias_removal import remove_bias
-from slidewatch.core.detection import (DetectionParams, dates_to_years, detect,
-                                       detect_from_folder, percentile_baseline)
+from slidewatch.core.detect import detections_store as store
+from slidewatch.core.detect.bias_removal import remove_bias
+from slidewatch.core.detect.detection import (DetectionParams, dates_to_years, detect,
+                                              detect_from_folder, percentile_baseline)
 from slidewatch.core.errors import InputError, ParameterError
-from slidewatch.core.noise_model import local_noise, robust_sigma
+from slidewatch.core.detect.noise_model import local_noise, robust_sigma
 from slidewatch.core.raster_io import write_bands
 
 PX = 20.0

@@ -7,7 +7,7 @@ import pytest
 from affine import Affine
 from scipy import ndimage
 
-from slidewatch.core import detection as D
+from slidewatch.core.detect import detection as D
 
 
 def _stack(share, v=5.0, seed=0, T=12, H=160, W=160):

@@ -14,9 +14,9 @@ import pytest
 from affine import Affine
 from scipy import ndimage
 
-from slidewatch.core import detection as D
+from slidewatch.core.detect import detection as D
 from slidewatch.core import products as prod
-from slidewatch.core import timeseries_io as tio
+from slidewatch.core.series import timeseries_io as tio
 from slidewatch.core.errors import InputError
 from slidewatch.core.raster_io import write_bands
 

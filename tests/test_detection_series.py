@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from slidewatch.core.acceleration import detect_acceleration
-from slidewatch.core.detection import dates_to_years, fit_velocity, object_series
+from slidewatch.core.detect.acceleration import detect_acceleration
+from slidewatch.core.detect.detection import dates_to_years, fit_velocity, object_series
 
 ALL = (slice(None), slice(None))
 
@@ -108,7 +108,7 @@ def test_date_with_most_pixels_failed_is_dropped_not_down_weighted():
 
 
 def test_valid_fraction_parameter_is_checked():
-    from slidewatch.core.detection import DetectionParams
+    from slidewatch.core.detect.detection import DetectionParams
     from slidewatch.core.errors import ParameterError
     DetectionParams(accel_min_valid_fraction=0.5).validate()
     for bad in (0.0, 1.5, -0.1):

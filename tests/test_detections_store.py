@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from slidewatch.core import detections_store as store
+from slidewatch.core.detect import detections_store as store
 from slidewatch.core.errors import InputError, ParameterError
 
 CRS = "EPSG:32632"

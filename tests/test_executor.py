@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from slidewatch.core.errors import Cancelled, InputError, ParameterError, SlideWatchError
-from slidewatch.core.executor import (CancelFlag, LocalExecutor, TaskFailure, get_executor,
-                                      parse_scheduler)
+from slidewatch.core.run.executor import (CancelFlag, LocalExecutor, TaskFailure, get_executor,
+                                          parse_scheduler)
 from slidewatch.core.progress import Progress
 
 distributed = pytest.importorskip("distributed")
@@ -237,7 +237,7 @@ def test_dask_dead_worker_keeps_finished_outputs(tmp_path, cluster_executor):
 def _write_pair_stack(folder, n_rows=37, n_cols=29):
     """A small network of pair rasters with a known motion + noise + a few bad values."""
     from rasterio.transform import from_origin
-    from slidewatch.core.timeseries_io import write_pair_raster
+    from slidewatch.core.series.timeseries_io import write_pair_raster
 
     rng = np.random.default_rng(5)
     dates = np.array(["2020-01-01", "2020-01-21", "2020-02-10", "2020-03-01", "2020-03-21",
@@ -278,8 +278,8 @@ INV_PARAMS = dict(lam=1.0, lam2=0.0, robust="tukey", weighting="ncc", min_obs=3,
 
 
 def test_inversion_blocks_identical_to_local_driver(tmp_path, cluster_executor):
-    from slidewatch.core.pipeline_tasks import invert_pairs_over_executor
-    from slidewatch.core.timeseries_io import invert_pair_rasters
+    from slidewatch.core.run.pipeline_tasks import invert_pairs_over_executor
+    from slidewatch.core.series.timeseries_io import invert_pair_rasters
 
     paths = _write_pair_stack(str(tmp_path / "pairs"))
     ref = tmp_path / "ref"
@@ -307,7 +307,7 @@ def test_inversion_blocks_identical_to_local_driver(tmp_path, cluster_executor):
 def test_inversion_reuses_finished_blocks(tmp_path):
     """A block part already renamed into place (e.g. by a worker that died afterwards) is
     reused by the next attempt instead of being recomputed."""
-    from slidewatch.core import pipeline_tasks as pt
+    from slidewatch.core.run import pipeline_tasks as pt
 
     paths = _write_pair_stack(str(tmp_path / "pairs"), n_rows=20, n_cols=12)
     calls = []
@@ -322,7 +322,7 @@ def test_inversion_reuses_finished_blocks(tmp_path):
         info1 = pt.invert_pairs_over_executor(paths, str(tmp_path / "a"), loc, INV_PARAMS,
                                               block_rows=5, run_key="k")
         # simulate an interrupted run: compute two parts, then run the whole thing again
-        from slidewatch.core.timeseries_io import PairRaster, pair_dates
+        from slidewatch.core.series.timeseries_io import PairRaster, pair_dates
         pairs = sorted((PairRaster(p, *pair_dates(p)) for p in paths),
                        key=lambda r: (r.reference_date, r.secondary_date))
         import glob
@@ -348,8 +348,8 @@ def test_inversion_reuses_finished_blocks(tmp_path):
 # -- pair correlation over the executor: identical on threads and on the cluster -----------
 def test_correlation_tasks_identical_local_and_dask(tmp_path, cluster_executor):
     import rasterio
-    from slidewatch.core.pipeline_tasks import correlate_pair_task
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.run.pipeline_tasks import correlate_pair_task
+    from slidewatch.core.synth.synthetic import generate_stack
 
     stack = generate_stack(str(tmp_path / "img"), n_dates=3, shape=(96, 96), seed=2,
                            cloudy_date_fraction=0.0, fully_clouded_dates=0)
@@ -386,7 +386,7 @@ def _worker_executable(_=None):
 def test_worker_python_outside_and_inside_qgis(monkeypatch):
     """A plain Python process keeps multiprocessing's default; inside QGIS (sys.executable
     is the QGIS binary) a checked real interpreter is chosen for the workers."""
-    from slidewatch.core import executor
+    from slidewatch.core.run import executor
 
     monkeypatch.delenv(executor.WORKER_PYTHON_ENV, raising=False)
     monkeypatch.delitem(sys.modules, "qgis.core", raising=False)
@@ -402,7 +402,7 @@ def test_worker_python_outside_and_inside_qgis(monkeypatch):
 
 
 def test_worker_python_override_and_actionable_error(monkeypatch, tmp_path):
-    from slidewatch.core import executor
+    from slidewatch.core.run import executor
 
     monkeypatch.setenv(executor.WORKER_PYTHON_ENV, sys.executable)
     assert executor.worker_python() == sys.executable   # forced, even in a plain process
@@ -426,7 +426,7 @@ def test_worker_python_override_and_actionable_error(monkeypatch, tmp_path):
 def test_spawn_settings_are_restored(monkeypatch):
     import multiprocessing.spawn as mp_spawn
 
-    from slidewatch.core import executor
+    from slidewatch.core.run import executor
 
     # isolated from the module's cluster (whose settings are live during this test)
     monkeypatch.setattr(executor._SpawnSettings, "_active", [])
@@ -454,7 +454,7 @@ def test_local_cluster_from_inside_qgis(monkeypatch, tmp_path):
     real Python, do the work, and multiprocessing's executable is restored on close."""
     import multiprocessing.spawn as mp_spawn
 
-    from slidewatch.core import executor
+    from slidewatch.core.run import executor
 
     monkeypatch.delenv(executor.WORKER_PYTHON_ENV, raising=False)
     monkeypatch.setattr(sys, "executable", "/usr/bin/qgis_process.bin")

@@ -1,4 +1,4 @@
-"""Exports (core/exports.py, slidewatch:export): InSAR Explorer point layers, reports."""
+"""Exports (core/outputs/exports.py, slidewatch:export): InSAR Explorer point layers, reports."""
 
 import csv
 import os
@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from slidewatch.core import exports as ex
+from slidewatch.core.outputs import exports as ex
 from slidewatch.core.errors import InputError, ParameterError
 from ui_fixtures import CRS, DATES, make_output_folder, pixel_centre
 
@@ -17,7 +17,7 @@ def outputs(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("sw_exports"))
     truth = make_output_folder(folder, n_detections=6)
     # one decision recorded, so the reports show a validation
-    from slidewatch.core.detections_store import record_decision
+    from slidewatch.core.detect.detections_store import record_decision
 
     record_decision(os.path.join(folder, "detections.gpkg"), truth["detections"][0]["id"],
                     "confirmed", "scarp visible", "tester")
@@ -55,7 +55,7 @@ def test_detection_points_follow_the_insar_explorer_convention(outputs, tmp_path
     det = truth["detections"][0]
     row = [r for r in rows if r["id"] == det["id"]][0]
     assert row["_type"] == "POINT" and row["status"] == "confirmed"
-    from slidewatch.core.detections_store import read_detections
+    from slidewatch.core.detect.detections_store import read_detections
     from osgeo import ogr
 
     rec = [r for r in read_detections(os.path.join(folder, "detections.gpkg"))
@@ -64,7 +64,7 @@ def test_detection_points_follow_the_insar_explorer_convention(outputs, tmp_path
     pt = ogr.Geometry(ogr.wkbPoint)
     pt.AddPoint_2D(row["_x"], row["_y"])
     assert poly.Contains(pt)
-    from slidewatch.core.series_models import read_area_series
+    from slidewatch.core.series.series_models import read_area_series
     import json
 
     s = read_area_series(os.path.join(folder, "timeseries", "ts_east_m.tif"),
@@ -184,7 +184,7 @@ def _labelled_sample(folder, name, share=1.0):
     labelled from the velocity (moving above 0.5 m/yr)."""
     import rasterio
 
-    from slidewatch.core import accuracy_assessment as aa
+    from slidewatch.core.outputs import accuracy_assessment as aa
 
     path = os.path.join(folder, name)
     _p, _design, samples = aa.create_sample(path, folder, seed=2, min_per_stratum=20)
@@ -206,7 +206,7 @@ def test_reports_index_gives_the_accuracy_assessment(outputs, tmp_path):
     why, and a folder without a sample gets no section."""
     import shutil
 
-    from slidewatch.core import accuracy_assessment as aa
+    from slidewatch.core.outputs import accuracy_assessment as aa
 
     folder = str(tmp_path / "out")
     shutil.copytree(outputs[0], folder)
@@ -307,7 +307,7 @@ def test_processing_algorithm(provider, outputs, tmp_path, qgis_new_project):
 
 
 def test_processing_reports_with_an_accuracy_sample(provider, outputs, tmp_path):
-    from slidewatch.core import accuracy_assessment as aa
+    from slidewatch.core.outputs import accuracy_assessment as aa
 
     import shutil
 

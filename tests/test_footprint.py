@@ -1,4 +1,4 @@
-"""Window footprints (issue 18, core/footprint.py): the pair rasters' footprint band, its
+"""Window footprints (issue 18, core/detect/footprint.py): the pair rasters' footprint band, its
 mean per pixel beside the series, and the detector counting an object's independent
 observations with the footprint of its own pixels."""
 import os
@@ -8,10 +8,10 @@ import pytest
 import rasterio
 from affine import Affine
 
-from slidewatch.core import footprint as fp
+from slidewatch.core.detect import footprint as fp
 from slidewatch.core import products as prod
-from slidewatch.core import timeseries_io as tio
-from slidewatch.core.detection import detect, detect_from_folder
+from slidewatch.core.series import timeseries_io as tio
+from slidewatch.core.detect.detection import detect, detect_from_folder
 from slidewatch.core.errors import InputError
 from tests.test_detection import SLIDE, TR as TS_TR, make_series, write_folder
 

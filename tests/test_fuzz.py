@@ -119,7 +119,7 @@ def test_fuzz_correlate(h, w, dtype, window, step, search, subpixel, prefilter, 
        seed=st.integers(0, 2 ** 16))
 def test_fuzz_inversion(n_dates, ny, nx, dtype, pair_fraction, nan_fraction, inf, bad_status,
                         with_ncc, robust, lam, min_obs, seed):
-    from slidewatch.core.inversion import FLAG_TOO_FEW, invert_network
+    from slidewatch.core.series.inversion import FLAG_TOO_FEW, invert_network
     rng = np.random.default_rng(seed)
     days = np.sort(rng.choice(np.arange(0, 400, 5), size=n_dates, replace=False))
     dates = [str(np.datetime64("2020-01-01") + int(d)) for d in days]

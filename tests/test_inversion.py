@@ -1,9 +1,9 @@
-"""Per-pixel network inversion (core/inversion.py, core/inversion_kernels.py)."""
+"""Per-pixel network inversion (core/series/inversion.py, core/series/inversion_kernels.py)."""
 
 import numpy as np
 import pytest
 
-from slidewatch.core import inversion as inv
+from slidewatch.core.series import inversion as inv
 from slidewatch.core.errors import InputError, ParameterError
 
 
@@ -248,7 +248,7 @@ def test_parameter_and_input_errors():
 
 
 def test_gcv_band_trace_matches_dense_inverse():
-    from slidewatch.core import inversion_kernels as K
+    from slidewatch.core.series import inversion_kernels as K
     rng = np.random.default_rng(21)
     m, bw, qbw = 15, 5, 2
     band = np.abs(np.subtract.outer(np.arange(m), np.arange(m)))

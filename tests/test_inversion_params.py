@@ -1,11 +1,11 @@
-"""InversionParams: the settings object of core/inversion.py (issue 16)."""
+"""InversionParams: the settings object of core/series/inversion.py (issue 16)."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
-from slidewatch.core import inversion as inv
+from slidewatch.core.series import inversion as inv
 from slidewatch.core.errors import ParameterError
 
 #: the defaults of invert_network / invert_arrays before they took an InversionParams

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from slidewatch.core.detection import detect
-from slidewatch.core.noise_model import correlation_area
+from slidewatch.core.detect.detection import detect
+from slidewatch.core.detect.noise_model import correlation_area
 
 from .test_detection import SLIDE, TR, _dates, make_series
 

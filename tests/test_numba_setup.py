@@ -25,8 +25,10 @@ def _njit_functions():
     """(module, function) of every @njit function of core/ (inline='always' ones are
     inlined into their callers, never compiled on their own)."""
     found = set()
-    for path in glob.glob(os.path.join(ROOT, "core", "*.py")):
-        module = os.path.splitext(os.path.basename(path))[0]
+    core = os.path.join(ROOT, "core")
+    for path in glob.glob(os.path.join(core, "**", "*.py"), recursive=True):
+        # dotted from core/, as in numba_setup.GROUPS: series.inversion_kernels
+        module = os.path.splitext(os.path.relpath(path, core))[0].replace(os.sep, ".")
         for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
             if not isinstance(node, ast.FunctionDef):
                 continue
@@ -55,7 +57,7 @@ def _run(code, env_extra=None, timeout=900):
 def test_njit_scan_finds_the_kernels():
     kernels = _njit_functions()
     assert ("correlation_kernels", "correlate_grid") in kernels
-    assert ("detection", "_evidence_kernel") in kernels
+    assert ("detect.detection", "_evidence_kernel") in kernels
     assert ("correlation_kernels", "_row_dot") not in kernels   # inline="always"
     assert len(kernels) > 30
 
@@ -77,7 +79,7 @@ def test_warm_up_compiles_every_njit_kernel_of_core():
         "print(json.dumps(out))\n" % json.dumps(kernels))
     counts = json.loads(_run(code).stdout.strip().splitlines()[-1])
     missing = [k for k, n in counts.items()
-               if n == 0 and tuple(k.split(".")) not in numba_setup.NOT_WARMED]
+               if n == 0 and tuple(k.rsplit(".", 1)) not in numba_setup.NOT_WARMED]
     assert missing == [], "kernels the warm-up does not compile: %s" % missing
     stale = [k for k in numba_setup.NOT_WARMED if k not in set(kernels)]
     assert stale == []
@@ -90,8 +92,8 @@ def test_pipeline_after_warm_up_compiles_nothing(tmp_path):
         "import json, sys\n"
         "from slidewatch.core import numba_setup as s\n"
         "s.warm(log=lambda m: None)\n"
-        "import slidewatch.core.correlation_kernels, slidewatch.core.inversion_kernels\n"
-        "import slidewatch.core.prefilter_kernels, slidewatch.core.detection\n"
+        "import slidewatch.core.correlation_kernels, slidewatch.core.series.inversion_kernels\n"
+        "import slidewatch.core.prefilter_kernels, slidewatch.core.detect.detection\n"
         "from numba.core.registry import CPUDispatcher\n"
         "def sigs():\n"
         "    out = {}\n"
@@ -102,8 +104,8 @@ def test_pipeline_after_warm_up_compiles_nothing(tmp_path):
         "                    out[name + '.' + k] = sorted(map(str, v.signatures))\n"
         "    return out\n"
         "before = sigs()\n"
-        "from slidewatch.core.synthetic import generate_stack\n"
-        "from slidewatch.core.pipeline import run_pipeline\n"
+        "from slidewatch.core.synth.synthetic import generate_stack\n"
+        "from slidewatch.core.run.pipeline import run_pipeline\n"
         "generate_stack(%r, n_dates=8, shape=(128, 128), seed=1)\n"
         "run_pipeline(%r, %r)\n"
         "after = sigs()\n"

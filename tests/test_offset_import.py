@@ -17,7 +17,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from slidewatch.core import offset_import as oi
+from slidewatch.core.outputs import offset_import as oi
 from slidewatch.core.correlation import STATUS_LOW_NCC, STATUS_NODATA, STATUS_VALID
 from slidewatch.core.errors import InputError, ParameterError
 from slidewatch.core.pair_correlation import BANDS
@@ -225,7 +225,7 @@ def test_carst_known_motion_and_both_name_conventions(tmp_path):
 
 # ------------------------------------------------------------------------ written rasters
 def test_written_pair_raster_is_a_slidewatch_pair(tmp_path):
-    from slidewatch.core.timeseries_io import pair_dates
+    from slidewatch.core.series.timeseries_io import pair_dates
     t = TRUTH["cosicorr"]
     pair = oi.read_cosicorr(_path(t["file"]))
     path = oi.write_imported_pair(pair, str(tmp_path))
@@ -364,7 +364,7 @@ def test_every_importer_round_trips_the_known_displacement(case, tmp_path):
     each format's own unit and sign, comes back from the written SlideWatch pair raster -
     the file the inversion reads - in metres with the right sign, the right dates and the
     nodata corner as 'no data'."""
-    from slidewatch.core.timeseries_io import pair_dates
+    from slidewatch.core.series.timeseries_io import pair_dates
 
     fmt, make_input, options, truth, _stored_as = ROUND_TRIPS[case]
     res = oi.import_offsets([make_input(str(tmp_path))], str(tmp_path / "out"), fmt=fmt,
@@ -415,7 +415,7 @@ def cosicorr_stack(tmp_path):
 
 
 def test_inversion_runs_on_an_imported_pairs_folder(cosicorr_stack, tmp_path):
-    from slidewatch.core.timeseries_io import invert_pair_rasters
+    from slidewatch.core.series.timeseries_io import invert_pair_rasters
     out = str(tmp_path / "imported")
     res = oi.import_offsets([cosicorr_stack], out)
     assert len(res.paths) == 7 and all(os.path.basename(p).startswith("pair_")
@@ -440,7 +440,7 @@ def imported_slide(tmp_path_factory):
     """A COSI-Corr-format stack of a slide (20 dates, each paired with the next two, 64 x 64
     px of 10 m: a 20 x 20 px block moving (VE, VN), the rest still, 2 cm of noise per pair),
     imported and inverted: (output folder, inversion result)."""
-    from slidewatch.core.timeseries_io import invert_pair_rasters
+    from slidewatch.core.series.timeseries_io import invert_pair_rasters
 
     root = tmp_path_factory.mktemp("imported_slide")
     rng = np.random.default_rng(2)
@@ -472,9 +472,9 @@ def _slide_centre():
 def test_detection_quality_layers_and_exports_work_on_imported_pairs(imported_slide):
     """Issue 17: imported pairs feed the inversion, the detection, the quality layers and
     the exports like SlideWatch's own pairs."""
-    from slidewatch.core import exports
-    from slidewatch.core.detection import detect_from_folder
-    from slidewatch.core.quality_layers import compute_quality_layers
+    from slidewatch.core.outputs import exports
+    from slidewatch.core.detect.detection import detect_from_folder
+    from slidewatch.core.series.quality_layers import compute_quality_layers
 
     out, ts = imported_slide
     assert ts.n_pairs == 2 * len(SLIDE_DATES) - 3 and ts.dates == SLIDE_DATES

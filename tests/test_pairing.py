@@ -10,11 +10,11 @@ import rasterio
 from rasterio.transform import from_origin
 from scipy.ndimage import gaussian_filter
 
-from slidewatch.core.catalog import build_catalog
+from slidewatch.core.stack.catalog import build_catalog
 from slidewatch.core.errors import InputError, ParameterError
-from slidewatch.core.pairing import (PAIRS_COLUMNS, candidate_pairs, connected_components,
-                                     network_summary, read_pairs_csv, select_pairs,
-                                     write_network_summary, write_pairs_csv)
+from slidewatch.core.network.pairing import (PAIRS_COLUMNS, candidate_pairs, connected_components,
+                                             network_summary, read_pairs_csv, select_pairs,
+                                             write_network_summary, write_pairs_csv)
 
 SHAPE = (80, 80)
 FAST = dict(preview_factor=1, preview_search=3)     # tiny images: no down-sampling
@@ -239,7 +239,7 @@ def test_pairs_csv_roundtrip_reasons_and_strict_reading(tmp_path):
     assert all(p.reason.split(":")[0] in ("selected", "rejected") for p in back.pairs)
     assert any(p.reason.startswith("rejected: baseline") for p in back.pairs)
     assert back.pairs[0].reference_path == sel.pairs[0].reference_path
-    # damaged rows (strict contract of core/pairs_file.py, the same for every reader):
+    # damaged rows (strict contract of core/network/pairs_file.py, the same for every reader):
     # an InputError listing every bad row with its line number, nothing skipped silently
     lines.insert(3, "2019-13-01,2019-01-06,a,b,5,0.5,1,x")
     lines.insert(5, "2019-01-06,2019-01-01,a,b,5,0.5,1,x")
@@ -341,11 +341,11 @@ def test_previews_match_correlate_per_pair_and_restore_threads(tmp_path):
     images, single-threaded: the fields must equal correlate() on every pair, and the
     caller's numba thread count must be restored."""
     import numba
-    from slidewatch.core.catalog import load_image
+    from slidewatch.core.stack.catalog import load_image
     from slidewatch.core.correlation import correlate
-    from slidewatch.core.pairing import _block_mean, _run_previews, preview_pairs
+    from slidewatch.core.network.pairing import _block_mean, _run_previews, preview_pairs
     from slidewatch.core.progress import as_progress
-    from slidewatch.core.quality_model import field_quality
+    from slidewatch.core.network.quality_model import field_quality
     dates = _dates(6)
     cat = _make_stack(str(tmp_path / "s"), dates, clouded={dates[2]})
     pairs = candidate_pairs(cat, 1, 30)
@@ -375,8 +375,8 @@ def test_coherence_and_block_fractions_match_their_definitions():
     """Vectorised 3x3 NaN-median coherence and block fractions against the plain
     definitions (np.nanmedian of the good neighbours; np.array_split blocks)."""
     import warnings
-    from slidewatch.core.pairing import _block_fractions
-    from slidewatch.core.quality_model import _coherent
+    from slidewatch.core.network.pairing import _block_fractions
+    from slidewatch.core.network.quality_model import _coherent
     rng = np.random.default_rng(5)
     for t in range(200):
         H, W = (int(v) for v in rng.integers(1, 12, 2))

@@ -1,4 +1,4 @@
-"""core/pairs_file.py: the one pairs.csv contract (columns, strict cell vocabulary, writer,
+"""core/network/pairs_file.py: the one pairs.csv contract (columns, strict cell vocabulary, writer,
 reader), and every reader of pairs.csv giving one file one meaning."""
 
 import math
@@ -11,10 +11,10 @@ from rasterio.transform import from_origin
 
 from slidewatch.core import input_checks as ic
 from slidewatch.core import pair_correlation as pc
-from slidewatch.core import pairing as pr
-from slidewatch.core import pairs_file as pf
+from slidewatch.core.network import pairing as pr
+from slidewatch.core.network import pairs_file as pf
 from slidewatch.core import products as prod
-from slidewatch.core import timeseries_io as tio
+from slidewatch.core.series import timeseries_io as tio
 from slidewatch.core.errors import InputError
 from slidewatch.ui import timeseries_reader as tr
 

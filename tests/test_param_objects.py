@@ -9,11 +9,11 @@ import pytest
 
 from slidewatch.core import correlation as C
 from slidewatch.core.correlation_params import CorrelationParams as CP
-from slidewatch.core.detection import DetectionParams
+from slidewatch.core.detect.detection import DetectionParams
 from slidewatch.core.errors import ParameterError
-from slidewatch.core.pipeline import PipelineParams, params_hash
-from slidewatch.core.quality_layers import DEFAULT_NCC_THRESHOLD
-from slidewatch.core.synthetic import SyntheticStackParams
+from slidewatch.core.run.pipeline import PipelineParams, params_hash
+from slidewatch.core.series.quality_layers import DEFAULT_NCC_THRESHOLD
+from slidewatch.core.synth.synthetic import SyntheticStackParams
 
 STEPS = ("catalog", "grid", "pairing", "correlation", "inversion", "quality", "detection",
          "overview")

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from slidewatch.core.errors import Cancelled, ParameterError
-from slidewatch.core.pipeline import (LOG_NAME, MANIFEST_NAME, PipelineParams, params_from_dict,
-                                      run_pipeline)
+from slidewatch.core.run.pipeline import (LOG_NAME, MANIFEST_NAME, PipelineParams,
+                                          params_from_dict, run_pipeline)
 from slidewatch.core.progress import Progress
 
 SPEC_CATALOG = ["path", "date", "sensor", "valid_fraction", "cloud_fraction", "sun_azimuth",
@@ -59,7 +59,7 @@ def test_all_spec_files_present(first_run):
     selected = [p for p in pairs if p["selected"] == "1"]
     assert len(selected) == result.n_pairs >= 4
 
-    # the pair rasters, and the folder of their window footprints (core/footprint.py)
+    # the pair rasters, and the folder of their window footprints (core/detect/footprint.py)
     tifs = sorted(f for f in os.listdir(os.path.join(out, "pairs")) if f != "footprint")
     assert len(tifs) == len(selected)
     assert sorted(os.listdir(os.path.join(out, "pairs", "footprint"))) == [
@@ -290,7 +290,7 @@ def test_images_on_different_grids_are_warped_once(tmp_path):
     import rasterio
     from rasterio.windows import Window
 
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     folder = tmp_path / "images"
     stack = generate_stack(str(folder), n_dates=5, shape=(112, 112), seed=4,

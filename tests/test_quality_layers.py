@@ -1,4 +1,4 @@
-"""Quality layers of an inversion (core/quality_layers.py, slidewatch:quality_layers)."""
+"""Quality layers of an inversion (core/series/quality_layers.py, slidewatch:quality_layers)."""
 
 import datetime as dt
 import glob
@@ -9,10 +9,10 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from slidewatch.core import quality_layers as ql
+from slidewatch.core.series import quality_layers as ql
 from slidewatch.core.errors import Cancelled, InputError, ParameterError
 from slidewatch.core.progress import Progress
-from slidewatch.core.timeseries_io import invert_pair_rasters, write_pair_raster
+from slidewatch.core.series.timeseries_io import invert_pair_rasters, write_pair_raster
 
 DATES = ["2021-01-03", "2021-01-15", "2021-02-08", "2021-02-20", "2021-03-16", "2021-04-09",
          "2021-04-21", "2021-06-08"]

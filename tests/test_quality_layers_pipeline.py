@@ -15,9 +15,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from slidewatch.core import quality_layers as ql
+from slidewatch.core.series import quality_layers as ql
 from slidewatch.core.errors import Cancelled, ParameterError
-from slidewatch.core.pipeline import LOG_NAME, MANIFEST_NAME, PipelineParams, run_pipeline
+from slidewatch.core.run.pipeline import LOG_NAME, MANIFEST_NAME, PipelineParams, run_pipeline
 from slidewatch.core.progress import Progress
 
 FILES = {"n_valid_pairs": "quality_n_valid_pairs.tif", "ncc_share": "quality_ncc_share.tif",

@@ -32,7 +32,7 @@ def bench():
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     out = tmp_path_factory.mktemp("sverdrup")
     return run_pipeline(DATA, str(out / "run"), PipelineParams())
 
@@ -47,7 +47,7 @@ def test_glacier_detected_and_bedrock_not_with_the_defaults(bench, default_run):
 
 
 def test_the_pairs_stable_ground_keeps_the_rock_stable(default_run, tmp_path):
-    from slidewatch.core import detection as D
+    from slidewatch.core.detect import detection as D
     ts = os.path.dirname(default_run.paths["velocity"])
     share = D.read_pairs_with_stable_ground(ts)
     # the correlation found a tight cluster of still windows in 19 of the 24 pairs

@@ -117,7 +117,7 @@ def test_fast_body_is_detected_and_the_rock_is_not(tmp_path):
     (CARST faster than 1 m/day off the rock polygons; 28 % of the valid windows) is
     detected over >= 80 % of its valid windows, the rock over <= 5 %. It comes from a
     single pair, so it must say so; with require_temporal_evidence=True nothing is."""
-    from slidewatch.core.detection import detect
+    from slidewatch.core.detect.detection import detect
     out = str(tmp_path / "pair_20160718_20160803.tif")
     correlate_pair_rasters(REF, SEC, out, max_velocity_m_per_day=30, stable="median")
     with rasterio.open(out) as src:
@@ -148,8 +148,8 @@ def test_pipeline_on_the_two_real_images_detects_the_glacier(tmp_path):
     from the folder to detections; a single pair gives the pair's displacement as the
     series (the inversion needs every pair of a network smaller than min_obs)."""
     import shutil
-    from slidewatch.core import detections_store
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.detect import detections_store
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     inp = tmp_path / "images"
     inp.mkdir()
     for p in (REF, SEC):

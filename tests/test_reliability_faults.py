@@ -19,7 +19,7 @@ import pytest
 
 from rel_fixtures import fast_params, read_all, stack
 from slidewatch.core.errors import Cancelled
-from slidewatch.core.pipeline import run_pipeline
+from slidewatch.core.run.pipeline import run_pipeline
 from slidewatch.core.progress import Progress
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -106,7 +106,7 @@ def reference_run(images, tmp_path_factory):
 KILLER = """
 import os, signal, sys
 from rel_fixtures import fast_params
-from slidewatch.core.pipeline import run_pipeline
+from slidewatch.core.run.pipeline import run_pipeline
 from slidewatch.core.progress import Progress
 inp, out, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
 seen = []
@@ -142,7 +142,7 @@ def test_sigkill_during_a_step_then_resume(step, at, images, reference_run, tmp_
 REPLACE_KILLER = """
 import os, signal, sys
 from rel_fixtures import fast_params
-from slidewatch.core.pipeline import run_pipeline
+from slidewatch.core.run.pipeline import run_pipeline
 inp, out, target = sys.argv[1], sys.argv[2], sys.argv[3]
 real = os.replace
 def replace(src, dst):
@@ -193,9 +193,9 @@ def test_cancel_correlation_inversion_detection_then_resume(reference_run, tmp_p
     again gives exactly the outputs of the uninterrupted run."""
     import shutil
 
-    from slidewatch.core.detection import detect_from_folder
+    from slidewatch.core.detect.detection import detect_from_folder
     from slidewatch.core.pair_correlation import correlate_pair_rasters, read_selected_pairs
-    from slidewatch.core.timeseries_io import invert_pair_rasters
+    from slidewatch.core.series.timeseries_io import invert_pair_rasters
     rows = read_selected_pairs(os.path.join(reference_run, "pairs.csv"))
     row = rows[0]
     name = "pair_%s_%s.tif" % (row["reference_date"].replace("-", ""),
@@ -240,7 +240,7 @@ def test_cancel_correlation_inversion_detection_then_resume(reference_run, tmp_p
 
 # -- validation decisions ----------------------------------------------------------------------
 def _detections_file(path, n=12):
-    from slidewatch.core.detections_store import write_detections
+    from slidewatch.core.detect.detections_store import write_detections
     feats = []
     for i in range(n):
         x, y = 500000 + 200 * i, 5000000
@@ -255,7 +255,7 @@ def test_decision_survives_a_crash(tmp_path):
     gpkg = _detections_file(tmp_path / "detections.gpkg")
     code = """
         import os, signal, sys
-        from slidewatch.core.detections_store import record_decision
+        from slidewatch.core.detect.detections_store import record_decision
         record_decision(sys.argv[1], 3, "confirmed", comment="scarp seen", analyst="ana")
         os.kill(os.getpid(), signal.SIGKILL)   # QGIS crashes right after the click
     """
@@ -273,7 +273,7 @@ def test_two_writers_at_once(tmp_path):
     gpkg = _detections_file(tmp_path / "detections.gpkg", n=20)
     code = """
         import sys, time
-        from slidewatch.core.detections_store import record_decision
+        from slidewatch.core.detect.detections_store import record_decision
         gpkg, parity, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
         while time.time() < start:
             time.sleep(0.005)

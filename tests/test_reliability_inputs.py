@@ -16,7 +16,7 @@ import pytest
 from rel_fixtures import SHIFT_PX, fast_params, image, read_all, stack, write
 from slidewatch.core import input_checks as ic
 from slidewatch.core.errors import InputError, OutputError, ParameterError
-from slidewatch.core.pipeline import run_pipeline
+from slidewatch.core.run.pipeline import run_pipeline
 
 
 def _run(inp, out, **kw):
@@ -476,7 +476,7 @@ def _foreign_gpkg(path):
 
 
 def test_detections_layer_missing_validation_fields(tmp_path):
-    from slidewatch.core.detections_store import ensure_validation_fields, record_decision
+    from slidewatch.core.detect.detections_store import ensure_validation_fields, record_decision
     gpkg = _foreign_gpkg(tmp_path / "other_tool.gpkg")
     with pytest.raises(InputError) as info:
         ic.check_detections_layer(gpkg)

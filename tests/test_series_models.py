@@ -1,4 +1,4 @@
-"""Series models, re-referencing and area averages (core/series_models.py), on synthetic
+"""Series models, re-referencing and area averages (core/series/series_models.py), on synthetic
 series with known parameters."""
 
 import datetime as dt
@@ -9,7 +9,7 @@ import pytest
 
 from series_fixtures import (NOISE_M, SLIDE_BOX, STABLE_BOX, box_polygon, make_offset_stack,
                              pixel_centre)
-from slidewatch.core import series_models as sm
+from slidewatch.core.series import series_models as sm
 from slidewatch.core.errors import InputError, ParameterError
 
 

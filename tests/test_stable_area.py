@@ -11,8 +11,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from slidewatch.core.errors import InputError
-from slidewatch.core.stable_area import (find_stable_source, rasterise_stable_area,
-                                         stable_mask_name)
+from slidewatch.core.stack.stable_area import (find_stable_source, rasterise_stable_area,
+                                               stable_mask_name)
 
 GRID = dict(crs=rasterio.crs.CRS.from_epsg(32632), transform=from_origin(500000, 5100000, 10, 10),
             height=200, width=300)
@@ -125,9 +125,9 @@ def masked_run(tmp_path_factory):
     folder (drawn where the truth has no landslide), found by stable_mask 'auto'."""
     from rasterio import features
     from osgeo import ogr, osr
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     from slidewatch.core.progress import Progress
-    from slidewatch.core.synthetic import generate_stack
+    from slidewatch.core.synth.synthetic import generate_stack
 
     folder = tmp_path_factory.mktemp("masked") / "images"
     stack = generate_stack(str(folder), n_dates=8, shape=(128, 128), seed=3)
@@ -170,7 +170,7 @@ def test_pipeline_uses_the_stable_area_everywhere(masked_run):
 
 
 def test_pipeline_rerun_is_current_and_a_new_mask_recomputes(masked_run, tmp_path):
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     out = masked_run["out"]
     again = run_pipeline(masked_run["folder"], out, PipelineParams())
     assert again.skipped("correlation") and again.skipped("detection")
@@ -184,7 +184,7 @@ def test_pipeline_rerun_is_current_and_a_new_mask_recomputes(masked_run, tmp_pat
 
 
 def test_missing_mask_is_a_clear_error(masked_run, tmp_path):
-    from slidewatch.core.pipeline import PipelineParams, run_pipeline
+    from slidewatch.core.run.pipeline import PipelineParams, run_pipeline
     with pytest.raises(InputError, match="Stable-area mask .* does not exist"):
         run_pipeline(masked_run["folder"], str(tmp_path / "o"),
                      PipelineParams(stable_mask=str(tmp_path / "nope.gpkg")))

@@ -1,6 +1,6 @@
 """One driver per heavy step (issue 16): the single-step Processing algorithms "Correlate
 pairs" and "Invert" run the pipeline's drivers (core/correlation_driver.py,
-core/inversion_driver.py): they resume, report progress, honour cancel between pairs and
+core/series/inversion_driver.py): they resume, report progress, honour cancel between pairs and
 run on Dask like the pipeline."""
 
 import glob

@@ -1,4 +1,4 @@
-"""Tests of the synthetic stack generator (core/synthetic.py, core/texture.py)."""
+"""Tests of the synthetic stack generator (core/synth/synthetic.py, core/synth/texture.py)."""
 
 import json
 import os
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from slidewatch.core import synthetic as S
-from slidewatch.core.synthetic import SyntheticStack, generate_stack
-from slidewatch.core.texture import fractal_texture, sentinel2_texture, shift_image
+from slidewatch.core.synth import synthetic as S
+from slidewatch.core.synth.synthetic import SyntheticStack, generate_stack
+from slidewatch.core.synth.texture import fractal_texture, sentinel2_texture, shift_image
 
 CLEAN = dict(noise_level=0.0, illumination_change=False, cloudy_date_fraction=0.0,
              fully_clouded_dates=0, nodata_border=False)
@@ -387,7 +387,7 @@ def test_progress_and_cancel(tmp_path):
 
 def test_params_object_and_keyword_overrides_give_the_same_stack():
     """SyntheticStackParams, a dict of it, and the old keyword call are one stack."""
-    from slidewatch.core.synthetic import SyntheticStackParams
+    from slidewatch.core.synth.synthetic import SyntheticStackParams
     kw = dict(n_dates=3, shape=(48, 48), seed=4, texture="fractal", ramp=0.2, **CLEAN)
     a = generate_stack(None, write=False, **kw)
     b = generate_stack(None, SyntheticStackParams(**kw), write=False)
@@ -400,7 +400,7 @@ def test_params_object_and_keyword_overrides_give_the_same_stack():
 
 def test_params_validation():
     from slidewatch.core.errors import ParameterError
-    from slidewatch.core.synthetic import SyntheticStackParams
+    from slidewatch.core.synth.synthetic import SyntheticStackParams
     assert SyntheticStackParams().validate().n_dates == 40
     for bad in (dict(fully_clouded_dates=-1), dict(noise_level=-0.1), dict(ramp=-1.0),
                 dict(start_date="2019-13-01"), dict(shape=(64,)), dict(seed=-1),

@@ -1,4 +1,4 @@
-"""Block-wise driver: pair rasters -> timeseries/ files (core/timeseries_io.py)."""
+"""Block-wise driver: pair rasters -> timeseries/ files (core/series/timeseries_io.py)."""
 
 import os
 
@@ -7,8 +7,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from slidewatch.core import inversion as inv
-from slidewatch.core import timeseries_io as tio
+from slidewatch.core.series import inversion as inv
+from slidewatch.core.series import timeseries_io as tio
 from slidewatch.core.errors import Cancelled, InputError
 from slidewatch.core.progress import Progress
 
@@ -123,7 +123,7 @@ def test_pairs_csv_selects_pairs_and_missing_date_is_bridged(tmp_path):
 def test_cancel_leaves_no_partial_output_and_resumes(tmp_path):
     """A cancel leaves no output file (only the finished row blocks, hidden in
     timeseries/.parts/); the next run reuses them and equals an uninterrupted run."""
-    from slidewatch.core import pipeline_tasks as pt
+    from slidewatch.core.run import pipeline_tasks as pt
 
     import glob
     import time

@@ -289,7 +289,7 @@ def test_report(folder, dock_factory, tmp_path):
 
 # ------------------------------------------------------------------- learning
 def test_classifier_learns_evidence():
-    from slidewatch.core.validation_learning import EvidenceClassifier
+    from slidewatch.core.detect.validation_learning import EvidenceClassifier
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 3))

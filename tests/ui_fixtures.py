@@ -36,7 +36,7 @@ def _years(dates):
 
 def make_output_folder(folder, shape=(60, 80), n_detections=12, seed=1, with_pairs=True):
     """Write the folder; returns a dict with the truth (arrays, detections)."""
-    from slidewatch.core.detections_store import write_detections
+    from slidewatch.core.detect.detections_store import write_detections
     from slidewatch.core.raster_io import write_bands
 
     rng = np.random.default_rng(seed)
@@ -161,7 +161,7 @@ def add_planned_motion(east, north, plan, years):
 
 def make_detections(path, n, seed=1, shape=(60, 80), v=None, plan=None):
     """Write detections.gpkg from :func:`plan_detections`; returns the plan with ids."""
-    from slidewatch.core.detections_store import write_detections
+    from slidewatch.core.detect.detections_store import write_detections
 
     plan = plan if plan is not None else plan_detections(n, seed, shape)
 

@@ -31,7 +31,7 @@ from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubl
                                  QPushButton, QSpinBox, QTableWidget, QTableWidgetItem,
                                  QTextBrowser)
 
-from ..core import accuracy_assessment as aa
+from ..core.outputs import accuracy_assessment as aa
 from . import layer_finder
 from .button_rows import (SETTINGS_ANALYST, analyst_form, button_row, finish_dock,
                           install_shortcuts, layer_row)

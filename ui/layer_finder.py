@@ -9,7 +9,7 @@ user choose the output folder instead (``SeriesSources.from_folder``).
 import os
 
 from ..core import products as prod
-from ..core.timeseries_reader import SeriesSources
+from ..core.series.timeseries_reader import SeriesSources
 
 VELOCITY_DESCRIPTIONS = prod.VELOCITY_BANDS[:3]
 DETECTION_FIELDS = ("score", "status", "area_m2")
@@ -127,7 +127,7 @@ def raster_crs(path):
     """QgsCoordinateReferenceSystem of a raster file (from its WKT)."""
     from qgis.core import QgsCoordinateReferenceSystem
 
-    from ..core.timeseries_reader import raster_crs_wkt
+    from ..core.series.timeseries_reader import raster_crs_wkt
 
     wkt = raster_crs_wkt(path)
     return QgsCoordinateReferenceSystem.fromWkt(wkt) if wkt else QgsCoordinateReferenceSystem()

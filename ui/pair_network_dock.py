@@ -13,7 +13,7 @@ from qgis.core import QgsProject
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton
 
 from ..core.products import PAIRS_FOLDER
-from ..core.timeseries_reader import SeriesSources, pair_raster_path, read_pair_table
+from ..core.series.timeseries_reader import SeriesSources, pair_raster_path, read_pair_table
 from . import layer_finder
 from .dock_base import SlideWatchDock
 

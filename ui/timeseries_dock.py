@@ -29,11 +29,11 @@ from . import layer_finder
 from .dock_base import SlideWatchDock
 from .pixel_map_tool import PixelMapTool
 
-from ..core import series_models as sm
-from ..core.timeseries_reader import (SeriesSources, describe_network_flags,
-                                      fitted_velocity_line, read_area,
-                                      read_pixel_with_quality, rows_to_csv_text,
-                                      series_to_rows)
+from ..core.series import series_models as sm
+from ..core.series.timeseries_reader import (SeriesSources, describe_network_flags,
+                                             fitted_velocity_line, read_area,
+                                             read_pixel_with_quality, rows_to_csv_text,
+                                             series_to_rows)
 from ..core.products import (BAND_EAST, BAND_N_OBS, BAND_NORTH, BAND_RMSE, BAND_V,
                              BAND_V_SIGMA, BAND_VE, BAND_VN)
 

@@ -20,7 +20,7 @@ from qgis.PyQt.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, Q
                                  QSplitter, QTableWidget, QTableWidgetItem, QTextBrowser,
                                  QVBoxLayout, QWidget)
 
-from ..core.timeseries_reader import SeriesSources, read_polygon_series
+from ..core.series.timeseries_reader import SeriesSources, read_polygon_series
 from . import layer_finder
 from .button_rows import (SETTINGS_ANALYST, analyst_form, button_row, finish_dock,
                           install_shortcuts, layer_row)
@@ -188,7 +188,7 @@ class ValidationDock(SlideWatchDock):
         if "layername=" in source:
             name = source.split("layername=", 1)[1].split("|", 1)[0]
         try:
-            from ..core.detections_store import ensure_validation_fields
+            from ..core.detect.detections_store import ensure_validation_fields
 
             ensure_validation_fields(path, name)
             self.model = ValidationModel(path, name)

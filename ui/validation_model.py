@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ..core import validation_learning as learning
+from ..core.detect import validation_learning as learning
 from ..core.errors import InputError, SlideWatchError
 from ..core.products import DETECTION_STATUSES
 
@@ -75,7 +75,7 @@ def load_detections(gpkg, layer_name="detections", retries=5):
     """Records of the detections layer (``core.detections_store.read_detections``: all
     attributes + ``fid`` + ``geometry_wkt``), with ``validated_at`` as ISO 8601 UTC text and
     a valid ``status``. Retried briefly if a writer holds the file's lock at that moment."""
-    from ..core.detections_store import read_detections
+    from ..core.detect.detections_store import read_detections
 
     if not os.path.exists(gpkg):
         raise InputError("The detections file '%s' does not exist. Run the detection step "
@@ -100,7 +100,7 @@ def load_detections(gpkg, layer_name="detections", retries=5):
 
 
 def _default_writer(gpkg, ident, status, comment, analyst, timestamp):
-    from ..core.detections_store import record_decision
+    from ..core.detect.detections_store import record_decision
 
     return record_decision(gpkg, ident, status, comment, analyst, timestamp)
 

@@ -1,0 +1,2 @@
+"""Running the steps: local/Dask executor, the resumable pipeline, the task functions the
+workers run, overview picture."""

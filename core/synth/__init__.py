@@ -1,0 +1,1 @@
+"""Synthetic stacks with ground truth (demo, tests, benches) and their textures."""
