@@ -167,7 +167,7 @@ def run_peers(cases, rows, cols, repeat=1):
 
 # --------------------------------------------------------------------------- ours
 def ours(ref, sec, rows, cols, **opt):
-    from slidewatch.core.correlation import correlate
+    from slidewatch.core.matching.correlation import correlate
     t = time.perf_counter()
     c = time.process_time()
     r = correlate(ref, sec, window=WINDOW, search=SEARCH, rows=rows, cols=cols, **opt)
@@ -204,7 +204,7 @@ def text_hist(frac, bins=10, width=40):
 
 # --------------------------------------------------------------------------- real null test
 def null_test(tag, window=WINDOW, stable="median", **options):
-    from slidewatch.core import pair_correlation as pc
+    from slidewatch.core.matching import pair_correlation as pc
     os.makedirs(OUT, exist_ok=True)
     ongrid = os.path.join(OUT, "tgt_on_ref_grid.tif")
     if not os.path.exists(ongrid):

@@ -22,7 +22,7 @@ import bench_correlation as B  # noqa: E402
 
 def main():
     import numba
-    from slidewatch.core.correlation import correlate
+    from slidewatch.core.matching.correlation import correlate
     big, _ = B.load_texture()
     rng = np.random.default_rng(1)
     rows = B.centres(B.STEP)

@@ -71,7 +71,7 @@ def generate(size, ref_path, sec_path):
 
 
 def child(ref_path, sec_path, out_path):
-    from slidewatch.core.pair_correlation import correlate_pair_rasters
+    from slidewatch.core.matching.pair_correlation import correlate_pair_rasters
     t = time.perf_counter()
     info = correlate_pair_rasters(ref_path, sec_path, out_path, window=32, step=10, search=8,
                                   reference_date="2020-01-01", secondary_date="2020-01-11")

@@ -487,7 +487,7 @@ def run_real_null(out_root):
     import rasterio
     from rasterio.warp import Resampling, reproject
 
-    from slidewatch.core.correlation import correlate
+    from slidewatch.core.matching.correlation import correlate
     from slidewatch.core.detect.detection import detect
     from slidewatch.core.raster_io import write_bands
 

@@ -55,7 +55,7 @@ def main(argv=None):
 
     from slidewatch.core.synth.synthetic import generate_stack
     from slidewatch.core.stack.catalog import build_catalog, load_image
-    from slidewatch.core.correlation import correlate
+    from slidewatch.core.matching.correlation import correlate
     from slidewatch.core.series.inversion import invert_network
     from slidewatch.core.network.pairing import select_pairs, network_summary
     from slidewatch.core.series.inversion import DEFAULT_LAM

@@ -113,7 +113,7 @@ def warmup():
     import numpy as np
 
     from slidewatch.core.series import inversion as inv
-    from slidewatch.core.correlation import correlate
+    from slidewatch.core.matching.correlation import correlate
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.test_seeded_search import _glacier_pair, _zones  # noqa: E402
-from slidewatch.core.correlation import correlate  # noqa: E402
+from slidewatch.core.matching.correlation import correlate  # noqa: E402
 
 SHIFTS = [(-22.4, 31.7), (14.6, -35.3), (-12.2, 9.7), (27.9, 26.1)]
 BOUND = 45

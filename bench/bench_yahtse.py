@@ -144,7 +144,7 @@ def rock_mask_raster():
 
 
 def ours(vmax, stable_mask=None):
-    from slidewatch.core.pair_correlation import correlate_pair_rasters
+    from slidewatch.core.matching.pair_correlation import correlate_pair_rasters
     import rasterio
     os.makedirs(OUT, exist_ok=True)
     out = os.path.join(OUT, "yahtse_pair_%s%s.tif" % (

@@ -186,25 +186,92 @@ def _install_listener():
             _state.depth = depth + 1
             if depth == 0:
                 _state.t0 = time.perf_counter()
-                if getattr(_state, "quiet", False):
-                    return
-                name = _kernel_name(ev)
-                if name and "first" not in _announced:
-                    _announced.add("first")
-                    _emit("compiling numba kernel %s on first use (one-off: it is saved in "
-                          "%s and not compiled again; `make install` or "
-                          "scripts/warm_kernels.py compiles every kernel beforehand)"
-                          % (name, cache_dir()))
+                if not getattr(_state, "quiet", False):
+                    name = _kernel_name(ev)
+                    if name and "first" not in _announced:
+                        _announced.add("first")
+                        _emit("compiling numba kernel %s on first use (one-off: it is saved "
+                              "in %s and not compiled again; `make install` or "
+                              "scripts/warm_kernels.py compiles every kernel beforehand)"
+                              % (name, cache_dir()))
+                _REMARKS.enter()
 
         def on_end(self, ev):
             _state.depth = max(0, getattr(_state, "depth", 1) - 1)
-            if _state.depth == 0 and not getattr(_state, "quiet", False):
-                name = _kernel_name(ev)
-                if name:
-                    _emit("compiled numba kernel %s in %.1f s (cached for the next runs)"
-                          % (name, time.perf_counter() - getattr(_state, "t0", 0.0)))
+            if _state.depth == 0:
+                _REMARKS.leave()
+                if not getattr(_state, "quiet", False):
+                    name = _kernel_name(ev)
+                    if name:
+                        _emit("compiled numba kernel %s in %.1f s (cached for the next runs)"
+                              % (name, time.perf_counter() - getattr(_state, "t0", 0.0)))
 
     event.register("numba:compile", _CompileListener())
+
+
+class _RemarkFilter:
+    """Keeps LLVM's "remark: ... loop not vectorized" lines out of stderr while numba
+    compiles. With a forced vectorisation width (:func:`_set_vector_width`) LLVM prints
+    one such line, always, for every loop it cannot vectorise (hundreds per kernel group)
+    and has no option to silence them. While any thread compiles, file descriptor 2 goes
+    to a temporary file; when the last compile ends it is restored and every other line
+    written meanwhile (Python's or a library's) is written to it, in order, only later."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = None
+        self._file = None
+
+    def enter(self):
+        if not _vector_width:
+            return
+        with self._lock:
+            self._depth += 1
+            if self._depth > 1:
+                return
+            try:
+                import tempfile
+                sys.stderr.flush()
+                self._file = tempfile.TemporaryFile()
+                self._saved = os.dup(2)
+                os.dup2(self._file.fileno(), 2)
+            except Exception:   # no file descriptors to play with: leave stderr alone
+                self._restore()
+
+    def leave(self):
+        if not _vector_width:
+            return
+        with self._lock:
+            if self._depth == 0:
+                return
+            self._depth -= 1
+            if self._depth == 0:
+                self._restore()
+
+    def _restore(self):
+        f, saved = self._file, self._saved
+        self._file = self._saved = None
+        if saved is None:
+            return
+        try:
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os.dup2(saved, 2)
+        os.close(saved)
+        if f is None:
+            return
+        try:
+            f.seek(0)
+            kept = [ln for ln in f.read().splitlines(True) if not ln.startswith(b"remark: ")]
+            if kept:
+                os.write(2, b"".join(kept))
+        finally:
+            f.close()
+
+
+_REMARKS = _RemarkFilter()
 
 
 def _kernel_name(ev):
@@ -221,7 +288,7 @@ def _kernel_name(ev):
 def _warm_prefilter():
     import numpy as np
 
-    from .prefilter_kernels import gaussian_highpass, gaussian_highpass_rects
+    from .matching.prefilter_kernels import gaussian_highpass, gaussian_highpass_rects
 
     x = np.random.default_rng(0).random((40, 40), dtype=np.float32)
     gaussian_highpass(x, 1.0)
@@ -232,7 +299,7 @@ def _warm_prefilter():
 def _warm_correlation():
     import numpy as np
 
-    from .correlation import correlate
+    from .matching.correlation import correlate
 
     rng = np.random.default_rng(0)
     ref = rng.random((96, 96), dtype=np.float32)
@@ -276,11 +343,11 @@ def _warm_detection():
 #: 2026-12-07 took prefilter 9 s, correlation 351 s, inversion 167 s, detection 3 s (an
 #: earlier machine: 5 / 120 / 40 / 5 s)
 GROUPS = (
-    ("prefilter", 10, (("prefilter_kernels", "_rows_pass"),
-                      ("prefilter_kernels", "_cols_pass_highpass"),
-                      ("prefilter_kernels", "_highpass_rects")), _warm_prefilter),
-    ("correlation", 350, (("correlation_kernels", "correlate_grid"),
-                          ("correlation_kernels", "refine_windows")), _warm_correlation),
+    ("prefilter", 10, (("matching.prefilter_kernels", "_rows_pass"),
+                      ("matching.prefilter_kernels", "_cols_pass_highpass"),
+                      ("matching.prefilter_kernels", "_highpass_rects")), _warm_prefilter),
+    ("correlation", 350, (("matching.correlation_kernels", "correlate_grid"),
+                          ("matching.correlation_kernels", "refine_windows")), _warm_correlation),
     ("inversion", 170, (("series.inversion_kernels", "invert_block"),), _warm_inversion),
     ("detection", 5, (("detect.detection", "_evidence_kernel"),), _warm_detection),
 )

@@ -33,7 +33,7 @@ SHIMS = _shims()
 
 def test_the_moved_modules_have_aliases():
     subs = {sub for sub, _ in SHIMS}
-    assert {"stack", "network", "series", "detect", "run", "outputs", "synth"} <= subs
+    assert {"stack", "network", "series", "detect", "run", "outputs", "synth", "matching"} <= subs
     for sub, mod in SHIMS:
         assert os.path.isfile(os.path.join(CORE, sub, mod + ".py"))
         assert os.path.isfile(os.path.join(CORE, sub, "__init__.py"))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from slidewatch.core import correlation as C
-from slidewatch.core.correlation import correlate
+from slidewatch.core.matching import correlation as C
+from slidewatch.core.matching.correlation import correlate
 from slidewatch.core.errors import InputError, ParameterError
-from slidewatch.core.prefilters import apply_prefilter, halo
+from slidewatch.core.matching.prefilters import apply_prefilter, halo
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))), "shared", "data", "s2_pair_no_motion")

@@ -10,8 +10,8 @@ import numba
 import numpy as np
 import pytest
 
-from slidewatch.core import correlation as C
-from slidewatch.core import correlation_kernels as K
+from slidewatch.core.matching import correlation as C
+from slidewatch.core.matching import correlation_kernels as K
 
 from .test_correlation import fourier_shift, smooth_texture
 

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from slidewatch.core import correlation as C
-from slidewatch.core.correlation import correlate
+from slidewatch.core.matching import correlation as C
+from slidewatch.core.matching.correlation import correlate
 from slidewatch.core.errors import ParameterError
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slidewatch.core.correlation import STATUS_MEANINGS, STATUS_VALID, correlate
+from slidewatch.core.matching.correlation import STATUS_MEANINGS, STATUS_VALID, correlate
 from slidewatch.core.errors import SlideWatchError
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,

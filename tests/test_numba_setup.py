@@ -56,9 +56,9 @@ def _run(code, env_extra=None, timeout=900):
 
 def test_njit_scan_finds_the_kernels():
     kernels = _njit_functions()
-    assert ("correlation_kernels", "correlate_grid") in kernels
+    assert ("matching.correlation_kernels", "correlate_grid") in kernels
     assert ("detect.detection", "_evidence_kernel") in kernels
-    assert ("correlation_kernels", "_row_dot") not in kernels   # inline="always"
+    assert ("matching.correlation_kernels", "_row_dot") not in kernels   # inline="always"
     assert len(kernels) > 30
 
 
@@ -92,8 +92,8 @@ def test_pipeline_after_warm_up_compiles_nothing(tmp_path):
         "import json, sys\n"
         "from slidewatch.core import numba_setup as s\n"
         "s.warm(log=lambda m: None)\n"
-        "import slidewatch.core.correlation_kernels, slidewatch.core.series.inversion_kernels\n"
-        "import slidewatch.core.prefilter_kernels, slidewatch.core.detect.detection\n"
+        "import slidewatch.core.matching.correlation_kernels, slidewatch.core.series.inversion_kernels\n"
+        "import slidewatch.core.matching.prefilter_kernels, slidewatch.core.detect.detection\n"
         "from numba.core.registry import CPUDispatcher\n"
         "def sigs():\n"
         "    out = {}\n"
@@ -148,10 +148,10 @@ def test_cache_keyed_by_real_path_whatever_the_import_path():
     """Imported through .build/plugins/slidewatch (a link), the kernels' cache folder is
     the one of the real source folder: QGIS desktop's profile link, qgis_process and the
     checkout share one cache."""
-    from slidewatch.core import prefilter_kernels as pk
+    from slidewatch.core.matching import prefilter_kernels as pk
 
-    real_core = os.path.realpath(os.path.join(ROOT, "core"))
-    sub = "core_" + hashlib.sha1(real_core.encode()).hexdigest()
+    real_folder = os.path.realpath(os.path.join(ROOT, "core", "matching"))
+    sub = "matching_" + hashlib.sha1(real_folder.encode()).hexdigest()
     path = pk._rows_pass._cache._cache_path
     assert path == os.path.join(numba_setup.cache_dir(), sub)
 

@@ -18,9 +18,9 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from slidewatch.core.outputs import offset_import as oi
-from slidewatch.core.correlation import STATUS_LOW_NCC, STATUS_NODATA, STATUS_VALID
+from slidewatch.core.matching.correlation import STATUS_LOW_NCC, STATUS_NODATA, STATUS_VALID
 from slidewatch.core.errors import InputError, ParameterError
-from slidewatch.core.pair_correlation import BANDS
+from slidewatch.core.matching.pair_correlation import BANDS
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "import")
 with open(os.path.join(DATA, "truth.json")) as _fh:

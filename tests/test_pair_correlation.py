@@ -9,9 +9,9 @@ import pytest
 import rasterio
 from affine import Affine
 
-from slidewatch.core import correlation as C
-from slidewatch.core import pair_correlation as pc
-from slidewatch.core.correlation import correlate
+from slidewatch.core.matching import correlation as C
+from slidewatch.core.matching import pair_correlation as pc
+from slidewatch.core.matching.correlation import correlate
 from slidewatch.core.errors import Cancelled, InputError
 from slidewatch.core.progress import Progress
 

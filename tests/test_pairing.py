@@ -342,7 +342,7 @@ def test_previews_match_correlate_per_pair_and_restore_threads(tmp_path):
     caller's numba thread count must be restored."""
     import numba
     from slidewatch.core.stack.catalog import load_image
-    from slidewatch.core.correlation import correlate
+    from slidewatch.core.matching.correlation import correlate
     from slidewatch.core.network.pairing import _block_mean, _run_previews, preview_pairs
     from slidewatch.core.progress import as_progress
     from slidewatch.core.network.quality_model import field_quality

@@ -10,7 +10,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from slidewatch.core import input_checks as ic
-from slidewatch.core import pair_correlation as pc
+from slidewatch.core.matching import pair_correlation as pc
 from slidewatch.core.network import pairing as pr
 from slidewatch.core.network import pairs_file as pf
 from slidewatch.core import products as prod

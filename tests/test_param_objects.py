@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from slidewatch.core import correlation as C
-from slidewatch.core.correlation_params import CorrelationParams as CP
+from slidewatch.core.matching import correlation as C
+from slidewatch.core.matching.correlation_params import CorrelationParams as CP
 from slidewatch.core.detect.detection import DetectionParams
 from slidewatch.core.errors import ParameterError
 from slidewatch.core.run.pipeline import PipelineParams, params_hash

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from slidewatch.core import prefilters as pf
-from slidewatch.core.prefilter_kernels import gaussian_highpass, gaussian_weights
+from slidewatch.core.matching import prefilters as pf
+from slidewatch.core.matching.prefilter_kernels import gaussian_highpass, gaussian_weights
 
 
 def _nan_gauss(x, valid, sigma):
@@ -72,7 +72,7 @@ def test_gaussian_highpass_of_a_constant_is_zero_and_integer_input():
 @pytest.mark.parametrize("sigma", [1.0, 3.0])
 def test_highpass_rects_equal_whole_image(sigma):
     """The second pass filters only around its windows: same float32 values bit for bit."""
-    from slidewatch.core.prefilter_kernels import gaussian_highpass_rects
+    from slidewatch.core.matching.prefilter_kernels import gaussian_highpass_rects
     x = _image(seed=5)
     whole = gaussian_highpass(x, sigma)
     rects = np.array([[0, 30, 0, 50], [25, 60, 45, 120], [40, 41, 3, 4], [70, 90, 90, 120]])

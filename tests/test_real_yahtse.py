@@ -13,7 +13,7 @@ import pytest
 import rasterio
 from scipy import ndimage
 
-from slidewatch.core.pair_correlation import correlate_pair_rasters
+from slidewatch.core.matching.pair_correlation import correlate_pair_rasters
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "yahtse")
 REF = os.path.join(DATA, "LC08_20160718_B8.tif")

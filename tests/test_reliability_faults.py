@@ -194,7 +194,7 @@ def test_cancel_correlation_inversion_detection_then_resume(reference_run, tmp_p
     import shutil
 
     from slidewatch.core.detect.detection import detect_from_folder
-    from slidewatch.core.pair_correlation import correlate_pair_rasters, read_selected_pairs
+    from slidewatch.core.matching.pair_correlation import correlate_pair_rasters, read_selected_pairs
     from slidewatch.core.series.timeseries_io import invert_pair_rasters
     rows = read_selected_pairs(os.path.join(reference_run, "pairs.csv"))
     row = rows[0]

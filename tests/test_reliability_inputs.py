@@ -256,8 +256,8 @@ def test_band_index_that_does_not_exist(tmp_path, provider):
 
 
 def test_window_larger_than_image(tmp_path, provider):
-    from slidewatch.core.correlation import STATUS_OUTSIDE, correlate
-    from slidewatch.core.pair_correlation import correlate_pair_rasters
+    from slidewatch.core.matching.correlation import STATUS_OUTSIDE, correlate
+    from slidewatch.core.matching.pair_correlation import correlate_pair_rasters
     inp = tmp_path / "in"
     paths = stack(inp, n=3)
     with pytest.raises(ParameterError) as info:
@@ -328,7 +328,7 @@ def test_full_disk_at_the_write_layer(tmp_path, monkeypatch):
     """os.replace failing with ENOSPC (mock): clear message, nothing under the final name,
     no temporary left behind."""
     from slidewatch.core import raster_io
-    from slidewatch.core.pair_correlation import correlate_pair_rasters
+    from slidewatch.core.matching.pair_correlation import correlate_pair_rasters
     paths = stack(tmp_path / "in", n=2)
     out = str(tmp_path / "out" / "pair_20200101_20200301.tif")
 
@@ -347,7 +347,7 @@ def test_full_disk_real_tmpfs(tmp_path):
     """A really full file system (tiny tmpfs; skipped where mount is not allowed): GDAL only
     logs its write errors, the write layer still refuses to publish the truncated file."""
     import subprocess
-    from slidewatch.core.pair_correlation import correlate_pair_rasters
+    from slidewatch.core.matching.pair_correlation import correlate_pair_rasters
     from slidewatch.core.raster_io import write_bands
     paths = stack(tmp_path / "in", n=2)
     tiny = tmp_path / "tiny"
@@ -382,7 +382,7 @@ def test_nan_and_inf_in_inputs(tmp_path):
     """Inf and NaN in an image: never propagated as Inf, their windows get a status, the
     rest of the pair is measured correctly."""
     import rasterio
-    from slidewatch.core.pair_correlation import correlate_pair_rasters
+    from slidewatch.core.matching.pair_correlation import correlate_pair_rasters
     a, b = image(0), image(1)
     b[10:40, 10:40] = np.inf
     b[70:100, 70:100] = np.nan

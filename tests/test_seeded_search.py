@@ -7,11 +7,11 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from slidewatch.core import correlation as C
-from slidewatch.core import seeded_search as S
-from slidewatch.core.correlation import correlate
+from slidewatch.core.matching import correlation as C
+from slidewatch.core.matching import seeded_search as S
+from slidewatch.core.matching.correlation import correlate
 from slidewatch.core.errors import ParameterError
-from slidewatch.core.pair_correlation import correlate_pair_rasters
+from slidewatch.core.matching.pair_correlation import correlate_pair_rasters
 
 from .test_correlation import REF, fourier_shift, smooth_texture
 

@@ -1,7 +1,7 @@
 """Pair-level stable-ground offset without a mask (core/stable_offset.py, issue 14)."""
 import numpy as np
 
-from slidewatch.core.stable_offset import stable_offset
+from slidewatch.core.matching.stable_offset import stable_offset
 
 
 def _field(moving_share, offset=(0.4, -0.3), vmax=4.0, noise=0.1, n=20000, seed=0):

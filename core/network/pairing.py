@@ -95,7 +95,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from . import pairs_file
-from ..correlation_params import CorrelationParams
+from ..matching.correlation_params import CorrelationParams
 from ..errors import InputError, ParameterError
 from ..products import DAYS_PER_YEAR, PAIRS_COLUMNS, pair_stem
 from ..progress import as_progress
@@ -568,7 +568,7 @@ def _measure_pair_cost(catalog, pair, window, step, search, side=160):
     scaled by the number of windows."""
     from rasterio.windows import Window
     from ..stack.catalog import load_image
-    from ..correlation import correlate
+    from ..matching.correlation import correlate
     r = catalog.records[pair.i]
     H, W = r.height, r.width
     h, w = min(H, side), min(W, side)
@@ -615,7 +615,7 @@ def _run_previews(catalog, pairs, idx, factor, window, step, search, ncc_min, pr
 def _run_previews_body(catalog, pairs, idx, factor, window, step, search, ncc_min, progress,
                        blocks):
     import rasterio
-    from ..correlation import (correlate_prepared, normalize_params, pad_image, prepare,
+    from ..matching.correlation import (correlate_prepared, normalize_params, pad_image, prepare,
                                read_margin)
     params = normalize_params(window, step, search, subpixel="parabola")
     margin = read_margin(params)

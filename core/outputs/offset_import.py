@@ -75,10 +75,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..correlation import STATUS_LOW_NCC, STATUS_MEANINGS, STATUS_NODATA, STATUS_VALID
+from ..matching.correlation import STATUS_LOW_NCC, STATUS_MEANINGS, STATUS_NODATA, STATUS_VALID
 from ..stack.dates import parse_name
 from ..errors import InputError, ParameterError
-from ..pair_correlation import BANDS, pair_output_name
+from ..matching.pair_correlation import BANDS, pair_output_name
 from .. import products as prod
 from ..products import DAYS_PER_YEAR
 from ..progress import as_progress

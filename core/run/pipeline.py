@@ -52,7 +52,7 @@ import numpy as np
 
 from ..errors import Cancelled, InputError, ParameterError, SlideWatchError
 from .. import products as prod
-from ..correlation_params import CorrelationParams
+from ..matching.correlation_params import CorrelationParams
 from ..network.pairing import PairingParams
 from ..series.quality_layers import DEFAULT_NCC_THRESHOLD
 from ..progress import Progress, as_progress
@@ -176,7 +176,7 @@ class PipelineParams:
             p.pop("history_folder", None)
             return p
         if step == "correlation":
-            from ..pair_correlation import pair_params
+            from ..matching.pair_correlation import pair_params
             return pair_params(**dict(self._correlation_options(), window=self.window,
                                       step=self.step, search=self.search))
         if step == "inversion":
@@ -365,7 +365,7 @@ class _RunLog:
 #: 5: dates with fewer than half of an object's pixels valid leave its series.
 #: correlation 2: wide-window pass on by default, pairs/footprint/*.npy; inversion 3:
 #: timeseries/footprint.tif; detection 6: independent observations per window footprint.
-METHOD_VERSIONS = {"catalog": 1, "grid": 1, "pairing": 1, "correlation": 2, "inversion": 3,
+METHOD_VERSIONS = {"catalog": 1, "grid": 1, "pairing": 1, "correlation": 3, "inversion": 3,
                    "quality": 1, "detection": 6, "overview": 1}
 
 
@@ -756,7 +756,7 @@ def _step_pairing(ctx, catalog, progress):
 
 
 def _pair_jobs(ctx, selected, catalog):
-    from ..correlation_driver import pair_job
+    from ..matching.correlation_driver import pair_job
     params = ctx.params
     bands = {os.path.abspath(r.path): int(r.band_index or 1) for r in catalog.records}
     jobs = []
@@ -777,7 +777,7 @@ def _pair_jobs(ctx, selected, catalog):
 
 def _step_correlation(ctx, selected, catalog, progress):
     """The pairs through the correlation step's driver (:mod:`.correlation_driver`)."""
-    from ..correlation_driver import correlate_pairs
+    from ..matching.correlation_driver import correlate_pairs
     t0 = time.perf_counter()
     progress.check()
     jobs = _pair_jobs(ctx, selected, catalog)

@@ -53,7 +53,7 @@ def correlate_pair_task(job, cancelled=None):
     Returns ``{"path", "reused", "seconds", "valid_fraction"}``.
     """
     import time
-    from .. import pair_correlation as pc
+    from ..matching import pair_correlation as pc
 
     t0 = time.perf_counter()
     out = job["out_path"]
