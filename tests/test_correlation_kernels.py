@@ -113,3 +113,57 @@ def test_row_groups():
     assert np.array_equal(C.row_groups(rows, 8), np.arange(30))
     assert np.array_equal(C.row_groups(np.array([3, 5, 9]), 32), np.arange(3))
     assert np.array_equal(C.row_groups(np.array([7]), 32), [0])
+
+
+def test_moments_residual_equals_the_normalised_residual():
+    """The one-pass residual (normalisation applied algebraically) gives the sums of the
+    three-pass one up to rounding."""
+    rng = np.random.default_rng(3)
+    h = w = 32
+    tn = rng.normal(size=(1, h, w)).astype(np.float32)
+    tn = ((tn - tn.mean()) / tn.std()).astype(np.float32)
+    gx = rng.normal(size=(1, h, w)).astype(np.float32)
+    gy = rng.normal(size=(1, h, w)).astype(np.float32)
+    b2 = (3.0 + 0.5 * tn + 0.1 * rng.normal(size=tn.shape)).astype(np.float32)
+    ks = np.zeros(5)
+    K._template_sums(tn, gx, gy, ks)
+    a = K._moments_residual(b2, tn, gx, gy, ks)
+    b = K._normalized_residual(b2, tn, gx, gy)
+    assert a[0] == b[0] == 1
+    np.testing.assert_allclose(a[1:], b[1:], rtol=1e-4, atol=1e-3)
+    flat = np.full_like(b2, 2.0)
+    assert K._moments_residual(flat, tn, gx, gy, ks)[0] == 0
+    nan = b2.copy()
+    nan[0, 3, 4] = np.nan
+    assert K._moments_residual(nan, tn, gx, gy, ks)[0] == -1
+
+
+def test_refine_windows_matches_the_main_kernel_and_checks_bounds():
+    """Refinement only, started near the answer, converges where the main kernel's
+    integer search + refinement does; a window whose refinement would read outside the
+    stacks is ST_OUTSIDE, not an out-of-bounds read."""
+    params = C.normalize_params(32, 8, 6)
+    ref = smooth_texture((160, 160), seed=5)
+    sec = fourier_shift(ref, 0.37, -1.62)
+    m = C.read_margin(params)
+    rs = C.prepare(C.pad_image(ref.astype(np.float32), m), params)
+    ss = C.prepare(C.pad_image(sec.astype(np.float32), m), params)
+    pad = C.data_margin(params)
+    tops = np.array([40, 60, 0], np.int64) + pad
+    lefts = np.array([50, 70, 0], np.int64) + pad
+    tops[2] = lefts[2] = 1                       # touches the stacks' edge
+    dy0 = np.array([0.30, 0.45, 0.3])
+    dx0 = np.array([-1.55, -1.70, -1.6])
+    out = [np.empty(3) for _ in range(3)] + [np.empty(3, np.int8), np.empty(3)]
+    kappa = C.noise_gradient_gain(params["prefilter"], params["prefilter_options"],
+                                  C.INTERPOLATIONS[params["interpolation"]])
+    K.refine_windows(rs, ss, tops, lefts, 32, 32, dy0, dx0, params["max_nodata"],
+                     params["min_std"] ** 2, params["min_ncc"], params["max_iter"],
+                     params["tol"], kappa, 0.0, C.INTERPOLATIONS[params["interpolation"]],
+                     numba.get_num_threads(), *out)
+    dy, dx, ncc, status, sig = out
+    assert list(status[:2]) == [K.ST_VALID, K.ST_VALID]
+    np.testing.assert_allclose(dy[:2], 0.37, atol=0.01)
+    np.testing.assert_allclose(dx[:2], -1.62, atol=0.01)
+    assert (ncc[:2] > 0.99).all() and (sig[:2] > 0).all()
+    assert status[2] == K.ST_OUTSIDE and np.isnan(dy[2])

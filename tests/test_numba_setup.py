@@ -206,3 +206,50 @@ def test_plugin_compiles_in_a_background_task(qgis_iface):
     assert task.status() == getattr(QgsTask, "TaskStatus", QgsTask).Complete
     assert "detection" in task.times
     assert "kernels compiled" in done[0][1]
+
+
+def test_vector_width_forced_once_and_remarks_kept_out_of_stderr(tmp_path):
+    """Loops are vectorised 8 lanes wide (issue 18); LLVM then prints a 'remark: loop not
+    vectorized' line for every loop it cannot vectorise, which must not reach stderr,
+    while the other lines written during a compile still do."""
+    code = (
+        "import sys\n"
+        "from slidewatch.core import numba_setup as s\n"
+        "import numpy as np\n"
+        "from numba import njit, objmode\n"
+        "@njit\n"
+        "def f(a, b):\n"
+        "    t = 0.0\n"
+        "    for i in range(a.size):\n"
+        "        if a[i] > 0:\n"
+        "            t += a[i] * b[i]\n"
+        "            b[i] = t\n"
+        "    return t\n"
+        "s._set_vector_width()\n"
+        "print('width', s.vector_width())\n"
+        "f(np.ones(10), np.ones(10))\n"
+        "print('after', file=sys.stderr)\n")
+    out = _run(code, {"NUMBA_CACHE_DIR": str(tmp_path / "c1")})
+    assert "width 8" in out.stdout
+    assert "remark" not in out.stderr and "after" in out.stderr, out.stderr
+    off = _run(code, {"NUMBA_CACHE_DIR": str(tmp_path / "c2"), "SLIDEWATCH_VECTOR_WIDTH": "0"})
+    assert "width 0" in off.stdout
+
+
+def test_remark_filter_replays_other_lines():
+    """What is written to file descriptor 2 while a compile runs comes out afterwards,
+    minus LLVM's remark lines."""
+    code = (
+        "import os\n"
+        "from slidewatch.core import numba_setup as s\n"
+        "r = s._RemarkFilter()\n"
+        "r.enter()\n"
+        "os.write(2, b'remark: <unknown>:0:0: loop not vectorized\\n')\n"
+        "os.write(2, b'kept line\\n')\n"
+        "r.enter(); r.leave()\n"
+        "os.write(2, b'remark: again\\n')\n"
+        "r.leave()\n"
+        "os.write(2, b'after\\n')\n")
+    err = _run(code).stderr
+    assert "remark" not in err
+    assert err.index("kept line") < err.index("after")
