@@ -891,6 +891,45 @@ def _surface_shared(pre_num, s1, s2, ns, n, tmean, cst, tnorm, min_var, surf):
 
 
 @njit(cache=True, nogil=True)
+def _template_stats(ref, t0, l0, h, w, max_invalid, min_var):
+    """(status, invalid pixels, mean, sum of squared deviations) of the template at
+    (t0, l0): ST_NODATA when more than ``max_invalid`` of it is invalid, ST_FLAT when its
+    variance is below ``min_var`` (or at rounding level), else ST_VALID. One vectorised
+    pass when it holds no NaN (the NaN propagates into the sum)."""
+    C = ref.shape[0]
+    ntpl = C * h * w
+    tsum = _region_sum(ref, t0, l0, h, w)
+    nbad = 0
+    if tsum != tsum:
+        tsum = 0.0
+        for c in range(C):
+            for i in range(h):
+                for j in range(w):
+                    x = ref[c, t0 + i, l0 + j]
+                    if x != x:
+                        nbad += 1
+                    else:
+                        tsum += x
+        if nbad > max_invalid * ntpl:
+            return ST_NODATA, nbad, np.nan, np.nan
+    n_ok = ntpl - nbad
+    tmean = tsum / n_ok
+    if nbad == 0:
+        tvar = _region_ss(ref, t0, l0, h, w, tmean)
+    else:
+        tvar = 0.0
+        for c in range(C):
+            for i in range(h):
+                for j in range(w):
+                    x = ref[c, t0 + i, l0 + j]
+                    if x == x:
+                        tvar += (x - tmean) * (x - tmean)
+    if tvar <= min_var * n_ok or tvar <= 1e-12 * (tmean * tmean + 1.0) * n_ok:
+        return ST_FLAT, nbad, tmean, tvar
+    return ST_VALID, nbad, tmean, tvar
+
+
+@njit(cache=True, nogil=True)
 def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_snr, mode,
                 max_iter, tol, kappa, max_sigma, a, T, Sw, sat, sat2, surf, tn, gxa, gya, b2, tmp, wy, wx,
                 res, out, pre_num, has_num, cst, col1, col2, lq):
@@ -911,36 +950,10 @@ def _one_window(ref, sec, t0, l0, h, w, s, max_invalid, min_var, min_ncc, min_sn
     out[3] = np.nan
     out[5] = np.nan
     ntpl = C * h * w
-    # --- template validity and statistics (one pass; NaN propagates into the sum)
-    tsum = _region_sum(ref, t0, l0, h, w)
-    nbad = 0
-    if tsum != tsum:
-        tsum = 0.0
-        for c in range(C):
-            for i in range(h):
-                for j in range(w):
-                    x = ref[c, t0 + i, l0 + j]
-                    if x != x:
-                        nbad += 1
-                    else:
-                        tsum += x
-        if nbad > max_invalid * ntpl:
-            out[4] = ST_NODATA
-            return
-    n_ok = ntpl - nbad
-    tmean = tsum / n_ok
-    if nbad == 0:
-        tvar = _region_ss(ref, t0, l0, h, w, tmean)
-    else:
-        tvar = 0.0
-        for c in range(C):
-            for i in range(h):
-                for j in range(w):
-                    x = ref[c, t0 + i, l0 + j]
-                    if x == x:
-                        tvar += (x - tmean) * (x - tmean)
-    if tvar <= min_var * n_ok or tvar <= 1e-12 * (tmean * tmean + 1.0) * n_ok:
-        out[4] = ST_FLAT
+    # --- template validity and statistics
+    code, nbad, tmean, tvar = _template_stats(ref, t0, l0, h, w, max_invalid, min_var)
+    if code != ST_VALID:
+        out[4] = code
         return
     # --- search area validity (one pass)
     hs = h + 2 * s
@@ -1378,7 +1391,6 @@ def refine_windows(ref, sec, tops, lefts, h, w, dy0, dx0, max_invalid, min_var, 
     if n == 0:
         return
     nchunks = min(n, max(nthreads, 1) * 8)
-    ntpl = C * h * w
     for k in prange(nchunks):
         (T, Sw, sat, sat2, surf, tn, gxa, gya, b2, tmp, wy, wx, res,
          out) = _scratch(C, h, w, 0, interp_a)
@@ -1400,32 +1412,9 @@ def refine_windows(ref, sec, tops, lefts, h, w, dy0, dx0, max_invalid, min_var, 
                     or l0 - interp_a < 0 or l0 + w + interp_a > ref.shape[2]):
                 status[idx] = ST_OUTSIDE
                 continue
-            tsum = _region_sum(ref, t0, l0, h, w)
-            nbad = 0
-            if tsum != tsum:
-                tsum = 0.0
-                for c in range(C):
-                    for i in range(h):
-                        for j in range(w):
-                            x = ref[c, t0 + i, l0 + j]
-                            if x != x:
-                                nbad += 1
-                            else:
-                                tsum += x
-                if nbad > max_invalid * ntpl:
-                    status[idx] = ST_NODATA
-                    continue
-            n_ok = ntpl - nbad
-            tmean = tsum / n_ok
-            tvar = 0.0
-            for c in range(C):
-                for i in range(h):
-                    for j in range(w):
-                        x = ref[c, t0 + i, l0 + j]
-                        if x == x:
-                            tvar += (x - tmean) * (x - tmean)
-            if tvar <= min_var * n_ok or tvar <= 1e-12 * (tmean * tmean + 1.0) * n_ok:
-                status[idx] = ST_FLAT
+            code, nbad, tmean, tvar = _template_stats(ref, t0, l0, h, w, max_invalid, min_var)
+            if code != ST_VALID:
+                status[idx] = code
                 continue
             fy0 = dy0[idx] - iy
             fx0 = dx0[idx] - ix
