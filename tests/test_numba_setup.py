@@ -216,7 +216,7 @@ def test_vector_width_forced_once_and_remarks_kept_out_of_stderr(tmp_path):
         "import sys\n"
         "from slidewatch.core import numba_setup as s\n"
         "import numpy as np\n"
-        "from numba import njit, objmode\n"
+        "from numba import njit\n"
         "@njit\n"
         "def f(a, b):\n"
         "    t = 0.0\n"

@@ -194,10 +194,11 @@ def noise_gradient_gain(prefilter, options, a):
     return kappa
 
 
-def data_margin(params):
+def data_margin(params, wide=True):
     """Pixels of padding the kernels read around a window beyond the template (and, with
-    the wide-window pass on, the half window by which its windows are larger)."""
-    extra = max(params["window"]) // 2 if _wide(params) else 0
+    the wide-window pass on and ``wide``, the half window by which its windows are
+    larger; ``wide=False``: what the nominal windows alone read)."""
+    extra = max(params["window"]) // 2 if wide and _wide(params) else 0
     return int(params["search"]) + K.REFINE_MARGIN + extra
 
 
@@ -305,8 +306,7 @@ def _wide_pass(out, ref_stack, sec_stack, rows, cols, image_shape, row_offset, p
     n = ii.size
     wdy, wdx, wncc, wsig = (np.empty(n, np.float64) for _ in range(4))
     wstatus = np.empty(n, np.int8)
-    kappa = noise_gradient_gain(params["prefilter"], params["prefilter_options"],
-                                INTERPOLATIONS[params["interpolation"]])
+    kappa = _noise_gain(params)
     K.refine_windows(ref_stack, sec_stack, top_img - row_offset + pad, left_img + pad, h, w,
                      np.ascontiguousarray(dy[ii, jj], np.float64),
                      np.ascontiguousarray(dx[ii, jj], np.float64),
@@ -366,9 +366,9 @@ def _prepare_around(block, params, rows, cols, todo, row_offset):
     dm = data_margin(params)
     fh = read_margin(params) - dm
     name, opts = _fallback(params)
-    # what the second pass's (nominal) windows read around their template: the search
-    # and the refinement's margin, not the wide-window pass's extra half window
-    m = int(params["search"]) + K.REFINE_MARGIN
+    # what the second pass's (nominal) windows read around their template, not the
+    # wide-window pass's extra half window
+    m = data_margin(params, wide=False)
     ii, jj = np.nonzero(todo)
     # cost ~ pixels filtered: (h + 2 m) x (w + 2 m) per window (+ the filter's halo
     # rows) against the whole block
@@ -439,11 +439,7 @@ def _correlate(ref_stack, sec_stack, rows, cols, image_shape, row_offset, params
         # when most windows of a chunk are computed)
         pre[~todo & (pre == 0)] = STATUS_OUTSIDE
         shared = False
-    if fallback:
-        kappa = noise_gradient_gain(*_fallback(params), INTERPOLATIONS[params["interpolation"]])
-    else:
-        kappa = noise_gradient_gain(params["prefilter"], params["prefilter_options"],
-                                    INTERPOLATIONS[params["interpolation"]])
+    kappa = _noise_gain(params, fallback)
     shape = (rows.size, cols.size)
     dy = np.empty(shape, np.float64)
     dx = np.empty(shape, np.float64)
@@ -461,6 +457,13 @@ def _correlate(ref_stack, sec_stack, rows, cols, image_shape, row_offset, params
                          shared, row_groups(rows, h), pre, dy,
                          dx, ncc, snr, status, sig)
     return dx, dy, ncc, snr, status, sig
+
+
+def _noise_gain(params, fallback=False):
+    """:func:`noise_gradient_gain` of the main prefilter (or the second pass's)."""
+    name, opts = _fallback(params) if fallback else (params["prefilter"],
+                                                      params["prefilter_options"])
+    return noise_gradient_gain(name, opts, INTERPOLATIONS[params["interpolation"]])
 
 
 def kernel_min_snr(params):

@@ -1381,9 +1381,10 @@ def refine_windows(ref, sec, tops, lefts, h, w, dy0, dx0, max_invalid, min_var, 
     (px): no integer search. The integer base is the estimate rounded, the starting
     fraction the rest; then :func:`_refine` as in the main kernel (same statistics,
     same predicted error). Used by the wide-window pass, whose windows already have a
-    first estimate from the nominal window (the integer search around it was 60 % of
-    the pass's time). Outputs (per window, in place): dy, dx, ncc, status (ST_*), sigma.
-    A window whose refinement could read outside the stacks is ST_OUTSIDE."""
+    first estimate from the nominal window (with an integer search around it the
+    pass took 3.3 us per estimate on the l8_snow texture, 1.9 without, one thread).
+    Outputs (per window, in place): dy, dx, ncc, status (ST_*), sigma. A window whose
+    refinement could read outside the stacks is ST_OUTSIDE."""
     C = ref.shape[0]
     Hs = sec.shape[1]
     Ws = sec.shape[2]
