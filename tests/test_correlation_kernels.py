@@ -59,6 +59,7 @@ def _pair(shape, dy, dx, seed):
     ((24, 32), 5, 3, "iterative"),   # rectangular, step not dividing the window
     (16, 2, 2, "parabola"),          # > CHUNK_COLS window columns: column seams
     (12, 3, 2, "none"),              # integer peaks
+    (32, 8, 4, "iterative"),         # the default grid: uniform blocks (vector sums)
 ])
 def test_shared_equals_independent_windows(window, step, search, subpixel):
     ref, sec = _pair((120, 200), 0.7, -1.35, seed=3)
@@ -70,7 +71,7 @@ def test_shared_equals_independent_windows(window, step, search, subpixel):
     b = _grid(p, ref, sec, False)
     status_a, status_b = a[4], b[4]
     n_rows = status_a.shape[0]
-    assert n_rows > 2 * K.ROW_GROUP   # several row chunks
+    assert n_rows > K.ROW_GROUP   # several row chunks
     if step == 2:
         assert status_a.shape[1] > K.CHUNK_COLS
     inside = status_a != C.STATUS_OUTSIDE
@@ -167,3 +168,61 @@ def test_refine_windows_matches_the_main_kernel_and_checks_bounds():
     np.testing.assert_allclose(dx[:2], -1.62, atol=0.01)
     assert (ncc[:2] > 0.99).all() and (sig[:2] > 0).all()
     assert status[2] == K.ST_OUTSIDE and np.isnan(dy[2])
+
+
+def test_uniform_blocks_detects_the_default_grid_only():
+    """The vector path of the window sums is taken for power-of-two blocks evenly used,
+    and refused otherwise (step not dividing the window, gaps left by skipped columns)."""
+    def blocks(lefts, w):
+        lefts = np.asarray(lefts, np.int64)
+        cbnd = K._edges(lefts, w)
+        return K._uniform_blocks(cbnd, np.searchsorted(cbnd, lefts),
+                                 np.searchsorted(cbnd, lefts + w))
+    assert blocks(np.arange(10) * 8, 32) == (True, 3, 4, 1)
+    assert blocks(np.arange(10) * 16, 32) == (True, 4, 2, 1)
+    assert blocks(np.arange(10) * 10, 32)[0] is False     # blocks of 10 and 2 px
+    assert blocks(np.arange(10) * 12, 24)[0] is False     # 12 px: not a power of two
+    assert blocks([0, 8, 16, 40, 48], 32)[0] is False     # a column skipped
+    # and the sums it gives are those of the scalar path
+    rng = np.random.default_rng(0)
+    lefts = np.arange(12) * 8
+    cbnd = K._edges(lefts, 32)
+    cseg0 = np.searchsorted(cbnd, lefts)
+    cs = rng.normal(size=lefts[-1] + 32).astype(np.float32)
+    out = np.empty(lefts.size)
+    n = cs.size
+    K._window_sums_uniform(cs, cbnd, cseg0, 3, 4, 1, np.empty(n), np.empty(n),
+                           np.empty(cbnd.size), out)
+    want = [cs[a:a + 32].astype(np.float64).sum() for a in lefts]
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+def test_gradient_images_give_the_per_window_template():
+    """The template built from the image's gradients (computed once) equals the one
+    computed per window; the gradient images are NaN at the edge and next to an invalid
+    pixel; the normalisation pass also returns the sums of _template_sums."""
+    rng = np.random.default_rng(4)
+    ref = rng.normal(size=(1, 80, 90)).astype(np.float32)
+    ref[0, 60, 70] = np.nan
+    a, h, w = 4, 32, 32
+    wd = np.empty(8)
+    nk = K._deriv_weights(a, wd)
+    assert nk == 3
+    GX, GY = K.gradient_images(ref, a)
+    assert np.isnan(GX[0, :, :nk]).all() and np.isnan(GY[0, :nk]).all()
+    near = [-3, -2, -1, 1, 2, 3]     # the taps around a pixel, not the pixel itself
+    assert np.isnan(GX[0, 60, [70 + k for k in near]]).all()
+    assert np.isnan(GY[0, [60 + k for k in near], 70]).all()
+    assert np.isfinite(GX[0, 60, 66]) and np.isfinite(GY[0, 56, 70])
+    bufs = [np.empty((1, h, w), np.float32) for _ in range(6)]
+    ks1, ks2 = np.zeros(5), np.zeros(5)
+    r1 = K._template_clean(ref, 10, 12, h, w, nk, wd, *bufs[:3], ks1)
+    r2 = K._template_from_images(ref, GX, GY, 10, 12, h, w, *bufs[3:], ks2)
+    assert r1[3] and r2[3]
+    np.testing.assert_allclose(r1[:3], r2[:3], rtol=1e-5)
+    for u, v in zip(bufs[:3], bufs[3:]):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+    ks = np.zeros(5)
+    K._template_sums(*bufs[:3], ks)
+    np.testing.assert_allclose(ks1, ks, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ks2, ks, rtol=1e-5, atol=1e-4)
