@@ -343,8 +343,7 @@ def _warm_detection():
 #: 2026-12-07 took prefilter 9 s, correlation 351 s, inversion 167 s, detection 3 s (an
 #: earlier machine: 5 / 120 / 40 / 5 s)
 GROUPS = (
-    ("prefilter", 10, (("matching.prefilter_kernels", "_rows_pass"),
-                      ("matching.prefilter_kernels", "_cols_pass_highpass"),
+    ("prefilter", 10, (("matching.prefilter_kernels", "_highpass_bands"),
                       ("matching.prefilter_kernels", "_highpass_rects")), _warm_prefilter),
     ("correlation", 350, (("matching.correlation_kernels", "correlate_grid"),
                           ("matching.correlation_kernels", "refine_windows")), _warm_correlation),

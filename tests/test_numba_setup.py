@@ -152,7 +152,7 @@ def test_cache_keyed_by_real_path_whatever_the_import_path():
 
     real_folder = os.path.realpath(os.path.join(ROOT, "core", "matching"))
     sub = "matching_" + hashlib.sha1(real_folder.encode()).hexdigest()
-    path = pk._rows_pass._cache._cache_path
+    path = pk._highpass_bands._cache._cache_path
     assert path == os.path.join(numba_setup.cache_dir(), sub)
 
 
