@@ -23,6 +23,24 @@ def gaussian_weights(sigma, truncate=4.0):
     return w / w.sum()
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _taps9(w, a0, a1, a2, a3, a4, a5, a6, a7, a8, out):
+    """out = the nine taps ``w`` applied to the rows ``a0 .. a8``, added in tap order
+    from 0 (the same additions in the same order as the tap-outer loops: same values)."""
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    for j in range(out.shape[0]):
+        a = 0.0 + w0 * a0[j]
+        a += w1 * a1[j]
+        a += w2 * a2[j]
+        a += w3 * a3[j]
+        a += w4 * a4[j]
+        a += w5 * a5[j]
+        a += w6 * a6[j]
+        a += w7 * a7[j]
+        a += w8 * a8[j]
+        out[j] = a
+
+
 @njit(cache=True, nogil=True)
 def _row_h(x, i, w, r, s, t, xv, vv):
     """Horizontal pass of row ``i``: s = w * (x where finite), t = w * finite (zero
@@ -51,29 +69,8 @@ def _row_h(x, i, w, r, s, t, xv, vv):
         v0, v1, v2 = vv[0:wd], vv[1:wd + 1], vv[2:wd + 2]
         v3, v4, v5 = vv[3:wd + 3], vv[4:wd + 4], vv[5:wd + 5]
         v6, v7, v8 = vv[6:wd + 6], vv[7:wd + 7], vv[8:wd + 8]
-        w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
-        for j in range(wd):
-            a = 0.0 + w0 * x0[j]
-            a += w1 * x1[j]
-            a += w2 * x2[j]
-            a += w3 * x3[j]
-            a += w4 * x4[j]
-            a += w5 * x5[j]
-            a += w6 * x6[j]
-            a += w7 * x7[j]
-            a += w8 * x8[j]
-            s[j] = a
-        for j in range(wd):
-            b = 0.0 + w0 * v0[j]
-            b += w1 * v1[j]
-            b += w2 * v2[j]
-            b += w3 * v3[j]
-            b += w4 * v4[j]
-            b += w5 * v5[j]
-            b += w6 * v6[j]
-            b += w7 * v7[j]
-            b += w8 * v8[j]
-            t[j] = b
+        _taps9(w, x0, x1, x2, x3, x4, x5, x6, x7, x8, s[:wd])
+        _taps9(w, v0, v1, v2, v3, v4, v5, v6, v7, v8, t[:wd])
         return
     # tap-outer, column-inner: the same additions in the same order per pixel as a
     # tap-inner loop (so the same values), but LLVM vectorises over the columns
@@ -95,33 +92,10 @@ def _row_v(i, w, r, num, den, s, t):
     h, wd = num.shape
     if r == 4 and i >= r and i + r < h:
         # sigma 1, all nine rows inside: one pass, same additions in the same order
-        w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
-        n0, n1, n2, n3, n4 = num[i - 4], num[i - 3], num[i - 2], num[i - 1], num[i]
-        n5, n6, n7, n8 = num[i + 1], num[i + 2], num[i + 3], num[i + 4]
-        for j in range(wd):
-            a = 0.0 + w0 * n0[j]
-            a += w1 * n1[j]
-            a += w2 * n2[j]
-            a += w3 * n3[j]
-            a += w4 * n4[j]
-            a += w5 * n5[j]
-            a += w6 * n6[j]
-            a += w7 * n7[j]
-            a += w8 * n8[j]
-            s[j] = a
-        d0, d1, d2, d3, d4 = den[i - 4], den[i - 3], den[i - 2], den[i - 1], den[i]
-        d5, d6, d7, d8 = den[i + 1], den[i + 2], den[i + 3], den[i + 4]
-        for j in range(wd):
-            b = 0.0 + w0 * d0[j]
-            b += w1 * d1[j]
-            b += w2 * d2[j]
-            b += w3 * d3[j]
-            b += w4 * d4[j]
-            b += w5 * d5[j]
-            b += w6 * d6[j]
-            b += w7 * d7[j]
-            b += w8 * d8[j]
-            t[j] = b
+        _taps9(w, num[i - 4], num[i - 3], num[i - 2], num[i - 1], num[i], num[i + 1],
+               num[i + 2], num[i + 3], num[i + 4], s[:wd])
+        _taps9(w, den[i - 4], den[i - 3], den[i - 2], den[i - 1], den[i], den[i + 1],
+               den[i + 2], den[i + 3], den[i + 4], t[:wd])
         return
     for j in range(wd):
         s[j] = 0.0
