@@ -153,6 +153,7 @@ def peer_main(npz_path, json_path):
 
 
 def run_peers(cases, rows, cols, repeat=1):
+    os.makedirs(OUT, exist_ok=True)
     npz = os.path.join(OUT, "bench_corr_cases.npz")
     js = os.path.join(OUT, "bench_corr_peers.json")
     arrays = {"rows": rows, "cols": cols, "repeat": np.int64(repeat)}
