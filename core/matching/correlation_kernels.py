@@ -99,6 +99,16 @@ def _interp_weights(t, a, wts):
         wts[k] /= tot
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _taps8(w):
+    """The eight Lanczos-4 weights of w as float32 scalars (zeros when w has fewer taps)."""
+    if w.shape[0] < 8:
+        z = np.float32(0.0)
+        return z, z, z, z, z, z, z, z
+    return (np.float32(w[0]), np.float32(w[1]), np.float32(w[2]), np.float32(w[3]),
+            np.float32(w[4]), np.float32(w[5]), np.float32(w[6]), np.float32(w[7]))
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
     """out[c, i, j] = A[c] sampled at (oy + i, ox + j) (separable kernel, half-width a).
@@ -115,6 +125,9 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
     _interp_weights(tx, a, wx)
     C = A.shape[0]
     nt = 2 * a
+    # Lanczos-4 (default): the eight weights of each axis as scalars, once per call
+    x0, x1, x2, x3, x4, x5, x6, x7 = _taps8(wx)
+    y0, y1, y2, y3, y4, y5, y6, y7 = _taps8(wy)
     for c in range(C):
         if ty == 0.0:
             r_lo = iy
@@ -131,21 +144,13 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
                     t[j] = rp[j]
             elif nt == 8:
                 # Lanczos-4 (default): all taps in one pass (one store per output sample)
-                w0 = np.float32(wx[0])
-                w1 = np.float32(wx[1])
-                w2 = np.float32(wx[2])
-                w3 = np.float32(wx[3])
-                w4 = np.float32(wx[4])
-                w5 = np.float32(wx[5])
-                w6 = np.float32(wx[6])
-                w7 = np.float32(wx[7])
                 # slice first: non-negative indices let LLVM drop the wrap-around checks
                 # and vectorise (measured ~4x faster than indexing row[ix - 3 + j])
                 rp = row[ix - 3:ix + W + 5]
                 for j in range(W):
-                    t[j] = (((w0 * rp[j] + w1 * rp[j + 1]) + (w2 * rp[j + 2] + w3 * rp[j + 3]))
-                            + ((w4 * rp[j + 4] + w5 * rp[j + 5])
-                               + (w6 * rp[j + 6] + w7 * rp[j + 7])))
+                    t[j] = (((x0 * rp[j] + x1 * rp[j + 1]) + (x2 * rp[j + 2] + x3 * rp[j + 3]))
+                            + ((x4 * rp[j + 4] + x5 * rp[j + 5])
+                               + (x6 * rp[j + 6] + x7 * rp[j + 7])))
             else:
                 for j in range(W):
                     t[j] = 0.0
@@ -159,14 +164,6 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
             # Lanczos-4, rows of tmp and out contiguous: the vertical pass as one loop over
             # the flattened window (row i + b of tmp is W * b further on), instead of one
             # short loop per output row
-            w0 = np.float32(wy[0])
-            w1 = np.float32(wy[1])
-            w2 = np.float32(wy[2])
-            w3 = np.float32(wy[3])
-            w4 = np.float32(wy[4])
-            w5 = np.float32(wy[5])
-            w6 = np.float32(wy[6])
-            w7 = np.float32(wy[7])
             n = H * W
             tf = tmp.ravel()
             of = out[c].ravel()
@@ -179,8 +176,8 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
             t6_ = tf[6 * W:6 * W + n]
             t7_ = tf[7 * W:7 * W + n]
             for k in range(n):
-                of[k] = (((w0 * t0_[k] + w1 * t1_[k]) + (w2 * t2_[k] + w3 * t3_[k]))
-                         + ((w4 * t4_[k] + w5 * t5_[k]) + (w6 * t6_[k] + w7 * t7_[k])))
+                of[k] = (((y0 * t0_[k] + y1 * t1_[k]) + (y2 * t2_[k] + y3 * t3_[k]))
+                         + ((y4 * t4_[k] + y5 * t5_[k]) + (y6 * t6_[k] + y7 * t7_[k])))
             continue
         for i in range(H):
             o = out[c, i]
@@ -189,14 +186,6 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
                 for j in range(W):
                     o[j] = t[j]
             elif nt == 8:
-                w0 = np.float32(wy[0])
-                w1 = np.float32(wy[1])
-                w2 = np.float32(wy[2])
-                w3 = np.float32(wy[3])
-                w4 = np.float32(wy[4])
-                w5 = np.float32(wy[5])
-                w6 = np.float32(wy[6])
-                w7 = np.float32(wy[7])
                 t0_ = tmp[i]
                 t1_ = tmp[i + 1]
                 t2_ = tmp[i + 2]
@@ -206,8 +195,8 @@ def _warp(A, oy, ox, H, W, a, out, tmp, wy, wx):
                 t6_ = tmp[i + 6]
                 t7_ = tmp[i + 7]
                 for j in range(W):
-                    o[j] = (((w0 * t0_[j] + w1 * t1_[j]) + (w2 * t2_[j] + w3 * t3_[j]))
-                            + ((w4 * t4_[j] + w5 * t5_[j]) + (w6 * t6_[j] + w7 * t7_[j])))
+                    o[j] = (((y0 * t0_[j] + y1 * t1_[j]) + (y2 * t2_[j] + y3 * t3_[j]))
+                            + ((y4 * t4_[j] + y5 * t5_[j]) + (y6 * t6_[j] + y7 * t7_[j])))
             else:
                 for j in range(W):
                     o[j] = 0.0
@@ -716,7 +705,8 @@ def gradient_images(ref, a):
     pixels of the array's edge or next to an invalid pixel), computed once per image.
 
     With the default step (8 px) a pixel lies in 16 windows of 32 px: computing its
-    gradient once instead of once per window saved ~1 us per estimate (issue 18)."""
+    gradient once instead of once per window saved 0.88 us per window on one thread
+    (13.17 -> 12.29 us, l8_snow, issue 18)."""
     C, H, W = ref.shape
     GX = np.empty((C, H, W), np.float32)
     GY = np.empty((C, H, W), np.float32)
